@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages anchord's demo and tests use (Debian 12):
+#   eapoltest (eapol_test, the 802.1X test client), openssl, softhsm2 (PKCS#11 token).
+# Skips apt when everything is already there. Needs root (or sudo) for apt.
+set -euo pipefail
+need=()
+command -v eapol_test >/dev/null 2>&1 || need+=(eapoltest)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${need[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,177 @@
+//! `anchord demo`: a dev PKI, a server on loopback, every eapol-tests scenario run with
+//! eapol_test, and a table of what the server decided.
+
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::server::{AuditRecord, Server};
+
+/// eapol_test scenarios, shipped in `eapol-tests/` and embedded here.
+pub const SCENARIOS: &[(&str, &str)] = &[
+    ("tls12-ecdsa", include_str!("../../eapol-tests/tls12-ecdsa.conf")),
+    ("tls12-rsa", include_str!("../../eapol-tests/tls12-rsa.conf")),
+    ("tls13-ecdsa", include_str!("../../eapol-tests/tls13-ecdsa.conf")),
+    ("fragment-200", include_str!("../../eapol-tests/fragment-200.conf")),
+    ("expired", include_str!("../../eapol-tests/expired.conf")),
+    ("wrong-eku", include_str!("../../eapol-tests/wrong-eku.conf")),
+    ("unknown-ca", include_str!("../../eapol-tests/unknown-ca.conf")),
+];
+
+const DEMO_SECRET: &str = "demo-secret";
+
+/// The `# expect: accept|reject` line of a scenario.
+pub fn expectation(conf: &str) -> Option<&str> {
+    conf.lines().find_map(|l| l.strip_prefix("# expect: ")).map(str::trim)
+}
+
+/// The `identity="..."` of a scenario.
+pub fn identity(conf: &str) -> Option<&str> {
+    conf.lines().find_map(|l| l.trim().strip_prefix("identity=\"")?.strip_suffix('"'))
+}
+
+/// What eapol_test reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EapolResult {
+    /// It printed SUCCESS.
+    pub success: bool,
+    /// It printed "MPPE keys OK: 1  mismatch: 0".
+    pub mppe_ok: bool,
+}
+
+/// Reads eapol_test's output.
+pub fn parse_eapol_output(out: &str) -> EapolResult {
+    EapolResult {
+        success: out.lines().any(|l| l.trim() == "SUCCESS"),
+        mppe_ok: out.contains("MPPE keys OK: 1  mismatch: 0"),
+    }
+}
+
+/// The dev config the demo serves with.
+pub fn demo_config(listen: &str, secret: &str) -> String {
+    format!(
+        r#"# Written by `anchord demo`: dev PKI in this folder, loopback only.
+[server]
+listen = ["{listen}"]
+
+[tls]
+certificate = "server.pem"
+private_key = "server.key"
+ca = ["root-ca.pem"]
+
+[authorization]
+vlan = "100"
+
+[[client]]
+name = "demo-nas"
+address = "127.0.0.1"
+secret = "{secret}"
+"#
+    )
+}
+
+#[allow(clippy::print_stdout, reason = "the demo's table is for a person")]
+pub(super) async fn run(dir: &Path, eapol_test: &Path) -> anyhow::Result<ExitCode> {
+    crate::pki::dev::generate(dir, time::OffsetDateTime::now_utc()).context("making the dev PKI")?;
+    let cfg_path = dir.join("anchord.toml");
+    std::fs::write(&cfg_path, demo_config("127.0.0.1:0", DEMO_SECRET))?;
+    let config = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = Server::bind(Arc::new(config), Some(tx))?;
+    let Some(addr) = server.local_addrs().into_iter().next() else { bail!("no socket bound") };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.serve(shutdown.clone()));
+    println!("anchord demo: server on {addr}, dev PKI in {}\n", dir.display());
+    println!(
+        "{:<14} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {}",
+        "SCENARIO", "DEVICE", "EXPECT", "RESULT", "TLS", "VLAN", "MPPE", "REASON"
+    );
+    let mut all_as_expected = true;
+    for (name, conf) in SCENARIOS {
+        let conf_path = dir.join(format!("{name}.conf"));
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = tokio::process::Command::new(eapol_test);
+        cmd.current_dir(dir)
+            .args(["-c", &format!("{name}.conf"), "-a", &addr.ip().to_string()])
+            .args(["-p", &addr.port().to_string(), "-s", DEMO_SECRET, "-t", "15"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if *name == "fragment-200" {
+            cmd.arg("-N12:d:200");
+        }
+        let out = cmd.output().await.with_context(|| format!("running {}", eapol_test.display()))?;
+        let eapol = parse_eapol_output(&String::from_utf8_lossy(&out.stdout));
+        let record = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.ok().flatten();
+        let expect = expectation(conf).unwrap_or("?");
+        let result = if eapol.success { "accept" } else { "reject" };
+        let ok = result == expect && (!eapol.success || eapol.mppe_ok);
+        all_as_expected &= ok;
+        let r = record.unwrap_or_else(|| empty_record(addr));
+        println!(
+            "{:<14} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {}{}",
+            name,
+            identity(conf).unwrap_or("?"),
+            expect,
+            result,
+            if r.tls_version.is_empty() { "-" } else { r.tls_version },
+            r.vlan.as_deref().unwrap_or("-"),
+            if eapol.success { if eapol.mppe_ok { "ok" } else { "BAD" } } else { "-" },
+            r.reason,
+            if ok { "" } else { "   <-- not as expected" }
+        );
+    }
+    shutdown.cancel();
+    let _ = task.await;
+    println!();
+    if all_as_expected {
+        println!("every device got the expected answer");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("some devices did not get the expected answer (run with --debug for details)");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn empty_record(addr: std::net::SocketAddr) -> AuditRecord {
+    AuditRecord {
+        outcome: "none",
+        reason: "no answer recorded",
+        nas: String::new(),
+        nas_addr: addr,
+        identity: String::new(),
+        cert_subject: String::new(),
+        cert_serial: String::new(),
+        cert_issuer: String::new(),
+        tls_version: "",
+        rounds: 0,
+        duration_ms: 0,
+        vlan: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_states_its_expectation_and_identity() {
+        for (name, conf) in SCENARIOS {
+            assert!(matches!(expectation(conf), Some("accept" | "reject")), "{name}");
+            assert!(identity(conf).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn parses_eapol_test_verdicts() {
+        let ok = parse_eapol_output("...\nMPPE keys OK: 1  mismatch: 0\nSUCCESS\n");
+        assert_eq!(ok, EapolResult { success: true, mppe_ok: true });
+        let bad = parse_eapol_output("MPPE keys OK: 0  mismatch: 1\nFAILURE\n");
+        assert_eq!(bad, EapolResult { success: false, mppe_ok: false });
+    }
+}

@@ -1,0 +1,120 @@
+//! The `anchord` command line: `serve`, `check`, `demo`.
+
+pub mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::server::Server;
+
+/// anchord: EAP-TLS RADIUS server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log every packet's summary (like `radiusd -X`); RUST_LOG overrides.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Config file.
+        #[arg(long, default_value = "config/anchord.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file (and the certificates it names); exit 1 on any error.
+    Check {
+        /// Config file.
+        #[arg(long, default_value = "config/anchord.toml")]
+        config: PathBuf,
+    },
+    /// Make a dev PKI, start a server, authenticate the demo devices with eapol_test.
+    Demo {
+        /// Folder for the dev PKI and configs.
+        #[arg(long, default_value = "demo-out")]
+        dir: PathBuf,
+        /// The eapol_test binary.
+        #[arg(long, default_value = "eapol_test")]
+        eapol_test: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it.
+///
+/// # Errors
+/// Whatever the subcommand reports.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let default = if cli.debug { "anchord=debug,info" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve { config } => rt.block_on(serve(config)),
+        Command::Check { config } => check(&config),
+        Command::Demo { dir, eapol_test } => rt.block_on(demo::run(&dir, &eapol_test)),
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = Server::bind(Arc::new(config), None).context("binding sockets")?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        stop.cancel();
+    });
+    server.serve(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "check reports to the admin on stdout")]
+fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    match Config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: OK ({} client(s), listen {})",
+                path.display(),
+                c.clients.len(),
+                c.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            println!("{} error(s)", errors.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Configuration: `config/anchord.toml` parsed into [`raw`] types, then validated into
+//! [`Config`]. Every error names the file, the line and the key; [`Config::load`] reports
+//! all of them at once.
+
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use toml::Spanned;
+
+use crate::eap::SessionConfig;
+use crate::radius::SharedSecret;
+use crate::tls::{self, TlsVersion};
+
+/// Largest fragment: keeps an Access-Challenge well under 4096 bytes.
+pub const MAX_FRAGMENT_SIZE: u64 = 3000;
+/// Smallest fragment an admin may configure.
+pub const MIN_FRAGMENT_SIZE: u64 = 64;
+
+/// One configuration error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Key path such as `client[0].address`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every error found in one load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A RADIUS client (NAS) entry.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Admin's name for it, used in logs.
+    pub name: String,
+    /// Address or network it sends from.
+    pub network: IpNet,
+    /// Shared secret.
+    pub secret: SharedSecret,
+    /// Drop Access-Requests without Message-Authenticator (BlastRADIUS).
+    pub require_message_authenticator: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Sockets to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Most EAP sessions kept at once; the least recently used is evicted beyond it.
+    pub max_sessions: u64,
+    /// An EAP session unused for this long is dropped.
+    pub session_idle_timeout: Duration,
+    /// Most requests processed concurrently; beyond it datagrams are dropped and counted.
+    pub max_inflight: usize,
+    /// How long a reply is kept for retransmissions (RFC 5080 §2.2.2).
+    pub duplicate_window: Duration,
+    /// EAP-TLS settings, shared by every session.
+    pub eap: Arc<SessionConfig>,
+    /// VLAN for accepted devices, if any.
+    pub vlan: Option<String>,
+    /// Clients, most specific network first.
+    pub clients: Vec<Client>,
+    /// Clients whose secret is written inline (dev/demo only; warned at startup).
+    pub inline_secrets: Vec<String>,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    dir: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, span: Range<usize>) -> Option<usize> {
+        let before = self.text.get(..span.start)?;
+        (span.end > 0).then(|| before.matches('\n').count() + 1)
+    }
+
+    fn err(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let line = self.line_of(span);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    fn bounded(&mut self, v: &Spanned<u64>, key: &str, range: Range<u64>) -> u64 {
+        let value = *v.get_ref();
+        if !range.contains(&value) {
+            self.err(v.span(), key, format!("{value} is outside {}..{}", range.start, range.end));
+        }
+        value.clamp(range.start, range.end.saturating_sub(1))
+    }
+}
+
+impl Config {
+    /// Loads and validates a config file; relative paths in it are relative to its folder.
+    ///
+    /// # Errors
+    /// Every problem found, each with file, line and key.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates config text as if read from `path`.
+    ///
+    /// # Errors
+    /// Every problem found, each with file, line and key.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut ctx = Ctx { file: path, dir, text, errors: Vec::new() };
+        let raw: raw::RawConfig = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let line = ctx.line_of(span.start..span.start + 1);
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: path.to_path_buf(),
+                    line,
+                    key: String::new(),
+                    message: e.message().to_owned(),
+                }]));
+            }
+        };
+        let cfg = validate(&mut ctx, raw);
+        match cfg {
+            Some(c) if ctx.errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(ctx.errors)),
+        }
+    }
+}
+
+fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
+    let s = &raw.server;
+    let mut listen = Vec::new();
+    for (i, l) in s.listen.iter().enumerate() {
+        match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) => listen.push(a),
+            Err(_) => ctx.err(l.span(), format!("server.listen[{i}]"), format!("`{}` is not an address:port (IPv6 as [::1]:1812)", l.get_ref())),
+        }
+    }
+    if listen.is_empty() && ctx.errors.is_empty() {
+        ctx.err(0..0, "server.listen", "at least one address is needed");
+    }
+    let max_sessions = ctx.bounded(&s.max_sessions, "server.max_sessions", 1..10_000_001);
+    let idle = ctx.bounded(&s.session_idle_timeout_secs, "server.session_idle_timeout_secs", 1..3601);
+    let max_inflight = ctx.bounded(&s.max_inflight, "server.max_inflight", 1..65_537);
+    let dup = ctx.bounded(&s.duplicate_window_secs, "server.duplicate_window_secs", 1..301);
+
+    let eap = tls_settings(ctx, &raw.tls);
+
+    let vlan = raw.authorization.vlan.as_ref().map(|v| {
+        let text = v.get_ref().trim().to_owned();
+        if text.is_empty() || text.len() > 252 {
+            ctx.err(v.span(), "authorization.vlan", "a VLAN id or name of 1..=252 characters");
+        }
+        text
+    });
+
+    let mut clients = Vec::new();
+    let mut inline_secrets = Vec::new();
+    for (i, c) in raw.client.iter().enumerate() {
+        let key = |k: &str| format!("client[{i}].{k}");
+        let network = match parse_network(c.address.get_ref()) {
+            Some(n) => n,
+            None => {
+                ctx.err(c.address.span(), key("address"), format!("`{}` is not an IP address or CIDR", c.address.get_ref()));
+                continue;
+            }
+        };
+        let secret = match (&c.secret, &c.secret_file) {
+            (Some(s), None) => {
+                inline_secrets.push(c.name.clone());
+                Some((s.span(), s.get_ref().as_bytes().to_vec()))
+            }
+            (None, Some(f)) => match std::fs::read(ctx.path(f.get_ref())) {
+                Ok(mut bytes) => {
+                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        bytes.pop();
+                    }
+                    Some((f.span(), bytes))
+                }
+                Err(e) => {
+                    ctx.err(f.span(), key("secret_file"), format!("cannot read {}: {e}", ctx.path(f.get_ref()).display()));
+                    None
+                }
+            },
+            (Some(s), Some(_)) => {
+                ctx.err(s.span(), key("secret"), "set either secret or secret_file, not both");
+                None
+            }
+            (None, None) => {
+                ctx.err(c.address.span(), key("secret_file"), "a shared secret is required (secret_file, or secret for dev)");
+                None
+            }
+        };
+        let Some((span, secret)) = secret else { continue };
+        if secret.is_empty() {
+            ctx.err(span, key("secret"), "the shared secret is empty");
+            continue;
+        }
+        clients.push(Client {
+            name: c.name.clone(),
+            network,
+            secret: SharedSecret::new(secret),
+            require_message_authenticator: c.require_message_authenticator,
+        });
+    }
+    if raw.client.is_empty() {
+        ctx.err(0..0, "client", "no [[client]] defined: every request would be dropped");
+    }
+    // Most specific network first, so a host entry wins over its subnet.
+    clients.sort_by_key(|c| std::cmp::Reverse(c.network.prefix_len()));
+
+    Some(Config {
+        path: ctx.file.to_path_buf(),
+        listen,
+        max_sessions,
+        session_idle_timeout: Duration::from_secs(idle),
+        max_inflight: usize::try_from(max_inflight).unwrap_or(1024),
+        duplicate_window: Duration::from_secs(dup),
+        eap: eap?,
+        vlan,
+        clients,
+        inline_secrets,
+    })
+}
+
+fn parse_network(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn tls_settings(ctx: &mut Ctx<'_>, t: &raw::RawTls) -> Option<Arc<SessionConfig>> {
+    let fragment_size = ctx.bounded(&t.fragment_size, "tls.fragment_size", MIN_FRAGMENT_SIZE..MAX_FRAGMENT_SIZE + 1);
+    let max_message = ctx.bounded(&t.max_message_size, "tls.max_message_size", 4096..1_048_577);
+    let max_rounds = ctx.bounded(&t.max_rounds, "tls.max_rounds", 4..1001);
+    let mut versions = Vec::new();
+    for v in t.versions.get_ref() {
+        match v.as_str() {
+            "1.2" => versions.push(TlsVersion::V1_2),
+            "1.3" => versions.push(TlsVersion::V1_3),
+            other => ctx.err(t.versions.span(), "tls.versions", format!("`{other}` is not a TLS version (\"1.2\", \"1.3\")")),
+        }
+    }
+    if versions.is_empty() {
+        ctx.err(t.versions.span(), "tls.versions", "at least one TLS version is needed");
+    }
+    let chain = load_certs(ctx, &t.certificate, "tls.certificate");
+    let key = match PrivateKeyDer::from_pem_file(ctx.path(t.private_key.get_ref())) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            ctx.err(t.private_key.span(), "tls.private_key", format!("{}: {e}", ctx.path(t.private_key.get_ref()).display()));
+            None
+        }
+    };
+    let mut cas = Vec::new();
+    for p in t.ca.get_ref() {
+        let spanned = Spanned::new(t.ca.span(), p.clone());
+        cas.extend(load_certs(ctx, &spanned, "tls.ca").unwrap_or_default());
+    }
+    if t.ca.get_ref().is_empty() {
+        ctx.err(t.ca.span(), "tls.ca", "at least one CA file is needed to verify devices");
+    }
+    let (chain, key) = (chain?, key?);
+    if versions.is_empty() || cas.is_empty() {
+        return None;
+    }
+    match tls::server_config(chain, key, &cas, &versions) {
+        Ok(tls) => Some(Arc::new(SessionConfig {
+            tls: Arc::new(tls),
+            fragment_size: usize::try_from(fragment_size).unwrap_or(1024),
+            max_message: usize::try_from(max_message).unwrap_or(65_536),
+            max_rounds: u32::try_from(max_rounds).unwrap_or(100),
+        })),
+        Err(e) => {
+            ctx.err(t.certificate.span(), "tls", format!("certificate, key or CA refused: {e}"));
+            None
+        }
+    }
+}
+
+fn load_certs(ctx: &mut Ctx<'_>, p: &Spanned<String>, key: &str) -> Option<Vec<CertificateDer<'static>>> {
+    let path = ctx.path(p.get_ref());
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&path).and_then(Iterator::collect);
+    match certs {
+        Ok(c) if !c.is_empty() => Some(c),
+        Ok(_) => {
+            ctx.err(p.span(), key, format!("{}: no certificate in the file", path.display()));
+            None
+        }
+        Err(e) => {
+            ctx.err(p.span(), key, format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Serde mirror of `config/anchord.toml`. Unknown keys are errors; every default is a named
+//! function so the example file and the code agree. Leaf values that are validated later
+//! are `Spanned`, so their errors can name the line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub(crate) server: RawServer,
+    pub(crate) tls: RawTls,
+    #[serde(default)]
+    pub(crate) authorization: RawAuthorization,
+    #[serde(default)]
+    pub(crate) client: Vec<RawClient>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    #[serde(default = "default_listen")]
+    pub(crate) listen: Vec<Spanned<String>>,
+    #[serde(default = "default_max_sessions")]
+    pub(crate) max_sessions: Spanned<u64>,
+    #[serde(default = "default_session_idle_timeout_secs")]
+    pub(crate) session_idle_timeout_secs: Spanned<u64>,
+    #[serde(default = "default_max_inflight")]
+    pub(crate) max_inflight: Spanned<u64>,
+    #[serde(default = "default_duplicate_window_secs")]
+    pub(crate) duplicate_window_secs: Spanned<u64>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_sessions: default_max_sessions(),
+            session_idle_timeout_secs: default_session_idle_timeout_secs(),
+            max_inflight: default_max_inflight(),
+            duplicate_window_secs: default_duplicate_window_secs(),
+        }
+    }
+}
+
+fn unspanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+
+fn default_listen() -> Vec<Spanned<String>> {
+    vec![unspanned("0.0.0.0:1812".to_owned()), unspanned("[::]:1812".to_owned())]
+}
+fn default_max_sessions() -> Spanned<u64> {
+    unspanned(10_000)
+}
+fn default_session_idle_timeout_secs() -> Spanned<u64> {
+    unspanned(30)
+}
+fn default_max_inflight() -> Spanned<u64> {
+    unspanned(1024)
+}
+fn default_duplicate_window_secs() -> Spanned<u64> {
+    unspanned(30)
+}
+
+/// `[tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) certificate: Spanned<String>,
+    pub(crate) private_key: Spanned<String>,
+    pub(crate) ca: Spanned<Vec<String>>,
+    #[serde(default = "default_versions")]
+    pub(crate) versions: Spanned<Vec<String>>,
+    #[serde(default = "default_fragment_size")]
+    pub(crate) fragment_size: Spanned<u64>,
+    #[serde(default = "default_max_message_size")]
+    pub(crate) max_message_size: Spanned<u64>,
+    #[serde(default = "default_max_rounds")]
+    pub(crate) max_rounds: Spanned<u64>,
+}
+
+fn default_versions() -> Spanned<Vec<String>> {
+    unspanned(vec!["1.2".to_owned(), "1.3".to_owned()])
+}
+fn default_fragment_size() -> Spanned<u64> {
+    unspanned(1024)
+}
+fn default_max_message_size() -> Spanned<u64> {
+    unspanned(65_536)
+}
+fn default_max_rounds() -> Spanned<u64> {
+    unspanned(100)
+}
+
+/// `[authorization]`: the answer for authenticated devices until policies land.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthorization {
+    pub(crate) vlan: Option<Spanned<String>>,
+}
+
+/// `[[client]]`: one NAS or a network of them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClient {
+    pub(crate) name: String,
+    pub(crate) address: Spanned<String>,
+    pub(crate) secret: Option<Spanned<String>>,
+    pub(crate) secret_file: Option<Spanned<String>>,
+    #[serde(default = "default_require_message_authenticator")]
+    pub(crate) require_message_authenticator: bool,
+}
+
+fn default_require_message_authenticator() -> bool {
+    true
+}

@@ -1,0 +1,485 @@
+//! The EAP-TLS conversation with one device (RFC 3748, RFC 5216, RFC 9190).
+//!
+//! ```text
+//! Identity ──▶ Start(S) ──▶ ExpectTls ◀──────────────┐
+//!                              │ data (M: ACK, more) │ server flight sent
+//!                              ▼                     │
+//!                  handshaking? ── yes ─▶ ExpectFragmentAck ─┘
+//!                              │ no
+//!                              ▼
+//!                        ExpectVerdict ── Deny ─▶ Failure
+//!                              │ Allow (TLS 1.3: protected success byte 0x00)
+//!                              ▼
+//!                   ExpectFragmentAck … ExpectFinalAck ── ACK ─▶ Success + MSK/EMSK
+//! ```
+//!
+//! The revocation, posture and policy checks run between `ExpectVerdict` and the final flight:
+//! for TLS 1.3 the success byte, for TLS 1.2 the server's ChangeCipherSpec/Finished are only
+//! released after `Verdict::Allow`, so a peer is never told it succeeded before every check
+//! has passed (RFC 9190 §2.5).
+
+use std::fmt;
+use std::io::Write;
+use std::mem;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::{ProtocolVersion, ServerConfig, ServerConnection};
+use zeroize::Zeroizing;
+
+use super::packet::{EapCode, EapError, EapPacket, TYPE_NAK, TYPE_TLS};
+use super::tls::{self, TlsFrame, FLAG_M, FLAG_S};
+
+/// EAP header (4) + Type (1) + Flags (1) + TLS Message Length (4).
+pub const EAP_TLS_OVERHEAD: usize = 10;
+/// Smallest fragment we agree to send, whatever Framed-MTU says.
+pub const MIN_FRAGMENT: usize = 64;
+
+/// Settings shared by every session.
+#[derive(Debug)]
+pub struct SessionConfig {
+    /// rustls settings: certificates, client verifier, versions.
+    pub tls: Arc<ServerConfig>,
+    /// Most TLS bytes in one EAP-TLS request.
+    pub fragment_size: usize,
+    /// Cap on one reassembled TLS message from the peer (RFC 5216 §3.1 lets it be large).
+    pub max_message: usize,
+    /// Cap on requests sent in one conversation.
+    pub max_rounds: u32,
+}
+
+/// What the server feeds in.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// An EAP packet from the peer.
+    Response(&'a EapPacket),
+    /// The outcome of the post-handshake checks asked for with [`Action::CheckPeer`].
+    Verdict(Verdict),
+}
+
+/// Outcome of revocation, posture and policy checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the device on.
+    Allow,
+    /// Refuse, with a stable reason label.
+    Deny(&'static str),
+}
+
+/// What the server must do next.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this EAP-Request in an Access-Challenge.
+    Send(EapPacket),
+    /// Run the checks on the authenticated peer, then feed back [`Event::Verdict`].
+    CheckPeer(PeerInfo),
+    /// The conversation is over.
+    Finish(Outcome),
+}
+
+/// End of a conversation.
+#[derive(Debug)]
+pub enum Outcome {
+    /// EAP-Success: send it in an Access-Accept with keys derived from `keys`.
+    Success {
+        /// The EAP-Success packet.
+        eap: EapPacket,
+        /// MSK and EMSK.
+        keys: Keys,
+    },
+    /// EAP-Failure: send it in an Access-Reject.
+    Failure {
+        /// The EAP-Failure packet.
+        eap: EapPacket,
+        /// Stable reason label.
+        reason: &'static str,
+    },
+}
+
+/// The authenticated peer, handed to the checks.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Client certificate chain, end entity first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// "1.2" or "1.3".
+    pub tls_version: &'static str,
+    /// Negotiated cipher suite name.
+    pub cipher_suite: &'static str,
+}
+
+/// EAP keying material (RFC 5247): MSK and EMSK, 64 bytes each. Never printed.
+pub struct Keys {
+    /// Master Session Key.
+    pub msk: Zeroizing<[u8; 64]>,
+    /// Extended Master Session Key.
+    pub emsk: Zeroizing<[u8; 64]>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Keys(<redacted>)")
+    }
+}
+
+/// Derives MSK/EMSK from a finished connection: RFC 5216 §2.3 for TLS 1.2 (label
+/// "client EAP encryption", no context), RFC 9190 §2.3 for TLS 1.3 (label
+/// "EXPORTER_EAP_TLS_Key_Material", context 0x0D). The full 128 bytes are always exported
+/// and split, since a TLS 1.3 export depends on the requested length.
+///
+/// # Errors
+/// No negotiated version, or the exporter refuses.
+pub fn derive_keys(
+    version: Option<ProtocolVersion>,
+    export: impl FnOnce(&mut [u8], &[u8], Option<&[u8]>) -> Result<(), rustls::Error>,
+) -> Result<Keys, EapError> {
+    let (label, context): (&[u8], Option<&[u8]>) = match version {
+        Some(ProtocolVersion::TLSv1_3) => (b"EXPORTER_EAP_TLS_Key_Material", Some(&[TYPE_TLS])),
+        Some(ProtocolVersion::TLSv1_2) => (b"client EAP encryption", None),
+        _ => return Err(EapError::Tls { reason: "tls_error", detail: "no TLS version".into() }),
+    };
+    let mut block = Zeroizing::new([0u8; 128]);
+    export(&mut block[..], label, context)
+        .map_err(|e| EapError::Tls { reason: "tls_error", detail: e.to_string() })?;
+    let (msk, emsk) = block.split_at(64);
+    let mut keys = Keys { msk: Zeroizing::new([0; 64]), emsk: Zeroizing::new([0; 64]) };
+    keys.msk.copy_from_slice(msk);
+    keys.emsk.copy_from_slice(emsk);
+    Ok(keys)
+}
+
+/// Labels a rustls error for logs, counters and the Reject reason.
+pub fn tls_reason(e: &rustls::Error) -> &'static str {
+    use rustls::{CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "certificate_expired",
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "certificate_not_yet_valid"
+        }
+        E::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
+        E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => {
+            "wrong_eku"
+        }
+        E::InvalidCertificate(C::Revoked) => "revoked",
+        E::InvalidCertificate(C::BadSignature) => "bad_certificate_signature",
+        E::InvalidCertificate(_) => "bad_certificate",
+        E::NoCertificatesPresented => "no_client_certificate",
+        E::PeerIncompatible(_) => "tls_incompatible",
+        E::AlertReceived(_) => "peer_alert",
+        _ => "tls_error",
+    }
+}
+
+fn tls_error(e: &rustls::Error) -> EapError {
+    EapError::Tls { reason: tls_reason(e), detail: e.to_string() }
+}
+
+/// What comes after an outbound flight has been fully sent.
+#[derive(Debug)]
+enum Then {
+    /// The peer answers with more TLS data.
+    AwaitTls,
+    /// The peer acknowledges; then EAP-Success.
+    Finish(Keys),
+}
+
+struct Inbound {
+    conn: ServerConnection,
+    buf: Vec<u8>,
+    total: Option<usize>,
+}
+
+struct Outbound {
+    conn: ServerConnection,
+    data: Vec<u8>,
+    offset: usize,
+    then: Then,
+}
+
+struct Established {
+    conn: ServerConnection,
+    pending: Vec<u8>,
+    keys: Keys,
+}
+
+/// Session state; each variant is named after what it waits for and holds only what is
+/// valid there.
+enum State {
+    ExpectTls(Box<Inbound>),
+    ExpectFragmentAck(Box<Outbound>),
+    ExpectVerdict(Box<Established>),
+    ExpectFinalAck(Box<Keys>),
+    Done,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ExpectTls(_) => "ExpectTls",
+            Self::ExpectFragmentAck(_) => "ExpectFragmentAck",
+            Self::ExpectVerdict(_) => "ExpectVerdict",
+            Self::ExpectFinalAck(_) => "ExpectFinalAck",
+            Self::Done => "Done",
+        }
+    }
+}
+
+/// One EAP-TLS conversation.
+pub struct Session {
+    cfg: Arc<SessionConfig>,
+    state: State,
+    fragment_size: usize,
+    /// Identifier of the outstanding request.
+    identifier: u8,
+    rounds: u32,
+    tls_version: Option<&'static str>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("state", &self.state.name())
+            .field("identifier", &self.identifier)
+            .field("rounds", &self.rounds)
+            .finish()
+    }
+}
+
+impl Session {
+    /// Starts EAP-TLS after an EAP-Response/Identity: returns the session and the
+    /// EAP-TLS Start request. `framed_mtu` (RADIUS Framed-MTU) may lower the fragment size.
+    ///
+    /// # Errors
+    /// rustls refuses the configuration.
+    pub fn start(
+        cfg: Arc<SessionConfig>,
+        first_identifier: u8,
+        framed_mtu: Option<u32>,
+    ) -> Result<(Self, Action), EapError> {
+        let conn = ServerConnection::new(cfg.tls.clone()).map_err(|e| tls_error(&e))?;
+        let mut fragment_size = cfg.fragment_size;
+        if let Some(mtu) = framed_mtu.and_then(|m| usize::try_from(m).ok()) {
+            fragment_size = fragment_size.min(mtu.saturating_sub(EAP_TLS_OVERHEAD));
+        }
+        let fragment_size = fragment_size.max(MIN_FRAGMENT);
+        let mut s = Self {
+            cfg,
+            state: State::ExpectTls(Box::new(Inbound { conn, buf: Vec::new(), total: None })),
+            fragment_size,
+            identifier: first_identifier.wrapping_sub(1),
+            rounds: 0,
+            tls_version: None,
+        };
+        let start = s.request(tls::encode(FLAG_S, None, &[]))?;
+        Ok((s, Action::Send(start)))
+    }
+
+    /// Identifier of the outstanding request.
+    pub fn identifier(&self) -> u8 {
+        self.identifier
+    }
+
+    /// Requests sent so far.
+    pub fn rounds(&self) -> u32 {
+        self.rounds
+    }
+
+    /// Negotiated TLS version, once known.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        self.tls_version
+    }
+
+    /// The EAP-Failure to send when [`Session::handle`] fails with a non-discard error.
+    pub fn failure(&self) -> EapPacket {
+        EapPacket::outcome(EapCode::Failure, self.identifier)
+    }
+
+    /// Advances the conversation by one event.
+    ///
+    /// # Errors
+    /// [`EapError::is_discard`] errors leave the session unchanged (drop the packet); any
+    /// other error ends it: answer with [`Session::failure`].
+    pub fn handle(&mut self, event: Event<'_>) -> Result<Action, EapError> {
+        if let Event::Response(p) = &event {
+            if p.code != EapCode::Response {
+                return Err(EapError::NotResponse);
+            }
+            if p.identifier != self.identifier {
+                return Err(EapError::UnexpectedIdentifier { expected: self.identifier, got: p.identifier });
+            }
+        }
+        let state = mem::replace(&mut self.state, State::Done);
+        let name = state.name();
+        match (state, event) {
+            (State::ExpectTls(inbound), Event::Response(p)) => self.on_tls(inbound, p),
+            (State::ExpectFragmentAck(out), Event::Response(p)) => {
+                let frame = self.tls_frame(p)?;
+                if !frame.is_ack() {
+                    return Err(EapError::Framing("expected a fragment ACK"));
+                }
+                self.send_next(out)
+            }
+            (State::ExpectVerdict(est), Event::Verdict(v)) => self.on_verdict(est, v),
+            (State::ExpectFinalAck(keys), Event::Response(p)) => {
+                let frame = self.tls_frame(p)?;
+                if !frame.is_ack() {
+                    return Err(EapError::Tls {
+                        reason: "peer_alert",
+                        detail: "peer sent TLS data instead of the final acknowledgement".into(),
+                    });
+                }
+                let eap = EapPacket::outcome(EapCode::Success, self.identifier);
+                Ok(Action::Finish(Outcome::Success { eap, keys: *keys }))
+            }
+            _ => Err(EapError::UnexpectedEvent(name)),
+        }
+    }
+
+    fn tls_frame<'p>(&self, p: &'p EapPacket) -> Result<TlsFrame<'p>, EapError> {
+        match p.ty {
+            Some(TYPE_TLS) => TlsFrame::decode(&p.data),
+            Some(TYPE_NAK) => Err(EapError::Nak),
+            Some(other) => Err(EapError::UnexpectedType(other)),
+            None => Err(EapError::MissingType),
+        }
+    }
+
+    fn request(&mut self, type_data: Vec<u8>) -> Result<EapPacket, EapError> {
+        self.rounds += 1;
+        if self.rounds > self.cfg.max_rounds {
+            return Err(EapError::TooManyRounds);
+        }
+        self.identifier = self.identifier.wrapping_add(1);
+        Ok(EapPacket::request(self.identifier, TYPE_TLS, type_data))
+    }
+
+    fn on_tls(&mut self, mut inbound: Box<Inbound>, p: &EapPacket) -> Result<Action, EapError> {
+        if p.ty == Some(TYPE_NAK) && inbound.buf.is_empty() && self.rounds == 1 {
+            // A Nak to our Start. We only offer EAP-TLS: if the peer lists it, start over.
+            if p.data.contains(&TYPE_TLS) {
+                self.state = State::ExpectTls(inbound);
+                return Ok(Action::Send(self.request(tls::encode(FLAG_S, None, &[]))?));
+            }
+            return Err(EapError::Nak);
+        }
+        let frame = self.tls_frame(p)?;
+        if frame.flags & FLAG_S != 0 {
+            return Err(EapError::Framing("S flag from peer"));
+        }
+        if frame.data.is_empty() {
+            return Err(EapError::Framing("empty response where TLS data was expected"));
+        }
+        if inbound.buf.is_empty() {
+            if let Some(total) = frame.total {
+                let total = usize::try_from(total).unwrap_or(usize::MAX);
+                if total > self.cfg.max_message {
+                    return Err(EapError::TooLarge(total));
+                }
+                inbound.total = Some(total);
+            }
+        }
+        inbound.buf.extend_from_slice(frame.data);
+        let cap = inbound.total.unwrap_or(self.cfg.max_message);
+        if inbound.buf.len() > cap {
+            return Err(EapError::TooLarge(inbound.buf.len()));
+        }
+        if frame.more() {
+            self.state = State::ExpectTls(inbound);
+            return Ok(Action::Send(self.request(tls::encode(0, None, &[]))?));
+        }
+        if inbound.total.is_some_and(|t| t != inbound.buf.len()) {
+            return Err(EapError::Framing("TLS Message Length does not match the data"));
+        }
+        let Inbound { mut conn, buf, .. } = *inbound;
+        let mut rd: &[u8] = &buf;
+        while !rd.is_empty() {
+            let n = conn
+                .read_tls(&mut rd)
+                .map_err(|e| EapError::Tls { reason: "tls_error", detail: e.to_string() })?;
+            conn.process_new_packets().map_err(|e| tls_error(&e))?;
+            if n == 0 {
+                return Err(EapError::Tls { reason: "tls_error", detail: "TLS input stalled".into() });
+            }
+        }
+        let out = drain(&mut conn)?;
+        if conn.is_handshaking() {
+            if out.is_empty() {
+                // The peer's flight is not complete yet: ask for the rest.
+                self.state = State::ExpectTls(Box::new(Inbound { conn, buf: Vec::new(), total: None }));
+                return Ok(Action::Send(self.request(tls::encode(0, None, &[]))?));
+            }
+            return self.send_next(Box::new(Outbound { conn, data: out, offset: 0, then: Then::AwaitTls }));
+        }
+        let tls_version = match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "1.3",
+            _ => "1.2",
+        };
+        self.tls_version = Some(tls_version);
+        let keys = derive_keys(conn.protocol_version(), |out, label, ctx| {
+            conn.export_keying_material(out, label, ctx).map(|_| ())
+        })?;
+        let peer = PeerInfo {
+            chain: conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+            tls_version,
+            cipher_suite: conn
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                .unwrap_or("unknown"),
+        };
+        if peer.chain.is_empty() {
+            return Err(EapError::Tls { reason: "no_client_certificate", detail: "no client certificate".into() });
+        }
+        self.state = State::ExpectVerdict(Box::new(Established { conn, pending: out, keys }));
+        Ok(Action::CheckPeer(peer))
+    }
+
+    fn on_verdict(&mut self, est: Box<Established>, verdict: Verdict) -> Result<Action, EapError> {
+        let Established { mut conn, mut pending, keys } = *est;
+        if let Verdict::Deny(reason) = verdict {
+            return Ok(Action::Finish(Outcome::Failure { eap: self.failure(), reason }));
+        }
+        if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
+            // RFC 9190 §2.5: one application-data byte 0x00 is the protected success
+            // indication, sent only now that every check has passed.
+            conn.writer()
+                .write_all(&[0x00])
+                .map_err(|e| EapError::Tls { reason: "tls_error", detail: e.to_string() })?;
+        }
+        pending.extend(drain(&mut conn)?);
+        if pending.is_empty() {
+            return Err(EapError::UnexpectedEvent("ExpectVerdict: no final flight"));
+        }
+        self.send_next(Box::new(Outbound { conn, data: pending, offset: 0, then: Then::Finish(keys) }))
+    }
+
+    fn send_next(&mut self, mut out: Box<Outbound>) -> Result<Action, EapError> {
+        let total = out.data.len();
+        let chunk = out.data.get(out.offset..).unwrap_or_default();
+        let take = chunk.len().min(self.fragment_size);
+        let more = chunk.len() > take;
+        let first = out.offset == 0;
+        let fragmented = total > self.fragment_size;
+        let length = (first && fragmented).then(|| u32::try_from(total).unwrap_or(u32::MAX));
+        let body = tls::encode(if more { FLAG_M } else { 0 }, length, chunk.get(..take).unwrap_or_default());
+        out.offset += take;
+        let req = self.request(body)?;
+        self.state = if more {
+            State::ExpectFragmentAck(out)
+        } else {
+            let Outbound { conn, then, .. } = *out;
+            match then {
+                Then::AwaitTls => State::ExpectTls(Box::new(Inbound { conn, buf: Vec::new(), total: None })),
+                Then::Finish(keys) => State::ExpectFinalAck(Box::new(keys)),
+            }
+        };
+        Ok(Action::Send(req))
+    }
+}
+
+fn drain(conn: &mut ServerConnection) -> Result<Vec<u8>, EapError> {
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out)
+            .map_err(|e| EapError::Tls { reason: "tls_error", detail: e.to_string() })?;
+    }
+    Ok(out)
+}

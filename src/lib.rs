@@ -1,0 +1,21 @@
+//! anchord: a RADIUS server for EAP-TLS (802.1X) device authentication.
+//!
+//! # Layout
+//! - [`radius`]: pure RADIUS codec, authenticators, Message-Authenticator, MPPE keys.
+//! - [`eap`]: pure EAP / EAP-TLS codec and the per-device state machine (sans-IO).
+//! - [`tls`]: rustls glue: server config, client-certificate verifier, certificate summaries.
+//! - [`pki`]: certificates and keys (dev PKI now; HSM and OCSP later).
+//! - [`config`]: `config/*.toml` into validated types, errors with file, line and key.
+//! - [`server`]: tokio UDP loop, client table, duplicate cache, session table, checks.
+//! - [`cli`]: the `anchord` command (serve, check, demo).
+//!
+//! Request flow: `server` recv → `radius` verify + decode → duplicate check → session
+//! lookup → `eap::Session::handle` → checks → `radius` encode → send.
+
+pub mod cli;
+pub mod config;
+pub mod eap;
+pub mod pki;
+pub mod radius;
+pub mod server;
+pub mod tls;

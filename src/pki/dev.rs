@@ -1,0 +1,132 @@
+//! A development PKI made with rcgen: root CA, issuing CA, server certificate and demo
+//! devices (good ECDSA, good RSA, expired, wrong EKU, unknown CA). For demos and tests
+//! only; production CAs live in the HSM.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SerialNumber, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256,
+    PKCS_RSA_SHA256,
+};
+use time::{Duration, OffsetDateTime};
+
+/// One device certificate of the dev PKI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoDevice {
+    /// File stem: `<name>.pem` (cert + issuing CA) and `<name>.key`.
+    pub name: &'static str,
+    /// What the server should answer.
+    pub expect_accept: bool,
+    /// Why, for the demo table.
+    pub note: &'static str,
+}
+
+/// Devices the dev PKI issues.
+pub const DEVICES: &[DemoDevice] = &[
+    DemoDevice { name: "device-ecdsa", expect_accept: true, note: "valid ECDSA P-256" },
+    DemoDevice { name: "device-rsa", expect_accept: true, note: "valid RSA-2048" },
+    DemoDevice { name: "device-expired", expect_accept: false, note: "expired yesterday" },
+    DemoDevice { name: "device-wrong-eku", expect_accept: false, note: "serverAuth EKU only" },
+    DemoDevice { name: "device-unknown-ca", expect_accept: false, note: "issued by another CA" },
+];
+
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+/// Errors making the dev PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum DevPkiError {
+    /// rcgen refused.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// Writing files failed.
+    #[error("writing the dev PKI: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Writes the dev PKI into `dir`: `root-ca.pem`, `issuing-ca.pem`, `server.pem`/`.key`
+/// (chain with the issuing CA), one `<device>.pem`/`.key` per [`DEVICES`] entry, and
+/// `other-root-ca.pem` (the CA of `device-unknown-ca`).
+///
+/// # Errors
+/// Generation or file errors.
+pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
+    fs::create_dir_all(dir)?;
+    let root = ca("anchord dev root CA", None, now)?;
+    let issuing = ca("anchord dev issuing CA", Some(&root), now)?;
+    let other = ca("rogue root CA", None, now)?;
+    write(dir, "root-ca.pem", &root.cert.pem())?;
+    write(dir, "issuing-ca.pem", &issuing.cert.pem())?;
+    write(dir, "other-root-ca.pem", &other.cert.pem())?;
+    write(dir, "ca-chain.pem", &format!("{}{}", issuing.cert.pem(), root.cert.pem()))?;
+
+    let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut p = leaf("radius.anchord.test", now, 10)?;
+    p.subject_alt_names = vec![rcgen::SanType::DnsName("radius.anchord.test".try_into()?)];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server = p.signed_by(&server_key, &issuing.cert, &issuing.key)?;
+    write(dir, "server.pem", &format!("{}{}", server.pem(), issuing.cert.pem()))?;
+    write(dir, "server.key", &server_key.serialize_pem())?;
+
+    for (i, d) in DEVICES.iter().enumerate() {
+        let alg: &SignatureAlgorithm = if d.name == "device-rsa" { &PKCS_RSA_SHA256 } else { &PKCS_ECDSA_P256_SHA256 };
+        let key = KeyPair::generate_for(alg)?;
+        let mut p = leaf(d.name, now, 20 + u8::try_from(i).unwrap_or(0))?;
+        p.subject_alt_names = vec![rcgen::SanType::DnsName(format!("{}.devices.anchord.test", d.name).try_into()?)];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let issuer = match d.name {
+            "device-expired" => {
+                p.not_before = now - Duration::days(30);
+                p.not_after = now - Duration::days(1);
+                &issuing
+            }
+            "device-wrong-eku" => {
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                &issuing
+            }
+            "device-unknown-ca" => &other,
+            _ => &issuing,
+        };
+        let cert = p.signed_by(&key, &issuer.cert, &issuer.key)?;
+        write(dir, &format!("{}.pem", d.name), &format!("{}{}", cert.pem(), issuer.cert.pem()))?;
+        write(dir, &format!("{}.key", d.name), &key.serialize_pem())?;
+    }
+    Ok(())
+}
+
+fn ca(cn: &str, parent: Option<&Ca>, now: OffsetDateTime) -> Result<Ca, rcgen::Error> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name.push(DnType::OrganizationName, "anchord dev");
+    p.is_ca = IsCa::Ca(if parent.is_some() { BasicConstraints::Constrained(0) } else { BasicConstraints::Unconstrained });
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(3650);
+    p.serial_number = Some(SerialNumber::from(if parent.is_some() { 2u64 } else { 1 }));
+    let cert = match parent {
+        Some(parent) => p.signed_by(&key, &parent.cert, &parent.key)?,
+        None => p.self_signed(&key)?,
+    };
+    Ok(Ca { cert, key })
+}
+
+fn leaf(cn: &str, now: OffsetDateTime, serial: u8) -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name.push(DnType::OrganizationName, "anchord dev");
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(365);
+    p.serial_number = Some(SerialNumber::from(vec![0x10, serial]));
+    Ok(p)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    fs::write(dir.join(name), text)
+}

@@ -1,0 +1,4 @@
+//! Certificates and keys. [`dev`] makes the development/test PKI; the HSM-held CA and
+//! OCSP land here in later issues.
+
+pub mod dev;

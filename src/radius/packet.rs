@@ -1,0 +1,400 @@
+//! Request decoding: structure first (`UnverifiedRequest::parse`), then authentication
+//! (`UnverifiedRequest::verify`) before any attribute is trusted (RFC 2865 §3, RFC 3579 §3.2).
+
+use thiserror::Error;
+
+use super::attr::AttrType;
+use super::crypto::{self, SharedSecret, AUTHENTICATOR_LEN};
+use super::reader::Reader;
+use super::{MAX_PACKET, MIN_PACKET};
+
+/// Packet codes this server handles (RFC 2865 §3, RFC 5997, RFC 5176).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Access-Request (1).
+    AccessRequest,
+    /// Access-Accept (2).
+    AccessAccept,
+    /// Access-Reject (3).
+    AccessReject,
+    /// Access-Challenge (11).
+    AccessChallenge,
+    /// Status-Server (12).
+    StatusServer,
+    /// Any other code.
+    Other(u8),
+}
+
+impl Code {
+    /// The wire number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::AccessRequest => 0x01,
+            Self::AccessAccept => 0x02,
+            Self::AccessReject => 0x03,
+            Self::AccessChallenge => 0x0B,
+            Self::StatusServer => 0x0C,
+            Self::Other(n) => n,
+        }
+    }
+
+    /// The code for a wire number.
+    pub fn from_number(n: u8) -> Self {
+        match n {
+            0x01 => Self::AccessRequest,
+            0x02 => Self::AccessAccept,
+            0x03 => Self::AccessReject,
+            0x0B => Self::AccessChallenge,
+            0x0C => Self::StatusServer,
+            n => Self::Other(n),
+        }
+    }
+}
+
+/// Why a datagram was discarded. Every variant is a silent discard on the wire; the
+/// server counts them by [`DecodeError::reason`].
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer than 20 bytes.
+    #[error("datagram of {0} bytes is shorter than a RADIUS header")]
+    TooShort(usize),
+    /// The Length field is below 20 or above 4096.
+    #[error("length field {0} outside 20..=4096")]
+    BadLength(u16),
+    /// The Length field claims more bytes than arrived.
+    #[error("length field {claimed} exceeds the {received} bytes received")]
+    Truncated {
+        /// The Length field.
+        claimed: u16,
+        /// Bytes in the datagram.
+        received: usize,
+    },
+    /// An attribute's length is below 2 or runs past the packet.
+    #[error("attribute {ty} has a bad length")]
+    AttributeOverflow {
+        /// Attribute type.
+        ty: u8,
+    },
+    /// One stray byte after the last attribute.
+    #[error("trailing byte after the attributes")]
+    TrailingBytes,
+    /// A code this server does not accept on the auth port.
+    #[error("unexpected packet code {0}")]
+    UnexpectedCode(u8),
+    /// Message-Authenticator absent where it is required.
+    #[error("Message-Authenticator missing")]
+    MissingMessageAuthenticator,
+    /// Message-Authenticator has the wrong length or appears twice.
+    #[error("Message-Authenticator malformed")]
+    MalformedMessageAuthenticator,
+    /// Message-Authenticator does not verify: wrong secret or altered packet.
+    #[error("Message-Authenticator invalid (wrong shared secret?)")]
+    BadMessageAuthenticator,
+}
+
+impl DecodeError {
+    /// Stable reason label for logs and counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooShort(_) => "too_short",
+            Self::BadLength(_) => "bad_length",
+            Self::Truncated { .. } => "truncated",
+            Self::AttributeOverflow { .. } => "attribute_overflow",
+            Self::TrailingBytes => "trailing_bytes",
+            Self::UnexpectedCode(_) => "unexpected_code",
+            Self::MissingMessageAuthenticator => "missing_message_authenticator",
+            Self::MalformedMessageAuthenticator => "malformed_message_authenticator",
+            Self::BadMessageAuthenticator => "bad_message_authenticator",
+        }
+    }
+}
+
+/// One attribute as received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribute<'a> {
+    /// Type.
+    pub ty: AttrType,
+    /// Value bytes (at most 253).
+    pub value: &'a [u8],
+}
+
+/// A structurally valid Access-Request or Status-Server that is not yet authenticated.
+#[derive(Debug)]
+pub struct UnverifiedRequest<'a> {
+    packet: &'a [u8],
+    code: Code,
+    identifier: u8,
+    authenticator: [u8; 16],
+    attributes: Vec<Attribute<'a>>,
+    /// Offset of the Message-Authenticator value in `packet`, if present.
+    message_authenticator_at: Option<usize>,
+}
+
+impl<'a> UnverifiedRequest<'a> {
+    /// Checks header, length and attribute layout. Bytes past the Length field are ignored.
+    ///
+    /// # Errors
+    /// Any structural fault, or a code other than Access-Request / Status-Server.
+    pub fn parse(datagram: &'a [u8]) -> Result<Self, DecodeError> {
+        if datagram.len() < MIN_PACKET {
+            return Err(DecodeError::TooShort(datagram.len()));
+        }
+        let mut r = Reader::new(datagram);
+        let code = r.u8().ok_or(DecodeError::TooShort(datagram.len()))?;
+        let identifier = r.u8().ok_or(DecodeError::TooShort(datagram.len()))?;
+        let length = r.u16().ok_or(DecodeError::TooShort(datagram.len()))?;
+        let authenticator = r.array::<16>().ok_or(DecodeError::TooShort(datagram.len()))?;
+        let len = usize::from(length);
+        if !(MIN_PACKET..=MAX_PACKET).contains(&len) {
+            return Err(DecodeError::BadLength(length));
+        }
+        let packet = datagram.get(..len).ok_or(DecodeError::Truncated {
+            claimed: length,
+            received: datagram.len(),
+        })?;
+        let code = match Code::from_number(code) {
+            c @ (Code::AccessRequest | Code::StatusServer) => c,
+            other => return Err(DecodeError::UnexpectedCode(other.number())),
+        };
+        let mut attributes = Vec::new();
+        let mut message_authenticator_at = None;
+        let mut r = Reader::new(packet.get(MIN_PACKET..).unwrap_or_default());
+        while !r.is_empty() {
+            let offset = len - r.rest().len();
+            let ty = r.u8().ok_or(DecodeError::TrailingBytes)?;
+            let alen = r.u8().ok_or(DecodeError::TrailingBytes)?;
+            let vlen = usize::from(alen)
+                .checked_sub(2)
+                .ok_or(DecodeError::AttributeOverflow { ty })?;
+            let value = r.take(vlen).ok_or(DecodeError::AttributeOverflow { ty })?;
+            let ty = AttrType::from_code(ty);
+            if ty == AttrType::MessageAuthenticator {
+                if vlen != AUTHENTICATOR_LEN || message_authenticator_at.is_some() {
+                    return Err(DecodeError::MalformedMessageAuthenticator);
+                }
+                message_authenticator_at = Some(offset + 2);
+            }
+            attributes.push(Attribute { ty, value });
+        }
+        Ok(Self { packet, code, identifier, authenticator, attributes, message_authenticator_at })
+    }
+
+    /// The packet code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The Identifier.
+    pub fn identifier(&self) -> u8 {
+        self.identifier
+    }
+
+    /// The Request Authenticator.
+    pub fn authenticator(&self) -> &[u8; 16] {
+        &self.authenticator
+    }
+
+    /// Authenticates the request with the client's secret (RFC 3579 §3.2, RFC 5997 §3).
+    ///
+    /// Message-Authenticator is always required on Status-Server and with EAP-Message, and on
+    /// every request when `require_message_authenticator` is set (BlastRADIUS, CVE-2024-3596).
+    /// A request carrying Proxy-State without it is refused as well.
+    ///
+    /// # Errors
+    /// Missing or wrong Message-Authenticator.
+    pub fn verify(
+        self,
+        secret: &SharedSecret,
+        require_message_authenticator: bool,
+    ) -> Result<Request<'a>, DecodeError> {
+        let has = |t: AttrType| self.attributes.iter().any(|a| a.ty == t);
+        let required = require_message_authenticator
+            || self.code == Code::StatusServer
+            || has(AttrType::EapMessage)
+            || has(AttrType::ProxyState);
+        match self.message_authenticator_at {
+            None if required => return Err(DecodeError::MissingMessageAuthenticator),
+            None => {}
+            Some(at) => {
+                let received = self
+                    .packet
+                    .get(at..at + AUTHENTICATOR_LEN)
+                    .ok_or(DecodeError::MalformedMessageAuthenticator)?;
+                let mut zeroed = self.packet.to_vec();
+                if let Some(v) = zeroed.get_mut(at..at + AUTHENTICATOR_LEN) {
+                    v.fill(0);
+                }
+                let expected = crypto::message_authenticator(secret, &zeroed);
+                if !crypto::ct_eq(received, &expected) {
+                    return Err(DecodeError::BadMessageAuthenticator);
+                }
+            }
+        }
+        Ok(Request {
+            code: self.code,
+            identifier: self.identifier,
+            authenticator: self.authenticator,
+            attributes: self.attributes,
+        })
+    }
+}
+
+/// An authenticated request.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// Access-Request or Status-Server.
+    pub code: Code,
+    /// Identifier.
+    pub identifier: u8,
+    /// Request Authenticator.
+    pub authenticator: [u8; 16],
+    attributes: Vec<Attribute<'a>>,
+}
+
+impl<'a> Request<'a> {
+    /// All attributes in order.
+    pub fn attributes(&self) -> &[Attribute<'a>] {
+        &self.attributes
+    }
+
+    /// First value of a type.
+    pub fn first(&self, ty: AttrType) -> Option<&'a [u8]> {
+        self.attributes.iter().find(|a| a.ty == ty).map(|a| a.value)
+    }
+
+    /// Every value of a type, in order.
+    pub fn all(&self, ty: AttrType) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.attributes.iter().filter(move |a| a.ty == ty).map(|a| a.value)
+    }
+
+    /// The EAP packet carried in EAP-Message attributes, concatenated (RFC 3579 §3.1).
+    pub fn eap_message(&self) -> Option<Vec<u8>> {
+        let mut it = self.all(AttrType::EapMessage).peekable();
+        it.peek()?;
+        Some(it.flatten().copied().collect())
+    }
+
+    /// Framed-MTU, if present and well-formed.
+    pub fn framed_mtu(&self) -> Option<u32> {
+        let v: [u8; 4] = self.first(AttrType::FramedMtu)?.try_into().ok()?;
+        Some(u32::from_be_bytes(v))
+    }
+
+    /// A text attribute, lossily decoded for logs.
+    pub fn text(&self, ty: AttrType) -> Option<String> {
+        self.first(ty).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::radius::reply::tests::signed_request;
+
+    fn secret() -> SharedSecret {
+        SharedSecret::new(b"testing123".to_vec())
+    }
+
+    #[test]
+    fn rfc2865_section_7_1_request_parses() {
+        let bytes = hex::decode(include_str!("../../tests/vectors/rfc2865-7.1-request.hex").trim())
+            .unwrap();
+        let req = UnverifiedRequest::parse(&bytes).unwrap().verify(&secret(), false).unwrap();
+        assert_eq!(req.code, Code::AccessRequest);
+        assert_eq!(req.identifier, 0);
+        assert_eq!(req.first(AttrType::UserName), Some(&b"nemo"[..]));
+        assert_eq!(req.attributes().len(), 4);
+    }
+
+    #[test]
+    fn rejects_short_and_overlong_lengths() {
+        assert_eq!(UnverifiedRequest::parse(&[1; 19]).unwrap_err(), DecodeError::TooShort(19));
+        let mut p = vec![1, 0, 0, 19];
+        p.extend([0; 16]);
+        assert_eq!(UnverifiedRequest::parse(&p).unwrap_err(), DecodeError::BadLength(19));
+        p[2] = 0x10;
+        p[3] = 0x01;
+        assert_eq!(UnverifiedRequest::parse(&p).unwrap_err(), DecodeError::BadLength(4097));
+        p[2] = 0;
+        p[3] = 30;
+        assert!(matches!(UnverifiedRequest::parse(&p).unwrap_err(), DecodeError::Truncated { .. }));
+    }
+
+    #[test]
+    fn ignores_bytes_past_length_field() {
+        let mut p = signed_request(&secret(), &[(1, b"bob".to_vec())], true);
+        p.extend([0xFF; 7]);
+        let req = UnverifiedRequest::parse(&p).unwrap().verify(&secret(), true).unwrap();
+        assert_eq!(req.first(AttrType::UserName), Some(&b"bob"[..]));
+    }
+
+    #[test]
+    fn rejects_attribute_overflow_and_zero_length() {
+        let mut p = vec![1, 0, 0, 24];
+        p.extend([0; 16]);
+        p.extend([1, 9, b'a', b'b']);
+        assert!(matches!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::AttributeOverflow { ty: 1 }
+        ));
+        p[21] = 0;
+        assert!(matches!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::AttributeOverflow { ty: 1 }
+        ));
+        let mut t = vec![1, 0, 0, 21];
+        t.extend([0; 16]);
+        t.push(1);
+        assert_eq!(UnverifiedRequest::parse(&t).unwrap_err(), DecodeError::TrailingBytes);
+    }
+
+    #[test]
+    fn rejects_reply_codes_on_the_auth_port() {
+        let mut p = vec![2, 0, 0, 20];
+        p.extend([0; 16]);
+        assert_eq!(UnverifiedRequest::parse(&p).unwrap_err(), DecodeError::UnexpectedCode(2));
+    }
+
+    #[test]
+    fn verifies_message_authenticator_and_rejects_wrong_secret() {
+        let p = signed_request(&secret(), &[(79, vec![2, 1, 0, 5, 1])], true);
+        let req = UnverifiedRequest::parse(&p).unwrap().verify(&secret(), true).unwrap();
+        assert_eq!(req.eap_message(), Some(vec![2, 1, 0, 5, 1]));
+        let wrong = SharedSecret::new(b"wrong".to_vec());
+        assert_eq!(
+            UnverifiedRequest::parse(&p).unwrap().verify(&wrong, true).unwrap_err(),
+            DecodeError::BadMessageAuthenticator
+        );
+    }
+
+    #[test]
+    fn requires_message_authenticator_with_eap_even_when_switched_off() {
+        let p = signed_request(&secret(), &[(79, vec![2, 1, 0, 5, 1])], false);
+        assert_eq!(
+            UnverifiedRequest::parse(&p).unwrap().verify(&secret(), false).unwrap_err(),
+            DecodeError::MissingMessageAuthenticator
+        );
+        let plain = signed_request(&secret(), &[(1, b"x".to_vec())], false);
+        assert!(UnverifiedRequest::parse(&plain).unwrap().verify(&secret(), false).is_ok());
+        assert_eq!(
+            UnverifiedRequest::parse(&plain).unwrap().verify(&secret(), true).unwrap_err(),
+            DecodeError::MissingMessageAuthenticator
+        );
+        let proxied = signed_request(&secret(), &[(33, b"p".to_vec())], false);
+        assert_eq!(
+            UnverifiedRequest::parse(&proxied).unwrap().verify(&secret(), false).unwrap_err(),
+            DecodeError::MissingMessageAuthenticator
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_message_authenticator() {
+        let mut p = signed_request(&secret(), &[(80, vec![0; 16])], true);
+        let len = u16::from_be_bytes([p[2], p[3]]);
+        p[3] = u8::try_from(len).unwrap(); // keep: len < 256
+        assert_eq!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::MalformedMessageAuthenticator
+        );
+    }
+}

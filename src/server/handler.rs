@@ -1,0 +1,259 @@
+//! One authenticated Access-Request in, one reply (or nothing) out.
+//!
+//! Order (STYLE §2.5): the caller has already matched the client, parsed, verified the
+//! Message-Authenticator and checked for duplicates. Here: decode EAP, find the session by
+//! State, step the EAP-TLS state machine, run the checks when it asks, encode the reply.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
+
+use super::checks;
+use super::clock;
+use super::sessions::SessionEntry;
+use super::{AuditRecord, Shared};
+use crate::config::Client;
+use crate::eap::packet::{EapCode, TYPE_IDENTITY};
+use crate::eap::{Action, EapPacket, Event, Outcome, Session};
+use crate::radius::attr::{
+    MS_MPPE_RECV_KEY, MS_MPPE_SEND_KEY, TUNNEL_MEDIUM_IEEE_802, TUNNEL_TYPE_VLAN,
+};
+use crate::radius::{crypto, AttrType, Code, EncodeError, ReplyBuilder, Request};
+
+/// Builds the signed reply for an authenticated request; `None` means send nothing.
+pub(crate) async fn process(
+    shared: &Arc<Shared>,
+    client: &Client,
+    src: SocketAddr,
+    req: &Request<'_>,
+) -> Option<Vec<u8>> {
+    let mut reply = match req.code {
+        Code::StatusServer => {
+            shared.metrics.inc("status_server");
+            ReplyBuilder::new(Code::AccessAccept, req.identifier)
+        }
+        _ => access_request(shared, client, src, req).await?,
+    };
+    // RFC 2865 §5.33: Proxy-State is copied unchanged, in order, into the reply.
+    for ps in req.all(AttrType::ProxyState) {
+        if reply.push(AttrType::ProxyState, ps).is_err() {
+            return None;
+        }
+    }
+    match reply.finish(&client.secret, &req.authenticator) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            shared.metrics.inc("encode_error");
+            warn!(error = %e, "reply could not be encoded; dropped");
+            None
+        }
+    }
+}
+
+/// Where a conversation stands once a request has been handled.
+struct Step {
+    entry: SessionEntry,
+    action: Action,
+}
+
+async fn access_request(
+    shared: &Arc<Shared>,
+    client: &Client,
+    src: SocketAddr,
+    req: &Request<'_>,
+) -> Option<ReplyBuilder> {
+    let Some(eap_bytes) = req.eap_message() else {
+        shared.metrics.inc("reject_no_eap");
+        info!(outcome = "reject", reason = "no_eap", nas = %client.name, "access rejected: only EAP-TLS is offered");
+        return Some(ReplyBuilder::new(Code::AccessReject, req.identifier));
+    };
+    if eap_bytes.is_empty() {
+        // EAP-Start from the NAS (RFC 3579 §2.1): ask for the identity.
+        let mut b = ReplyBuilder::new(Code::AccessChallenge, req.identifier);
+        let ask = EapPacket::request(rand::random(), TYPE_IDENTITY, Vec::new());
+        b.push_eap(&ask.to_bytes()).ok()?;
+        return Some(b);
+    }
+    let eap = match EapPacket::decode(&eap_bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            shared.metrics.inc("eap_malformed");
+            debug!(error = %e, "undecodable EAP-Message");
+            return Some(reject(req, EapPacket::outcome(EapCode::Failure, eap_identifier(&eap_bytes))));
+        }
+    };
+    let step = match req.first(AttrType::State) {
+        None => start(shared, req, &eap),
+        Some(state) => {
+            let Some(mut entry) = shared.sessions.take(state) else {
+                shared.metrics.inc("reject_unknown_state");
+                info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
+                return Some(reject(req, EapPacket::outcome(EapCode::Failure, eap.identifier)));
+            };
+            match entry.session.handle(Event::Response(&eap)) {
+                Ok(action) => Ok(Step { entry, action }),
+                Err(e) if e.is_discard() => {
+                    shared.metrics.inc(e.reason());
+                    debug!(error = %e, "EAP response discarded");
+                    shared.sessions.put(state.try_into().ok()?, entry);
+                    return None;
+                }
+                Err(e) => Err((Some(entry), e)),
+            }
+        }
+    };
+    let mut step = match step {
+        Ok(s) => s,
+        Err((entry, e)) => {
+            let fail = entry.as_ref().map_or(EapPacket::outcome(EapCode::Failure, eap.identifier), |en| en.session.failure());
+            finished(shared, client, src, entry.as_ref(), "reject", e.reason(), &e.to_string());
+            return Some(reject(req, fail));
+        }
+    };
+    if let Action::CheckPeer(peer) = &step.action {
+        let decision = checks::run(peer, shared.config.vlan.as_deref()).await;
+        step.entry.cert = Some(decision.cert.clone());
+        step.entry.vlan = decision.vlan.clone();
+        step.action = match step.entry.session.handle(Event::Verdict(decision.verdict)) {
+            Ok(a) => a,
+            Err(e) => {
+                finished(shared, client, src, Some(&step.entry), "reject", e.reason(), &e.to_string());
+                return Some(reject(req, step.entry.session.failure()));
+            }
+        };
+    }
+    let Step { entry, action } = step;
+    match action {
+        Action::Send(request) => {
+            let state: [u8; 16] = rand::random();
+            let mut b = ReplyBuilder::new(Code::AccessChallenge, req.identifier);
+            b.push_eap(&request.to_bytes()).ok()?;
+            b.push(AttrType::State, &state).ok()?;
+            debug!(eap.id = request.identifier, round = entry.session.rounds(), len = request.data.len(), "challenge");
+            shared.sessions.put(state, entry);
+            Some(b)
+        }
+        Action::CheckPeer(_) => {
+            finished(shared, client, src, Some(&entry), "reject", "internal", "checks asked twice");
+            Some(reject(req, entry.session.failure()))
+        }
+        Action::Finish(Outcome::Failure { eap, reason }) => {
+            finished(shared, client, src, Some(&entry), "reject", reason, "denied by checks");
+            Some(reject(req, eap))
+        }
+        Action::Finish(Outcome::Success { eap, keys }) => {
+            match accept(client, req, &entry, &eap, &keys.msk[..]) {
+                Ok(b) => {
+                    finished(shared, client, src, Some(&entry), "accept", "ok", "");
+                    Some(b)
+                }
+                Err(e) => {
+                    finished(shared, client, src, Some(&entry), "reject", "internal", &e.to_string());
+                    Some(reject(req, EapPacket::outcome(EapCode::Failure, eap.identifier)))
+                }
+            }
+        }
+    }
+}
+
+type StartResult = Result<Step, (Option<SessionEntry>, crate::eap::EapError)>;
+
+fn start(shared: &Arc<Shared>, req: &Request<'_>, eap: &EapPacket) -> StartResult {
+    if eap.code != EapCode::Response || eap.ty != Some(TYPE_IDENTITY) {
+        return Err((None, crate::eap::EapError::UnexpectedType(eap.ty.unwrap_or(0))));
+    }
+    let identity: String = String::from_utf8_lossy(&eap.data).chars().take(253).collect();
+    let (session, action) = Session::start(shared.config.eap.clone(), rand::random(), req.framed_mtu())
+        .map_err(|e| (None, e))?;
+    let entry = SessionEntry { session, identity, started: clock::now(), cert: None, vlan: None };
+    Ok(Step { entry, action })
+}
+
+fn eap_identifier(bytes: &[u8]) -> u8 {
+    bytes.get(1).copied().unwrap_or(0)
+}
+
+fn reject(req: &Request<'_>, failure: EapPacket) -> ReplyBuilder {
+    let mut b = ReplyBuilder::new(Code::AccessReject, req.identifier);
+    // Four bytes always fit.
+    let _ = b.push_eap(&failure.to_bytes());
+    b
+}
+
+fn accept(
+    client: &Client,
+    req: &Request<'_>,
+    entry: &SessionEntry,
+    success: &EapPacket,
+    msk: &[u8],
+) -> Result<ReplyBuilder, EncodeError> {
+    let mut b = ReplyBuilder::new(Code::AccessAccept, req.identifier);
+    let user = entry.cert.as_ref().map_or(entry.identity.as_str(), |c| c.identity.as_str());
+    if !user.is_empty() {
+        b.push(AttrType::UserName, user.as_bytes())?;
+    }
+    if let Some(vlan) = &entry.vlan {
+        // RFC 3580 §3.31: VLAN assignment on RFC 2868 tunnel attributes, tag 0.
+        b.push_tagged_u24(AttrType::TunnelType, 0, TUNNEL_TYPE_VLAN)?;
+        b.push_tagged_u24(AttrType::TunnelMediumType, 0, TUNNEL_MEDIUM_IEEE_802)?;
+        b.push_tagged_text(AttrType::TunnelPrivateGroupId, 0, vlan)?;
+    }
+    // RFC 2548 §2.4: salts have the top bit set and differ within the reply.
+    let salt: u16 = rand::random::<u16>() | 0x8000;
+    let recv_salt = (salt & !1).to_be_bytes();
+    let send_salt = (salt | 1).to_be_bytes();
+    let (recv, send) = msk.split_at(32.min(msk.len()));
+    let recv = crypto::mppe_encrypt(&client.secret, &req.authenticator, recv_salt, recv);
+    let send = crypto::mppe_encrypt(&client.secret, &req.authenticator, send_salt, send.get(..32).unwrap_or(send));
+    b.push_microsoft(MS_MPPE_RECV_KEY, &recv)?;
+    b.push_microsoft(MS_MPPE_SEND_KEY, &send)?;
+    b.push_eap(&success.to_bytes())?;
+    Ok(b)
+}
+
+/// Logs and records the end of one authentication.
+fn finished(
+    shared: &Arc<Shared>,
+    client: &Client,
+    src: SocketAddr,
+    entry: Option<&SessionEntry>,
+    outcome: &'static str,
+    reason: &'static str,
+    detail: &str,
+) {
+    shared.metrics.inc(if outcome == "accept" { "accept" } else { "reject" });
+    let cert = entry.and_then(|e| e.cert.clone()).unwrap_or_default();
+    let record = AuditRecord {
+        outcome,
+        reason,
+        nas: client.name.clone(),
+        nas_addr: src,
+        identity: entry.map(|e| e.identity.clone()).unwrap_or_default(),
+        cert_subject: cert.subject,
+        cert_serial: cert.serial,
+        cert_issuer: cert.issuer,
+        tls_version: entry.and_then(|e| e.session.tls_version()).unwrap_or(""),
+        rounds: entry.map_or(0, |e| e.session.rounds()),
+        duration_ms: entry.map_or(0, |e| clock::now().saturating_duration_since(e.started).as_millis()),
+        vlan: if outcome == "accept" { entry.and_then(|e| e.vlan.clone()) } else { None },
+    };
+    info!(
+        outcome = record.outcome,
+        reason = record.reason,
+        nas = %record.nas,
+        identity = %record.identity,
+        cert.subject = %record.cert_subject,
+        cert.serial = %record.cert_serial,
+        cert.issuer = %record.cert_issuer,
+        tls = record.tls_version,
+        rounds = record.rounds,
+        duration_ms = record.duration_ms as u64,
+        vlan = record.vlan.as_deref().unwrap_or("-"),
+        detail,
+        "authentication finished"
+    );
+    if let Some(tx) = &shared.audit {
+        let _ = tx.send(record);
+    }
+}

@@ -1,0 +1,232 @@
+//! The tokio layer: UDP sockets, the client table, duplicate cache, session table, and one
+//! task per datagram under a concurrency cap. No protocol logic lives here beyond the
+//! order of checks (STYLE §2.5); a bad datagram is counted and dropped, never fatal.
+
+pub mod checks;
+pub mod clients;
+pub mod clock;
+pub mod dedup;
+mod handler;
+pub mod metrics;
+pub mod sessions;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::Config;
+use crate::radius::UnverifiedRequest;
+use clients::ClientTable;
+use dedup::{Begin, Dedup, RequestKey};
+use metrics::Metrics;
+use sessions::SessionTable;
+
+/// Receive buffer: one byte more than the largest RADIUS packet, to tell "too long" apart.
+const RECV_BUFFER: usize = crate::radius::MAX_PACKET + 1;
+
+/// One finished authentication, for the audit trail and the demo table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// "accept" or "reject".
+    pub outcome: &'static str,
+    /// Stable reason label.
+    pub reason: &'static str,
+    /// Client name.
+    pub nas: String,
+    /// Client address.
+    pub nas_addr: SocketAddr,
+    /// EAP identity.
+    pub identity: String,
+    /// Certificate subject.
+    pub cert_subject: String,
+    /// Certificate serial (hex).
+    pub cert_serial: String,
+    /// Certificate issuer.
+    pub cert_issuer: String,
+    /// "1.2", "1.3" or "" if the handshake did not get that far.
+    pub tls_version: &'static str,
+    /// EAP requests sent.
+    pub rounds: u32,
+    /// From the first request to the answer.
+    pub duration_ms: u128,
+    /// VLAN given with an Accept.
+    pub vlan: Option<String>,
+}
+
+/// State shared by every request task.
+pub struct Shared {
+    pub(crate) config: Arc<Config>,
+    clients: ClientTable,
+    dedup: Dedup,
+    pub(crate) sessions: SessionTable,
+    /// Counters.
+    pub metrics: Metrics,
+    audit: Option<mpsc::UnboundedSender<AuditRecord>>,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    sockets: Vec<Arc<UdpSocket>>,
+}
+
+impl Server {
+    /// Binds every listen address. IPv6 sockets are v6-only so `0.0.0.0` and `[::]` can
+    /// share a port.
+    ///
+    /// # Errors
+    /// A socket that cannot be bound.
+    pub fn bind(config: Arc<Config>, audit: Option<mpsc::UnboundedSender<AuditRecord>>) -> io::Result<Self> {
+        let mut sockets = Vec::new();
+        for addr in &config.listen {
+            let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            if addr.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            s.set_nonblocking(true)?;
+            s.bind(&(*addr).into()).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+            sockets.push(Arc::new(UdpSocket::from_std(s.into())?));
+        }
+        let shared = Arc::new(Shared {
+            clients: ClientTable::new(config.clients.clone()),
+            dedup: Dedup::new(config.max_sessions.saturating_mul(2).max(1024), config.duplicate_window),
+            sessions: SessionTable::new(config.max_sessions, config.session_idle_timeout),
+            metrics: Metrics::default(),
+            audit,
+            config,
+        });
+        Ok(Self { shared, sockets })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+
+    /// State shared with request tasks (counters, for tests and reports).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled or a socket dies.
+    ///
+    /// # Errors
+    /// A socket error other than a per-datagram one.
+    pub async fn serve(self, shutdown: CancellationToken) -> io::Result<()> {
+        for name in &self.shared.config.inline_secrets {
+            warn!(client = %name, "shared secret is inline in the config: use secret_file outside dev/demo");
+        }
+        let inflight = Arc::new(Semaphore::new(self.shared.config.max_inflight));
+        let mut loops = JoinSet::new();
+        for sock in self.sockets {
+            info!(addr = %sock.local_addr()?, "listening");
+            loops.spawn(recv_loop(sock, self.shared.clone(), inflight.clone(), shutdown.clone()));
+        }
+        let mut result = Ok(());
+        while let Some(r) = loops.join_next().await {
+            if let Ok(Err(e)) = r {
+                shutdown.cancel();
+                result = Err(e);
+            }
+        }
+        info!(counters = ?self.shared.metrics.snapshot(), "stopped");
+        result
+    }
+}
+
+async fn recv_loop(
+    sock: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    inflight: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut tasks = JoinSet::new();
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let (len, src) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(v) => v,
+                // ICMP errors from earlier sends surface here on some systems; not fatal.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => continue,
+                Err(e) => return Err(e),
+            },
+            () = shutdown.cancelled() => break,
+        };
+        if shared.clients.lookup(src.ip()).is_none() {
+            shared.metrics.inc("drop_unknown_client");
+            debug!(%src, "datagram from unknown client dropped");
+            continue;
+        };
+        let Ok(permit) = inflight.clone().try_acquire_owned() else {
+            shared.metrics.inc("drop_overloaded");
+            continue;
+        };
+        let datagram = buf.get(..len).unwrap_or_default().to_vec();
+        let (shared, sock) = (shared.clone(), sock.clone());
+        let span = tracing::debug_span!("request", %src);
+        tasks.spawn(
+            async move {
+                handle_datagram(&shared, &sock, src, &datagram).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    tasks.shutdown().await;
+    Ok(())
+}
+
+async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr, datagram: &[u8]) {
+    let Some(client) = shared.clients.lookup(src.ip()) else { return };
+    let req = match UnverifiedRequest::parse(datagram).and_then(|u| {
+        u.verify(&client.secret, client.require_message_authenticator)
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.metrics.inc(e.reason());
+            debug!(nas = %client.name, reason = e.reason(), error = %e, "datagram dropped");
+            return;
+        }
+    };
+    debug!(nas = %client.name, radius.id = req.identifier, code = ?req.code, len = datagram.len(), "request");
+    let key = RequestKey { src, identifier: req.identifier, authenticator: req.authenticator };
+    match shared.dedup.begin(key) {
+        Begin::New => {}
+        Begin::InProgress => {
+            shared.metrics.inc("duplicate_in_progress");
+            return;
+        }
+        Begin::Replay(reply) => {
+            shared.metrics.inc("duplicate_replayed");
+            send(sock, src, &reply).await;
+            return;
+        }
+    }
+    match handler::process(shared, client, src, &req).await {
+        Some(reply) => {
+            let reply = Arc::new(reply);
+            shared.dedup.answered(key, reply.clone());
+            send(sock, src, &reply).await;
+        }
+        None => shared.dedup.abandon(&key),
+    }
+}
+
+async fn send(sock: &UdpSocket, dst: SocketAddr, bytes: &[u8]) {
+    if let Err(e) = sock.send_to(bytes, dst).await {
+        warn!(%dst, error = %e, "send failed");
+    }
+}
+
+/// How long `serve` callers should wait for in-flight work at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -1,0 +1,74 @@
+//! The EAP session table, keyed by the State attribute we issued (RFC 2865 §5.24).
+//!
+//! Bounded: at most `max_sessions` entries (least recently used evicted first) and each
+//! dropped after `idle` without traffic, so a flood of half-open handshakes cannot exhaust
+//! memory. A session is taken out while a request works on it and put back under a new
+//! State, so two requests never work on one session at once and old States stop working.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+
+use crate::eap::Session;
+use crate::tls::CertSummary;
+
+/// Everything kept between two round trips of one device.
+#[derive(Debug)]
+pub struct SessionEntry {
+    /// The EAP-TLS state machine.
+    pub session: Session,
+    /// EAP identity the device gave.
+    pub identity: String,
+    /// When the conversation started.
+    pub started: Instant,
+    /// The verified client certificate, once known.
+    pub cert: Option<CertSummary>,
+    /// VLAN chosen by the checks, once decided.
+    pub vlan: Option<String>,
+}
+
+type Slot = Arc<Mutex<Option<SessionEntry>>>;
+
+/// The table.
+pub struct SessionTable {
+    cache: Cache<[u8; 16], Slot>,
+}
+
+impl SessionTable {
+    /// A table of at most `max` sessions, each dropped after `idle` unused.
+    pub fn new(max: u64, idle: Duration) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(max)
+                .time_to_idle(idle)
+                .eviction_policy(EvictionPolicy::lru())
+                .build(),
+        }
+    }
+
+    /// Takes the session for a State out of the table.
+    pub fn take(&self, state: &[u8]) -> Option<SessionEntry> {
+        let key: [u8; 16] = state.try_into().ok()?;
+        let slot = self.cache.remove(&key)?;
+        let mut guard = slot.lock().ok()?;
+        guard.take()
+    }
+
+    /// Stores a session under a State.
+    pub fn put(&self, state: [u8; 16], entry: SessionEntry) {
+        self.cache.insert(state, Arc::new(Mutex::new(Some(entry))));
+    }
+
+    /// Sessions held now (approximate, for metrics).
+    pub fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    /// True when no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

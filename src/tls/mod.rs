@@ -1,0 +1,176 @@
+//! rustls glue: the server's `ServerConfig` and the client-certificate verifier.
+//!
+//! Chains are verified by rustls-webpki against the configured CA certificates (dates,
+//! signatures, path to an anchor, clientAuth EKU when present); [`RequireClientAuth`]
+//! additionally refuses device certificates that carry no EKU at all, since webpki accepts
+//! those for any purpose. Resumption is off: every authentication runs the full checks.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    ServerConfig, SignatureScheme, SupportedProtocolVersion,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// TLS versions anchord can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5216).
+    V1_2,
+    /// TLS 1.3 (RFC 9190).
+    V1_3,
+}
+
+/// Builds the server's rustls configuration.
+///
+/// # Errors
+/// A CA certificate rustls cannot use, or a key that does not match the certificate.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cas: &[CertificateDer<'static>],
+    versions: &[TlsVersion],
+) -> Result<ServerConfig, Error> {
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca.clone())?;
+    }
+    let inner = WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| Error::General(format!("client verifier: {e}")))?;
+    let verifier = Arc::new(RequireClientAuth { inner });
+    let versions: Vec<&'static SupportedProtocolVersion> = versions
+        .iter()
+        .map(|v| match v {
+            TlsVersion::V1_2 => &rustls::version::TLS12,
+            TlsVersion::V1_3 => &rustls::version::TLS13,
+        })
+        .collect();
+    let mut cfg = ServerConfig::builder_with_protocol_versions(&versions)
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    // No resumption until it is designed: revocation, posture and policy must run on every
+    // authentication, and tickets would only add round trips.
+    cfg.send_tls13_tickets = 0;
+    cfg.session_storage = Arc::new(NoServerSessionStorage {});
+    Ok(cfg)
+}
+
+/// A client verifier that also requires the clientAuth EKU to be present.
+pub struct RequireClientAuth {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl fmt::Debug for RequireClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequireClientAuth")
+    }
+}
+
+impl ClientCertVerifier for RequireClientAuth {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        if !has_client_auth_eku(end_entity) {
+            return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn has_client_auth_eku(cert: &CertificateDer<'_>) -> bool {
+    let Ok((_, parsed)) = X509Certificate::from_der(cert) else {
+        return false;
+    };
+    matches!(parsed.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth)
+}
+
+/// What logs and the Accept say about a certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Subject DN.
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// The device identity: subject CN, else the first SAN.
+    pub identity: String,
+    /// SHA-256 of the DER, hex.
+    pub sha256: String,
+}
+
+impl CertSummary {
+    /// Summarises a DER certificate; unparsable input gives empty fields.
+    pub fn of(der: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let sha256 = hex_lower(&Sha256::digest(der));
+        let Ok((_, c)) = X509Certificate::from_der(der) else {
+            return Self { sha256, ..Self::default() };
+        };
+        let cn = c
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_owned);
+        let san = c.subject_alternative_name().ok().flatten().and_then(|s| {
+            s.value.general_names.iter().find_map(|g| match g {
+                x509_parser::extensions::GeneralName::DNSName(n)
+                | x509_parser::extensions::GeneralName::RFC822Name(n) => Some((*n).to_owned()),
+                _ => None,
+            })
+        });
+        Self {
+            subject: c.subject().to_string(),
+            issuer: c.issuer().to_string(),
+            serial: hex_lower(c.raw_serial()),
+            identity: cn.or(san).unwrap_or_default(),
+            sha256,
+        }
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
