@@ -15,25 +15,54 @@ use crate::server::{AuditRecord, Server};
 
 /// eapol_test scenarios, shipped in `eapol-tests/` and embedded here.
 pub const SCENARIOS: &[(&str, &str)] = &[
-    ("tls12-ecdsa", include_str!("../../eapol-tests/tls12-ecdsa.conf")),
-    ("tls12-rsa", include_str!("../../eapol-tests/tls12-rsa.conf")),
-    ("tls13-ecdsa", include_str!("../../eapol-tests/tls13-ecdsa.conf")),
-    ("fragment-200", include_str!("../../eapol-tests/fragment-200.conf")),
+    (
+        "tls12-ecdsa",
+        include_str!("../../eapol-tests/tls12-ecdsa.conf"),
+    ),
+    (
+        "tls12-rsa",
+        include_str!("../../eapol-tests/tls12-rsa.conf"),
+    ),
+    (
+        "tls13-ecdsa",
+        include_str!("../../eapol-tests/tls13-ecdsa.conf"),
+    ),
+    (
+        "fragment-200",
+        include_str!("../../eapol-tests/fragment-200.conf"),
+    ),
     ("expired", include_str!("../../eapol-tests/expired.conf")),
-    ("wrong-eku", include_str!("../../eapol-tests/wrong-eku.conf")),
-    ("unknown-ca", include_str!("../../eapol-tests/unknown-ca.conf")),
+    (
+        "wrong-eku",
+        include_str!("../../eapol-tests/wrong-eku.conf"),
+    ),
+    (
+        "unknown-ca",
+        include_str!("../../eapol-tests/unknown-ca.conf"),
+    ),
 ];
 
 const DEMO_SECRET: &str = "demo-secret";
 
 /// The `# expect: accept|reject` line of a scenario.
 pub fn expectation(conf: &str) -> Option<&str> {
-    conf.lines().find_map(|l| l.strip_prefix("# expect: ")).map(str::trim)
+    conf.lines()
+        .find_map(|l| l.strip_prefix("# expect: "))
+        .map(str::trim)
 }
 
 /// The `identity="..."` of a scenario.
 pub fn identity(conf: &str) -> Option<&str> {
-    conf.lines().find_map(|l| l.trim().strip_prefix("identity=\"")?.strip_suffix('"'))
+    conf.lines()
+        .find_map(|l| l.trim().strip_prefix("identity=\"")?.strip_suffix('"'))
+}
+
+/// The extra eapol_test flags on a scenario's `# args:` line.
+pub fn extra_args(conf: &str) -> Vec<&str> {
+    conf.lines()
+        .find_map(|l| l.strip_prefix("# args: "))
+        .map(|a| a.split_whitespace().collect())
+        .unwrap_or_default()
 }
 
 /// What eapol_test reported.
@@ -78,19 +107,25 @@ secret = "{secret}"
 
 #[allow(clippy::print_stdout, reason = "the demo's table is for a person")]
 pub(super) async fn run(dir: &Path, eapol_test: &Path) -> anyhow::Result<ExitCode> {
-    crate::pki::dev::generate(dir, time::OffsetDateTime::now_utc()).context("making the dev PKI")?;
+    crate::pki::dev::generate(dir, time::OffsetDateTime::now_utc())
+        .context("making the dev PKI")?;
     let cfg_path = dir.join("anchord.toml");
     std::fs::write(&cfg_path, demo_config("127.0.0.1:0", DEMO_SECRET))?;
     let config = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = Server::bind(Arc::new(config), Some(tx))?;
-    let Some(addr) = server.local_addrs().into_iter().next() else { bail!("no socket bound") };
+    let Some(addr) = server.local_addrs().into_iter().next() else {
+        bail!("no socket bound")
+    };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.serve(shutdown.clone()));
-    println!("anchord demo: server on {addr}, dev PKI in {}\n", dir.display());
     println!(
-        "{:<14} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {}",
-        "SCENARIO", "DEVICE", "EXPECT", "RESULT", "TLS", "VLAN", "MPPE", "REASON"
+        "anchord demo: server on {addr}, dev PKI in {}\n",
+        dir.display()
+    );
+    println!(
+        "{:<14} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} REASON",
+        "SCENARIO", "DEVICE", "EXPECT", "RESULT", "TLS", "VLAN", "MPPE"
     );
     let mut all_as_expected = true;
     for (name, conf) in SCENARIOS {
@@ -99,15 +134,26 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path) -> anyhow::Result<ExitCod
         let mut cmd = tokio::process::Command::new(eapol_test);
         cmd.current_dir(dir)
             .args(["-c", &format!("{name}.conf"), "-a", &addr.ip().to_string()])
-            .args(["-p", &addr.port().to_string(), "-s", DEMO_SECRET, "-t", "15"])
+            .args([
+                "-p",
+                &addr.port().to_string(),
+                "-s",
+                DEMO_SECRET,
+                "-t",
+                "15",
+            ])
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if *name == "fragment-200" {
-            cmd.arg("-N12:d:200");
-        }
-        let out = cmd.output().await.with_context(|| format!("running {}", eapol_test.display()))?;
+        cmd.args(extra_args(conf));
+        let out = cmd
+            .output()
+            .await
+            .with_context(|| format!("running {}", eapol_test.display()))?;
         let eapol = parse_eapol_output(&String::from_utf8_lossy(&out.stdout));
-        let record = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.ok().flatten();
+        let record = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .ok()
+            .flatten();
         let expect = expectation(conf).unwrap_or("?");
         let result = if eapol.success { "accept" } else { "reject" };
         let ok = result == expect && (!eapol.success || eapol.mppe_ok);
@@ -119,9 +165,21 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path) -> anyhow::Result<ExitCod
             identity(conf).unwrap_or("?"),
             expect,
             result,
-            if r.tls_version.is_empty() { "-" } else { r.tls_version },
+            if r.tls_version.is_empty() {
+                "-"
+            } else {
+                r.tls_version
+            },
             r.vlan.as_deref().unwrap_or("-"),
-            if eapol.success { if eapol.mppe_ok { "ok" } else { "BAD" } } else { "-" },
+            if eapol.success {
+                if eapol.mppe_ok {
+                    "ok"
+                } else {
+                    "BAD"
+                }
+            } else {
+                "-"
+            },
             r.reason,
             if ok { "" } else { "   <-- not as expected" }
         );
@@ -162,16 +220,36 @@ mod tests {
     #[test]
     fn every_scenario_states_its_expectation_and_identity() {
         for (name, conf) in SCENARIOS {
-            assert!(matches!(expectation(conf), Some("accept" | "reject")), "{name}");
+            assert!(
+                matches!(expectation(conf), Some("accept" | "reject")),
+                "{name}"
+            );
             assert!(identity(conf).is_some(), "{name}");
+            assert_eq!(
+                extra_args(conf).is_empty(),
+                *name != "fragment-200",
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn parses_eapol_test_verdicts() {
         let ok = parse_eapol_output("...\nMPPE keys OK: 1  mismatch: 0\nSUCCESS\n");
-        assert_eq!(ok, EapolResult { success: true, mppe_ok: true });
+        assert_eq!(
+            ok,
+            EapolResult {
+                success: true,
+                mppe_ok: true
+            }
+        );
         let bad = parse_eapol_output("MPPE keys OK: 0  mismatch: 1\nFAILURE\n");
-        assert_eq!(bad, EapolResult { success: false, mppe_ok: false });
+        assert_eq!(
+            bad,
+            EapolResult {
+                success: false,
+                mppe_ok: false
+            }
+        );
     }
 }

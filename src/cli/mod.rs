@@ -57,10 +57,21 @@ enum Command {
 /// Whatever the subcommand reports.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let default = if cli.debug { "anchord=debug,info" } else { "info" };
+    let default = if cli.debug {
+        "anchord=debug,info"
+    } else {
+        "info"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve { config } => rt.block_on(serve(config)),
         Command::Check { config } => check(&config),
@@ -98,14 +109,18 @@ async fn wait_for_signal() {
 }
 
 #[allow(clippy::print_stdout, reason = "check reports to the admin on stdout")]
-fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
+fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(c) => {
             println!(
                 "{}: OK ({} client(s), listen {})",
                 path.display(),
                 c.clients.len(),
-                c.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                c.listen
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             Ok(ExitCode::SUCCESS)
         }

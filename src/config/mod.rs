@@ -137,7 +137,11 @@ impl Ctx<'_> {
     fn bounded(&mut self, v: &Spanned<u64>, key: &str, range: Range<u64>) -> u64 {
         let value = *v.get_ref();
         if !range.contains(&value) {
-            self.err(v.span(), key, format!("{value} is outside {}..{}", range.start, range.end));
+            self.err(
+                v.span(),
+                key,
+                format!("{value} is outside {}..{}", range.start, range.end),
+            );
         }
         value.clamp(range.start, range.end.saturating_sub(1))
     }
@@ -166,7 +170,12 @@ impl Config {
     /// Every problem found, each with file, line and key.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let mut ctx = Ctx { file: path, dir, text, errors: Vec::new() };
+        let mut ctx = Ctx {
+            file: path,
+            dir,
+            text,
+            errors: Vec::new(),
+        };
         let raw: raw::RawConfig = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
@@ -194,23 +203,42 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     for (i, l) in s.listen.iter().enumerate() {
         match l.get_ref().parse::<SocketAddr>() {
             Ok(a) => listen.push(a),
-            Err(_) => ctx.err(l.span(), format!("server.listen[{i}]"), format!("`{}` is not an address:port (IPv6 as [::1]:1812)", l.get_ref())),
+            Err(_) => ctx.err(
+                l.span(),
+                format!("server.listen[{i}]"),
+                format!(
+                    "`{}` is not an address:port (IPv6 as [::1]:1812)",
+                    l.get_ref()
+                ),
+            ),
         }
     }
     if listen.is_empty() && ctx.errors.is_empty() {
         ctx.err(0..0, "server.listen", "at least one address is needed");
     }
     let max_sessions = ctx.bounded(&s.max_sessions, "server.max_sessions", 1..10_000_001);
-    let idle = ctx.bounded(&s.session_idle_timeout_secs, "server.session_idle_timeout_secs", 1..3601);
+    let idle = ctx.bounded(
+        &s.session_idle_timeout_secs,
+        "server.session_idle_timeout_secs",
+        1..3601,
+    );
     let max_inflight = ctx.bounded(&s.max_inflight, "server.max_inflight", 1..65_537);
-    let dup = ctx.bounded(&s.duplicate_window_secs, "server.duplicate_window_secs", 1..301);
+    let dup = ctx.bounded(
+        &s.duplicate_window_secs,
+        "server.duplicate_window_secs",
+        1..301,
+    );
 
     let eap = tls_settings(ctx, &raw.tls);
 
     let vlan = raw.authorization.vlan.as_ref().map(|v| {
         let text = v.get_ref().trim().to_owned();
         if text.is_empty() || text.len() > 252 {
-            ctx.err(v.span(), "authorization.vlan", "a VLAN id or name of 1..=252 characters");
+            ctx.err(
+                v.span(),
+                "authorization.vlan",
+                "a VLAN id or name of 1..=252 characters",
+            );
         }
         text
     });
@@ -222,7 +250,11 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         let network = match parse_network(c.address.get_ref()) {
             Some(n) => n,
             None => {
-                ctx.err(c.address.span(), key("address"), format!("`{}` is not an IP address or CIDR", c.address.get_ref()));
+                ctx.err(
+                    c.address.span(),
+                    key("address"),
+                    format!("`{}` is not an IP address or CIDR", c.address.get_ref()),
+                );
                 continue;
             }
         };
@@ -239,20 +271,34 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
                     Some((f.span(), bytes))
                 }
                 Err(e) => {
-                    ctx.err(f.span(), key("secret_file"), format!("cannot read {}: {e}", ctx.path(f.get_ref()).display()));
+                    ctx.err(
+                        f.span(),
+                        key("secret_file"),
+                        format!("cannot read {}: {e}", ctx.path(f.get_ref()).display()),
+                    );
                     None
                 }
             },
             (Some(s), Some(_)) => {
-                ctx.err(s.span(), key("secret"), "set either secret or secret_file, not both");
+                ctx.err(
+                    s.span(),
+                    key("secret"),
+                    "set either secret or secret_file, not both",
+                );
                 None
             }
             (None, None) => {
-                ctx.err(c.address.span(), key("secret_file"), "a shared secret is required (secret_file, or secret for dev)");
+                ctx.err(
+                    c.address.span(),
+                    key("secret_file"),
+                    "a shared secret is required (secret_file, or secret for dev)",
+                );
                 None
             }
         };
-        let Some((span, secret)) = secret else { continue };
+        let Some((span, secret)) = secret else {
+            continue;
+        };
         if secret.is_empty() {
             ctx.err(span, key("secret"), "the shared secret is empty");
             continue;
@@ -265,7 +311,11 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         });
     }
     if raw.client.is_empty() {
-        ctx.err(0..0, "client", "no [[client]] defined: every request would be dropped");
+        ctx.err(
+            0..0,
+            "client",
+            "no [[client]] defined: every request would be dropped",
+        );
     }
     // Most specific network first, so a host entry wins over its subnet.
     clients.sort_by_key(|c| std::cmp::Reverse(c.network.prefix_len()));
@@ -285,11 +335,17 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
 }
 
 fn parse_network(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 fn tls_settings(ctx: &mut Ctx<'_>, t: &raw::RawTls) -> Option<Arc<SessionConfig>> {
-    let fragment_size = ctx.bounded(&t.fragment_size, "tls.fragment_size", MIN_FRAGMENT_SIZE..MAX_FRAGMENT_SIZE + 1);
+    let fragment_size = ctx.bounded(
+        &t.fragment_size,
+        "tls.fragment_size",
+        MIN_FRAGMENT_SIZE..MAX_FRAGMENT_SIZE + 1,
+    );
     let max_message = ctx.bounded(&t.max_message_size, "tls.max_message_size", 4096..1_048_577);
     let max_rounds = ctx.bounded(&t.max_rounds, "tls.max_rounds", 4..1001);
     let mut versions = Vec::new();
@@ -297,17 +353,29 @@ fn tls_settings(ctx: &mut Ctx<'_>, t: &raw::RawTls) -> Option<Arc<SessionConfig>
         match v.as_str() {
             "1.2" => versions.push(TlsVersion::V1_2),
             "1.3" => versions.push(TlsVersion::V1_3),
-            other => ctx.err(t.versions.span(), "tls.versions", format!("`{other}` is not a TLS version (\"1.2\", \"1.3\")")),
+            other => ctx.err(
+                t.versions.span(),
+                "tls.versions",
+                format!("`{other}` is not a TLS version (\"1.2\", \"1.3\")"),
+            ),
         }
     }
     if versions.is_empty() {
-        ctx.err(t.versions.span(), "tls.versions", "at least one TLS version is needed");
+        ctx.err(
+            t.versions.span(),
+            "tls.versions",
+            "at least one TLS version is needed",
+        );
     }
     let chain = load_certs(ctx, &t.certificate, "tls.certificate");
     let key = match PrivateKeyDer::from_pem_file(ctx.path(t.private_key.get_ref())) {
         Ok(k) => Some(k),
         Err(e) => {
-            ctx.err(t.private_key.span(), "tls.private_key", format!("{}: {e}", ctx.path(t.private_key.get_ref()).display()));
+            ctx.err(
+                t.private_key.span(),
+                "tls.private_key",
+                format!("{}: {e}", ctx.path(t.private_key.get_ref()).display()),
+            );
             None
         }
     };
@@ -317,7 +385,11 @@ fn tls_settings(ctx: &mut Ctx<'_>, t: &raw::RawTls) -> Option<Arc<SessionConfig>
         cas.extend(load_certs(ctx, &spanned, "tls.ca").unwrap_or_default());
     }
     if t.ca.get_ref().is_empty() {
-        ctx.err(t.ca.span(), "tls.ca", "at least one CA file is needed to verify devices");
+        ctx.err(
+            t.ca.span(),
+            "tls.ca",
+            "at least one CA file is needed to verify devices",
+        );
     }
     let (chain, key) = (chain?, key?);
     if versions.is_empty() || cas.is_empty() {
@@ -331,19 +403,31 @@ fn tls_settings(ctx: &mut Ctx<'_>, t: &raw::RawTls) -> Option<Arc<SessionConfig>
             max_rounds: u32::try_from(max_rounds).unwrap_or(100),
         })),
         Err(e) => {
-            ctx.err(t.certificate.span(), "tls", format!("certificate, key or CA refused: {e}"));
+            ctx.err(
+                t.certificate.span(),
+                "tls",
+                format!("certificate, key or CA refused: {e}"),
+            );
             None
         }
     }
 }
 
-fn load_certs(ctx: &mut Ctx<'_>, p: &Spanned<String>, key: &str) -> Option<Vec<CertificateDer<'static>>> {
+fn load_certs(
+    ctx: &mut Ctx<'_>,
+    p: &Spanned<String>,
+    key: &str,
+) -> Option<Vec<CertificateDer<'static>>> {
     let path = ctx.path(p.get_ref());
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&path).and_then(Iterator::collect);
     match certs {
         Ok(c) if !c.is_empty() => Some(c),
         Ok(_) => {
-            ctx.err(p.span(), key, format!("{}: no certificate in the file", path.display()));
+            ctx.err(
+                p.span(),
+                key,
+                format!("{}: no certificate in the file", path.display()),
+            );
             None
         }
         Err(e) => {

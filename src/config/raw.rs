@@ -51,7 +51,10 @@ fn unspanned<T>(v: T) -> Spanned<T> {
 }
 
 fn default_listen() -> Vec<Spanned<String>> {
-    vec![unspanned("0.0.0.0:1812".to_owned()), unspanned("[::]:1812".to_owned())]
+    vec![
+        unspanned("0.0.0.0:1812".to_owned()),
+        unspanned("[::]:1812".to_owned()),
+    ]
 }
 fn default_max_sessions() -> Spanned<u64> {
     unspanned(10_000)

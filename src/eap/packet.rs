@@ -139,12 +139,22 @@ pub struct EapPacket {
 impl EapPacket {
     /// A Request of a type.
     pub fn request(identifier: u8, ty: u8, data: Vec<u8>) -> Self {
-        Self { code: EapCode::Request, identifier, ty: Some(ty), data }
+        Self {
+            code: EapCode::Request,
+            identifier,
+            ty: Some(ty),
+            data,
+        }
     }
 
     /// Success or Failure with an identifier.
     pub fn outcome(code: EapCode, identifier: u8) -> Self {
-        Self { code, identifier, ty: None, data: Vec::new() }
+        Self {
+            code,
+            identifier,
+            ty: None,
+            data: Vec::new(),
+        }
     }
 
     /// Decodes; octets beyond the Length field are link padding and ignored (RFC 3748 §4).
@@ -169,7 +179,12 @@ impl EapPacket {
             EapCode::Request | EapCode::Response => Some(body.u8().ok_or(EapError::MissingType)?),
             EapCode::Success | EapCode::Failure => None,
         };
-        Ok(Self { code, identifier, ty, data: body.rest().to_vec() })
+        Ok(Self {
+            code,
+            identifier,
+            ty,
+            data: body.rest().to_vec(),
+        })
     }
 
     /// Appends the wire form to `out`.
@@ -191,6 +206,7 @@ impl EapPacket {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
 mod tests {
     use super::*;
 
@@ -216,9 +232,21 @@ mod tests {
     fn ignores_padding_and_rejects_truncation() {
         let p = EapPacket::decode(&[2, 1, 0, 5, 13, 0xEE, 0xEE]).unwrap();
         assert!(p.data.is_empty());
-        assert_eq!(EapPacket::decode(&[2, 1, 0, 9, 13]).unwrap_err(), EapError::Truncated);
-        assert_eq!(EapPacket::decode(&[2, 1, 0, 3]).unwrap_err(), EapError::Truncated);
-        assert_eq!(EapPacket::decode(&[2, 1, 0, 4]).unwrap_err(), EapError::MissingType);
-        assert_eq!(EapPacket::decode(&[9, 1, 0, 4]).unwrap_err(), EapError::UnknownCode(9));
+        assert_eq!(
+            EapPacket::decode(&[2, 1, 0, 9, 13]).unwrap_err(),
+            EapError::Truncated
+        );
+        assert_eq!(
+            EapPacket::decode(&[2, 1, 0, 3]).unwrap_err(),
+            EapError::Truncated
+        );
+        assert_eq!(
+            EapPacket::decode(&[2, 1, 0, 4]).unwrap_err(),
+            EapError::MissingType
+        );
+        assert_eq!(
+            EapPacket::decode(&[9, 1, 0, 4]).unwrap_err(),
+            EapError::UnknownCode(9)
+        );
     }
 }

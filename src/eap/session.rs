@@ -135,13 +135,23 @@ pub fn derive_keys(
     let (label, context): (&[u8], Option<&[u8]>) = match version {
         Some(ProtocolVersion::TLSv1_3) => (b"EXPORTER_EAP_TLS_Key_Material", Some(&[TYPE_TLS])),
         Some(ProtocolVersion::TLSv1_2) => (b"client EAP encryption", None),
-        _ => return Err(EapError::Tls { reason: "tls_error", detail: "no TLS version".into() }),
+        _ => {
+            return Err(EapError::Tls {
+                reason: "tls_error",
+                detail: "no TLS version".into(),
+            })
+        }
     };
     let mut block = Zeroizing::new([0u8; 128]);
-    export(&mut block[..], label, context)
-        .map_err(|e| EapError::Tls { reason: "tls_error", detail: e.to_string() })?;
+    export(&mut block[..], label, context).map_err(|e| EapError::Tls {
+        reason: "tls_error",
+        detail: e.to_string(),
+    })?;
     let (msk, emsk) = block.split_at(64);
-    let mut keys = Keys { msk: Zeroizing::new([0; 64]), emsk: Zeroizing::new([0; 64]) };
+    let mut keys = Keys {
+        msk: Zeroizing::new([0; 64]),
+        emsk: Zeroizing::new([0; 64]),
+    };
     keys.msk.copy_from_slice(msk);
     keys.emsk.copy_from_slice(emsk);
     Ok(keys)
@@ -156,9 +166,7 @@ pub fn tls_reason(e: &rustls::Error) -> &'static str {
             "certificate_not_yet_valid"
         }
         E::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
-        E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => {
-            "wrong_eku"
-        }
+        E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => "wrong_eku",
         E::InvalidCertificate(C::Revoked) => "revoked",
         E::InvalidCertificate(C::BadSignature) => "bad_certificate_signature",
         E::InvalidCertificate(_) => "bad_certificate",
@@ -170,7 +178,10 @@ pub fn tls_reason(e: &rustls::Error) -> &'static str {
 }
 
 fn tls_error(e: &rustls::Error) -> EapError {
-    EapError::Tls { reason: tls_reason(e), detail: e.to_string() }
+    EapError::Tls {
+        reason: tls_reason(e),
+        detail: e.to_string(),
+    }
 }
 
 /// What comes after an outbound flight has been fully sent.
@@ -263,7 +274,11 @@ impl Session {
         let fragment_size = fragment_size.max(MIN_FRAGMENT);
         let mut s = Self {
             cfg,
-            state: State::ExpectTls(Box::new(Inbound { conn, buf: Vec::new(), total: None })),
+            state: State::ExpectTls(Box::new(Inbound {
+                conn,
+                buf: Vec::new(),
+                total: None,
+            })),
             fragment_size,
             identifier: first_identifier.wrapping_sub(1),
             rounds: 0,
@@ -304,7 +319,10 @@ impl Session {
                 return Err(EapError::NotResponse);
             }
             if p.identifier != self.identifier {
-                return Err(EapError::UnexpectedIdentifier { expected: self.identifier, got: p.identifier });
+                return Err(EapError::UnexpectedIdentifier {
+                    expected: self.identifier,
+                    got: p.identifier,
+                });
             }
         }
         let state = mem::replace(&mut self.state, State::Done);
@@ -357,7 +375,11 @@ impl Session {
             // A Nak to our Start. We only offer EAP-TLS: if the peer lists it, start over.
             if p.data.contains(&TYPE_TLS) {
                 self.state = State::ExpectTls(inbound);
-                return Ok(Action::Send(self.request(tls::encode(FLAG_S, None, &[]))?));
+                return Ok(Action::Send(self.request(tls::encode(
+                    FLAG_S,
+                    None,
+                    &[],
+                ))?));
             }
             return Err(EapError::Nak);
         }
@@ -366,7 +388,9 @@ impl Session {
             return Err(EapError::Framing("S flag from peer"));
         }
         if frame.data.is_empty() {
-            return Err(EapError::Framing("empty response where TLS data was expected"));
+            return Err(EapError::Framing(
+                "empty response where TLS data was expected",
+            ));
         }
         if inbound.buf.is_empty() {
             if let Some(total) = frame.total {
@@ -387,27 +411,42 @@ impl Session {
             return Ok(Action::Send(self.request(tls::encode(0, None, &[]))?));
         }
         if inbound.total.is_some_and(|t| t != inbound.buf.len()) {
-            return Err(EapError::Framing("TLS Message Length does not match the data"));
+            return Err(EapError::Framing(
+                "TLS Message Length does not match the data",
+            ));
         }
         let Inbound { mut conn, buf, .. } = *inbound;
         let mut rd: &[u8] = &buf;
         while !rd.is_empty() {
-            let n = conn
-                .read_tls(&mut rd)
-                .map_err(|e| EapError::Tls { reason: "tls_error", detail: e.to_string() })?;
+            let n = conn.read_tls(&mut rd).map_err(|e| EapError::Tls {
+                reason: "tls_error",
+                detail: e.to_string(),
+            })?;
             conn.process_new_packets().map_err(|e| tls_error(&e))?;
             if n == 0 {
-                return Err(EapError::Tls { reason: "tls_error", detail: "TLS input stalled".into() });
+                return Err(EapError::Tls {
+                    reason: "tls_error",
+                    detail: "TLS input stalled".into(),
+                });
             }
         }
         let out = drain(&mut conn)?;
         if conn.is_handshaking() {
             if out.is_empty() {
                 // The peer's flight is not complete yet: ask for the rest.
-                self.state = State::ExpectTls(Box::new(Inbound { conn, buf: Vec::new(), total: None }));
+                self.state = State::ExpectTls(Box::new(Inbound {
+                    conn,
+                    buf: Vec::new(),
+                    total: None,
+                }));
                 return Ok(Action::Send(self.request(tls::encode(0, None, &[]))?));
             }
-            return self.send_next(Box::new(Outbound { conn, data: out, offset: 0, then: Then::AwaitTls }));
+            return self.send_next(Box::new(Outbound {
+                conn,
+                data: out,
+                offset: 0,
+                then: Then::AwaitTls,
+            }));
         }
         let tls_version = match conn.protocol_version() {
             Some(ProtocolVersion::TLSv1_3) => "1.3",
@@ -418,7 +457,10 @@ impl Session {
             conn.export_keying_material(out, label, ctx).map(|_| ())
         })?;
         let peer = PeerInfo {
-            chain: conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+            chain: conn
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
             tls_version,
             cipher_suite: conn
                 .negotiated_cipher_suite()
@@ -426,29 +468,51 @@ impl Session {
                 .unwrap_or("unknown"),
         };
         if peer.chain.is_empty() {
-            return Err(EapError::Tls { reason: "no_client_certificate", detail: "no client certificate".into() });
+            return Err(EapError::Tls {
+                reason: "no_client_certificate",
+                detail: "no client certificate".into(),
+            });
         }
-        self.state = State::ExpectVerdict(Box::new(Established { conn, pending: out, keys }));
+        self.state = State::ExpectVerdict(Box::new(Established {
+            conn,
+            pending: out,
+            keys,
+        }));
         Ok(Action::CheckPeer(peer))
     }
 
     fn on_verdict(&mut self, est: Box<Established>, verdict: Verdict) -> Result<Action, EapError> {
-        let Established { mut conn, mut pending, keys } = *est;
+        let Established {
+            mut conn,
+            mut pending,
+            keys,
+        } = *est;
         if let Verdict::Deny(reason) = verdict {
-            return Ok(Action::Finish(Outcome::Failure { eap: self.failure(), reason }));
+            return Ok(Action::Finish(Outcome::Failure {
+                eap: self.failure(),
+                reason,
+            }));
         }
         if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
             // RFC 9190 §2.5: one application-data byte 0x00 is the protected success
             // indication, sent only now that every check has passed.
             conn.writer()
                 .write_all(&[0x00])
-                .map_err(|e| EapError::Tls { reason: "tls_error", detail: e.to_string() })?;
+                .map_err(|e| EapError::Tls {
+                    reason: "tls_error",
+                    detail: e.to_string(),
+                })?;
         }
         pending.extend(drain(&mut conn)?);
         if pending.is_empty() {
             return Err(EapError::UnexpectedEvent("ExpectVerdict: no final flight"));
         }
-        self.send_next(Box::new(Outbound { conn, data: pending, offset: 0, then: Then::Finish(keys) }))
+        self.send_next(Box::new(Outbound {
+            conn,
+            data: pending,
+            offset: 0,
+            then: Then::Finish(keys),
+        }))
     }
 
     fn send_next(&mut self, mut out: Box<Outbound>) -> Result<Action, EapError> {
@@ -459,7 +523,11 @@ impl Session {
         let first = out.offset == 0;
         let fragmented = total > self.fragment_size;
         let length = (first && fragmented).then(|| u32::try_from(total).unwrap_or(u32::MAX));
-        let body = tls::encode(if more { FLAG_M } else { 0 }, length, chunk.get(..take).unwrap_or_default());
+        let body = tls::encode(
+            if more { FLAG_M } else { 0 },
+            length,
+            chunk.get(..take).unwrap_or_default(),
+        );
         out.offset += take;
         let req = self.request(body)?;
         self.state = if more {
@@ -467,7 +535,11 @@ impl Session {
         } else {
             let Outbound { conn, then, .. } = *out;
             match then {
-                Then::AwaitTls => State::ExpectTls(Box::new(Inbound { conn, buf: Vec::new(), total: None })),
+                Then::AwaitTls => State::ExpectTls(Box::new(Inbound {
+                    conn,
+                    buf: Vec::new(),
+                    total: None,
+                })),
                 Then::Finish(keys) => State::ExpectFinalAck(Box::new(keys)),
             }
         };
@@ -478,8 +550,357 @@ impl Session {
 fn drain(conn: &mut ServerConnection) -> Result<Vec<u8>, EapError> {
     let mut out = Vec::new();
     while conn.wants_write() {
-        conn.write_tls(&mut out)
-            .map_err(|e| EapError::Tls { reason: "tls_error", detail: e.to_string() })?;
+        conn.write_tls(&mut out).map_err(|e| EapError::Tls {
+            reason: "tls_error",
+            detail: e.to_string(),
+        })?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
+mod tests {
+    use std::io::Read;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    use super::*;
+    use crate::eap::tls::FLAG_L;
+    use crate::tls::{server_config, TlsVersion};
+
+    struct Pki {
+        _dir: tempfile::TempDir,
+        server: Arc<ServerConfig>,
+        root: CertificateDer<'static>,
+        path: std::path::PathBuf,
+    }
+
+    fn pki(versions: &[TlsVersion]) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let path = dir.path().to_path_buf();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(path.join("server.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(path.join("server.key")).unwrap();
+        let root = CertificateDer::from_pem_file(path.join("root-ca.pem")).unwrap();
+        let server =
+            Arc::new(server_config(chain, key, std::slice::from_ref(&root), versions).unwrap());
+        Pki {
+            _dir: dir,
+            server,
+            root,
+            path,
+        }
+    }
+
+    fn client(
+        p: &Pki,
+        device: &str,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> ClientConnection {
+        let mut roots = RootCertStore::empty();
+        roots.add(p.root.clone()).unwrap();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(p.path.join(format!("{device}.pem")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(p.path.join(format!("{device}.key"))).unwrap();
+        let cfg = ClientConfig::builder_with_protocol_versions(&[version])
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        ClientConnection::new(Arc::new(cfg), "radius.anchord.test".try_into().unwrap()).unwrap()
+    }
+
+    /// What the in-memory peer saw.
+    struct Run {
+        requests: Vec<(u8, Option<u32>, usize)>,
+        outcome: Outcome,
+        client: ClientConnection,
+        success_byte: Option<u8>,
+    }
+
+    /// Drives a rustls client against a Session: an EAP peer that fragments its own flights
+    /// at `peer_fragment` bytes and acknowledges every server fragment.
+    fn drive(
+        p: &Pki,
+        device: &str,
+        version: &'static rustls::SupportedProtocolVersion,
+        fragment: usize,
+        peer_fragment: usize,
+        verdict: Verdict,
+    ) -> Run {
+        let cfg = Arc::new(SessionConfig {
+            tls: p.server.clone(),
+            fragment_size: fragment,
+            max_message: 65536,
+            max_rounds: 100,
+        });
+        let (mut s, mut action) = Session::start(cfg, 0x10, None).unwrap();
+        let mut c = client(p, device, version);
+        let mut inbound = Vec::new();
+        let mut requests = Vec::new();
+        let mut outbound: Vec<Vec<u8>> = Vec::new();
+        let mut success_byte = None;
+        loop {
+            let req = match action {
+                Action::Send(req) => req,
+                Action::CheckPeer(peer) => {
+                    assert_eq!(peer.chain.len(), 2, "device sends its chain");
+                    action = s.handle(Event::Verdict(verdict.clone())).unwrap();
+                    continue;
+                }
+                Action::Finish(outcome) => {
+                    return Run {
+                        requests,
+                        outcome,
+                        client: c,
+                        success_byte,
+                    };
+                }
+            };
+            assert_eq!(req.identifier, s.identifier());
+            let frame = TlsFrame::decode(&req.data).unwrap();
+            requests.push((frame.flags, frame.total, frame.data.len()));
+            let reply_data = if !outbound.is_empty() {
+                // We are sending a fragmented flight: the server's request was an ACK.
+                assert!(frame.is_ack(), "server must ACK each peer fragment");
+                outbound.remove(0)
+            } else {
+                inbound.extend_from_slice(frame.data);
+                if frame.more() {
+                    tls::encode(0, None, &[])
+                } else {
+                    let mut rd: &[u8] = &inbound;
+                    while !rd.is_empty() {
+                        c.read_tls(&mut rd).unwrap();
+                        c.process_new_packets().unwrap();
+                    }
+                    inbound.clear();
+                    let mut plain = [0u8; 8];
+                    if let Ok(n) = c.reader().read(&mut plain) {
+                        if n > 0 {
+                            success_byte = Some(plain[0]);
+                        }
+                    }
+                    let mut flight = Vec::new();
+                    while c.wants_write() {
+                        c.write_tls(&mut flight).unwrap();
+                    }
+                    let frags: Vec<&[u8]> = flight.chunks(peer_fragment).collect();
+                    let n = frags.len();
+                    for (i, f) in frags.iter().enumerate() {
+                        let more = if i + 1 < n { FLAG_M } else { 0 };
+                        let total = (i == 0 && n > 1).then(|| u32::try_from(flight.len()).unwrap());
+                        outbound.push(tls::encode(more, total, f));
+                    }
+                    if outbound.is_empty() {
+                        tls::encode(0, None, &[])
+                    } else {
+                        outbound.remove(0)
+                    }
+                }
+            };
+            let resp = EapPacket {
+                code: EapCode::Response,
+                identifier: req.identifier,
+                ty: Some(TYPE_TLS),
+                data: reply_data,
+            };
+            action = s.handle(Event::Response(&resp)).unwrap();
+        }
+    }
+
+    fn client_msk(c: &ClientConnection) -> [u8; 64] {
+        let keys = derive_keys(c.protocol_version(), |out, label, ctx| {
+            c.export_keying_material(out, label, ctx).map(|_| ())
+        })
+        .unwrap();
+        *keys.msk
+    }
+
+    #[test]
+    fn tls12_handshake_derives_the_same_msk_and_fragments_at_the_configured_size() {
+        let p = pki(&[TlsVersion::V1_2, TlsVersion::V1_3]);
+        let run = drive(
+            &p,
+            "device-ecdsa",
+            &rustls::version::TLS12,
+            300,
+            1000,
+            Verdict::Allow,
+        );
+        // Start first, with S and nothing else.
+        assert_eq!(run.requests[0], (FLAG_S, None, 0));
+        // The server flight is fragmented: L+M on the first, M on the middle, none on the last.
+        let (f0, total0, len0) = run.requests[1];
+        assert_eq!(f0, FLAG_L | FLAG_M);
+        assert_eq!(len0, 300);
+        let total = usize::try_from(total0.unwrap()).unwrap();
+        let frags: Vec<_> = run.requests[1..].iter().take(total.div_ceil(300)).collect();
+        assert!(frags.iter().all(|(_, _, len)| *len <= 300));
+        assert_eq!(frags.iter().map(|(_, _, len)| len).sum::<usize>(), total);
+        assert_eq!(frags.last().unwrap().0, 0);
+        let Outcome::Success { eap, keys } = run.outcome else {
+            panic!("expected success")
+        };
+        assert_eq!(eap.code, EapCode::Success);
+        assert_eq!(*keys.msk, client_msk(&run.client));
+        assert_eq!(
+            run.client.protocol_version(),
+            Some(ProtocolVersion::TLSv1_2)
+        );
+        assert_eq!(run.success_byte, None);
+    }
+
+    #[test]
+    fn tls13_sends_success_byte_after_allow_and_derives_the_same_msk() {
+        let p = pki(&[TlsVersion::V1_2, TlsVersion::V1_3]);
+        let run = drive(
+            &p,
+            "device-rsa",
+            &rustls::version::TLS13,
+            1024,
+            200,
+            Verdict::Allow,
+        );
+        let Outcome::Success { keys, .. } = run.outcome else {
+            panic!("expected success")
+        };
+        assert_eq!(
+            run.client.protocol_version(),
+            Some(ProtocolVersion::TLSv1_3)
+        );
+        assert_eq!(run.success_byte, Some(0x00));
+        assert_eq!(*keys.msk, client_msk(&run.client));
+        // The peer's 200-byte fragments were each acknowledged with an empty request.
+        assert!(run.requests.iter().filter(|r| **r == (0, None, 0)).count() >= 3);
+    }
+
+    #[test]
+    fn deny_verdict_fails_without_sending_the_success_indication() {
+        let p = pki(&[TlsVersion::V1_3]);
+        let run = drive(
+            &p,
+            "device-ecdsa",
+            &rustls::version::TLS13,
+            1024,
+            1024,
+            Verdict::Deny("policy"),
+        );
+        assert!(matches!(
+            run.outcome,
+            Outcome::Failure {
+                reason: "policy",
+                ..
+            }
+        ));
+        assert_eq!(run.success_byte, None);
+    }
+
+    #[test]
+    fn mismatched_identifier_is_discarded_and_session_survives() {
+        let p = pki(&[TlsVersion::V1_3]);
+        let cfg = Arc::new(SessionConfig {
+            tls: p.server.clone(),
+            fragment_size: 1024,
+            max_message: 65536,
+            max_rounds: 100,
+        });
+        let (mut s, _) = Session::start(cfg, 7, None).unwrap();
+        let wrong = EapPacket {
+            code: EapCode::Response,
+            identifier: 8,
+            ty: Some(TYPE_TLS),
+            data: vec![0],
+        };
+        let e = s.handle(Event::Response(&wrong)).unwrap_err();
+        assert!(e.is_discard());
+        let nak = EapPacket {
+            code: EapCode::Response,
+            identifier: 7,
+            ty: Some(TYPE_NAK),
+            data: vec![25],
+        };
+        assert_eq!(s.handle(Event::Response(&nak)).unwrap_err(), EapError::Nak);
+    }
+
+    #[test]
+    fn oversized_reassembly_is_refused() {
+        let p = pki(&[TlsVersion::V1_3]);
+        let cfg = Arc::new(SessionConfig {
+            tls: p.server.clone(),
+            fragment_size: 1024,
+            max_message: 4096,
+            max_rounds: 100,
+        });
+        let (mut s, _) = Session::start(cfg, 1, None).unwrap();
+        let big = EapPacket {
+            code: EapCode::Response,
+            identifier: 1,
+            ty: Some(TYPE_TLS),
+            data: tls::encode(FLAG_M, Some(1 << 20), &[0x16; 100]),
+        };
+        assert_eq!(
+            s.handle(Event::Response(&big)).unwrap_err(),
+            EapError::TooLarge(1 << 20)
+        );
+        let (mut s, _) = Session::start(
+            Arc::new(SessionConfig {
+                tls: p.server.clone(),
+                fragment_size: 1024,
+                max_message: 4096,
+                max_rounds: 100,
+            }),
+            1,
+            None,
+        )
+        .unwrap();
+        let mut id = 1;
+        let mut err = None;
+        for _ in 0..10 {
+            let frag = EapPacket {
+                code: EapCode::Response,
+                identifier: id,
+                ty: Some(TYPE_TLS),
+                data: tls::encode(FLAG_M, None, &[0x16; 1000]),
+            };
+            match s.handle(Event::Response(&frag)) {
+                Ok(Action::Send(r)) => id = r.identifier,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(matches!(err, Some(EapError::TooLarge(_))));
+    }
+
+    #[test]
+    fn framed_mtu_lowers_the_fragment_size() {
+        let p = pki(&[TlsVersion::V1_3]);
+        let cfg = Arc::new(SessionConfig {
+            tls: p.server.clone(),
+            fragment_size: 1024,
+            max_message: 65536,
+            max_rounds: 100,
+        });
+        let (s, _) = Session::start(cfg, 1, Some(200)).unwrap();
+        assert_eq!(s.fragment_size, 190);
+    }
+
+    #[test]
+    fn keys_debug_is_redacted() {
+        let k = Keys {
+            msk: Zeroizing::new([1; 64]),
+            emsk: Zeroizing::new([2; 64]),
+        };
+        assert_eq!(format!("{k:?}"), "Keys(<redacted>)");
+    }
 }

@@ -42,7 +42,11 @@ impl<'a> TlsFrame<'a> {
         } else {
             None
         };
-        Ok(Self { flags, total, data: r.rest() })
+        Ok(Self {
+            flags,
+            total,
+            data: r.rest(),
+        })
     }
 
     /// True when M is set.
@@ -68,6 +72,7 @@ pub fn encode(flags: u8, total: Option<u32>, data: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
 mod tests {
     use super::*;
 
@@ -88,7 +93,10 @@ mod tests {
 
     #[test]
     fn rejects_truncated_length_and_missing_flags() {
-        assert_eq!(TlsFrame::decode(&[]).unwrap_err(), EapError::Framing("missing flags"));
+        assert_eq!(
+            TlsFrame::decode(&[]).unwrap_err(),
+            EapError::Framing("missing flags")
+        );
         assert_eq!(
             TlsFrame::decode(&[0x80, 0, 0]).unwrap_err(),
             EapError::Framing("L flag without length")

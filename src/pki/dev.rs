@@ -26,11 +26,31 @@ pub struct DemoDevice {
 
 /// Devices the dev PKI issues.
 pub const DEVICES: &[DemoDevice] = &[
-    DemoDevice { name: "device-ecdsa", expect_accept: true, note: "valid ECDSA P-256" },
-    DemoDevice { name: "device-rsa", expect_accept: true, note: "valid RSA-2048" },
-    DemoDevice { name: "device-expired", expect_accept: false, note: "expired yesterday" },
-    DemoDevice { name: "device-wrong-eku", expect_accept: false, note: "serverAuth EKU only" },
-    DemoDevice { name: "device-unknown-ca", expect_accept: false, note: "issued by another CA" },
+    DemoDevice {
+        name: "device-ecdsa",
+        expect_accept: true,
+        note: "valid ECDSA P-256",
+    },
+    DemoDevice {
+        name: "device-rsa",
+        expect_accept: true,
+        note: "valid RSA-2048",
+    },
+    DemoDevice {
+        name: "device-expired",
+        expect_accept: false,
+        note: "expired yesterday",
+    },
+    DemoDevice {
+        name: "device-wrong-eku",
+        expect_accept: false,
+        note: "serverAuth EKU only",
+    },
+    DemoDevice {
+        name: "device-unknown-ca",
+        expect_accept: false,
+        note: "issued by another CA",
+    },
 ];
 
 struct Ca {
@@ -63,21 +83,35 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
     write(dir, "root-ca.pem", &root.cert.pem())?;
     write(dir, "issuing-ca.pem", &issuing.cert.pem())?;
     write(dir, "other-root-ca.pem", &other.cert.pem())?;
-    write(dir, "ca-chain.pem", &format!("{}{}", issuing.cert.pem(), root.cert.pem()))?;
+    write(
+        dir,
+        "ca-chain.pem",
+        &format!("{}{}", issuing.cert.pem(), root.cert.pem()),
+    )?;
 
     let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut p = leaf("radius.anchord.test", now, 10)?;
     p.subject_alt_names = vec![rcgen::SanType::DnsName("radius.anchord.test".try_into()?)];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server = p.signed_by(&server_key, &issuing.cert, &issuing.key)?;
-    write(dir, "server.pem", &format!("{}{}", server.pem(), issuing.cert.pem()))?;
+    write(
+        dir,
+        "server.pem",
+        &format!("{}{}", server.pem(), issuing.cert.pem()),
+    )?;
     write(dir, "server.key", &server_key.serialize_pem())?;
 
     for (i, d) in DEVICES.iter().enumerate() {
-        let alg: &SignatureAlgorithm = if d.name == "device-rsa" { &PKCS_RSA_SHA256 } else { &PKCS_ECDSA_P256_SHA256 };
+        let alg: &SignatureAlgorithm = if d.name == "device-rsa" {
+            &PKCS_RSA_SHA256
+        } else {
+            &PKCS_ECDSA_P256_SHA256
+        };
         let key = KeyPair::generate_for(alg)?;
         let mut p = leaf(d.name, now, 20 + u8::try_from(i).unwrap_or(0))?;
-        p.subject_alt_names = vec![rcgen::SanType::DnsName(format!("{}.devices.anchord.test", d.name).try_into()?)];
+        p.subject_alt_names = vec![rcgen::SanType::DnsName(
+            format!("{}.devices.anchord.test", d.name).try_into()?,
+        )];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let issuer = match d.name {
             "device-expired" => {
@@ -93,7 +127,11 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
             _ => &issuing,
         };
         let cert = p.signed_by(&key, &issuer.cert, &issuer.key)?;
-        write(dir, &format!("{}.pem", d.name), &format!("{}{}", cert.pem(), issuer.cert.pem()))?;
+        write(
+            dir,
+            &format!("{}.pem", d.name),
+            &format!("{}{}", cert.pem(), issuer.cert.pem()),
+        )?;
         write(dir, &format!("{}.key", d.name), &key.serialize_pem())?;
     }
     Ok(())
@@ -103,9 +141,18 @@ fn ca(cn: &str, parent: Option<&Ca>, now: OffsetDateTime) -> Result<Ca, rcgen::E
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name.push(DnType::CommonName, cn);
-    p.distinguished_name.push(DnType::OrganizationName, "anchord dev");
-    p.is_ca = IsCa::Ca(if parent.is_some() { BasicConstraints::Constrained(0) } else { BasicConstraints::Unconstrained });
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.distinguished_name
+        .push(DnType::OrganizationName, "anchord dev");
+    p.is_ca = IsCa::Ca(if parent.is_some() {
+        BasicConstraints::Constrained(0)
+    } else {
+        BasicConstraints::Unconstrained
+    });
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = now - Duration::days(1);
     p.not_after = now + Duration::days(3650);
     p.serial_number = Some(SerialNumber::from(if parent.is_some() { 2u64 } else { 1 }));
@@ -119,8 +166,12 @@ fn ca(cn: &str, parent: Option<&Ca>, now: OffsetDateTime) -> Result<Ca, rcgen::E
 fn leaf(cn: &str, now: OffsetDateTime, serial: u8) -> Result<CertificateParams, rcgen::Error> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name.push(DnType::CommonName, cn);
-    p.distinguished_name.push(DnType::OrganizationName, "anchord dev");
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.distinguished_name
+        .push(DnType::OrganizationName, "anchord dev");
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.not_before = now - Duration::days(1);
     p.not_after = now + Duration::days(365);
     p.serial_number = Some(SerialNumber::from(vec![0x10, serial]));

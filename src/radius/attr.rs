@@ -101,6 +101,7 @@ pub const MS_MPPE_SEND_KEY: u8 = 0x10;
 pub const MS_MPPE_RECV_KEY: u8 = 0x11;
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
 mod tests {
     use super::*;
 

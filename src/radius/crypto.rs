@@ -133,6 +133,7 @@ pub fn mppe_decrypt(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
 mod tests {
     use super::*;
 
@@ -155,7 +156,10 @@ mod tests {
         let key: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(7)).collect();
         let enc = mppe_encrypt(&secret(), &auth, [0x80, 0x01], &key);
         assert_eq!(enc.len(), 2 + 48);
-        assert_eq!(hex::encode(&enc), include_str!("../../tests/vectors/mppe-recv-key.hex").trim());
+        assert_eq!(
+            hex::encode(&enc),
+            include_str!("../../tests/vectors/mppe-recv-key.hex").trim()
+        );
         let dec = mppe_decrypt(&secret(), &auth, &enc).unwrap();
         assert_eq!(dec.as_slice(), key.as_slice());
     }

@@ -143,7 +143,9 @@ impl<'a> UnverifiedRequest<'a> {
         let code = r.u8().ok_or(DecodeError::TooShort(datagram.len()))?;
         let identifier = r.u8().ok_or(DecodeError::TooShort(datagram.len()))?;
         let length = r.u16().ok_or(DecodeError::TooShort(datagram.len()))?;
-        let authenticator = r.array::<16>().ok_or(DecodeError::TooShort(datagram.len()))?;
+        let authenticator = r
+            .array::<16>()
+            .ok_or(DecodeError::TooShort(datagram.len()))?;
         let len = usize::from(length);
         if !(MIN_PACKET..=MAX_PACKET).contains(&len) {
             return Err(DecodeError::BadLength(length));
@@ -176,7 +178,14 @@ impl<'a> UnverifiedRequest<'a> {
             }
             attributes.push(Attribute { ty, value });
         }
-        Ok(Self { packet, code, identifier, authenticator, attributes, message_authenticator_at })
+        Ok(Self {
+            packet,
+            code,
+            identifier,
+            authenticator,
+            attributes,
+            message_authenticator_at,
+        })
     }
 
     /// The packet code.
@@ -264,7 +273,10 @@ impl<'a> Request<'a> {
 
     /// Every value of a type, in order.
     pub fn all(&self, ty: AttrType) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.attributes.iter().filter(move |a| a.ty == ty).map(|a| a.value)
+        self.attributes
+            .iter()
+            .filter(move |a| a.ty == ty)
+            .map(|a| a.value)
     }
 
     /// The EAP packet carried in EAP-Message attributes, concatenated (RFC 3579 §3.1).
@@ -282,11 +294,13 @@ impl<'a> Request<'a> {
 
     /// A text attribute, lossily decoded for logs.
     pub fn text(&self, ty: AttrType) -> Option<String> {
-        self.first(ty).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.first(ty)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
 mod tests {
     use super::*;
     use crate::radius::reply::tests::signed_request;
@@ -299,7 +313,10 @@ mod tests {
     fn rfc2865_section_7_1_request_parses() {
         let bytes = hex::decode(include_str!("../../tests/vectors/rfc2865-7.1-request.hex").trim())
             .unwrap();
-        let req = UnverifiedRequest::parse(&bytes).unwrap().verify(&secret(), false).unwrap();
+        let req = UnverifiedRequest::parse(&bytes)
+            .unwrap()
+            .verify(&secret(), false)
+            .unwrap();
         assert_eq!(req.code, Code::AccessRequest);
         assert_eq!(req.identifier, 0);
         assert_eq!(req.first(AttrType::UserName), Some(&b"nemo"[..]));
@@ -308,23 +325,38 @@ mod tests {
 
     #[test]
     fn rejects_short_and_overlong_lengths() {
-        assert_eq!(UnverifiedRequest::parse(&[1; 19]).unwrap_err(), DecodeError::TooShort(19));
+        assert_eq!(
+            UnverifiedRequest::parse(&[1; 19]).unwrap_err(),
+            DecodeError::TooShort(19)
+        );
         let mut p = vec![1, 0, 0, 19];
         p.extend([0; 16]);
-        assert_eq!(UnverifiedRequest::parse(&p).unwrap_err(), DecodeError::BadLength(19));
+        assert_eq!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::BadLength(19)
+        );
         p[2] = 0x10;
         p[3] = 0x01;
-        assert_eq!(UnverifiedRequest::parse(&p).unwrap_err(), DecodeError::BadLength(4097));
+        assert_eq!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::BadLength(4097)
+        );
         p[2] = 0;
         p[3] = 30;
-        assert!(matches!(UnverifiedRequest::parse(&p).unwrap_err(), DecodeError::Truncated { .. }));
+        assert!(matches!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::Truncated { .. }
+        ));
     }
 
     #[test]
     fn ignores_bytes_past_length_field() {
         let mut p = signed_request(&secret(), &[(1, b"bob".to_vec())], true);
         p.extend([0xFF; 7]);
-        let req = UnverifiedRequest::parse(&p).unwrap().verify(&secret(), true).unwrap();
+        let req = UnverifiedRequest::parse(&p)
+            .unwrap()
+            .verify(&secret(), true)
+            .unwrap();
         assert_eq!(req.first(AttrType::UserName), Some(&b"bob"[..]));
     }
 
@@ -345,24 +377,36 @@ mod tests {
         let mut t = vec![1, 0, 0, 21];
         t.extend([0; 16]);
         t.push(1);
-        assert_eq!(UnverifiedRequest::parse(&t).unwrap_err(), DecodeError::TrailingBytes);
+        assert_eq!(
+            UnverifiedRequest::parse(&t).unwrap_err(),
+            DecodeError::TrailingBytes
+        );
     }
 
     #[test]
     fn rejects_reply_codes_on_the_auth_port() {
         let mut p = vec![2, 0, 0, 20];
         p.extend([0; 16]);
-        assert_eq!(UnverifiedRequest::parse(&p).unwrap_err(), DecodeError::UnexpectedCode(2));
+        assert_eq!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::UnexpectedCode(2)
+        );
     }
 
     #[test]
     fn verifies_message_authenticator_and_rejects_wrong_secret() {
         let p = signed_request(&secret(), &[(79, vec![2, 1, 0, 5, 1])], true);
-        let req = UnverifiedRequest::parse(&p).unwrap().verify(&secret(), true).unwrap();
+        let req = UnverifiedRequest::parse(&p)
+            .unwrap()
+            .verify(&secret(), true)
+            .unwrap();
         assert_eq!(req.eap_message(), Some(vec![2, 1, 0, 5, 1]));
         let wrong = SharedSecret::new(b"wrong".to_vec());
         assert_eq!(
-            UnverifiedRequest::parse(&p).unwrap().verify(&wrong, true).unwrap_err(),
+            UnverifiedRequest::parse(&p)
+                .unwrap()
+                .verify(&wrong, true)
+                .unwrap_err(),
             DecodeError::BadMessageAuthenticator
         );
     }
@@ -371,18 +415,30 @@ mod tests {
     fn requires_message_authenticator_with_eap_even_when_switched_off() {
         let p = signed_request(&secret(), &[(79, vec![2, 1, 0, 5, 1])], false);
         assert_eq!(
-            UnverifiedRequest::parse(&p).unwrap().verify(&secret(), false).unwrap_err(),
+            UnverifiedRequest::parse(&p)
+                .unwrap()
+                .verify(&secret(), false)
+                .unwrap_err(),
             DecodeError::MissingMessageAuthenticator
         );
         let plain = signed_request(&secret(), &[(1, b"x".to_vec())], false);
-        assert!(UnverifiedRequest::parse(&plain).unwrap().verify(&secret(), false).is_ok());
+        assert!(UnverifiedRequest::parse(&plain)
+            .unwrap()
+            .verify(&secret(), false)
+            .is_ok());
         assert_eq!(
-            UnverifiedRequest::parse(&plain).unwrap().verify(&secret(), true).unwrap_err(),
+            UnverifiedRequest::parse(&plain)
+                .unwrap()
+                .verify(&secret(), true)
+                .unwrap_err(),
             DecodeError::MissingMessageAuthenticator
         );
         let proxied = signed_request(&secret(), &[(33, b"p".to_vec())], false);
         assert_eq!(
-            UnverifiedRequest::parse(&proxied).unwrap().verify(&secret(), false).unwrap_err(),
+            UnverifiedRequest::parse(&proxied)
+                .unwrap()
+                .verify(&secret(), false)
+                .unwrap_err(),
             DecodeError::MissingMessageAuthenticator
         );
     }

@@ -56,7 +56,10 @@ impl ReplyBuilder {
         let len = u8::try_from(value.len() + 2)
             .ok()
             .filter(|_| value.len() <= MAX_ATTR_VALUE)
-            .ok_or(EncodeError::ValueTooLong { ty: ty.code(), len: value.len() })?;
+            .ok_or(EncodeError::ValueTooLong {
+                ty: ty.code(),
+                len: value.len(),
+            })?;
         self.buf.extend([ty.code(), len]);
         self.buf.extend_from_slice(value);
         Ok(self)
@@ -96,7 +99,11 @@ impl ReplyBuilder {
     ///
     /// # Errors
     /// The value does not fit one attribute.
-    pub fn push_microsoft(&mut self, vendor_type: u8, value: &[u8]) -> Result<&mut Self, EncodeError> {
+    pub fn push_microsoft(
+        &mut self,
+        vendor_type: u8,
+        value: &[u8],
+    ) -> Result<&mut Self, EncodeError> {
         let vlen = u8::try_from(value.len() + 2).map_err(|_| EncodeError::ValueTooLong {
             ty: AttrType::VendorSpecific.code(),
             len: value.len(),
@@ -161,6 +168,7 @@ impl ReplyBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
 pub(crate) mod tests {
     use super::*;
     use crate::radius::crypto::ct_eq;
@@ -206,7 +214,10 @@ pub(crate) mod tests {
         let reply = b.finish(&secret(), &req_auth).unwrap();
         assert_eq!(reply[0], 2);
         assert_eq!(reply[1], 9);
-        assert_eq!(usize::from(u16::from_be_bytes([reply[2], reply[3]])), reply.len());
+        assert_eq!(
+            usize::from(u16::from_be_bytes([reply[2], reply[3]])),
+            reply.len()
+        );
         assert_eq!(&reply[20..22], &[80, 18]);
         // Response Authenticator: MD5 over the reply with the request authenticator in place.
         let mut check = reply.clone();
@@ -216,7 +227,10 @@ pub(crate) mod tests {
         // Message-Authenticator: HMAC with request authenticator and zeroed MA field.
         let ma = check[22..38].to_vec();
         check[22..38].fill(0);
-        assert_eq!(crypto::message_authenticator(&secret(), &check).to_vec(), ma);
+        assert_eq!(
+            crypto::message_authenticator(&secret(), &check).to_vec(),
+            ma
+        );
     }
 
     #[test]
@@ -251,14 +265,18 @@ pub(crate) mod tests {
         for _ in 0..17 {
             b.push(AttrType::Class, &[0; 253]).unwrap();
         }
-        assert!(matches!(b.finish(&secret(), &[0; 16]).unwrap_err(), EncodeError::TooLarge(_)));
+        assert!(matches!(
+            b.finish(&secret(), &[0; 16]).unwrap_err(),
+            EncodeError::TooLarge(_)
+        ));
     }
 
     #[test]
     fn tagged_vlan_attributes_encode_per_rfc2868() {
         let mut b = ReplyBuilder::new(Code::AccessAccept, 1);
         b.push_tagged_u24(AttrType::TunnelType, 0, 13).unwrap();
-        b.push_tagged_text(AttrType::TunnelPrivateGroupId, 0, "100").unwrap();
+        b.push_tagged_text(AttrType::TunnelPrivateGroupId, 0, "100")
+            .unwrap();
         let reply = b.finish(&secret(), &[0; 16]).unwrap();
         assert_eq!(&reply[38..44], &[64, 6, 0, 0, 0, 13]);
         assert_eq!(&reply[44..50], &[81, 6, 0, b'1', b'0', b'0']);

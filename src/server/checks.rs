@@ -20,10 +20,22 @@ pub struct Decision {
 
 /// Runs every check for a peer whose chain rustls has verified.
 pub async fn run(peer: &PeerInfo, vlan: Option<&str>) -> Decision {
-    let cert = peer.chain.first().map(|c| CertSummary::of(c)).unwrap_or_default();
+    let cert = peer
+        .chain
+        .first()
+        .map(|c| CertSummary::of(c))
+        .unwrap_or_default();
     if cert.identity.is_empty() {
-        return Decision { verdict: Verdict::Deny("no_identity"), cert, vlan: None };
+        return Decision {
+            verdict: Verdict::Deny("no_identity"),
+            cert,
+            vlan: None,
+        };
     }
     // Revocation (OCSP/CRL), posture and policy stages plug in here.
-    Decision { verdict: Verdict::Allow, cert, vlan: vlan.map(str::to_owned) }
+    Decision {
+        verdict: Verdict::Allow,
+        cert,
+        vlan: vlan.map(str::to_owned),
+    }
 }

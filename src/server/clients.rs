@@ -42,10 +42,16 @@ mod tests {
 
     #[test]
     fn most_specific_entry_wins_and_unknown_is_none() {
-        let t = ClientTable::new(vec![client("host", "10.0.0.5/32"), client("net", "10.0.0.0/24")]);
+        let t = ClientTable::new(vec![
+            client("host", "10.0.0.5/32"),
+            client("net", "10.0.0.0/24"),
+        ]);
         assert_eq!(t.lookup("10.0.0.5".parse().unwrap()).unwrap().name, "host");
         assert_eq!(t.lookup("10.0.0.6".parse().unwrap()).unwrap().name, "net");
-        assert_eq!(t.lookup("::ffff:10.0.0.7".parse().unwrap()).unwrap().name, "net");
+        assert_eq!(
+            t.lookup("::ffff:10.0.0.7".parse().unwrap()).unwrap().name,
+            "net"
+        );
         assert!(t.lookup("10.0.1.1".parse().unwrap()).is_none());
     }
 }

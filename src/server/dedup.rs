@@ -44,7 +44,12 @@ pub struct Dedup {
 impl Dedup {
     /// A cache holding at most `capacity` requests for `window`.
     pub fn new(capacity: u64, window: Duration) -> Self {
-        Self { cache: Cache::builder().max_capacity(capacity).time_to_live(window).build() }
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(window)
+                .build(),
+        }
     }
 
     /// Registers a request atomically.
@@ -77,12 +82,19 @@ mod tests {
     #[test]
     fn second_copy_waits_then_replays() {
         let d = Dedup::new(100, Duration::from_secs(30));
-        let key = RequestKey { src: "127.0.0.1:1000".parse().unwrap(), identifier: 1, authenticator: [7; 16] };
+        let key = RequestKey {
+            src: "127.0.0.1:1000".parse().unwrap(),
+            identifier: 1,
+            authenticator: [7; 16],
+        };
         assert!(matches!(d.begin(key), Begin::New));
         assert!(matches!(d.begin(key), Begin::InProgress));
         d.answered(key, Arc::new(vec![1, 2, 3]));
         assert!(matches!(d.begin(key), Begin::Replay(r) if *r == vec![1, 2, 3]));
-        let other = RequestKey { identifier: 2, ..key };
+        let other = RequestKey {
+            identifier: 2,
+            ..key
+        };
         assert!(matches!(d.begin(other), Begin::New));
         d.abandon(&other);
         assert!(matches!(d.begin(other), Begin::New));

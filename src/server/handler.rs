@@ -15,7 +15,7 @@ use super::sessions::SessionEntry;
 use super::{AuditRecord, Shared};
 use crate::config::Client;
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
-use crate::eap::{Action, EapPacket, Event, Outcome, Session};
+use crate::eap::{Action, EapError, EapPacket, Event, Outcome, Session};
 use crate::radius::attr::{
     MS_MPPE_RECV_KEY, MS_MPPE_SEND_KEY, TUNNEL_MEDIUM_IEEE_802, TUNNEL_TYPE_VLAN,
 };
@@ -80,35 +80,61 @@ async fn access_request(
         Err(e) => {
             shared.metrics.inc("eap_malformed");
             debug!(error = %e, "undecodable EAP-Message");
-            return Some(reject(req, EapPacket::outcome(EapCode::Failure, eap_identifier(&eap_bytes))));
+            return Some(reject(
+                req,
+                EapPacket::outcome(EapCode::Failure, eap_identifier(&eap_bytes)),
+            ));
         }
     };
-    let step = match req.first(AttrType::State) {
-        None => start(shared, req, &eap),
+    let mut step = match req.first(AttrType::State) {
+        None => match start(shared, req, &eap) {
+            Ok(step) => step,
+            Err(e) => {
+                finished(
+                    shared,
+                    client,
+                    src,
+                    None,
+                    "reject",
+                    e.reason(),
+                    &e.to_string(),
+                );
+                return Some(reject(
+                    req,
+                    EapPacket::outcome(EapCode::Failure, eap.identifier),
+                ));
+            }
+        },
         Some(state) => {
             let Some(mut entry) = shared.sessions.take(state) else {
                 shared.metrics.inc("reject_unknown_state");
                 info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
-                return Some(reject(req, EapPacket::outcome(EapCode::Failure, eap.identifier)));
+                return Some(reject(
+                    req,
+                    EapPacket::outcome(EapCode::Failure, eap.identifier),
+                ));
             };
             match entry.session.handle(Event::Response(&eap)) {
-                Ok(action) => Ok(Step { entry, action }),
+                Ok(action) => Step { entry, action },
                 Err(e) if e.is_discard() => {
                     shared.metrics.inc(e.reason());
                     debug!(error = %e, "EAP response discarded");
                     shared.sessions.put(state.try_into().ok()?, entry);
                     return None;
                 }
-                Err(e) => Err((Some(entry), e)),
+                Err(e) => {
+                    finished(
+                        shared,
+                        client,
+                        src,
+                        Some(&entry),
+                        "reject",
+                        e.reason(),
+                        &e.to_string(),
+                    );
+                    return Some(reject(req, entry.session.failure()));
+                }
             }
-        }
-    };
-    let mut step = match step {
-        Ok(s) => s,
-        Err((entry, e)) => {
-            let fail = entry.as_ref().map_or(EapPacket::outcome(EapCode::Failure, eap.identifier), |en| en.session.failure());
-            finished(shared, client, src, entry.as_ref(), "reject", e.reason(), &e.to_string());
-            return Some(reject(req, fail));
         }
     };
     if let Action::CheckPeer(peer) = &step.action {
@@ -118,7 +144,15 @@ async fn access_request(
         step.action = match step.entry.session.handle(Event::Verdict(decision.verdict)) {
             Ok(a) => a,
             Err(e) => {
-                finished(shared, client, src, Some(&step.entry), "reject", e.reason(), &e.to_string());
+                finished(
+                    shared,
+                    client,
+                    src,
+                    Some(&step.entry),
+                    "reject",
+                    e.reason(),
+                    &e.to_string(),
+                );
                 return Some(reject(req, step.entry.session.failure()));
             }
         };
@@ -130,16 +164,37 @@ async fn access_request(
             let mut b = ReplyBuilder::new(Code::AccessChallenge, req.identifier);
             b.push_eap(&request.to_bytes()).ok()?;
             b.push(AttrType::State, &state).ok()?;
-            debug!(eap.id = request.identifier, round = entry.session.rounds(), len = request.data.len(), "challenge");
+            debug!(
+                eap.id = request.identifier,
+                round = entry.session.rounds(),
+                len = request.data.len(),
+                "challenge"
+            );
             shared.sessions.put(state, entry);
             Some(b)
         }
         Action::CheckPeer(_) => {
-            finished(shared, client, src, Some(&entry), "reject", "internal", "checks asked twice");
+            finished(
+                shared,
+                client,
+                src,
+                Some(&entry),
+                "reject",
+                "internal",
+                "checks asked twice",
+            );
             Some(reject(req, entry.session.failure()))
         }
         Action::Finish(Outcome::Failure { eap, reason }) => {
-            finished(shared, client, src, Some(&entry), "reject", reason, "denied by checks");
+            finished(
+                shared,
+                client,
+                src,
+                Some(&entry),
+                "reject",
+                reason,
+                "denied by checks",
+            );
             Some(reject(req, eap))
         }
         Action::Finish(Outcome::Success { eap, keys }) => {
@@ -149,24 +204,42 @@ async fn access_request(
                     Some(b)
                 }
                 Err(e) => {
-                    finished(shared, client, src, Some(&entry), "reject", "internal", &e.to_string());
-                    Some(reject(req, EapPacket::outcome(EapCode::Failure, eap.identifier)))
+                    finished(
+                        shared,
+                        client,
+                        src,
+                        Some(&entry),
+                        "reject",
+                        "internal",
+                        &e.to_string(),
+                    );
+                    Some(reject(
+                        req,
+                        EapPacket::outcome(EapCode::Failure, eap.identifier),
+                    ))
                 }
             }
         }
     }
 }
 
-type StartResult = Result<Step, (Option<SessionEntry>, crate::eap::EapError)>;
-
-fn start(shared: &Arc<Shared>, req: &Request<'_>, eap: &EapPacket) -> StartResult {
+fn start(shared: &Arc<Shared>, req: &Request<'_>, eap: &EapPacket) -> Result<Step, EapError> {
     if eap.code != EapCode::Response || eap.ty != Some(TYPE_IDENTITY) {
-        return Err((None, crate::eap::EapError::UnexpectedType(eap.ty.unwrap_or(0))));
+        return Err(EapError::UnexpectedType(eap.ty.unwrap_or(0)));
     }
-    let identity: String = String::from_utf8_lossy(&eap.data).chars().take(253).collect();
-    let (session, action) = Session::start(shared.config.eap.clone(), rand::random(), req.framed_mtu())
-        .map_err(|e| (None, e))?;
-    let entry = SessionEntry { session, identity, started: clock::now(), cert: None, vlan: None };
+    let identity: String = String::from_utf8_lossy(&eap.data)
+        .chars()
+        .take(253)
+        .collect();
+    let (session, action) =
+        Session::start(shared.config.eap.clone(), rand::random(), req.framed_mtu())?;
+    let entry = SessionEntry {
+        session,
+        identity,
+        started: clock::now(),
+        cert: None,
+        vlan: None,
+    };
     Ok(Step { entry, action })
 }
 
@@ -189,7 +262,10 @@ fn accept(
     msk: &[u8],
 ) -> Result<ReplyBuilder, EncodeError> {
     let mut b = ReplyBuilder::new(Code::AccessAccept, req.identifier);
-    let user = entry.cert.as_ref().map_or(entry.identity.as_str(), |c| c.identity.as_str());
+    let user = entry
+        .cert
+        .as_ref()
+        .map_or(entry.identity.as_str(), |c| c.identity.as_str());
     if !user.is_empty() {
         b.push(AttrType::UserName, user.as_bytes())?;
     }
@@ -205,7 +281,12 @@ fn accept(
     let send_salt = (salt | 1).to_be_bytes();
     let (recv, send) = msk.split_at(32.min(msk.len()));
     let recv = crypto::mppe_encrypt(&client.secret, &req.authenticator, recv_salt, recv);
-    let send = crypto::mppe_encrypt(&client.secret, &req.authenticator, send_salt, send.get(..32).unwrap_or(send));
+    let send = crypto::mppe_encrypt(
+        &client.secret,
+        &req.authenticator,
+        send_salt,
+        send.get(..32).unwrap_or(send),
+    );
     b.push_microsoft(MS_MPPE_RECV_KEY, &recv)?;
     b.push_microsoft(MS_MPPE_SEND_KEY, &send)?;
     b.push_eap(&success.to_bytes())?;
@@ -222,7 +303,11 @@ fn finished(
     reason: &'static str,
     detail: &str,
 ) {
-    shared.metrics.inc(if outcome == "accept" { "accept" } else { "reject" });
+    shared.metrics.inc(if outcome == "accept" {
+        "accept"
+    } else {
+        "reject"
+    });
     let cert = entry.and_then(|e| e.cert.clone()).unwrap_or_default();
     let record = AuditRecord {
         outcome,
@@ -235,8 +320,16 @@ fn finished(
         cert_issuer: cert.issuer,
         tls_version: entry.and_then(|e| e.session.tls_version()).unwrap_or(""),
         rounds: entry.map_or(0, |e| e.session.rounds()),
-        duration_ms: entry.map_or(0, |e| clock::now().saturating_duration_since(e.started).as_millis()),
-        vlan: if outcome == "accept" { entry.and_then(|e| e.vlan.clone()) } else { None },
+        duration_ms: entry.map_or(0, |e| {
+            clock::now()
+                .saturating_duration_since(e.started)
+                .as_millis()
+        }),
+        vlan: if outcome == "accept" {
+            entry.and_then(|e| e.vlan.clone())
+        } else {
+            None
+        },
     };
     info!(
         outcome = record.outcome,

@@ -84,21 +84,32 @@ impl Server {
     ///
     /// # Errors
     /// A socket that cannot be bound.
-    pub fn bind(config: Arc<Config>, audit: Option<mpsc::UnboundedSender<AuditRecord>>) -> io::Result<Self> {
+    pub fn bind(
+        config: Arc<Config>,
+        audit: Option<mpsc::UnboundedSender<AuditRecord>>,
+    ) -> io::Result<Self> {
         let mut sockets = Vec::new();
         for addr in &config.listen {
-            let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+            let domain = if addr.is_ipv6() {
+                Domain::IPV6
+            } else {
+                Domain::IPV4
+            };
             let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
             if addr.is_ipv6() {
                 s.set_only_v6(true)?;
             }
             s.set_nonblocking(true)?;
-            s.bind(&(*addr).into()).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+            s.bind(&(*addr).into())
+                .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
             sockets.push(Arc::new(UdpSocket::from_std(s.into())?));
         }
         let shared = Arc::new(Shared {
             clients: ClientTable::new(config.clients.clone()),
-            dedup: Dedup::new(config.max_sessions.saturating_mul(2).max(1024), config.duplicate_window),
+            dedup: Dedup::new(
+                config.max_sessions.saturating_mul(2).max(1024),
+                config.duplicate_window,
+            ),
             sessions: SessionTable::new(config.max_sessions, config.session_idle_timeout),
             metrics: Metrics::default(),
             audit,
@@ -109,7 +120,10 @@ impl Server {
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     /// State shared with request tasks (counters, for tests and reports).
@@ -129,7 +143,12 @@ impl Server {
         let mut loops = JoinSet::new();
         for sock in self.sockets {
             info!(addr = %sock.local_addr()?, "listening");
-            loops.spawn(recv_loop(sock, self.shared.clone(), inflight.clone(), shutdown.clone()));
+            loops.spawn(recv_loop(
+                sock,
+                self.shared.clone(),
+                inflight.clone(),
+                shutdown.clone(),
+            ));
         }
         let mut result = Ok(());
         while let Some(r) = loops.join_next().await {
@@ -187,10 +206,12 @@ async fn recv_loop(
 }
 
 async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr, datagram: &[u8]) {
-    let Some(client) = shared.clients.lookup(src.ip()) else { return };
-    let req = match UnverifiedRequest::parse(datagram).and_then(|u| {
-        u.verify(&client.secret, client.require_message_authenticator)
-    }) {
+    let Some(client) = shared.clients.lookup(src.ip()) else {
+        return;
+    };
+    let req = match UnverifiedRequest::parse(datagram)
+        .and_then(|u| u.verify(&client.secret, client.require_message_authenticator))
+    {
         Ok(r) => r,
         Err(e) => {
             shared.metrics.inc(e.reason());
@@ -199,15 +220,21 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
         }
     };
     debug!(nas = %client.name, radius.id = req.identifier, code = ?req.code, len = datagram.len(), "request");
-    let key = RequestKey { src, identifier: req.identifier, authenticator: req.authenticator };
+    let key = RequestKey {
+        src,
+        identifier: req.identifier,
+        authenticator: req.authenticator,
+    };
     match shared.dedup.begin(key) {
         Begin::New => {}
         Begin::InProgress => {
             shared.metrics.inc("duplicate_in_progress");
+            debug!(nas = %client.name, radius.id = req.identifier, "retransmission while in progress: dropped");
             return;
         }
         Begin::Replay(reply) => {
             shared.metrics.inc("duplicate_replayed");
+            debug!(nas = %client.name, radius.id = req.identifier, "retransmission: cached reply resent");
             send(sock, src, &reply).await;
             return;
         }

@@ -13,8 +13,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
-    ServerConfig, SignatureScheme, SupportedProtocolVersion,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedProtocolVersion,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -84,7 +84,9 @@ impl ClientCertVerifier for RequireClientAuth {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         if !has_client_auth_eku(end_entity) {
             return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
         }
@@ -142,7 +144,10 @@ impl CertSummary {
         use sha2::{Digest, Sha256};
         let sha256 = hex_lower(&Sha256::digest(der));
         let Ok((_, c)) = X509Certificate::from_der(der) else {
-            return Self { sha256, ..Self::default() };
+            return Self {
+                sha256,
+                ..Self::default()
+            };
         };
         let cn = c
             .subject()
@@ -169,8 +174,10 @@ impl CertSummary {
 
 fn hex_lower(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

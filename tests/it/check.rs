@@ -1,0 +1,121 @@
+//! `anchord check` on the shipped example and on broken configs: every error reported,
+//! each with file, line and key, exit status 1.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{pki_dir, repo};
+
+/// Copies the shipped example into a temp dir with the PKI and secret files it names.
+fn example_setup() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("config/anchord.toml")).unwrap();
+    std::fs::create_dir(dir.path().join("pki")).unwrap();
+    for f in ["server.pem", "server.key", "root-ca.pem"] {
+        std::fs::copy(pki_dir().join(f), dir.path().join("pki").join(f)).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    for f in ["wlc-campus.secret", "lab-switch.secret"] {
+        std::fs::write(dir.path().join("secrets").join(f), "s3cret\n").unwrap();
+    }
+    (dir, text)
+}
+
+fn check(dir: &Path, text: &str) -> (bool, String) {
+    let path = dir.join("anchord.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let (dir, text) = example_setup();
+    let (ok, out) = check(dir.path(), &text);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK (2 client(s)"), "{out}");
+}
+
+#[test]
+fn unknown_key_in_every_table_is_refused_with_its_line() {
+    for table in ["[server]", "[tls]", "[authorization]", "[[client]]"] {
+        let (dir, text) = example_setup();
+        let broken = text.replacen(
+            &format!("{table}\n"),
+            &format!("{table}\nbogus_key = 1\n"),
+            1,
+        );
+        assert_ne!(broken, text);
+        let (ok, out) = check(dir.path(), &broken);
+        assert!(!ok, "{table}: {out}");
+        let line = line_of(&broken, "bogus_key");
+        assert!(
+            out.contains(&format!("anchord.toml:{line}")),
+            "{table}: {out}"
+        );
+        assert!(out.contains("unknown field `bogus_key`"), "{out}");
+    }
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once_with_file_line_and_key() {
+    let (dir, text) = example_setup();
+    let broken = text
+        .replace("\"0.0.0.0:1812\"", "\"0.0.0.0\"")
+        .replace("\"192.0.2.0/24\"", "\"192.0.2.300/24\"")
+        .replace("fragment_size = 1024", "fragment_size = 9000")
+        .replace("secrets/lab-switch.secret", "secrets/missing.secret");
+    let (ok, out) = check(dir.path(), &broken);
+    assert!(!ok);
+    let expect = [
+        (line_of(&broken, "listen = "), "server.listen[0]"),
+        (line_of(&broken, "192.0.2.300"), "client[0].address"),
+        (
+            line_of(&broken, "fragment_size = 9000"),
+            "tls.fragment_size",
+        ),
+        (line_of(&broken, "missing.secret"), "client[1].secret_file"),
+    ];
+    for (line, key) in expect {
+        assert!(
+            out.contains(&format!("anchord.toml:{line}: {key}:")),
+            "{key} at {line}:\n{out}"
+        );
+    }
+    assert!(out.contains("4 error(s)"), "{out}");
+}
+
+#[test]
+fn missing_certificate_file_is_named() {
+    let (dir, text) = example_setup();
+    let (ok, out) = check(dir.path(), &text.replace("pki/server.pem", "pki/nope.pem"));
+    assert!(!ok);
+    assert!(
+        out.contains("tls.certificate") && out.contains("nope.pem"),
+        "{out}"
+    );
+}
+
+#[test]
+fn key_that_does_not_match_the_certificate_is_refused() {
+    let (dir, text) = example_setup();
+    std::fs::copy(
+        pki_dir().join("device-ecdsa.key"),
+        dir.path().join("pki/other.key"),
+    )
+    .unwrap();
+    let (ok, out) = check(dir.path(), &text.replace("pki/server.key", "pki/other.key"));
+    assert!(!ok, "{out}");
+    assert!(out.contains("tls"), "{out}");
+}

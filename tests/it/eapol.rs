@@ -1,0 +1,246 @@
+//! eapol_test (wpa_supplicant's 802.1X client) against the real server, one scenario from
+//! eapol-tests/ each. Asserts the outcome, the reply attributes and that eapol_test's own
+//! MS-MPPE key check passed.
+
+use std::process::{Command, Stdio};
+
+use crate::harness::{pki_dir, repo, Server, SECRET};
+
+struct EapolRun {
+    stdout: String,
+}
+
+impl EapolRun {
+    fn success(&self) -> bool {
+        self.stdout.lines().any(|l| l.trim() == "SUCCESS")
+    }
+
+    fn mppe_ok(&self) -> bool {
+        self.stdout.contains("MPPE keys OK: 1  mismatch: 0")
+    }
+
+    /// Attributes of the last RADIUS message received, as (type, hex value) pairs.
+    fn last_reply(&self) -> (u8, Vec<(u8, String)>) {
+        let start = self.stdout.rfind("RADIUS message: code=").expect("a reply");
+        let block = &self.stdout[start..];
+        let code: u8 = block["RADIUS message: code=".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut attrs = Vec::new();
+        let mut lines = block.lines().skip(1);
+        while let Some(l) = lines.next() {
+            let Some(rest) = l.trim().strip_prefix("Attribute ") else {
+                break;
+            };
+            let ty: u8 = rest.split(' ').next().unwrap().parse().unwrap();
+            let value = lines
+                .next()
+                .unwrap()
+                .trim()
+                .strip_prefix("Value: ")
+                .unwrap_or("")
+                .to_owned();
+            attrs.push((ty, value));
+        }
+        (code, attrs)
+    }
+
+    fn rounds(&self) -> usize {
+        self.stdout.matches("Received RADIUS message").count()
+    }
+}
+
+fn eapol(server: &Server, scenario: &str, extra: &[&str]) -> EapolRun {
+    let conf = repo().join("eapol-tests").join(format!("{scenario}.conf"));
+    let out = Command::new("eapol_test")
+        .current_dir(pki_dir())
+        .arg("-c")
+        .arg(&conf)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &server.addr.port().to_string(),
+            "-s",
+            SECRET,
+            "-t",
+            "20",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("eapol_test runs (install: eapol-tests/install-deps.sh)");
+    EapolRun {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+fn assert_accept_with_vlan(run: &EapolRun) {
+    assert!(run.success(), "expected SUCCESS:\n{}", run.stdout);
+    assert!(run.mppe_ok(), "eapol_test's MPPE key check must pass");
+    let (code, attrs) = run.last_reply();
+    assert_eq!(code, 2, "Access-Accept");
+    assert_eq!(attrs[0].0, 80, "Message-Authenticator first");
+    let val = |t: u8| attrs.iter().find(|a| a.0 == t).map(|a| a.1.clone());
+    assert_eq!(
+        val(64).as_deref(),
+        Some("0000000d"),
+        "Tunnel-Type VLAN, tag 0"
+    );
+    assert_eq!(
+        val(65).as_deref(),
+        Some("00000006"),
+        "Tunnel-Medium-Type IEEE-802"
+    );
+    assert_eq!(
+        val(81).as_deref(),
+        Some("00313030"),
+        "Tunnel-Private-Group-Id \"100\""
+    );
+    assert_eq!(
+        attrs
+            .iter()
+            .filter(|a| a.0 == 26 && a.1.starts_with("00000137"))
+            .count(),
+        2,
+        "two MS-MPPE keys"
+    );
+}
+
+fn assert_reject(run: &EapolRun) {
+    assert!(!run.success(), "expected FAILURE:\n{}", run.stdout);
+    let (code, attrs) = run.last_reply();
+    assert_eq!(code, 3, "Access-Reject");
+    assert_eq!(attrs[0].0, 80, "Message-Authenticator first");
+    assert!(
+        attrs.iter().any(|a| a.0 == 79 && a.1.starts_with("04")),
+        "EAP-Failure"
+    );
+}
+
+#[test]
+fn tls12_ecdsa_device_is_accepted_with_vlan_and_keys() {
+    let s = Server::start();
+    let run = eapol(&s, "tls12-ecdsa", &[]);
+    assert_accept_with_vlan(&run);
+    s.wait_log(&[
+        "outcome=\"accept\"",
+        "tls=\"1.2\"",
+        "cert.serial=",
+        "identity=device-ecdsa",
+    ]);
+}
+
+#[test]
+fn tls12_rsa_device_is_accepted() {
+    let s = Server::start();
+    let run = eapol(&s, "tls12-rsa", &[]);
+    assert_accept_with_vlan(&run);
+    s.wait_log(&["outcome=\"accept\"", "tls=\"1.2\"", "identity=device-rsa"]);
+}
+
+#[test]
+fn tls13_device_is_accepted() {
+    let s = Server::start();
+    let run = eapol(&s, "tls13-ecdsa", &[]);
+    assert_accept_with_vlan(&run);
+    s.wait_log(&["outcome=\"accept\"", "tls=\"1.3\""]);
+}
+
+#[test]
+fn tls13_only_server_accepts_tls13_device() {
+    let s = Server::start_with(|c| c.replace("[tls]\n", "[tls]\nversions = [\"1.3\"]\n"));
+    let run = eapol(&s, "tls13-ecdsa", &[]);
+    assert_accept_with_vlan(&run);
+    s.wait_log(&["outcome=\"accept\"", "tls=\"1.3\""]);
+}
+
+#[test]
+fn small_client_and_server_fragments_still_authenticate() {
+    let s = Server::start();
+    // Framed-MTU 200 makes the server fragment at 190 bytes; the client fragments at 200.
+    let run = eapol(&s, "fragment-200", &["-N12:d:200"]);
+    assert_accept_with_vlan(&run);
+    assert!(
+        run.rounds() >= 12,
+        "small fragments mean many round trips, got {}",
+        run.rounds()
+    );
+    s.wait_log(&["outcome=\"accept\""]);
+}
+
+#[test]
+fn small_configured_server_fragment_size_is_honoured() {
+    let s = Server::start_with(|c| c.replace("[tls]\n", "[tls]\nfragment_size = 100\n"));
+    let run = eapol(&s, "tls12-ecdsa", &[]);
+    assert_accept_with_vlan(&run);
+    // Every EAP-Message the server sent fits a 100-byte fragment plus 10 header bytes.
+    let biggest = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Attribute 79 (EAP-Message) length="))
+        .map(|n| n.parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    assert!(biggest >= 100, "client flights are not limited");
+    let server_sent: Vec<usize> = run
+        .stdout
+        .split("Received RADIUS message")
+        .skip(1)
+        .filter_map(|b| {
+            b.lines()
+                .find_map(|l| l.trim().strip_prefix("Attribute 79 (EAP-Message) length="))
+        })
+        .map(|n| n.parse::<usize>().unwrap())
+        .collect();
+    assert!(
+        server_sent.iter().all(|n| *n <= 2 + 110),
+        "server EAP-Messages: {server_sent:?}"
+    );
+    assert!(
+        server_sent.len() >= 8,
+        "many small server fragments: {server_sent:?}"
+    );
+}
+
+#[test]
+fn unknown_ca_is_rejected() {
+    let s = Server::start();
+    assert_reject(&eapol(&s, "unknown-ca", &[]));
+    s.wait_log(&["outcome=\"reject\"", "reason=\"unknown_ca\""]);
+}
+
+#[test]
+fn expired_certificate_is_rejected() {
+    let s = Server::start();
+    assert_reject(&eapol(&s, "expired", &[]));
+    s.wait_log(&["outcome=\"reject\"", "reason=\"certificate_expired\""]);
+}
+
+#[test]
+fn wrong_eku_is_rejected() {
+    let s = Server::start();
+    assert_reject(&eapol(&s, "wrong-eku", &[]));
+    s.wait_log(&["outcome=\"reject\"", "reason=\"wrong_eku\""]);
+}
+
+#[test]
+fn runner_script_reports_every_scenario() {
+    let s = Server::start();
+    let out = Command::new(repo().join("eapol-tests/run.sh"))
+        .args(["127.0.0.1", &s.addr.port().to_string(), SECRET])
+        .arg(pki_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "runner failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("7 passed, 0 failed"), "{text}");
+}

@@ -1,0 +1,128 @@
+//! Starts `anchord serve` on 127.0.0.1:0 with a dev PKI in a temp dir, reads the bound port
+//! from its log, keeps its log lines for assertions, and kills it on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub(crate) const SECRET: &str = "it-secret";
+
+/// One dev PKI per test binary (key generation is the slow part).
+pub(crate) fn pki_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        anchord::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        dir
+    })
+    .path()
+}
+
+pub(crate) fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts with the default test config plus `extra` appended to `[server]`/`[tls]`
+    /// via `tweak`.
+    pub(crate) fn start() -> Self {
+        Self::start_with(|c| c)
+    }
+
+    pub(crate) fn start_with(tweak: impl FnOnce(String) -> String) -> Self {
+        let pki = pki_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let config = tweak(format!(
+            r#"[server]
+listen = ["127.0.0.1:0"]
+
+[tls]
+certificate = "{pki}/server.pem"
+private_key = "{pki}/server.key"
+ca = ["{pki}/root-ca.pem"]
+
+[authorization]
+vlan = "100"
+
+[[client]]
+name = "it-nas"
+address = "127.0.0.1"
+secret = "{SECRET}"
+"#,
+            pki = pki.display()
+        ));
+        let path = dir.path().join("anchord.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_anchord"))
+            .args(["--debug", "serve", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.split("addr=").nth(1) {
+                    let _ = tx.send(a.trim().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+        Self {
+            child,
+            addr: addr.parse().unwrap(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains every needle; returns it.
+    pub(crate) fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self
+                .log()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?} in {:#?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
