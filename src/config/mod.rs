@@ -17,6 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
 use crate::eap::SessionConfig;
+use crate::radius::dictionary::Dictionary;
 use crate::radius::SharedSecret;
 use crate::tls::{self, TlsVersion};
 
@@ -105,6 +106,8 @@ pub struct Config {
     pub clients: Vec<Client>,
     /// Clients whose secret is written inline (dev/demo only; warned at startup).
     pub inline_secrets: Vec<String>,
+    /// Attribute names for logs.
+    pub dictionary: Arc<Dictionary>,
 }
 
 struct Ctx<'a> {
@@ -230,6 +233,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     );
 
     let eap = tls_settings(ctx, &raw.tls);
+    let dictionary = load_dictionary(ctx, s.dictionary.as_ref());
 
     let vlan = raw.authorization.vlan.as_ref().map(|v| {
         let text = v.get_ref().trim().to_owned();
@@ -331,7 +335,32 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         vlan,
         clients,
         inline_secrets,
+        dictionary: Arc::new(dictionary?),
     })
+}
+
+fn load_dictionary(ctx: &mut Ctx<'_>, path: Option<&Spanned<String>>) -> Option<Dictionary> {
+    let (result, span) = match path {
+        None => (Dictionary::builtin(), 0..0),
+        Some(p) => {
+            let root = ctx.path(p.get_ref());
+            let dir = root.parent().map(Path::to_path_buf).unwrap_or_default();
+            let name = root.to_string_lossy().into_owned();
+            let result = Dictionary::parse(&name, &mut |f| {
+                std::fs::read_to_string(dir.join(f)).map_err(|e| format!("cannot read: {e}"))
+            });
+            (result, p.span())
+        }
+    };
+    match result {
+        Ok(d) => Some(d),
+        Err(errors) => {
+            for e in errors {
+                ctx.err(span.clone(), "server.dictionary", e.to_string());
+            }
+            None
+        }
+    }
 }
 
 fn parse_network(s: &str) -> Option<IpNet> {

@@ -32,6 +32,8 @@ pub(crate) struct RawServer {
     pub(crate) max_inflight: Spanned<u64>,
     #[serde(default = "default_duplicate_window_secs")]
     pub(crate) duplicate_window_secs: Spanned<u64>,
+    /// FreeRADIUS-format dictionary; the shipped one is built in.
+    pub(crate) dictionary: Option<Spanned<String>>,
 }
 
 impl Default for RawServer {
@@ -42,6 +44,7 @@ impl Default for RawServer {
             session_idle_timeout_secs: default_session_idle_timeout_secs(),
             max_inflight: default_max_inflight(),
             duplicate_window_secs: default_duplicate_window_secs(),
+            dictionary: None,
         }
     }
 }

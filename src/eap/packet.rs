@@ -249,4 +249,23 @@ mod tests {
             EapError::UnknownCode(9)
         );
     }
+
+    #[test]
+    fn decode_encode_round_trips_on_random_input() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xEA9);
+        for _ in 0..20_000 {
+            let mut bytes: Vec<u8> = (0..rng.gen_range(0..40)).map(|_| rng.gen()).collect();
+            if bytes.len() >= 4 && rng.gen_bool(0.7) {
+                bytes[0] = rng.gen_range(1..=4);
+                let len = u16::try_from(rng.gen_range(4..=bytes.len())).unwrap();
+                bytes[2..4].copy_from_slice(&len.to_be_bytes());
+            }
+            if let Ok(p) = EapPacket::decode(&bytes) {
+                let again = EapPacket::decode(&p.to_bytes()).unwrap();
+                assert_eq!(again, p);
+                let _ = crate::eap::tls::TlsFrame::decode(&p.data);
+            }
+        }
+    }
 }

@@ -19,9 +19,11 @@
 
 pub mod attr;
 pub mod crypto;
+pub mod dictionary;
 pub mod packet;
 pub mod reader;
 pub mod reply;
+pub mod summary;
 
 pub use attr::AttrType;
 pub use crypto::SharedSecret;

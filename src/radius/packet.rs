@@ -118,6 +118,28 @@ pub struct Attribute<'a> {
     pub value: &'a [u8],
 }
 
+/// Splits the attribute area of a packet (RFC 2865 §5).
+///
+/// # Errors
+/// An attribute shorter than 2 bytes or running past the end, or a stray trailing byte.
+pub fn parse_attributes(bytes: &[u8]) -> Result<Vec<Attribute<'_>>, DecodeError> {
+    let mut attributes = Vec::new();
+    let mut r = Reader::new(bytes);
+    while !r.is_empty() {
+        let ty = r.u8().ok_or(DecodeError::TrailingBytes)?;
+        let alen = r.u8().ok_or(DecodeError::TrailingBytes)?;
+        let vlen = usize::from(alen)
+            .checked_sub(2)
+            .ok_or(DecodeError::AttributeOverflow { ty })?;
+        let value = r.take(vlen).ok_or(DecodeError::AttributeOverflow { ty })?;
+        attributes.push(Attribute {
+            ty: AttrType::from_code(ty),
+            value,
+        });
+    }
+    Ok(attributes)
+}
+
 /// A structurally valid Access-Request or Status-Server that is not yet authenticated.
 #[derive(Debug)]
 pub struct UnverifiedRequest<'a> {
@@ -158,25 +180,17 @@ impl<'a> UnverifiedRequest<'a> {
             c @ (Code::AccessRequest | Code::StatusServer) => c,
             other => return Err(DecodeError::UnexpectedCode(other.number())),
         };
-        let mut attributes = Vec::new();
+        let attributes = parse_attributes(packet.get(MIN_PACKET..).unwrap_or_default())?;
         let mut message_authenticator_at = None;
-        let mut r = Reader::new(packet.get(MIN_PACKET..).unwrap_or_default());
-        while !r.is_empty() {
-            let offset = len - r.rest().len();
-            let ty = r.u8().ok_or(DecodeError::TrailingBytes)?;
-            let alen = r.u8().ok_or(DecodeError::TrailingBytes)?;
-            let vlen = usize::from(alen)
-                .checked_sub(2)
-                .ok_or(DecodeError::AttributeOverflow { ty })?;
-            let value = r.take(vlen).ok_or(DecodeError::AttributeOverflow { ty })?;
-            let ty = AttrType::from_code(ty);
-            if ty == AttrType::MessageAuthenticator {
-                if vlen != AUTHENTICATOR_LEN || message_authenticator_at.is_some() {
+        let mut offset = MIN_PACKET;
+        for a in &attributes {
+            if a.ty == AttrType::MessageAuthenticator {
+                if a.value.len() != AUTHENTICATOR_LEN || message_authenticator_at.is_some() {
                     return Err(DecodeError::MalformedMessageAuthenticator);
                 }
                 message_authenticator_at = Some(offset + 2);
             }
-            attributes.push(Attribute { ty, value });
+            offset += 2 + a.value.len();
         }
         Ok(Self {
             packet,
@@ -452,5 +466,35 @@ mod tests {
             UnverifiedRequest::parse(&p).unwrap_err(),
             DecodeError::MalformedMessageAuthenticator
         );
+    }
+
+    #[test]
+    fn random_and_mutated_datagrams_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
+        let good = signed_request(
+            &secret(),
+            &[(1, b"dev".to_vec()), (79, vec![2, 1, 0, 6, 13, 0])],
+            true,
+        );
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut p = good.clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(0..p.len());
+                p[i] = rng.gen();
+            }
+            p.truncate(rng.gen_range(0..=p.len()));
+            if let Ok(u) = UnverifiedRequest::parse(&p) {
+                if let Ok(req) = u.verify(&secret(), true) {
+                    accepted += 1;
+                    let _ = req.eap_message();
+                }
+            }
+            let noise: Vec<u8> = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect();
+            let _ = UnverifiedRequest::parse(&noise);
+        }
+        // Only mutations that left the authenticated bytes alone can pass verification.
+        assert!(accepted < 2_000, "{accepted}");
     }
 }

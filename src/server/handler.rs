@@ -87,7 +87,7 @@ async fn access_request(
         }
     };
     let mut step = match req.first(AttrType::State) {
-        None => match start(shared, req, &eap) {
+        None => match start(shared, client, req, &eap) {
             Ok(step) => step,
             Err(e) => {
                 finished(
@@ -106,7 +106,8 @@ async fn access_request(
             }
         },
         Some(state) => {
-            let Some(mut entry) = shared.sessions.take(state) else {
+            let Some(mut entry) = shared.sessions.take(state).filter(|e| e.nas == client.name)
+            else {
                 shared.metrics.inc("reject_unknown_state");
                 info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
                 return Some(reject(
@@ -223,7 +224,12 @@ async fn access_request(
     }
 }
 
-fn start(shared: &Arc<Shared>, req: &Request<'_>, eap: &EapPacket) -> Result<Step, EapError> {
+fn start(
+    shared: &Arc<Shared>,
+    client: &Client,
+    req: &Request<'_>,
+    eap: &EapPacket,
+) -> Result<Step, EapError> {
     if eap.code != EapCode::Response || eap.ty != Some(TYPE_IDENTITY) {
         return Err(EapError::UnexpectedType(eap.ty.unwrap_or(0)));
     }
@@ -236,6 +242,7 @@ fn start(shared: &Arc<Shared>, req: &Request<'_>, eap: &EapPacket) -> Result<Ste
     let entry = SessionEntry {
         session,
         identity,
+        nas: client.name.clone(),
         started: clock::now(),
         cert: None,
         vlan: None,

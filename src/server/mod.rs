@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
+use crate::radius::packet::parse_attributes;
+use crate::radius::summary::summarize;
 use crate::radius::UnverifiedRequest;
 use clients::ClientTable;
 use dedup::{Begin, Dedup, RequestKey};
@@ -219,7 +221,10 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
             return;
         }
     };
-    debug!(nas = %client.name, radius.id = req.identifier, code = ?req.code, len = datagram.len(), "request");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let attrs = summarize(req.attributes(), &shared.config.dictionary);
+        debug!(nas = %client.name, radius.id = req.identifier, code = ?req.code, len = datagram.len(), %attrs, "request");
+    }
     let key = RequestKey {
         src,
         identifier: req.identifier,
@@ -241,6 +246,15 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
     }
     match handler::process(shared, client, src, &req).await {
         Some(reply) => {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let attrs = reply
+                    .get(crate::radius::MIN_PACKET..)
+                    .and_then(|a| parse_attributes(a).ok())
+                    .map(|a| summarize(&a, &shared.config.dictionary))
+                    .unwrap_or_default();
+                let code = reply.first().copied().unwrap_or(0);
+                debug!(nas = %client.name, radius.id = req.identifier, code, len = reply.len(), %attrs, "reply");
+            }
             let reply = Arc::new(reply);
             shared.dedup.answered(key, reply.clone());
             send(sock, src, &reply).await;

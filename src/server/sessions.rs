@@ -21,6 +21,8 @@ pub struct SessionEntry {
     pub session: Session,
     /// EAP identity the device gave.
     pub identity: String,
+    /// The client (NAS) the conversation belongs to; another client's State is not honoured.
+    pub nas: String,
     /// When the conversation started.
     pub started: Instant,
     /// The verified client certificate, once known.
@@ -59,6 +61,9 @@ impl SessionTable {
     /// Stores a session under a State.
     pub fn put(&self, state: [u8; 16], entry: SessionEntry) {
         self.cache.insert(state, Arc::new(Mutex::new(Some(entry))));
+        // moka applies evictions in batches; apply them now so the bound holds exactly
+        // under a flood of new conversations.
+        self.cache.run_pending_tasks();
     }
 
     /// Sessions held now (approximate, for metrics).

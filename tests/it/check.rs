@@ -119,3 +119,33 @@ fn key_that_does_not_match_the_certificate_is_refused() {
     assert!(!ok, "{out}");
     assert!(out.contains("tls"), "{out}");
 }
+
+#[test]
+fn shipped_dictionaries_load_from_disk_and_broken_ones_are_refused_with_their_line() {
+    let (dir, text) = example_setup();
+    let shipped = repo().join("dictionaries/dictionary");
+    let with_dict = text.replace(
+        "[server]\n",
+        &format!("[server]\ndictionary = \"{}\"\n", shipped.display()),
+    );
+    let (ok, out) = check(dir.path(), &with_dict);
+    assert!(ok, "{out}");
+
+    std::fs::write(
+        dir.path().join("site.dict"),
+        "# site\nATTRIBUTE Site-Thing 250 integer\nATTRIBUTE Broken 251 nonsense\n",
+    )
+    .unwrap();
+    let broken = text.replace("[server]\n", "[server]\ndictionary = \"site.dict\"\n");
+    let (ok, out) = check(dir.path(), &broken);
+    assert!(!ok);
+    let line = line_of(&broken, "dictionary = ");
+    assert!(
+        out.contains(&format!("anchord.toml:{line}: server.dictionary:")),
+        "{out}"
+    );
+    assert!(
+        out.contains("site.dict:3: unknown type `nonsense`"),
+        "{out}"
+    );
+}

@@ -312,3 +312,84 @@ fn proxy_state_is_echoed_in_order() {
         .collect();
     assert_eq!(ps, vec![b"one".to_vec(), b"two".to_vec()]);
 }
+
+fn eap_identity(id: u8) -> Vec<u8> {
+    vec![2, id, 0, 8, 1, b'd', b'e', b'v']
+}
+
+#[test]
+fn session_table_is_bounded_and_the_oldest_conversation_is_evicted() {
+    let s = Server::start_with(|c| c.replace("[server]\n", "[server]\nmax_sessions = 5\n"));
+    let c = Client::new(&s);
+    let mut states = Vec::new();
+    let mut eap_ids = Vec::new();
+    for i in 0..50u8 {
+        let req = request(1, i, &[(79, eap_identity(i))], SECRET, true);
+        let attrs = assert_authentic(&c.exchange(&req), &req);
+        states.push(attrs.iter().find(|a| a.0 == 24).unwrap().1.clone());
+        eap_ids.push(attrs.iter().find(|a| a.0 == 79).unwrap().1[1]);
+    }
+    // The newest conversation is alive: an ACK where TLS data is due is a framing error.
+    let ack = |eap_id: u8| vec![2, eap_id, 0, 6, 13, 0];
+    let newest = request(
+        1,
+        100,
+        &[(79, ack(eap_ids[49])), (24, states[49].clone())],
+        SECRET,
+        true,
+    );
+    assert_eq!(c.exchange(&newest)[0], 3);
+    s.wait_log(&["reason=\"eap_tls_framing\""]);
+    // The oldest was evicted.
+    let oldest = request(
+        1,
+        101,
+        &[(79, ack(eap_ids[0])), (24, states[0].clone())],
+        SECRET,
+        true,
+    );
+    assert_eq!(c.exchange(&oldest)[0], 3);
+    s.wait_log(&["reason=\"unknown_state\""]);
+}
+
+#[test]
+fn debug_log_summarises_packets_without_payloads() {
+    let s = Server::start();
+    let c = Client::new(&s);
+    let req = request(
+        1,
+        1,
+        &[
+            (1, b"dev".to_vec()),
+            (12, vec![0, 0, 5, 0]),
+            (79, eap_identity(1)),
+        ],
+        SECRET,
+        true,
+    );
+    c.exchange(&req);
+    let line = s.wait_log(&[
+        "request",
+        "User-Name=\"dev\"",
+        "Framed-MTU=1280",
+        "EAP-Message(len=8)",
+        "Message-Authenticator(len=16)",
+    ]);
+    assert!(!line.contains(SECRET));
+    s.wait_log(&["reply", "code=11", "State(len=16)"]);
+}
+
+#[test]
+fn ipv6_clients_are_served() {
+    let s = Server::start_with(|c| {
+        c.replace("\"127.0.0.1:0\"", "\"[::1]:0\"")
+            .replace("address = \"127.0.0.1\"", "address = \"::1/128\"")
+    });
+    let sock = UdpSocket::bind("[::1]:0").unwrap();
+    sock.connect(s.addr).unwrap();
+    let c = Client { sock };
+    let req = status_server(7);
+    let reply = c.exchange(&req);
+    assert_eq!(reply[0], 2);
+    assert_authentic(&reply, &req);
+}

@@ -1,0 +1,457 @@
+//! FreeRADIUS-format dictionaries: attribute names for logs and policies.
+//!
+//! Supported lines: `ATTRIBUTE name number type [flags]`, `VALUE attr name number`,
+//! `VENDOR name number`, `BEGIN-VENDOR name` / `END-VENDOR name`, `$INCLUDE file`, and `#`
+//! comments. Anything else is an error naming the file and line. Files are read through a
+//! caller-supplied loader, so this module stays free of I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// Deepest `$INCLUDE` nesting accepted.
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// An attribute's data type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    /// UTF-8 text.
+    String,
+    /// Raw bytes.
+    Octets,
+    /// 32-bit integer.
+    Integer,
+    /// IPv4 address.
+    IpAddr,
+    /// IPv6 address.
+    Ipv6Addr,
+    /// IPv6 prefix.
+    Ipv6Prefix,
+    /// Seconds since the epoch.
+    Date,
+}
+
+impl DataType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "string" | "text" => Self::String,
+            "octets" => Self::Octets,
+            "integer" | "uint32" => Self::Integer,
+            "ipaddr" | "ipv4addr" => Self::IpAddr,
+            "ipv6addr" => Self::Ipv6Addr,
+            "ipv6prefix" => Self::Ipv6Prefix,
+            "date" => Self::Date,
+            _ => return None,
+        })
+    }
+}
+
+/// One attribute definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrDef {
+    /// Name, e.g. `Tunnel-Private-Group-Id`.
+    pub name: String,
+    /// Vendor number, 0 for standard attributes.
+    pub vendor: u32,
+    /// Attribute number (vendor type for VSAs).
+    pub number: u32,
+    /// Data type.
+    pub data_type: DataType,
+    /// RFC 2868 tag byte.
+    pub has_tag: bool,
+    /// Encryption method (`encrypt=N`), 0 for none. Such values are never logged.
+    pub encrypt: u8,
+}
+
+/// A dictionary error with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DictError {
+    /// File name as given to the loader.
+    pub file: String,
+    /// 1-based line (0 when the file itself could not be read).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for DictError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+/// A loaded dictionary.
+#[derive(Debug, Clone, Default)]
+pub struct Dictionary {
+    attrs: BTreeMap<(u32, u32), AttrDef>,
+    by_name: HashMap<String, (u32, u32)>,
+    vendors: BTreeMap<String, u32>,
+    values: HashMap<(u32, u32), BTreeMap<u32, String>>,
+}
+
+struct Parser<'l> {
+    dict: Dictionary,
+    errors: Vec<DictError>,
+    load: &'l mut dyn FnMut(&str) -> Result<String, String>,
+    pending_values: Vec<(String, usize, String, String, u32)>,
+}
+
+impl Dictionary {
+    /// Parses `root` and everything it includes; `load` returns a file's text by name.
+    ///
+    /// # Errors
+    /// Every error found, each with file and line.
+    pub fn parse(
+        root: &str,
+        load: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> Result<Self, Vec<DictError>> {
+        let mut p = Parser {
+            dict: Self::default(),
+            errors: Vec::new(),
+            load,
+            pending_values: Vec::new(),
+        };
+        p.file(root, 0);
+        for (file, line, attr, name, number) in std::mem::take(&mut p.pending_values) {
+            match p.dict.by_name.get(&attr) {
+                Some(key) => {
+                    p.dict.values.entry(*key).or_default().insert(number, name);
+                }
+                None => p.errors.push(DictError {
+                    file,
+                    line,
+                    message: format!("VALUE for unknown attribute {attr}"),
+                }),
+            }
+        }
+        if p.errors.is_empty() {
+            Ok(p.dict)
+        } else {
+            Err(p.errors)
+        }
+    }
+
+    /// The dictionary shipped in `dictionaries/`.
+    ///
+    /// # Errors
+    /// Only if the shipped files are broken (a test guards against that).
+    pub fn builtin() -> Result<Self, Vec<DictError>> {
+        Self::parse("dictionary", &mut |name| {
+            BUILTIN
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, text)| (*text).to_owned())
+                .ok_or_else(|| format!("no built-in file {name}"))
+        })
+    }
+
+    /// The definition of a standard (`vendor` 0) or vendor attribute.
+    pub fn attribute(&self, vendor: u32, number: u32) -> Option<&AttrDef> {
+        self.attrs.get(&(vendor, number))
+    }
+
+    /// The definition for a name.
+    pub fn by_name(&self, name: &str) -> Option<&AttrDef> {
+        self.by_name.get(name).and_then(|k| self.attrs.get(k))
+    }
+
+    /// A named value of an integer attribute.
+    pub fn value_name(&self, vendor: u32, number: u32, value: u32) -> Option<&str> {
+        self.values
+            .get(&(vendor, number))?
+            .get(&value)
+            .map(String::as_str)
+    }
+
+    /// Number of attributes defined.
+    pub fn len(&self) -> usize {
+        self.attrs.len()
+    }
+
+    /// True when nothing is defined.
+    pub fn is_empty(&self) -> bool {
+        self.attrs.is_empty()
+    }
+}
+
+/// The shipped dictionary files, compiled in.
+const BUILTIN: &[(&str, &str)] = &[
+    ("dictionary", include_str!("../../dictionaries/dictionary")),
+    (
+        "dictionary.rfc2865",
+        include_str!("../../dictionaries/dictionary.rfc2865"),
+    ),
+    (
+        "dictionary.rfc2868",
+        include_str!("../../dictionaries/dictionary.rfc2868"),
+    ),
+    (
+        "dictionary.rfc2869",
+        include_str!("../../dictionaries/dictionary.rfc2869"),
+    ),
+    (
+        "dictionary.rfc5176",
+        include_str!("../../dictionaries/dictionary.rfc5176"),
+    ),
+    (
+        "dictionary.microsoft",
+        include_str!("../../dictionaries/dictionary.microsoft"),
+    ),
+];
+
+impl Parser<'_> {
+    fn err(&mut self, file: &str, line: usize, message: String) {
+        self.errors.push(DictError {
+            file: file.to_owned(),
+            line,
+            message,
+        });
+    }
+
+    fn file(&mut self, name: &str, depth: usize) {
+        if depth > MAX_INCLUDE_DEPTH {
+            self.err(name, 0, "$INCLUDE nested too deep".into());
+            return;
+        }
+        let text = match (self.load)(name) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(name, 0, e);
+                return;
+            }
+        };
+        let mut vendor: Option<u32> = None;
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let content = raw.split('#').next().unwrap_or("");
+            let words: Vec<&str> = content.split_whitespace().collect();
+            match words.as_slice() {
+                [] => {}
+                ["$INCLUDE", file] => self.file(file, depth + 1),
+                ["VENDOR", vname, number, ..] => match number.parse::<u32>() {
+                    Ok(n) => {
+                        self.dict.vendors.insert((*vname).to_owned(), n);
+                    }
+                    Err(_) => self.err(
+                        name,
+                        line,
+                        format!("vendor number `{number}` is not a number"),
+                    ),
+                },
+                ["BEGIN-VENDOR", vname, ..] => match self.dict.vendors.get(*vname) {
+                    Some(n) => vendor = Some(*n),
+                    None => self.err(
+                        name,
+                        line,
+                        format!("BEGIN-VENDOR for undefined vendor {vname}"),
+                    ),
+                },
+                ["END-VENDOR", _] => vendor = None,
+                ["ATTRIBUTE", aname, number, ty, flags @ ..] => {
+                    self.attribute(
+                        name,
+                        line,
+                        vendor.unwrap_or(0),
+                        aname,
+                        number,
+                        ty,
+                        flags.first().copied(),
+                    );
+                }
+                ["VALUE", attr, vname, number] => match number.parse::<u32>() {
+                    Ok(n) => self.pending_values.push((
+                        name.to_owned(),
+                        line,
+                        (*attr).to_owned(),
+                        (*vname).to_owned(),
+                        n,
+                    )),
+                    Err(_) => self.err(name, line, format!("value `{number}` is not a number")),
+                },
+                [keyword, ..] => self.err(name, line, format!("cannot read `{keyword}` line")),
+            }
+        }
+        if vendor.is_some() {
+            self.err(
+                name,
+                text.lines().count(),
+                "BEGIN-VENDOR without END-VENDOR".into(),
+            );
+        }
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, fields of one line"
+    )]
+    fn attribute(
+        &mut self,
+        file: &str,
+        line: usize,
+        vendor: u32,
+        name: &str,
+        number: &str,
+        ty: &str,
+        flags: Option<&str>,
+    ) {
+        let Ok(number) = number.parse::<u32>() else {
+            return self.err(
+                file,
+                line,
+                format!("attribute number `{number}` is not a number"),
+            );
+        };
+        if vendor == 0 && !(1..=255).contains(&number) {
+            return self.err(
+                file,
+                line,
+                format!("attribute number {number} outside 1..=255"),
+            );
+        }
+        let Some(data_type) = DataType::parse(ty) else {
+            return self.err(file, line, format!("unknown type `{ty}`"));
+        };
+        let mut has_tag = false;
+        let mut encrypt = 0;
+        for flag in flags.unwrap_or("").split(',').filter(|f| !f.is_empty()) {
+            match flag.split_once('=') {
+                None if flag == "has_tag" => has_tag = true,
+                Some(("encrypt", n)) => match n.parse() {
+                    Ok(n) => encrypt = n,
+                    Err(_) => return self.err(file, line, format!("bad flag `{flag}`")),
+                },
+                _ => return self.err(file, line, format!("unknown flag `{flag}`")),
+            }
+        }
+        if let Some(old) = self.dict.by_name.get(name) {
+            return self.err(
+                file,
+                line,
+                format!("{name} defined twice (first as {}:{})", old.0, old.1),
+            );
+        }
+        if let Some(old) = self.dict.attrs.get(&(vendor, number)) {
+            return self.err(
+                file,
+                line,
+                format!("number {number} already names {}", old.name),
+            );
+        }
+        self.dict.by_name.insert(name.to_owned(), (vendor, number));
+        self.dict.attrs.insert(
+            (vendor, number),
+            AttrDef {
+                name: name.to_owned(),
+                vendor,
+                number,
+                data_type,
+                has_tag,
+                encrypt,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
+mod tests {
+    use super::*;
+    use crate::radius::attr::{self, AttrType};
+
+    #[test]
+    fn builtin_dictionary_agrees_with_the_core_attribute_types() {
+        let d = Dictionary::builtin().unwrap();
+        let expect = [
+            (AttrType::UserName, "User-Name"),
+            (AttrType::NasIpAddress, "NAS-IP-Address"),
+            (AttrType::FramedMtu, "Framed-MTU"),
+            (AttrType::State, "State"),
+            (AttrType::Class, "Class"),
+            (AttrType::VendorSpecific, "Vendor-Specific"),
+            (AttrType::CalledStationId, "Called-Station-Id"),
+            (AttrType::CallingStationId, "Calling-Station-Id"),
+            (AttrType::NasIdentifier, "NAS-Identifier"),
+            (AttrType::ProxyState, "Proxy-State"),
+            (AttrType::TunnelType, "Tunnel-Type"),
+            (AttrType::TunnelMediumType, "Tunnel-Medium-Type"),
+            (AttrType::EapMessage, "EAP-Message"),
+            (AttrType::MessageAuthenticator, "Message-Authenticator"),
+            (AttrType::TunnelPrivateGroupId, "Tunnel-Private-Group-Id"),
+        ];
+        for (ty, name) in expect {
+            assert_eq!(
+                d.attribute(0, u32::from(ty.code()))
+                    .map(|a| a.name.as_str()),
+                Some(name)
+            );
+            assert_eq!(
+                AttrType::from_code(u8::try_from(d.by_name(name).unwrap().number).unwrap()),
+                ty
+            );
+        }
+        let send = d.by_name("MS-MPPE-Send-Key").unwrap();
+        assert_eq!(
+            (send.vendor, send.number, send.encrypt),
+            (attr::VENDOR_MICROSOFT, u32::from(attr::MS_MPPE_SEND_KEY), 2)
+        );
+        let recv = d.by_name("MS-MPPE-Recv-Key").unwrap();
+        assert_eq!(
+            (recv.vendor, recv.number),
+            (attr::VENDOR_MICROSOFT, u32::from(attr::MS_MPPE_RECV_KEY))
+        );
+        assert_eq!(d.value_name(0, 64, attr::TUNNEL_TYPE_VLAN), Some("VLAN"));
+        assert_eq!(
+            d.value_name(0, 65, attr::TUNNEL_MEDIUM_IEEE_802),
+            Some("IEEE-802")
+        );
+        assert!(d.by_name("Tunnel-Private-Group-Id").unwrap().has_tag);
+    }
+
+    fn parse(files: &[(&str, &str)]) -> Result<Dictionary, Vec<DictError>> {
+        Dictionary::parse(files[0].0, &mut |n| {
+            files
+                .iter()
+                .find(|f| f.0 == n)
+                .map(|f| f.1.to_owned())
+                .ok_or_else(|| format!("no file {n}"))
+        })
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let errs = parse(&[
+            ("top", "# c\n$INCLUDE sub\nATTRIBUTE Foo 300 string\n"),
+            ("sub", "ATTRIBUTE Bar 200 strang\nFROB x\nVALUE Nope A 1\nATTRIBUTE Baz 201 octets bogus\n"),
+        ])
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            vec![
+                "sub:1: unknown type `strang`",
+                "sub:2: cannot read `FROB` line",
+                "sub:4: unknown flag `bogus`",
+                "top:3: attribute number 300 outside 1..=255",
+                "sub:3: VALUE for unknown attribute Nope",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_and_missing_includes_are_errors() {
+        let errs = parse(&[(
+            "top",
+            "ATTRIBUTE A 1 string\nATTRIBUTE A 2 string\nATTRIBUTE B 1 string\n$INCLUDE gone\n",
+        )])
+        .unwrap_err();
+        assert_eq!(errs.len(), 3);
+        assert_eq!(errs[0].line, 2);
+        assert_eq!(errs[1].line, 3);
+        assert_eq!(errs[2].file, "gone");
+    }
+
+    #[test]
+    fn include_loops_stop() {
+        let errs = parse(&[("top", "$INCLUDE top\n")]).unwrap_err();
+        assert!(errs.iter().any(|e| e.message.contains("too deep")));
+    }
+}
