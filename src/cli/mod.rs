@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
@@ -82,6 +82,24 @@ pub fn run() -> anyhow::Result<ExitCode> {
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let server = Server::bind(Arc::new(config), None).context("binding sockets")?;
+    let shared = server.shared();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match shared.reload() {
+                Ok(()) => info!("configuration reloaded"),
+                Err(errors) => {
+                    for e in &errors.0 {
+                        warn!(error = %e, "reload refused");
+                    }
+                    warn!("reload refused: keeping the running configuration");
+                }
+            }
+        }
+    });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -13,7 +13,7 @@ use super::checks;
 use super::clock;
 use super::sessions::SessionEntry;
 use super::{AuditRecord, Shared};
-use crate::config::Client;
+use crate::config::{Client, Config};
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
 use crate::eap::{Action, EapError, EapPacket, Event, Outcome, Session};
 use crate::radius::attr::{
@@ -24,6 +24,7 @@ use crate::radius::{crypto, AttrType, Code, EncodeError, ReplyBuilder, Request};
 /// Builds the signed reply for an authenticated request; `None` means send nothing.
 pub(crate) async fn process(
     shared: &Arc<Shared>,
+    config: &Config,
     client: &Client,
     src: SocketAddr,
     req: &Request<'_>,
@@ -33,7 +34,7 @@ pub(crate) async fn process(
             shared.metrics.inc("status_server");
             ReplyBuilder::new(Code::AccessAccept, req.identifier)
         }
-        _ => access_request(shared, client, src, req).await?,
+        _ => access_request(shared, config, client, src, req).await?,
     };
     // RFC 2865 §5.33: Proxy-State is copied unchanged, in order, into the reply.
     for ps in req.all(AttrType::ProxyState) {
@@ -59,6 +60,7 @@ struct Step {
 
 async fn access_request(
     shared: &Arc<Shared>,
+    config: &Config,
     client: &Client,
     src: SocketAddr,
     req: &Request<'_>,
@@ -87,7 +89,7 @@ async fn access_request(
         }
     };
     let mut step = match req.first(AttrType::State) {
-        None => match start(shared, client, req, &eap) {
+        None => match start(config, client, req, &eap) {
             Ok(step) => step,
             Err(e) => {
                 finished(
@@ -139,7 +141,7 @@ async fn access_request(
         }
     };
     if let Action::CheckPeer(peer) = &step.action {
-        let decision = checks::run(peer, shared.config.vlan.as_deref()).await;
+        let decision = checks::run(peer, config.vlan.as_deref()).await;
         step.entry.cert = Some(decision.cert.clone());
         step.entry.vlan = decision.vlan.clone();
         step.action = match step.entry.session.handle(Event::Verdict(decision.verdict)) {
@@ -225,7 +227,7 @@ async fn access_request(
 }
 
 fn start(
-    shared: &Arc<Shared>,
+    config: &Config,
     client: &Client,
     req: &Request<'_>,
     eap: &EapPacket,
@@ -237,8 +239,7 @@ fn start(
         .chars()
         .take(253)
         .collect();
-    let (session, action) =
-        Session::start(shared.config.eap.clone(), rand::random(), req.framed_mtu())?;
+    let (session, action) = Session::start(config.eap.clone(), rand::random(), req.framed_mtu())?;
     let entry = SessionEntry {
         session,
         identity,

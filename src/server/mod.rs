@@ -12,7 +12,7 @@ pub mod sessions;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::radius::packet::parse_attributes;
 use crate::radius::summary::summarize;
 use crate::radius::UnverifiedRequest;
@@ -63,10 +63,24 @@ pub struct AuditRecord {
     pub vlan: Option<String>,
 }
 
-/// State shared by every request task.
-pub struct Shared {
+/// The part of the configuration a reload replaces.
+pub(crate) struct Live {
     pub(crate) config: Arc<Config>,
     clients: ClientTable,
+}
+
+impl Live {
+    fn new(config: Arc<Config>) -> Arc<Self> {
+        Arc::new(Self {
+            clients: ClientTable::new(config.clients.clone()),
+            config,
+        })
+    }
+}
+
+/// State shared by every request task.
+pub struct Shared {
+    live: RwLock<Arc<Live>>,
     dedup: Dedup,
     pub(crate) sessions: SessionTable,
     /// Counters.
@@ -107,7 +121,7 @@ impl Server {
             sockets.push(Arc::new(UdpSocket::from_std(s.into())?));
         }
         let shared = Arc::new(Shared {
-            clients: ClientTable::new(config.clients.clone()),
+            live: RwLock::new(Live::new(config.clone())),
             dedup: Dedup::new(
                 config.max_sessions.saturating_mul(2).max(1024),
                 config.duplicate_window,
@@ -115,7 +129,6 @@ impl Server {
             sessions: SessionTable::new(config.max_sessions, config.session_idle_timeout),
             metrics: Metrics::default(),
             audit,
-            config,
         });
         Ok(Self { shared, sockets })
     }
@@ -138,10 +151,9 @@ impl Server {
     /// # Errors
     /// A socket error other than a per-datagram one.
     pub async fn serve(self, shutdown: CancellationToken) -> io::Result<()> {
-        for name in &self.shared.config.inline_secrets {
-            warn!(client = %name, "shared secret is inline in the config: use secret_file outside dev/demo");
-        }
-        let inflight = Arc::new(Semaphore::new(self.shared.config.max_inflight));
+        let config = self.shared.live().config.clone();
+        warn_inline_secrets(&config);
+        let inflight = Arc::new(Semaphore::new(config.max_inflight));
         let mut loops = JoinSet::new();
         for sock in self.sockets {
             info!(addr = %sock.local_addr()?, "listening");
@@ -164,6 +176,40 @@ impl Server {
     }
 }
 
+impl Shared {
+    pub(crate) fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the config file. On any error the running configuration stays as it was;
+    /// on success new requests use the new clients, certificates, CAs and VLAN, while
+    /// conversations already under way finish with the settings they started with.
+    /// Listen addresses and table sizes need a restart.
+    ///
+    /// # Errors
+    /// Every error in the new file.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let path = self.live().config.path.clone();
+        let config = Arc::new(Config::load(&path)?);
+        warn_inline_secrets(&config);
+        let live = Live::new(config);
+        match self.live.write() {
+            Ok(mut l) => *l = live,
+            Err(poisoned) => *poisoned.into_inner() = live,
+        }
+        Ok(())
+    }
+}
+
+fn warn_inline_secrets(config: &Config) {
+    for name in &config.inline_secrets {
+        warn!(client = %name, "shared secret is inline in the config: use secret_file outside dev/demo");
+    }
+}
+
 async fn recv_loop(
     sock: Arc<UdpSocket>,
     shared: Arc<Shared>,
@@ -183,7 +229,7 @@ async fn recv_loop(
             },
             () = shutdown.cancelled() => break,
         };
-        if shared.clients.lookup(src.ip()).is_none() {
+        if shared.live().clients.lookup(src.ip()).is_none() {
             shared.metrics.inc("drop_unknown_client");
             debug!(%src, "datagram from unknown client dropped");
             continue;
@@ -208,7 +254,8 @@ async fn recv_loop(
 }
 
 async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr, datagram: &[u8]) {
-    let Some(client) = shared.clients.lookup(src.ip()) else {
+    let live = shared.live();
+    let Some(client) = live.clients.lookup(src.ip()) else {
         return;
     };
     let req = match UnverifiedRequest::parse(datagram)
@@ -222,7 +269,7 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
         }
     };
     if tracing::enabled!(tracing::Level::DEBUG) {
-        let attrs = summarize(req.attributes(), &shared.config.dictionary);
+        let attrs = summarize(req.attributes(), &live.config.dictionary);
         debug!(nas = %client.name, radius.id = req.identifier, code = ?req.code, len = datagram.len(), %attrs, "request");
     }
     let key = RequestKey {
@@ -244,13 +291,13 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
             return;
         }
     }
-    match handler::process(shared, client, src, &req).await {
+    match handler::process(shared, &live.config, client, src, &req).await {
         Some(reply) => {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let attrs = reply
                     .get(crate::radius::MIN_PACKET..)
                     .and_then(|a| parse_attributes(a).ok())
-                    .map(|a| summarize(&a, &shared.config.dictionary))
+                    .map(|a| summarize(&a, &live.config.dictionary))
                     .unwrap_or_default();
                 let code = reply.first().copied().unwrap_or(0);
                 debug!(nas = %client.name, radius.id = req.identifier, code, len = reply.len(), %attrs, "reply");

@@ -79,6 +79,10 @@ fn eapol(server: &Server, scenario: &str, extra: &[&str]) -> EapolRun {
 }
 
 fn assert_accept_with_vlan(run: &EapolRun) {
+    assert_accept(run, "00313030");
+}
+
+fn assert_accept(run: &EapolRun, vlan_hex: &str) {
     assert!(run.success(), "expected SUCCESS:\n{}", run.stdout);
     assert!(run.mppe_ok(), "eapol_test's MPPE key check must pass");
     let (code, attrs) = run.last_reply();
@@ -97,8 +101,8 @@ fn assert_accept_with_vlan(run: &EapolRun) {
     );
     assert_eq!(
         val(81).as_deref(),
-        Some("00313030"),
-        "Tunnel-Private-Group-Id \"100\""
+        Some(vlan_hex),
+        "Tunnel-Private-Group-Id"
     );
     assert_eq!(
         attrs
@@ -243,4 +247,31 @@ fn runner_script_reports_every_scenario() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("7 passed, 0 failed"), "{text}");
+}
+
+#[test]
+fn sighup_reload_refuses_a_broken_config_and_applies_a_good_one() {
+    let s = Server::start();
+    let good = std::fs::read_to_string(s.config_path()).unwrap();
+    assert_accept_with_vlan(&eapol(&s, "tls12-ecdsa", &[]));
+
+    std::fs::write(s.config_path(), good.replace("vlan = \"100\"", "vlan = ")).unwrap();
+    s.hangup();
+    let line = s.wait_log(&["reload refused", "anchord.toml:"]);
+    let broken_line = good.lines().position(|l| l.starts_with("vlan")).unwrap() + 1;
+    assert!(
+        line.contains(&format!("anchord.toml:{broken_line}")),
+        "{line}"
+    );
+    s.wait_log(&["keeping the running configuration"]);
+    assert_accept_with_vlan(&eapol(&s, "tls12-ecdsa", &[]));
+
+    std::fs::write(
+        s.config_path(),
+        good.replace("vlan = \"100\"", "vlan = \"200\""),
+    )
+    .unwrap();
+    s.hangup();
+    s.wait_log(&["configuration reloaded"]);
+    assert_accept(&eapol(&s, "tls12-ecdsa", &[]), "00323030");
 }

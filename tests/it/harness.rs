@@ -95,6 +95,19 @@ secret = "{SECRET}"
         }
     }
 
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self._dir.path().join("anchord.toml")
+    }
+
+    /// Sends SIGHUP (reload).
+    pub(crate) fn hangup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     pub(crate) fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
