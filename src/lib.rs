@@ -7,11 +7,13 @@
 //! - [`pki`]: certificates and keys (dev PKI now; HSM and OCSP later).
 //! - [`config`]: `config/*.toml` into validated types, errors with file, line and key.
 //! - [`server`]: tokio UDP loop, client table, duplicate cache, session table, checks.
+//! - [`bench`]: the load generator behind `anchord bench`.
 //! - [`cli`]: the `anchord` command (serve, check, demo).
 //!
 //! Request flow: `server` recv → `radius` verify + decode → duplicate check → session
 //! lookup → `eap::Session::handle` → checks → `radius` encode → send.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod eap;

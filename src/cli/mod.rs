@@ -1,5 +1,6 @@
 //! The `anchord` command line: `serve`, `check`, `demo`.
 
+mod bench;
 pub mod demo;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
         #[arg(long, default_value = "config/anchord.toml")]
         config: PathBuf,
     },
+    /// Load generator: complete EAP-TLS authentications against a RADIUS server.
+    Bench(Box<bench::BenchArgs>),
     /// Make a dev PKI, start a server, authenticate the demo devices with eapol_test.
     Demo {
         /// Folder for the dev PKI and configs.
@@ -76,6 +79,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve { config } => rt.block_on(serve(config)),
         Command::Check { config } => check(&config),
         Command::Demo { dir, eapol_test } => rt.block_on(demo::run(&dir, &eapol_test)),
+        Command::Bench(args) => rt.block_on(bench::run(*args)),
     }
 }
 

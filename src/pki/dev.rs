@@ -70,7 +70,7 @@ pub enum DevPkiError {
 }
 
 /// Writes the dev PKI into `dir`: `root-ca.pem`, `issuing-ca.pem`, `server.pem`/`.key`
-/// (chain with the issuing CA), one `<device>.pem`/`.key` per [`DEVICES`] entry, and
+/// (chain with the issuing CA), `server-rsa.pem`/`.key` (the same with RSA-2048), one `<device>.pem`/`.key` per [`DEVICES`] entry, and
 /// `other-root-ca.pem` (the CA of `device-unknown-ca`).
 ///
 /// # Errors
@@ -93,13 +93,25 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
     let mut p = leaf("radius.anchord.test", now, 10)?;
     p.subject_alt_names = vec![rcgen::SanType::DnsName("radius.anchord.test".try_into()?)];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = p.signed_by(&server_key, &issuing.cert, &issuing.key)?;
+    let server = p
+        .clone()
+        .signed_by(&server_key, &issuing.cert, &issuing.key)?;
     write(
         dir,
         "server.pem",
         &format!("{}{}", server.pem(), issuing.cert.pem()),
     )?;
     write(dir, "server.key", &server_key.serialize_pem())?;
+    // The same server with an RSA-2048 key, for RSA benchmarks.
+    let rsa_key = KeyPair::generate_for(&PKCS_RSA_SHA256)?;
+    p.serial_number = Some(SerialNumber::from(vec![0x10, 0x0B]));
+    let server_rsa = p.signed_by(&rsa_key, &issuing.cert, &issuing.key)?;
+    write(
+        dir,
+        "server-rsa.pem",
+        &format!("{}{}", server_rsa.pem(), issuing.cert.pem()),
+    )?;
+    write(dir, "server-rsa.key", &rsa_key.serialize_pem())?;
 
     for (i, d) in DEVICES.iter().enumerate() {
         let alg: &SignatureAlgorithm = if d.name == "device-rsa" {
