@@ -88,6 +88,10 @@ pub(super) struct BenchArgs {
     /// EAP identity.
     #[arg(long, default_value = "bench-device")]
     identity: String,
+    /// Also offer the post-quantum hybrid X25519MLKEM768 (rustls's default). Off by default
+    /// so the simulated devices offer what 802.1X supplicants do today: X25519 and P-256.
+    #[arg(long)]
+    pq: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -125,7 +129,13 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         TlsChoice::V13 => &[&rustls::version::TLS13],
         TlsChoice::Any => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
-    let mut tls = ClientConfig::builder_with_protocol_versions(versions)
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !a.pq {
+        use rustls::crypto::aws_lc_rs::kx_group;
+        provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1];
+    }
+    let mut tls = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;
     // Each authentication is a fresh device: no resumption.

@@ -41,6 +41,9 @@ enum Command {
         #[arg(long, default_value = "config/anchord.toml")]
         config: PathBuf,
     },
+    /// Certificates and keys.
+    #[command(subcommand)]
+    Pki(PkiCommand),
     /// Load generator: complete EAP-TLS authentications against a RADIUS server.
     Bench(Box<bench::BenchArgs>),
     /// Make a dev PKI, start a server, authenticate the demo devices with eapol_test.
@@ -51,6 +54,17 @@ enum Command {
         /// The eapol_test binary.
         #[arg(long, default_value = "eapol_test")]
         eapol_test: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Write a development PKI (root and issuing CA, ECDSA and RSA server certs, demo
+    /// devices) as PEM files. Not for production.
+    Dev {
+        /// Folder to write to.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -80,6 +94,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Check { config } => check(&config),
         Command::Demo { dir, eapol_test } => rt.block_on(demo::run(&dir, &eapol_test)),
         Command::Bench(args) => rt.block_on(bench::run(*args)),
+        Command::Pki(PkiCommand::Dev { dir }) => {
+            crate::pki::dev::generate(&dir, time::OffsetDateTime::now_utc())?;
+            info!(dir = %dir.display(), "dev PKI written");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# anchord against FreeRADIUS 3.2 (Debian) on this machine, same PKI, same load generator.
+#
+#   bench/compare.sh            # all cases, 10 s per measurement
+#   DURATION=30 bench/compare.sh
+#   bench/compare.sh soak       # anchord RSS over a 5-minute steady load (SOAK_SECS, SOAK_RATE)
+#
+# Servers are pinned to core 0 and the load generator (`anchord bench`, which verifies every
+# reply: authenticators, EAP-Success, MS-MPPE keys against its own MSK, VLAN) to core 1.
+# Per case it measures: throughput at saturation (closed loop, 32 devices), server
+# CPU-seconds per authentication (/proc/PID/stat), p50/p99 latency at 50% of FreeRADIUS's
+# saturation rate (open loop), peak RSS; then RSS per half-open session (10,000 sessions
+# stopped after the server's first TLS flight), and the crypto floor from `openssl speed`.
+# Everything runs on 127.0.0.1. Installs freeradius, eapoltest and openssl if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-compare}
+D=${DURATION:-10}
+SECRET=bench-secret
+APORT=${APORT:-18812}
+FPORT=${FPORT:-18813}
+HALF_OPEN=${HALF_OPEN:-10000}
+TCK=$(getconf CLK_TCK)
+work=$(mktemp -d /tmp/anchord-bench.XXXXXX)
+A=target/release/anchord
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+eapol-tests/install-deps.sh
+cargo build --release --quiet
+"$A" pki dev --dir "$work/pki" 2>/dev/null
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+start_anchord() { # STEM
+  cat >"$work/anchord.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$APORT"]
+max_sessions = $((HALF_OPEN * 2))
+[tls]
+certificate = "pki/$1.pem"
+private_key = "pki/$1.key"
+ca = ["pki/root-ca.pem"]
+fragment_size = 1024
+[authorization]
+vlan = "100"
+[[client]]
+name = "bench"
+address = "127.0.0.1"
+secret = "$SECRET"
+TOML
+  taskset -c 0 "$A" serve --config "$work/anchord.toml" 2>"$work/anchord.log" &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 100); do grep -q listening "$work/anchord.log" && return; sleep 0.05; done
+  echo "anchord did not start:" >&2; cat "$work/anchord.log" >&2; exit 1
+}
+
+start_freeradius() { # STEM
+  bench/freeradius-setup.sh "$work/fr-$1" "$work/pki" "$FPORT" "$SECRET" 1024 "$1" >/dev/null
+  taskset -c 0 "$work/fr-$1/start.sh" &
+  pid=$!
+  pids+=("$pid")
+  sleep 0.5
+  kill -0 "$pid" || { echo "freeradius did not start" >&2; exit 1; }
+}
+
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+
+load() { # PORT DEVICE TLS ARGS...
+  local port=$1 dev=$2 tls=$3; shift 3
+  taskset -c 1 "$A" bench --server "127.0.0.1:$port" --secret "$SECRET" \
+    --cert "$work/pki/$dev.pem" --key "$work/pki/$dev.key" --ca "$work/pki/root-ca.pem" \
+    --tls "$tls" --expect-vlan 100 --json --quiet "$@" || true
+}
+
+# One second of load first: both servers and the load generator pay their one-time costs
+# (lazy crypto tables, allocator growth) outside the measurement.
+warm() { load "$@" --concurrency 4 --duration 1 >/dev/null; }
+
+# Saturation: prints "auths_per_sec cpu_ms_per_auth peak_rss_mib errors"
+saturate() { # PORT DEVICE TLS
+  local t0 t1 j
+  warm "$@"
+  t0=$(ticks "$pid")
+  j=$(load "$@" --concurrency 32 --duration "$D")
+  t1=$(ticks "$pid")
+  echo "$j" >"$work/last.json"
+  local n rate errs
+  n=$(echo "$j" | jget 'd["completed"]')
+  rate=$(echo "$j" | jget 'd["auths_per_sec"]')
+  errs=$(echo "$j" | jget 'sum(d["errors"].values())')
+  python3 -c "print(f'{$rate:.1f}', f'{($t1-$t0)/$TCK*1000/max($n,1):.3f}', f'{$(kib "$pid" VmHWM)/1024:.1f}', $errs)"
+}
+
+# Fixed rate: prints "p50_ms p99_ms errors"
+latency() { # PORT DEVICE TLS RATE
+  local j
+  warm "$1" "$2" "$3"
+  j=$(load "$1" "$2" "$3" --rate "$4" --duration "$D")
+  echo "$j" | jget "'%.2f %.2f %d' % (d['latency_ms']['p50'], d['latency_ms']['p99'], sum(d['errors'].values()))"
+}
+
+if [ "$mode" = soak ]; then
+  secs=${SOAK_SECS:-300} rate=${SOAK_RATE:-300}
+  start_anchord server
+  echo "soak: $rate auth/s for ${secs}s; anchord RSS (KiB) every 30 s"
+  load "$APORT" device-ecdsa 1.2 --rate "$rate" --duration "$secs" >"$work/soak.json" &
+  lp=$!
+  for _ in $(seq 0 30 "$secs"); do echo "  t=${SECONDS}s rss=$(kib "$pid" VmRSS)"; sleep 30; done
+  wait "$lp" || true
+  jget "'completed %d, errors %s' % (d['completed'], d['errors'])" <"$work/soak.json"
+  exit 0
+fi
+
+rows=()
+row() { rows+=("$(printf '%-12s %-34s %12s %12s %8s' "$@")"); }
+ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}x' if b else 'n/a')"; }
+
+for case in "tls12-ecdsa server device-ecdsa 1.2" "tls13-ecdsa server device-ecdsa 1.3" "tls12-rsa server-rsa device-rsa 1.2"; do
+  set -- $case
+  name=$1 stem=$2 dev=$3 tls=$4
+  echo "== $name" >&2
+  start_anchord "$stem"; read -r a_rate a_cpu a_rss a_err < <(saturate "$APORT" "$dev" "$tls"); stop
+  start_freeradius "$stem"; read -r f_rate f_cpu f_rss f_err < <(saturate "$FPORT" "$dev" "$tls")
+  half=$(python3 -c "print(max(1, round($f_rate / 2)))")
+  read -r f_p50 f_p99 f_lerr < <(latency "$FPORT" "$dev" "$tls" "$half"); stop
+  start_anchord "$stem"; read -r a_p50 a_p99 a_lerr < <(latency "$APORT" "$dev" "$tls" "$half"); stop
+  row "$name" "throughput at saturation (auth/s)" "$a_rate" "$f_rate" "$(ratio "$a_rate" "$f_rate")"
+  row "$name" "server CPU ms per auth" "$a_cpu" "$f_cpu" "$(ratio "$a_cpu" "$f_cpu")"
+  row "$name" "p50 ms at $half auth/s" "$a_p50" "$f_p50" "$(ratio "$a_p50" "$f_p50")"
+  row "$name" "p99 ms at $half auth/s" "$a_p99" "$f_p99" "$(ratio "$a_p99" "$f_p99")"
+  row "$name" "peak RSS MiB" "$a_rss" "$f_rss" "$(ratio "$a_rss" "$f_rss")"
+  row "$name" "errors (saturation + fixed rate)" "$((a_err + a_lerr))" "$((f_err + f_lerr))" ""
+done
+
+echo "== memory: $HALF_OPEN half-open sessions" >&2
+start_anchord server; r0=$(kib "$pid" VmRSS)
+load "$APORT" device-ecdsa 1.2 --half-open "$HALF_OPEN" >"$work/ho.json"
+a_ho=$(python3 -c "print(f'{($(kib "$pid" VmRSS)-$r0)/$HALF_OPEN:.2f}')"); stop
+start_freeradius server; r0=$(kib "$pid" VmRSS)
+load "$FPORT" device-ecdsa 1.2 --half-open "$HALF_OPEN" >"$work/ho-fr.json"
+f_ho=$(python3 -c "print(f'{($(kib "$pid" VmRSS)-$r0)/$HALF_OPEN:.2f}')"); stop
+row "memory" "KiB RSS per half-open session" "$a_ho" "$f_ho" "$(ratio "$a_ho" "$f_ho")"
+
+# Crypto floor per authentication, from OpenSSL on this machine: the server's own
+# signature, the client-chain verifications (leaf + issuing CA + CertificateVerify) and
+# the X25519 key exchange (key generation + shared secret).
+speed=$(openssl speed -seconds 1 ecdsap256 rsa2048 ecdhx25519 2>/dev/null)
+ec_sign=$(awk '/256 bits ecdsa/ {print $7}' <<<"$speed"); ec_ver=$(awk '/256 bits ecdsa/ {print $8}' <<<"$speed")
+rsa_sign=$(awk '/^rsa 2048/ {print $6}' <<<"$speed"); rsa_ver=$(awk '/^rsa 2048/ {print $7}' <<<"$speed")
+x=$(awk '/X25519/ {print $6}' <<<"$speed")
+floor_ec=$(python3 -c "print(f'{(1/$ec_sign + 3/$ec_ver + 2/$x)*1000:.3f}')")
+floor_rsa=$(python3 -c "print(f'{(1/$rsa_sign + 1/$rsa_ver + 2/$ec_ver + 2/$x)*1000:.3f}')")
+
+echo
+printf '%-12s %-34s %12s %12s %8s\n' case metric anchord freeradius ratio
+printf '%s\n' "${rows[@]}"
+echo
+echo "crypto floor (openssl speed): ECDSA P-256 sign ${ec_sign}/s verify ${ec_ver}/s, RSA-2048 sign ${rsa_sign}/s verify ${rsa_ver}/s, X25519 ${x}/s"
+echo "  per auth: ECDSA cases ${floor_ec} ms, RSA case ${floor_rsa} ms (server CPU ms per auth / floor = distance from the floor)"
+echo "results kept in $work"
