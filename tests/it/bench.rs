@@ -5,7 +5,8 @@ use std::process::Command;
 
 use crate::harness::{pki_dir, Server, SECRET};
 
-fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+/// Runs `anchord bench --json` as device-ecdsa; returns whether it succeeded and its report.
+fn run_bench(server: &Server, secret: &str, args: &[&str]) -> (bool, serde_json::Value) {
     let pki = pki_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
         .args([
@@ -13,7 +14,7 @@ fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
             "--server",
             &server.addr.to_string(),
             "--secret",
-            SECRET,
+            secret,
         ])
         .arg("--cert")
         .arg(pki.join("device-ecdsa.pem"))
@@ -21,13 +22,20 @@ fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
         .arg(pki.join("device-ecdsa.key"))
         .arg("--ca")
         .arg(pki.join("root-ca.pem"))
-        .args(["--expect-vlan", "100", "--json"])
+        .arg("--json")
         .args(args)
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(out.status.success(), "{report}");
+    (out.status.success(), report)
+}
+
+fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--expect-vlan", "100"];
+    all.extend_from_slice(args);
+    let (ok, report) = run_bench(server, SECRET, &all);
+    assert!(ok, "{report}");
     report
 }
 
@@ -67,28 +75,19 @@ fn load_generator_completes_verified_authentications_without_errors() {
 #[test]
 fn load_generator_counts_a_wrong_vlan_as_an_error() {
     let s = Server::start_with(|c| c.replace("vlan = \"100\"", "vlan = \"999\""));
-    let pki = pki_dir();
-    let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
-        .args(["bench", "--server", &s.addr.to_string(), "--secret", SECRET])
-        .arg("--cert")
-        .arg(pki.join("device-ecdsa.pem"))
-        .arg("--key")
-        .arg(pki.join("device-ecdsa.key"))
-        .arg("--ca")
-        .arg(pki.join("root-ca.pem"))
-        .args([
+    let (ok, r) = run_bench(
+        &s,
+        SECRET,
+        &[
             "--expect-vlan",
             "100",
-            "--json",
             "--concurrency",
             "2",
             "--duration",
             "0.5",
-        ])
-        .output()
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(!out.status.success());
+        ],
+    );
+    assert!(!ok);
     assert_eq!(r["completed"], 0, "{r}");
     assert!(r["errors"]["vlan_mismatch"].as_u64().unwrap() > 0, "{r}");
 }
@@ -96,23 +95,10 @@ fn load_generator_counts_a_wrong_vlan_as_an_error() {
 #[test]
 fn load_generator_counts_a_wrong_secret_as_an_error() {
     let s = Server::start();
-    let pki = pki_dir();
-    let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
-        .args([
-            "bench",
-            "--server",
-            &s.addr.to_string(),
-            "--secret",
-            "wrong",
-        ])
-        .arg("--cert")
-        .arg(pki.join("device-ecdsa.pem"))
-        .arg("--key")
-        .arg(pki.join("device-ecdsa.key"))
-        .arg("--ca")
-        .arg(pki.join("root-ca.pem"))
-        .args([
-            "--json",
+    let (ok, r) = run_bench(
+        &s,
+        "wrong",
+        &[
             "--concurrency",
             "1",
             "--duration",
@@ -121,11 +107,9 @@ fn load_generator_counts_a_wrong_secret_as_an_error() {
             "200",
             "--retries",
             "1",
-        ])
-        .output()
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(!out.status.success());
+        ],
+    );
+    assert!(!ok);
     assert_eq!(r["completed"], 0, "{r}");
     assert!(r["errors"]["timeout"].as_u64().unwrap() > 0, "{r}");
     assert!(r["retransmissions"].as_u64().unwrap() > 0, "{r}");
