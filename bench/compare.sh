@@ -116,8 +116,17 @@ if [ "$mode" = soak ]; then
   exit 0
 fi
 
+# Median p50 and p99 of three "p50 p99 errors" lines, and the summed errors.
+median3() {
+  python3 - "$@" <<'PY'
+import statistics, sys
+runs = [list(map(float, a.split())) for a in sys.argv[1:]]
+print(f"{statistics.median(r[0] for r in runs):.2f} {statistics.median(r[1] for r in runs):.2f} {int(sum(r[2] for r in runs))}")
+PY
+}
+
 rows=()
-row() { rows+=("$(printf '%-12s %-34s %12s %12s %8s' "$@")"); }
+row() { rows+=("$(printf '%-12s %-44s %10s %10s %8s' "$@")"); }
 ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}x' if b else 'n/a')"; }
 
 for case in "tls12-ecdsa server device-ecdsa 1.2" "tls13-ecdsa server device-ecdsa 1.3" "tls12-rsa server-rsa device-rsa 1.2"; do
@@ -125,14 +134,21 @@ for case in "tls12-ecdsa server device-ecdsa 1.2" "tls13-ecdsa server device-ecd
   name=$1 stem=$2 dev=$3 tls=$4
   echo "== $name" >&2
   start_anchord "$stem"; read -r a_rate a_cpu a_rss a_err < <(saturate "$APORT" "$dev" "$tls"); stop
-  start_freeradius "$stem"; read -r f_rate f_cpu f_rss f_err < <(saturate "$FPORT" "$dev" "$tls")
+  start_freeradius "$stem"; read -r f_rate f_cpu f_rss f_err < <(saturate "$FPORT" "$dev" "$tls"); stop
   half=$(python3 -c "print(max(1, round($f_rate / 2)))")
-  read -r f_p50 f_p99 f_lerr < <(latency "$FPORT" "$dev" "$tls" "$half"); stop
-  start_anchord "$stem"; read -r a_p50 a_p99 a_lerr < <(latency "$APORT" "$dev" "$tls" "$half"); stop
+  # Latency: three runs per server, alternating, and the median of each percentile, so one
+  # scheduling hiccup of this shared machine does not decide the comparison.
+  a_lat=() f_lat=()
+  for _ in 1 2 3; do
+    start_freeradius "$stem"; f_lat+=("$(latency "$FPORT" "$dev" "$tls" "$half")"); stop
+    start_anchord "$stem"; a_lat+=("$(latency "$APORT" "$dev" "$tls" "$half")"); stop
+  done
+  read -r a_p50 a_p99 a_lerr < <(median3 "${a_lat[@]}")
+  read -r f_p50 f_p99 f_lerr < <(median3 "${f_lat[@]}")
   row "$name" "throughput at saturation (auth/s)" "$a_rate" "$f_rate" "$(ratio "$a_rate" "$f_rate")"
   row "$name" "server CPU ms per auth" "$a_cpu" "$f_cpu" "$(ratio "$a_cpu" "$f_cpu")"
-  row "$name" "p50 ms at $half auth/s" "$a_p50" "$f_p50" "$(ratio "$a_p50" "$f_p50")"
-  row "$name" "p99 ms at $half auth/s" "$a_p99" "$f_p99" "$(ratio "$a_p99" "$f_p99")"
+  row "$name" "p50 ms at $half auth/s (median of 3)" "$a_p50" "$f_p50" "$(ratio "$a_p50" "$f_p50")"
+  row "$name" "p99 ms at $half auth/s (median of 3)" "$a_p99" "$f_p99" "$(ratio "$a_p99" "$f_p99")"
   row "$name" "peak RSS MiB" "$a_rss" "$f_rss" "$(ratio "$a_rss" "$f_rss")"
   row "$name" "errors (saturation + fixed rate)" "$((a_err + a_lerr))" "$((f_err + f_lerr))" ""
 done
@@ -157,7 +173,7 @@ floor_ec=$(python3 -c "print(f'{(1/$ec_sign + 3/$ec_ver + 2/$x)*1000:.3f}')")
 floor_rsa=$(python3 -c "print(f'{(1/$rsa_sign + 1/$rsa_ver + 2/$ec_ver + 2/$x)*1000:.3f}')")
 
 echo
-printf '%-12s %-34s %12s %12s %8s\n' case metric anchord freeradius ratio
+printf '%-12s %-44s %10s %10s %8s\n' case metric anchord freeradius ratio
 printf '%s\n' "${rows[@]}"
 echo
 echo "crypto floor (openssl speed): ECDSA P-256 sign ${ec_sign}/s verify ${ec_ver}/s, RSA-2048 sign ${rsa_sign}/s verify ${rsa_ver}/s, X25519 ${x}/s"

@@ -69,7 +69,9 @@ fn default_max_inflight() -> Spanned<u64> {
     unspanned(1024)
 }
 fn default_duplicate_window_secs() -> Spanned<u64> {
-    unspanned(30)
+    // NASes retransmit within a few seconds (RFC 5080 §2.2.2); FreeRADIUS keeps replies
+    // for 5 s (cleanup_delay). Longer only costs memory.
+    unspanned(5)
 }
 
 /// `[tls]`.

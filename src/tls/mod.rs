@@ -52,14 +52,39 @@ pub fn server_config(
             TlsVersion::V1_3 => &rustls::version::TLS13,
         })
         .collect();
-    let mut cfg = ServerConfig::builder_with_protocol_versions(&versions)
+    let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&versions)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
+    // Our order, not the device's: supplicants list AES-256/SHA-384 first, but EAP-TLS moves
+    // a few kilobytes, so the handshake hash dominates and SHA-256 (hardware-accelerated on
+    // most CPUs) is the cheaper equally safe choice.
+    cfg.ignore_client_order = true;
     // No resumption until it is designed: revocation, posture and policy must run on every
     // authentication, and tickets would only add round trips.
     cfg.send_tls13_tickets = 0;
     cfg.session_storage = Arc::new(NoServerSessionStorage {});
     Ok(cfg)
+}
+
+/// aws-lc-rs with AES-128-GCM/SHA-256 suites preferred over AES-256-GCM/SHA-384 and
+/// ChaCha20; all AEAD suites with forward secrecy stay available.
+fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
+    let preferred = [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    let mut p = default_provider();
+    p.cipher_suites = preferred.to_vec();
+    p
 }
 
 /// A client verifier that also requires the clientAuth EKU to be present.
