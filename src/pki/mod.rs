@@ -2,3 +2,4 @@
 //! OCSP land here in later issues.
 
 pub mod dev;
+pub mod hsm;

@@ -1,0 +1,621 @@
+//! PKCS#11 tokens (cryptoki; SoftHSM2 by default): the CA keys and the RADIUS server's TLS
+//! key live here and never leave. [`Token`] opens a module and logs in; [`SigningPool`]
+//! keeps a few logged-in sessions for signing off the async reactor, recovers from a token
+//! that went away (new sessions, new login) and fails over to the next configured token
+//! holding a key with the same label.
+//!
+//! Every signature is counted and logged as an audit event (key label, mechanism, result,
+//! duration; never data or PIN).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{
+    Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
+};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+/// DER of the P-256 curve OID (1.2.840.10045.3.1.7), the CKA_EC_PARAMS of our EC keys.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+
+/// Errors from a token.
+#[derive(Debug, thiserror::Error)]
+pub enum HsmError {
+    /// The PKCS#11 module could not be loaded or initialised.
+    #[error("PKCS#11 module {path}: {source}")]
+    Module {
+        /// Module path.
+        path: PathBuf,
+        /// Cause.
+        source: cryptoki::error::Error,
+    },
+    /// No token with that label in any slot.
+    #[error("no token labelled `{0}` (is the token present and initialised?)")]
+    NoToken(String),
+    /// Login refused.
+    #[error("login to token `{token}` failed: {source} (wrong PIN?)")]
+    Login {
+        /// Token label.
+        token: String,
+        /// Cause.
+        source: cryptoki::error::Error,
+    },
+    /// A key or certificate is missing.
+    #[error("no {what} labelled `{label}` on the token")]
+    Missing {
+        /// "private key" or "certificate".
+        what: &'static str,
+        /// Label.
+        label: String,
+    },
+    /// Any other PKCS#11 failure.
+    #[error("PKCS#11 {op}: {source}")]
+    Call {
+        /// What we were doing.
+        op: &'static str,
+        /// Cause.
+        source: cryptoki::error::Error,
+    },
+    /// Every configured token failed.
+    #[error("no token could sign with `{0}`")]
+    Unavailable(String),
+    /// Something about the key is not what anchord can use.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn call(op: &'static str) -> impl FnOnce(cryptoki::error::Error) -> HsmError {
+    move |source| HsmError::Call { op, source }
+}
+
+/// A PIN read from a file or the environment; wiped on drop, never printed.
+#[derive(Clone)]
+pub struct Pin(Zeroizing<String>);
+
+impl Pin {
+    /// Wraps PIN text (trailing newlines removed).
+    pub fn new(mut text: String) -> Self {
+        while text.ends_with('\n') || text.ends_with('\r') {
+            text.pop();
+        }
+        Self(Zeroizing::new(text))
+    }
+
+    fn auth(&self) -> AuthPin {
+        AuthPin::new(self.0.as_str().into())
+    }
+}
+
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pin(<redacted>)")
+    }
+}
+
+/// Where a token is: module path and token label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRef {
+    /// PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    pub module: PathBuf,
+    /// Token label.
+    pub label: String,
+}
+
+/// Key algorithms anchord generates on tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 (default).
+    EcdsaP256,
+    /// RSA with a modulus of this many bits (2048 or 3072).
+    Rsa(u32),
+}
+
+/// A loaded module. PKCS#11 allows one initialisation per process, so modules are shared.
+pub fn module(path: &Path) -> Result<Arc<Pkcs11>, HsmError> {
+    static LOADED: Mutex<Vec<(PathBuf, Arc<Pkcs11>)>> = Mutex::new(Vec::new());
+    let mut loaded = LOADED
+        .lock()
+        .map_err(|_| HsmError::Unsupported("module table poisoned".into()))?;
+    if let Some((_, m)) = loaded.iter().find(|(p, _)| p == path) {
+        return Ok(m.clone());
+    }
+    let err = |source| HsmError::Module {
+        path: path.to_path_buf(),
+        source,
+    };
+    let p = Pkcs11::new(path).map_err(err)?;
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(err)?;
+    let p = Arc::new(p);
+    loaded.push((path.to_path_buf(), p.clone()));
+    Ok(p)
+}
+
+/// Finds the slot holding the token labelled `label`.
+///
+/// # Errors
+/// No such token.
+pub fn find_slot(p: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
+    for slot in p.get_slots_with_token().map_err(call("list slots"))? {
+        if let Ok(info) = p.get_token_info(slot) {
+            if info.label().trim_end() == label {
+                return Ok(slot);
+            }
+        }
+    }
+    Err(HsmError::NoToken(label.to_owned()))
+}
+
+/// Creates and initialises a token in a free slot (SoftHSM2 always offers one) unless a
+/// token with that label exists. Returns true when it was created.
+///
+/// # Errors
+/// No free slot, or the module refuses.
+pub fn ensure_token(t: &TokenRef, so_pin: &Pin, user_pin: &Pin) -> Result<bool, HsmError> {
+    let p = module(&t.module)?;
+    if find_slot(&p, &t.label).is_ok() {
+        return Ok(false);
+    }
+    let free = p
+        .get_slots_with_token()
+        .map_err(call("list slots"))?
+        .into_iter()
+        .find(|s| p.get_token_info(*s).is_ok_and(|i| !i.token_initialized()))
+        .ok_or_else(|| HsmError::Unsupported("no free slot to create the token in".into()))?;
+    p.init_token(free, &so_pin.auth(), &t.label)
+        .map_err(call("init token"))?;
+    let slot = find_slot(&p, &t.label)?;
+    let s = p.open_rw_session(slot).map_err(call("open session"))?;
+    s.login(UserType::So, Some(&so_pin.auth()))
+        .map_err(|source| HsmError::Login {
+            token: t.label.clone(),
+            source,
+        })?;
+    s.init_pin(&user_pin.auth())
+        .map_err(call("init user PIN"))?;
+    s.logout().map_err(call("logout"))?;
+    Ok(true)
+}
+
+/// Opens a read-write user session on a token.
+///
+/// # Errors
+/// Missing token or wrong PIN.
+pub fn login(t: &TokenRef, pin: &Pin) -> Result<Session, HsmError> {
+    let p = module(&t.module)?;
+    let slot = find_slot(&p, &t.label)?;
+    let s = p.open_rw_session(slot).map_err(call("open session"))?;
+    match s.login(UserType::User, Some(&pin.auth())) {
+        Ok(()) => Ok(s),
+        // Another session of this process already logged the token in.
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+            Ok(s)
+        }
+        Err(source) => Err(HsmError::Login {
+            token: t.label.clone(),
+            source,
+        }),
+    }
+}
+
+/// Generates a key pair on the token: the private key is sensitive, never extractable and
+/// may only sign (no decrypt, unwrap or derive). Returns the public key as SubjectPublicKeyInfo
+/// DER, and the raw form rcgen wants (EC point, or PKCS#1 RSAPublicKey).
+///
+/// # Errors
+/// The token refuses.
+pub fn generate_key(s: &Session, label: &str, alg: KeyAlgorithm) -> Result<PublicKey, HsmError> {
+    let id = label.as_bytes().to_vec();
+    let common_priv = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.clone()),
+    ];
+    let mut public = vec![
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id),
+    ];
+    let (mech, private) = match alg {
+        KeyAlgorithm::EcdsaP256 => {
+            public.push(Attribute::EcParams(P256_PARAMS.to_vec()));
+            (Mechanism::EccKeyPairGen, common_priv)
+        }
+        KeyAlgorithm::Rsa(bits) => {
+            public.push(Attribute::ModulusBits(u64::from(bits).into()));
+            public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            (Mechanism::RsaPkcsKeyPairGen, common_priv)
+        }
+    };
+    let (pub_handle, _) = s
+        .generate_key_pair(&mech, &public, &private)
+        .map_err(call("generate key pair"))?;
+    public_key(s, pub_handle, alg)
+}
+
+/// A public key read from a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    /// Algorithm.
+    pub alg: KeyAlgorithm,
+    /// EC point (04|x|y) or PKCS#1 RSAPublicKey DER.
+    pub raw: Vec<u8>,
+}
+
+fn public_key(s: &Session, h: ObjectHandle, alg: KeyAlgorithm) -> Result<PublicKey, HsmError> {
+    match alg {
+        KeyAlgorithm::EcdsaP256 => {
+            let attrs = s
+                .get_attributes(h, &[AttributeType::EcPoint])
+                .map_err(call("read EC point"))?;
+            let Some(Attribute::EcPoint(point)) = attrs.into_iter().next() else {
+                return Err(HsmError::Unsupported(
+                    "EC public key without CKA_EC_POINT".into(),
+                ));
+            };
+            // CKA_EC_POINT is a DER OCTET STRING wrapping the point (04 41 04|x|y).
+            let raw = match point.as_slice() {
+                [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest.to_vec(),
+                _ => point,
+            };
+            Ok(PublicKey { alg, raw })
+        }
+        KeyAlgorithm::Rsa(_) => {
+            let attrs = s
+                .get_attributes(h, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                .map_err(call("read RSA public key"))?;
+            let (mut n, mut e) = (Vec::new(), Vec::new());
+            for a in attrs {
+                match a {
+                    Attribute::Modulus(m) => n = m,
+                    Attribute::PublicExponent(x) => e = x,
+                    _ => {}
+                }
+            }
+            let raw = yasna::construct_der(|w| {
+                w.write_sequence(|w| {
+                    w.next().write_bigint_bytes(&n, true);
+                    w.next().write_bigint_bytes(&e, true);
+                })
+            });
+            Ok(PublicKey { alg, raw })
+        }
+    }
+}
+
+/// Finds a private key by label and tells its algorithm.
+///
+/// # Errors
+/// No such key.
+pub fn find_private_key(
+    s: &Session,
+    label: &str,
+) -> Result<(ObjectHandle, KeyAlgorithm), HsmError> {
+    let found = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(call("find key"))?;
+    let h = *found.first().ok_or_else(|| HsmError::Missing {
+        what: "private key",
+        label: label.to_owned(),
+    })?;
+    let attrs = s
+        .get_attributes(h, &[AttributeType::KeyType, AttributeType::ModulusBits])
+        .map_err(call("read key type"))?;
+    let mut alg = None;
+    let mut bits = 2048;
+    for a in attrs {
+        match a {
+            Attribute::KeyType(k) if k == KeyType::EC => alg = Some(KeyAlgorithm::EcdsaP256),
+            Attribute::KeyType(k) if k == KeyType::RSA => alg = alg.or(Some(KeyAlgorithm::Rsa(0))),
+            Attribute::ModulusBits(b) => bits = u32::try_from(u64::from(b)).unwrap_or(2048),
+            _ => {}
+        }
+    }
+    match alg {
+        Some(KeyAlgorithm::Rsa(_)) => Ok((h, KeyAlgorithm::Rsa(bits))),
+        Some(a) => Ok((h, a)),
+        None => Err(HsmError::Unsupported(format!(
+            "key `{label}` is neither EC nor RSA"
+        ))),
+    }
+}
+
+/// The public half of a labelled key pair.
+///
+/// # Errors
+/// No such key.
+pub fn find_public_key(s: &Session, label: &str, alg: KeyAlgorithm) -> Result<PublicKey, HsmError> {
+    let found = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(call("find public key"))?;
+    let h = *found.first().ok_or_else(|| HsmError::Missing {
+        what: "public key",
+        label: label.to_owned(),
+    })?;
+    public_key(s, h, alg)
+}
+
+/// Stores a certificate object (X.509, DER) under a label, replacing one with that label.
+///
+/// # Errors
+/// The token refuses.
+pub fn store_certificate(s: &Session, label: &str, der: &[u8]) -> Result<(), HsmError> {
+    for old in s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(call("find certificate"))?
+    {
+        s.destroy_object(old)
+            .map_err(call("remove old certificate"))?;
+    }
+    let subject = x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c.subject().as_raw().to_vec())
+        .map_err(|e| HsmError::Unsupported(format!("certificate does not parse: {e}")))?;
+    s.create_object(&[
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::CertificateType(CertificateType::X_509),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(label.as_bytes().to_vec()),
+        Attribute::Subject(subject),
+        Attribute::Value(der.to_vec()),
+    ])
+    .map_err(call("store certificate"))?;
+    Ok(())
+}
+
+/// Reads the certificate stored under a label.
+///
+/// # Errors
+/// No such certificate.
+pub fn certificate(s: &Session, label: &str) -> Result<Vec<u8>, HsmError> {
+    let found = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(call("find certificate"))?;
+    let h = *found.first().ok_or_else(|| HsmError::Missing {
+        what: "certificate",
+        label: label.to_owned(),
+    })?;
+    match s
+        .get_attributes(h, &[AttributeType::Value])
+        .map_err(call("read certificate"))?
+        .into_iter()
+        .next()
+    {
+        Some(Attribute::Value(v)) => Ok(v),
+        _ => Err(HsmError::Missing {
+            what: "certificate",
+            label: label.to_owned(),
+        }),
+    }
+}
+
+/// Labels of every certificate object on the token.
+///
+/// # Errors
+/// The token refuses.
+pub fn certificate_labels(s: &Session) -> Result<Vec<String>, HsmError> {
+    let mut out = Vec::new();
+    for h in s
+        .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])
+        .map_err(call("list certificates"))?
+    {
+        if let Some(Attribute::Label(l)) = s
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(call("read label"))?
+            .into_iter()
+            .next()
+        {
+            out.push(String::from_utf8_lossy(&l).into_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// How a signature is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignMode {
+    /// ECDSA P-256 over SHA-256; returns DER (r, s).
+    EcdsaSha256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RsaPkcs1Sha256,
+    /// RSASSA-PSS with SHA-256, MGF1-SHA-256, 32-byte salt.
+    RsaPssSha256,
+}
+
+impl SignMode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::EcdsaSha256 => "CKM_ECDSA(SHA-256)",
+            Self::RsaPkcs1Sha256 => "CKM_SHA256_RSA_PKCS",
+            Self::RsaPssSha256 => "CKM_SHA256_RSA_PKCS_PSS",
+        }
+    }
+}
+
+/// Signs on one session.
+///
+/// # Errors
+/// The token refuses or is gone.
+pub fn sign_with(
+    s: &Session,
+    key: ObjectHandle,
+    mode: SignMode,
+    message: &[u8],
+) -> Result<Vec<u8>, HsmError> {
+    match mode {
+        SignMode::EcdsaSha256 => {
+            let digest = Sha256::digest(message);
+            let raw = s
+                .sign(&Mechanism::Ecdsa, key, &digest)
+                .map_err(call("sign"))?;
+            ecdsa_der(&raw)
+        }
+        SignMode::RsaPkcs1Sha256 => s
+            .sign(&Mechanism::Sha256RsaPkcs, key, message)
+            .map_err(call("sign")),
+        SignMode::RsaPssSha256 => {
+            let params = PkcsPssParams {
+                hash_alg: MechanismType::SHA256,
+                mgf: PkcsMgfType::MGF1_SHA256,
+                s_len: 32u64.into(),
+            };
+            s.sign(&Mechanism::Sha256RsaPkcsPss(params), key, message)
+                .map_err(call("sign"))
+        }
+    }
+}
+
+/// PKCS#11 returns ECDSA signatures as r|s; TLS and X.509 want DER SEQUENCE { r, s }.
+fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, HsmError> {
+    if raw.is_empty() || raw.len() % 2 != 0 {
+        return Err(HsmError::Unsupported(format!(
+            "ECDSA signature of {} bytes",
+            raw.len()
+        )));
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    Ok(yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_bigint_bytes(r, true);
+            w.next().write_bigint_bytes(s, true);
+        })
+    }))
+}
+
+/// Signature counters, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct SignStats {
+    /// Signatures made.
+    pub ok: AtomicU64,
+    /// Signatures that failed on every token.
+    pub failed: AtomicU64,
+}
+
+struct Slotted {
+    token: TokenRef,
+    idle: Mutex<Vec<Session>>,
+}
+
+/// Logged-in sessions on one or more tokens for signing with one key label. Blocking: call
+/// it from a blocking thread, never from the async reactor.
+pub struct SigningPool {
+    tokens: Vec<Slotted>,
+    pin: Pin,
+    label: String,
+    max_idle: usize,
+    /// Counters.
+    pub stats: SignStats,
+}
+
+impl fmt::Debug for SigningPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningPool")
+            .field("label", &self.label)
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl SigningPool {
+    /// A pool for `label` over `tokens` (tried in order).
+    pub fn new(tokens: Vec<TokenRef>, pin: Pin, label: &str, max_idle: usize) -> Self {
+        Self {
+            tokens: tokens
+                .into_iter()
+                .map(|token| Slotted {
+                    token,
+                    idle: Mutex::new(Vec::new()),
+                })
+                .collect(),
+            pin,
+            label: label.to_owned(),
+            max_idle: max_idle.max(1),
+            stats: SignStats::default(),
+        }
+    }
+
+    /// Key label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Signs `message`, trying each token in order; a session that fails is dropped (a token
+    /// that comes back gets new sessions and a new login on the next call).
+    ///
+    /// # Errors
+    /// No token could sign.
+    pub fn sign(&self, mode: SignMode, message: &[u8], now: Instant) -> Result<Vec<u8>, HsmError> {
+        let mut last = None;
+        for t in &self.tokens {
+            let session = t.idle.lock().ok().and_then(|mut v| v.pop());
+            let session = match session {
+                Some(s) => s,
+                None => match login(&t.token, &self.pin) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                },
+            };
+            let result = find_private_key(&session, &self.label)
+                .and_then(|(key, _)| sign_with(&session, key, mode, message));
+            let micros = crate::server::clock::now()
+                .saturating_duration_since(now)
+                .as_micros();
+            match result {
+                Ok(sig) => {
+                    self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                    info!(target: "audit", event = "hsm_sign", key = %self.label, token = %t.token.label, mechanism = mode.name(), result = "ok", duration_us = micros as u64, "HSM signature");
+                    if let Ok(mut idle) = t.idle.lock() {
+                        if idle.len() < self.max_idle {
+                            idle.push(session);
+                        }
+                    }
+                    return Ok(sig);
+                }
+                Err(e) => {
+                    warn!(target: "audit", event = "hsm_sign", key = %self.label, token = %t.token.label, mechanism = mode.name(), result = "error", error = %e, duration_us = micros as u64, "HSM signature failed");
+                    last = Some(e);
+                }
+            }
+        }
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        Err(last.unwrap_or_else(|| HsmError::Unavailable(self.label.clone())))
+    }
+}
