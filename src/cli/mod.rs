@@ -2,6 +2,7 @@
 
 mod bench;
 pub mod demo;
+pub mod pki;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +44,7 @@ enum Command {
     },
     /// Certificates and keys.
     #[command(subcommand)]
-    Pki(PkiCommand),
+    Pki(pki::PkiCommand),
     /// Load generator: complete EAP-TLS authentications against a RADIUS server.
     Bench(Box<bench::BenchArgs>),
     /// Make a dev PKI, start a server, authenticate the demo devices with eapol_test.
@@ -54,17 +55,6 @@ enum Command {
         /// The eapol_test binary.
         #[arg(long, default_value = "eapol_test")]
         eapol_test: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum PkiCommand {
-    /// Write a development PKI (root and issuing CA, ECDSA and RSA server certs, demo
-    /// devices) as PEM files. Not for production.
-    Dev {
-        /// Folder to write to.
-        #[arg(long)]
-        dir: PathBuf,
     },
 }
 
@@ -94,11 +84,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Check { config } => check(&config),
         Command::Demo { dir, eapol_test } => rt.block_on(demo::run(&dir, &eapol_test)),
         Command::Bench(args) => rt.block_on(bench::run(*args)),
-        Command::Pki(PkiCommand::Dev { dir }) => {
-            crate::pki::dev::generate(&dir, time::OffsetDateTime::now_utc())?;
-            info!(dir = %dir.display(), "dev PKI written");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Pki(cmd) => pki::run(cmd),
     }
 }
 

@@ -16,10 +16,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
+use rustls::sign::CertifiedKey;
+
 use crate::eap::SessionConfig;
+use crate::pki::ca::{CaError, ServerMaterial, TokenCa};
+use crate::pki::hsm::{Pin, SigningPool, TokenRef};
 use crate::radius::dictionary::Dictionary;
 use crate::radius::SharedSecret;
-use crate::tls::{self, TlsVersion};
+use crate::tls::hsm_key::{HsmSigningKey, RotatingResolver};
+use crate::tls::{self, ServerKey, TlsVersion};
 
 /// Largest fragment: keeps an Access-Challenge well under 4096 bytes.
 pub const MAX_FRAGMENT_SIZE: u64 = 3000;
@@ -108,6 +113,84 @@ pub struct Config {
     pub inline_secrets: Vec<String>,
     /// Attribute names for logs.
     pub dictionary: Arc<Dictionary>,
+    /// The token holding the server key and trust anchors, when `[pki]` is set.
+    pub pki: Option<Arc<PkiRuntime>>,
+}
+
+/// The server key in a token, as the running server uses it.
+pub struct PkiRuntime {
+    /// Token and PIN.
+    pub ca: TokenCa,
+    /// Further tokens holding the same keys.
+    pub fallbacks: Vec<TokenRef>,
+    /// Idle signing sessions kept per token.
+    pub sessions: usize,
+    /// Deadline for a TLS step that signs on the token.
+    pub sign_timeout: Duration,
+    /// How often the token is checked for a rotated server key.
+    pub rotation_check: Duration,
+    /// Hands rustls the current certificate and key.
+    pub resolver: Arc<RotatingResolver>,
+    /// Label of the server key in use, and its signing pool.
+    pub current: std::sync::Mutex<(String, Arc<SigningPool>)>,
+}
+
+impl fmt::Debug for PkiRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PkiRuntime")
+            .field("token", &self.ca.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PkiRuntime {
+    /// Loads the newest server key from the token and makes rustls's view of it.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn load_server_key(
+        ca: &TokenCa,
+        fallbacks: &[TokenRef],
+        sessions: usize,
+    ) -> Result<(ServerMaterial, Arc<SigningPool>, Arc<CertifiedKey>), CaError> {
+        let m = ca.server_material()?;
+        let mut tokens = vec![ca.token.clone()];
+        tokens.extend(fallbacks.iter().cloned());
+        let pool = Arc::new(SigningPool::new(tokens, ca.pin.clone(), &m.label, sessions));
+        let chain = m
+            .chain
+            .iter()
+            .map(|d| CertificateDer::from(d.clone()))
+            .collect();
+        let key = Arc::new(CertifiedKey::new(
+            chain,
+            Arc::new(HsmSigningKey::new(pool.clone(), m.alg)),
+        ));
+        Ok((m, pool, key))
+    }
+
+    /// Switches to a newer server key on the token, if there is one. Blocking.
+    ///
+    /// # Errors
+    /// Token errors (the current key stays in use).
+    pub fn refresh(&self) -> Result<Option<String>, CaError> {
+        let (m, pool, key) = Self::load_server_key(&self.ca, &self.fallbacks, self.sessions)?;
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| CaError::NotInitialised("poisoned".into()))?;
+        if current.0 == m.label {
+            return Ok(None);
+        }
+        self.resolver.set(key);
+        *current = (m.label.clone(), pool);
+        Ok(Some(m.label))
+    }
+
+    /// The signing pool of the key in use.
+    pub fn pool(&self) -> Option<Arc<SigningPool>> {
+        self.current.lock().ok().map(|c| c.1.clone())
+    }
 }
 
 struct Ctx<'a> {
@@ -232,7 +315,8 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         1..301,
     );
 
-    let eap = tls_settings(ctx, &raw.tls);
+    let pki = raw.pki.as_ref().and_then(|p| pki_settings(ctx, p));
+    let eap = tls_settings(ctx, &raw.tls, raw.pki.as_ref(), pki.as_ref());
     let dictionary = load_dictionary(ctx, s.dictionary.as_ref());
 
     let vlan = raw.authorization.vlan.as_ref().map(|v| {
@@ -336,6 +420,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         clients,
         inline_secrets,
         dictionary: Arc::new(dictionary?),
+        pki,
     })
 }
 
@@ -369,7 +454,74 @@ fn parse_network(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-fn tls_settings(ctx: &mut Ctx<'_>, t: &raw::RawTls) -> Option<Arc<SessionConfig>> {
+fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
+    let sessions = ctx.bounded(&p.sessions, "pki.sessions", 1..65);
+    let sign_timeout = ctx.bounded(&p.sign_timeout_ms, "pki.sign_timeout_ms", 50..60_001);
+    let rotation = ctx.bounded(&p.rotation_check_secs, "pki.rotation_check_secs", 1..86_401);
+    let pin = match &p.pin_file {
+        Some(f) => match std::fs::read_to_string(ctx.path(f.get_ref())) {
+            Ok(t) => Pin::new(t),
+            Err(e) => {
+                ctx.err(
+                    f.span(),
+                    "pki.pin_file",
+                    format!("cannot read {}: {e}", ctx.path(f.get_ref()).display()),
+                );
+                return None;
+            }
+        },
+        None => match std::env::var(p.pin_env.get_ref()) {
+            Ok(v) => Pin::new(v),
+            Err(_) => {
+                ctx.err(
+                    p.pin_env.span(),
+                    "pki.pin_env",
+                    format!(
+                        "no PIN: set pin_file or the environment variable {}",
+                        p.pin_env.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let token = |m: &Spanned<String>, t: &Spanned<String>| TokenRef {
+        module: PathBuf::from(m.get_ref()),
+        label: t.get_ref().clone(),
+    };
+    let ca = TokenCa {
+        token: token(&p.module, &p.token),
+        pin,
+    };
+    let fallbacks: Vec<TokenRef> = p
+        .fallback
+        .iter()
+        .map(|f| token(&f.module, &f.token))
+        .collect();
+    let sessions = usize::try_from(sessions).unwrap_or(4);
+    match PkiRuntime::load_server_key(&ca, &fallbacks, sessions) {
+        Ok((m, pool, key)) => Some(Arc::new(PkiRuntime {
+            ca,
+            fallbacks,
+            sessions,
+            sign_timeout: Duration::from_millis(sign_timeout),
+            rotation_check: Duration::from_secs(rotation),
+            resolver: Arc::new(RotatingResolver::new(key)),
+            current: std::sync::Mutex::new((m.label, pool)),
+        })),
+        Err(e) => {
+            ctx.err(p.token.span(), "pki.token", e.to_string());
+            None
+        }
+    }
+}
+
+fn tls_settings(
+    ctx: &mut Ctx<'_>,
+    t: &raw::RawTls,
+    raw_pki: Option<&raw::RawPki>,
+    pki: Option<&Arc<PkiRuntime>>,
+) -> Option<Arc<SessionConfig>> {
     let fragment_size = ctx.bounded(
         &t.fragment_size,
         "tls.fragment_size",
@@ -396,35 +548,74 @@ fn tls_settings(ctx: &mut Ctx<'_>, t: &raw::RawTls) -> Option<Arc<SessionConfig>
             "at least one TLS version is needed",
         );
     }
-    let chain = load_certs(ctx, &t.certificate, "tls.certificate");
-    let key = match PrivateKeyDer::from_pem_file(ctx.path(t.private_key.get_ref())) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            ctx.err(
-                t.private_key.span(),
-                "tls.private_key",
-                format!("{}: {e}", ctx.path(t.private_key.get_ref()).display()),
-            );
-            None
+    let (key, cas) = if raw_pki.is_some() {
+        for (set, span, key) in [
+            (t.certificate.as_ref().map(Spanned::span), "tls.certificate"),
+            (t.private_key.as_ref().map(Spanned::span), "tls.private_key"),
+            (t.ca.as_ref().map(Spanned::span), "tls.ca"),
+        ]
+        .map(|(s, k)| (s.is_some(), s.unwrap_or(0..0), k))
+        {
+            if set {
+                ctx.err(span, key, "with [pki] the server key, its certificate and the trust anchors come from the token: remove this");
+            }
         }
+        let pki = pki?;
+        let m = pki.ca.server_material().ok()?;
+        (
+            ServerKey::Resolver(pki.resolver.clone()),
+            vec![CertificateDer::from(m.root)],
+        )
+    } else {
+        let missing = |ctx: &mut Ctx<'_>, key: &str| {
+            ctx.err(0..0, key, "required (or configure [pki] to use a token)")
+        };
+        let chain = match &t.certificate {
+            Some(c) => load_certs(ctx, c, "tls.certificate"),
+            None => {
+                missing(ctx, "tls.certificate");
+                None
+            }
+        };
+        let key = match &t.private_key {
+            Some(k) => match PrivateKeyDer::from_pem_file(ctx.path(k.get_ref())) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    ctx.err(
+                        k.span(),
+                        "tls.private_key",
+                        format!("{}: {e}", ctx.path(k.get_ref()).display()),
+                    );
+                    None
+                }
+            },
+            None => {
+                missing(ctx, "tls.private_key");
+                None
+            }
+        };
+        let mut cas = Vec::new();
+        match &t.ca {
+            Some(ca) if !ca.get_ref().is_empty() => {
+                for p in ca.get_ref() {
+                    let spanned = Spanned::new(ca.span(), p.clone());
+                    cas.extend(load_certs(ctx, &spanned, "tls.ca").unwrap_or_default());
+                }
+            }
+            Some(ca) => ctx.err(
+                ca.span(),
+                "tls.ca",
+                "at least one CA file is needed to verify devices",
+            ),
+            None => missing(ctx, "tls.ca"),
+        }
+        (ServerKey::Files(chain?, key?), cas)
     };
-    let mut cas = Vec::new();
-    for p in t.ca.get_ref() {
-        let spanned = Spanned::new(t.ca.span(), p.clone());
-        cas.extend(load_certs(ctx, &spanned, "tls.ca").unwrap_or_default());
-    }
-    if t.ca.get_ref().is_empty() {
-        ctx.err(
-            t.ca.span(),
-            "tls.ca",
-            "at least one CA file is needed to verify devices",
-        );
-    }
-    let (chain, key) = (chain?, key?);
     if versions.is_empty() || cas.is_empty() {
         return None;
     }
-    match tls::server_config(chain, key, &cas, &versions) {
+    let span = t.certificate.as_ref().map_or(0..0, Spanned::span);
+    match tls::server_config_with(key, &cas, &versions) {
         Ok(tls) => Some(Arc::new(SessionConfig {
             tls: Arc::new(tls),
             fragment_size: usize::try_from(fragment_size).unwrap_or(1024),
@@ -432,11 +623,7 @@ fn tls_settings(ctx: &mut Ctx<'_>, t: &raw::RawTls) -> Option<Arc<SessionConfig>
             max_rounds: u32::try_from(max_rounds).unwrap_or(100),
         })),
         Err(e) => {
-            ctx.err(
-                t.certificate.span(),
-                "tls",
-                format!("certificate, key or CA refused: {e}"),
-            );
+            ctx.err(span, "tls", format!("certificate, key or CA refused: {e}"));
             None
         }
     }

@@ -16,6 +16,56 @@ pub(crate) struct RawConfig {
     pub(crate) authorization: RawAuthorization,
     #[serde(default)]
     pub(crate) client: Vec<RawClient>,
+    pub(crate) pki: Option<RawPki>,
+}
+
+/// `[pki]`: the server key and trust anchors live in a PKCS#11 token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPki {
+    #[serde(default = "default_module")]
+    pub(crate) module: Spanned<String>,
+    #[serde(default = "default_token")]
+    pub(crate) token: Spanned<String>,
+    pub(crate) pin_file: Option<Spanned<String>>,
+    #[serde(default = "default_pin_env")]
+    pub(crate) pin_env: Spanned<String>,
+    #[serde(default = "default_sessions")]
+    pub(crate) sessions: Spanned<u64>,
+    #[serde(default = "default_sign_timeout_ms")]
+    pub(crate) sign_timeout_ms: Spanned<u64>,
+    #[serde(default = "default_rotation_check_secs")]
+    pub(crate) rotation_check_secs: Spanned<u64>,
+    #[serde(default)]
+    pub(crate) fallback: Vec<RawToken>,
+}
+
+/// A further token holding the same keys, tried when the first fails.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawToken {
+    #[serde(default = "default_module")]
+    pub(crate) module: Spanned<String>,
+    pub(crate) token: Spanned<String>,
+}
+
+fn default_module() -> Spanned<String> {
+    unspanned("/usr/lib/softhsm/libsofthsm2.so".to_owned())
+}
+fn default_token() -> Spanned<String> {
+    unspanned("anchord".to_owned())
+}
+fn default_pin_env() -> Spanned<String> {
+    unspanned("ANCHORD_HSM_PIN".to_owned())
+}
+fn default_sessions() -> Spanned<u64> {
+    unspanned(4)
+}
+fn default_sign_timeout_ms() -> Spanned<u64> {
+    unspanned(2000)
+}
+fn default_rotation_check_secs() -> Spanned<u64> {
+    unspanned(30)
 }
 
 /// `[server]`.
@@ -78,9 +128,9 @@ fn default_duplicate_window_secs() -> Spanned<u64> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
-    pub(crate) certificate: Spanned<String>,
-    pub(crate) private_key: Spanned<String>,
-    pub(crate) ca: Spanned<Vec<String>>,
+    pub(crate) certificate: Option<Spanned<String>>,
+    pub(crate) private_key: Option<Spanned<String>>,
+    pub(crate) ca: Option<Spanned<Vec<String>>>,
     #[serde(default = "default_versions")]
     pub(crate) versions: Spanned<Vec<String>>,
     #[serde(default = "default_fragment_size")]

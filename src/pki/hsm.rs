@@ -142,6 +142,39 @@ pub fn module(path: &Path) -> Result<Arc<Pkcs11>, HsmError> {
     Ok(p)
 }
 
+/// Finalises and re-initialises a module so that it scans its slots again: how a token that
+/// was removed (or a module that failed) comes back without restarting the server. Every
+/// session of this process on the module becomes invalid. At most once a second per module.
+///
+/// # Errors
+/// The module cannot be re-initialised.
+pub fn reinitialize(path: &Path, now: Instant) -> Result<bool, HsmError> {
+    static LAST: Mutex<Vec<(PathBuf, Instant)>> = Mutex::new(Vec::new());
+    {
+        let mut last = LAST
+            .lock()
+            .map_err(|_| HsmError::Unsupported("reinit table poisoned".into()))?;
+        match last.iter_mut().find(|(p, _)| p == path) {
+            Some((_, at))
+                if now.saturating_duration_since(*at) < std::time::Duration::from_secs(1) =>
+            {
+                return Ok(false)
+            }
+            Some((_, at)) => *at = now,
+            None => last.push((path.to_path_buf(), now)),
+        }
+    }
+    let m = module(path)?;
+    // C_Finalize fails if the module was never initialised; either way initialise afresh.
+    let _ = Pkcs11::clone(&m).finalize();
+    m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|source| HsmError::Module {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(true)
+}
+
 /// Finds the slot holding the token labelled `label`.
 ///
 /// # Errors
@@ -616,6 +649,23 @@ impl SigningPool {
             }
         }
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        // No token could sign. Unless the PIN is wrong (a restart with the right one is
+        // needed), drop our sessions and re-initialise the modules so that a token that
+        // comes back is found again; this request still fails closed.
+        if !matches!(last, Some(HsmError::Login { .. })) {
+            for t in &self.tokens {
+                if let Ok(mut idle) = t.idle.lock() {
+                    idle.clear();
+                }
+                match reinitialize(&t.token.module, crate::server::clock::now()) {
+                    Ok(true) => {
+                        warn!(module = %t.token.module.display(), "PKCS#11 module re-initialised to find the token again")
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "PKCS#11 module re-initialisation failed"),
+                }
+            }
+        }
         Err(last.unwrap_or_else(|| HsmError::Unavailable(self.label.clone())))
     }
 }

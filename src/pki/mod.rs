@@ -1,5 +1,6 @@
 //! Certificates and keys. [`dev`] makes the development/test PKI; the HSM-held CA and
 //! OCSP land here in later issues.
 
+pub mod ca;
 pub mod dev;
 pub mod hsm;

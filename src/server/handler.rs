@@ -108,8 +108,7 @@ async fn access_request(
             }
         },
         Some(state) => {
-            let Some(mut entry) = shared.sessions.take(state).filter(|e| e.nas == client.name)
-            else {
+            let Some(entry) = shared.sessions.take(state).filter(|e| e.nas == client.name) else {
                 shared.metrics.inc("reject_unknown_state");
                 info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
                 return Some(reject(
@@ -117,7 +116,18 @@ async fn access_request(
                     EapPacket::outcome(EapCode::Failure, eap.identifier),
                 ));
             };
-            match entry.session.handle(Event::Response(&eap)) {
+            let (entry, result) = match step_session(config, entry, eap.clone()).await {
+                Some(r) => r,
+                None => {
+                    shared.metrics.inc("reject_hsm_timeout");
+                    warn!(nas = %client.name, outcome = "reject", reason = "hsm_timeout", "access rejected: the token did not sign in time");
+                    return Some(reject(
+                        req,
+                        EapPacket::outcome(EapCode::Failure, eap.identifier),
+                    ));
+                }
+            };
+            match result {
                 Ok(action) => Step { entry, action },
                 Err(e) if e.is_discard() => {
                     shared.metrics.inc(e.reason());
@@ -249,6 +259,28 @@ fn start(
         vlan: None,
     };
     Ok(Step { entry, action })
+}
+
+/// Feeds a response to the session. With the server key in a token, a TLS step may sign
+/// through PKCS#11, which blocks: it runs on the blocking pool with a deadline, and a missed
+/// deadline fails closed (`None`: the conversation is dropped and the device rejected).
+async fn step_session(
+    config: &Config,
+    mut entry: SessionEntry,
+    eap: EapPacket,
+) -> Option<(SessionEntry, Result<Action, EapError>)> {
+    let Some(pki) = &config.pki else {
+        let result = entry.session.handle(Event::Response(&eap));
+        return Some((entry, result));
+    };
+    let work = tokio::task::spawn_blocking(move || {
+        let result = entry.session.handle(Event::Response(&eap));
+        (entry, result)
+    });
+    tokio::time::timeout(pki.sign_timeout, work)
+        .await
+        .ok()?
+        .ok()
 }
 
 fn eap_identifier(bytes: &[u8]) -> u8 {

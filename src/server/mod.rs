@@ -164,6 +164,7 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let watcher = tokio::spawn(watch_rotation(self.shared.clone(), shutdown.clone()));
         let mut result = Ok(());
         while let Some(r) = loops.join_next().await {
             if let Ok(Err(e)) = r {
@@ -171,8 +172,43 @@ impl Server {
                 result = Err(e);
             }
         }
+        watcher.abort();
         info!(counters = ?self.shared.metrics.snapshot(), "stopped");
         result
+    }
+}
+
+/// Checks the token for a rotated server key (`anchord pki rotate-server`) and switches to
+/// it; handshakes already under way keep the key they started with.
+async fn watch_rotation(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let Some(pki) = shared.live().config.pki.clone() else {
+            // No token now; a reload may add one.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                () = shutdown.cancelled() => return,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pki.rotation_check) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let check = pki.clone();
+        match tokio::task::spawn_blocking(move || check.refresh()).await {
+            Ok(Ok(Some(label))) => info!(key = %label, "server key rotated: new handshakes use it"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "checking the token for a rotated server key failed; keeping the current key");
+                // The token may be gone: re-initialise the module so that it is found again
+                // as soon as it is back, before the next device needs a signature.
+                let module = pki.ca.token.module.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::pki::hsm::reinitialize(&module, clock::now())
+                })
+                .await;
+            }
+            Err(e) => warn!(error = %e, "rotation check task failed"),
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! additionally refuses device certificates that carry no EKU at all, since webpki accepts
 //! those for any purpose. Resumption is off: every authentication runs the full checks.
 
+pub mod hsm_key;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -27,13 +29,33 @@ pub enum TlsVersion {
     V1_3,
 }
 
-/// Builds the server's rustls configuration.
+/// Where the server's certificate and key come from.
+pub enum ServerKey {
+    /// PEM files: chain and private key.
+    Files(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    /// A resolver whose key lives in an HSM.
+    Resolver(Arc<dyn rustls::server::ResolvesServerCert>),
+}
+
+/// Builds the server's rustls configuration from files.
 ///
 /// # Errors
 /// A CA certificate rustls cannot use, or a key that does not match the certificate.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    cas: &[CertificateDer<'static>],
+    versions: &[TlsVersion],
+) -> Result<ServerConfig, Error> {
+    server_config_with(ServerKey::Files(chain, key), cas, versions)
+}
+
+/// Builds the server's rustls configuration.
+///
+/// # Errors
+/// A CA certificate rustls cannot use, or a key that does not match the certificate.
+pub fn server_config_with(
+    key: ServerKey,
     cas: &[CertificateDer<'static>],
     versions: &[TlsVersion],
 ) -> Result<ServerConfig, Error> {
@@ -52,10 +74,13 @@ pub fn server_config(
             TlsVersion::V1_3 => &rustls::version::TLS13,
         })
         .collect();
-    let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&versions)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_client_cert_verifier(verifier);
+    let mut cfg = match key {
+        ServerKey::Files(chain, key) => builder.with_single_cert(chain, key)?,
+        ServerKey::Resolver(r) => builder.with_cert_resolver(r),
+    };
     // Our order, not the device's: supplicants list AES-256/SHA-384 first, but EAP-TLS moves
     // a few kilobytes, so the handshake hash dominates and SHA-256 (hardware-accelerated on
     // most CPUs) is the cheaper equally safe choice.

@@ -1,0 +1,439 @@
+//! A two-tier CA whose keys live in a PKCS#11 token: root CA, issuing CA and the RADIUS
+//! server's TLS key, each generated on the token (sensitive, non-extractable, sign only),
+//! with the CA and server certificates stored on the token as certificate objects.
+//!
+//! Labels on the token: `anchord-root-ca`, `anchord-issuing-ca`, and `anchord-server@N`
+//! for server key version N (rotation adds N+1 and keeps N, so a running server can switch
+//! without a window where certificate and key disagree).
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, CustomExtension, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, RemoteKeyPair, SanType, SerialNumber,
+    SignatureAlgorithm,
+};
+use rustls::pki_types::CertificateDer;
+use time::{Duration, OffsetDateTime};
+
+use super::hsm::{self, HsmError, KeyAlgorithm, Pin, PublicKey, SignMode, TokenRef};
+
+/// Root CA label.
+pub const ROOT: &str = "anchord-root-ca";
+/// Issuing CA label.
+pub const ISSUING: &str = "anchord-issuing-ca";
+/// Prefix of server key/certificate labels; the version follows.
+pub const SERVER_PREFIX: &str = "anchord-server@";
+
+/// Errors of CA operations.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// The token failed.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// The token already holds a CA.
+    #[error("token `{0}` already holds an anchord CA (use `pki rotate-server` or a new token)")]
+    AlreadyInitialised(String),
+    /// The token holds no anchord CA.
+    #[error("token `{0}` holds no anchord CA: run `anchord pki init` first")]
+    NotInitialised(String),
+    /// Writing output files failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A token and the PIN to use it.
+#[derive(Debug, Clone)]
+pub struct TokenCa {
+    /// The token.
+    pub token: TokenRef,
+    /// User PIN.
+    pub pin: Pin,
+}
+
+/// rcgen signs through this: the key stays on the token.
+struct TokenKey {
+    ca: TokenCa,
+    label: String,
+    public: PublicKey,
+}
+
+impl TokenKey {
+    fn rcgen_alg(&self) -> &'static SignatureAlgorithm {
+        match self.public.alg {
+            KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::Rsa(_) => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+}
+
+impl RemoteKeyPair for TokenKey {
+    fn public_key(&self) -> &[u8] {
+        &self.public.raw
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let mode = match self.public.alg {
+            KeyAlgorithm::EcdsaP256 => SignMode::EcdsaSha256,
+            KeyAlgorithm::Rsa(_) => SignMode::RsaPkcs1Sha256,
+        };
+        let s =
+            hsm::login(&self.ca.token, &self.ca.pin).map_err(|_| rcgen::Error::RemoteKeyError)?;
+        let (key, _) =
+            hsm::find_private_key(&s, &self.label).map_err(|_| rcgen::Error::RemoteKeyError)?;
+        hsm::sign_with(&s, key, mode, msg).map_err(|_| rcgen::Error::RemoteKeyError)
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.rcgen_alg()
+    }
+}
+
+/// What `init` made.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// True if the token itself was created.
+    pub token_created: bool,
+    /// Labels of the keys and certificates made.
+    pub labels: Vec<String>,
+}
+
+/// One certificate on the token, for `pki status`.
+#[derive(Debug, Clone)]
+pub struct CertStatus {
+    /// Object label.
+    pub label: String,
+    /// Subject DN.
+    pub subject: String,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// Fraction of the lifetime used at `now`.
+    pub used: f64,
+}
+
+impl CertStatus {
+    /// Past 2/3 of its lifetime: time to renew.
+    pub fn in_renewal_window(&self) -> bool {
+        self.used >= 2.0 / 3.0
+    }
+}
+
+impl TokenCa {
+    fn session(&self) -> Result<cryptoki::session::Session, HsmError> {
+        hsm::login(&self.token, &self.pin)
+    }
+
+    fn remote(&self, label: &str) -> Result<KeyPair, CaError> {
+        let s = self.session()?;
+        let (_, alg) = hsm::find_private_key(&s, label)?;
+        let public = hsm::find_public_key(&s, label, alg)?;
+        Ok(KeyPair::from_remote(Box::new(TokenKey {
+            ca: self.clone(),
+            label: label.to_owned(),
+            public,
+        }))?)
+    }
+
+    /// rcgen's view of a CA stored on the token (re-signed in memory to get an issuer
+    /// object; only its name and key are used).
+    fn issuer(&self, label: &str) -> Result<(Certificate, KeyPair, Vec<u8>), CaError> {
+        let der = hsm::certificate(&self.session()?, label)?;
+        let key = self.remote(label)?;
+        let params = CertificateParams::from_ca_cert_der(&CertificateDer::from(der.clone()))?;
+        let cert = params.self_signed(&key)?;
+        Ok((cert, key, der))
+    }
+
+    /// Creates the token if absent and builds root CA, issuing CA and server key inside it.
+    ///
+    /// # Errors
+    /// Token errors, or a token that already holds a CA.
+    pub fn init(
+        &self,
+        so_pin: &Pin,
+        alg: KeyAlgorithm,
+        server_name: &str,
+        now: OffsetDateTime,
+    ) -> Result<InitReport, CaError> {
+        let token_created = hsm::ensure_token(&self.token, so_pin, &self.pin)?;
+        let s = self.session()?;
+        if hsm::find_private_key(&s, ROOT).is_ok() {
+            return Err(CaError::AlreadyInitialised(self.token.label.clone()));
+        }
+        hsm::generate_key(&s, ROOT, alg)?;
+        let root_key = self.remote(ROOT)?;
+        let mut p = ca_params("anchord root CA", now, 7300, None);
+        p.serial_number = Some(random_serial());
+        let root = p.self_signed(&root_key)?;
+        hsm::store_certificate(&s, ROOT, root.der())?;
+
+        hsm::generate_key(&s, ISSUING, alg)?;
+        let issuing_key = self.remote(ISSUING)?;
+        let mut p = ca_params("anchord issuing CA", now, 3650, Some(0));
+        p.serial_number = Some(random_serial());
+        let issuing = p.signed_by(&issuing_key, &root, &root_key)?;
+        hsm::store_certificate(&s, ISSUING, issuing.der())?;
+
+        let server_label =
+            self.new_server_key(&s, alg, server_name, now, &issuing, &issuing_key)?;
+        Ok(InitReport {
+            token_created,
+            labels: vec![ROOT.to_owned(), ISSUING.to_owned(), server_label],
+        })
+    }
+
+    fn new_server_key(
+        &self,
+        s: &cryptoki::session::Session,
+        alg: KeyAlgorithm,
+        server_name: &str,
+        now: OffsetDateTime,
+        issuing: &Certificate,
+        issuing_key: &KeyPair,
+    ) -> Result<String, CaError> {
+        let version = server_versions(s)?.last().copied().unwrap_or(0) + 1;
+        let label = format!("{SERVER_PREFIX}{version}");
+        hsm::generate_key(s, &label, alg)?;
+        let key = self.remote(&label)?;
+        let mut p = leaf_params(server_name, now, 730)?;
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = p.signed_by(&key, issuing, issuing_key)?;
+        hsm::store_certificate(s, &label, cert.der())?;
+        Ok(label)
+    }
+
+    /// Makes server key version N+1 with a new certificate; a running server switches to it.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn rotate_server(&self, server_name: &str, now: OffsetDateTime) -> Result<String, CaError> {
+        let s = self.session()?;
+        let (issuing, issuing_key, _) =
+            self.issuer(ISSUING).map_err(|e| self.not_initialised(e))?;
+        let (_, alg) = hsm::find_private_key(&s, ISSUING)?;
+        self.new_server_key(&s, alg, server_name, now, &issuing, &issuing_key)
+    }
+
+    fn not_initialised(&self, e: CaError) -> CaError {
+        match e {
+            CaError::Hsm(HsmError::Missing { .. }) => {
+                CaError::NotInitialised(self.token.label.clone())
+            }
+            other => other,
+        }
+    }
+
+    /// Issues a device certificate (clientAuth EKU, SANs, AIA OCSP URL when given) from the
+    /// issuing CA key on the token. The device key is made here (ECDSA P-256) and written to
+    /// `<out>/<name>.key`; the certificate and issuing CA to `<out>/<name>.pem`.
+    ///
+    /// # Errors
+    /// Token or file errors.
+    pub fn issue_device(
+        &self,
+        name: &str,
+        sans: &[String],
+        days: i64,
+        ocsp_url: Option<&str>,
+        out: &Path,
+        now: OffsetDateTime,
+    ) -> Result<(PathBuf, PathBuf), CaError> {
+        let (issuing, issuing_key, issuing_der) =
+            self.issuer(ISSUING).map_err(|e| self.not_initialised(e))?;
+        let device_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut p = leaf_params(name, now, days)?;
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut names = vec![SanType::DnsName(name.try_into()?)];
+        for san in sans {
+            names.push(SanType::DnsName(san.as_str().try_into()?));
+        }
+        p.subject_alt_names = names;
+        if let Some(url) = ocsp_url {
+            p.custom_extensions.push(aia_ocsp(url));
+        }
+        let cert = p.signed_by(&device_key, &issuing, &issuing_key)?;
+        let issuing_pem = pem("CERTIFICATE", &issuing_der);
+        let cert_path = out.join(format!("{name}.pem"));
+        let key_path = out.join(format!("{name}.key"));
+        write(&cert_path, &format!("{}{issuing_pem}", cert.pem()), false)?;
+        write(&key_path, &device_key.serialize_pem(), true)?;
+        Ok((cert_path, key_path))
+    }
+
+    /// Every certificate on the token with its validity.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn status(&self, now: OffsetDateTime) -> Result<Vec<CertStatus>, CaError> {
+        let s = self.session()?;
+        let mut out = Vec::new();
+        for label in hsm::certificate_labels(&s)? {
+            let der = hsm::certificate(&s, &label)?;
+            let Ok((_, c)) = x509_parser::parse_x509_certificate(&der) else {
+                continue;
+            };
+            let nb = c.validity().not_before.to_datetime();
+            let na = c.validity().not_after.to_datetime();
+            let life = (na - nb).as_seconds_f64().max(1.0);
+            out.push(CertStatus {
+                label,
+                subject: c.subject().to_string(),
+                not_before: nb,
+                not_after: na,
+                used: ((now - nb).as_seconds_f64() / life).clamp(0.0, 10.0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes `root-ca.pem` and `issuing-ca.pem` from the token into `out`.
+    ///
+    /// # Errors
+    /// Token or file errors.
+    pub fn export_ca(&self, out: &Path) -> Result<Vec<PathBuf>, CaError> {
+        let s = self.session()?;
+        let mut written = Vec::new();
+        for (label, file) in [(ROOT, "root-ca.pem"), (ISSUING, "issuing-ca.pem")] {
+            let der = hsm::certificate(&s, label).map_err(|e| self.not_initialised(e.into()))?;
+            let path = out.join(file);
+            write(&path, &pem("CERTIFICATE", &der), false)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// The newest server key on the token: its label, algorithm and chain (server
+    /// certificate, then the issuing CA), plus the root CA certificate (trust anchor).
+    ///
+    /// # Errors
+    /// Token errors or no server key.
+    pub fn server_material(&self) -> Result<ServerMaterial, CaError> {
+        let s = self.session()?;
+        let version = *server_versions(&s)?
+            .last()
+            .ok_or_else(|| CaError::NotInitialised(self.token.label.clone()))?;
+        let label = format!("{SERVER_PREFIX}{version}");
+        let (_, alg) = hsm::find_private_key(&s, &label)?;
+        let chain = vec![
+            hsm::certificate(&s, &label)?,
+            hsm::certificate(&s, ISSUING)?,
+        ];
+        let root = hsm::certificate(&s, ROOT)?;
+        Ok(ServerMaterial {
+            label,
+            alg,
+            chain,
+            root,
+        })
+    }
+}
+
+/// What the server needs from the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMaterial {
+    /// Server key label (`anchord-server@N`).
+    pub label: String,
+    /// Its algorithm.
+    pub alg: KeyAlgorithm,
+    /// Server certificate then issuing CA, DER.
+    pub chain: Vec<Vec<u8>>,
+    /// Root CA, DER: the trust anchor for devices.
+    pub root: Vec<u8>,
+}
+
+/// Server key versions on the token whose key and certificate both exist, ascending.
+fn server_versions(s: &cryptoki::session::Session) -> Result<Vec<u32>, HsmError> {
+    let mut v: Vec<u32> = hsm::certificate_labels(s)?
+        .iter()
+        .filter_map(|l| l.strip_prefix(SERVER_PREFIX)?.parse().ok())
+        .filter(|n| hsm::find_private_key(s, &format!("{SERVER_PREFIX}{n}")).is_ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+fn ca_params(cn: &str, now: OffsetDateTime, days: i64, path_len: Option<u8>) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "anchord");
+    p.is_ca = IsCa::Ca(path_len.map_or(
+        BasicConstraints::Unconstrained,
+        BasicConstraints::Constrained,
+    ));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = now - Duration::minutes(5);
+    p.not_after = now + Duration::days(days);
+    p
+}
+
+fn leaf_params(
+    cn: &str,
+    now: OffsetDateTime,
+    days: i64,
+) -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(vec![cn.to_owned()])?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "anchord");
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.not_before = now - Duration::minutes(5);
+    p.not_after = now + Duration::days(days);
+    p.serial_number = Some(random_serial());
+    Ok(p)
+}
+
+fn random_serial() -> SerialNumber {
+    let mut b: [u8; 16] = rand::random();
+    b[0] &= 0x7F; // positive
+    SerialNumber::from(b.to_vec())
+}
+
+/// Authority Information Access with one OCSP responder URL (RFC 5280 §4.2.2.1).
+fn aia_ocsp(url: &str) -> CustomExtension {
+    const AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+    let der = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_sequence(|w| {
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(&[
+                        1, 3, 6, 1, 5, 5, 7, 48, 1,
+                    ]));
+                w.next()
+                    .write_tagged_implicit(yasna::Tag::context(6), |w| w.write_ia5_string(url));
+            });
+        });
+    });
+    CustomExtension::from_oid_content(AIA, der)
+}
+
+fn pem(tag: &str, der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new(tag, der.to_vec()))
+}
+
+fn write(path: &Path, text: &str, secret: bool) -> Result<(), CaError> {
+    let io = |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(path, text).map_err(io)?;
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
