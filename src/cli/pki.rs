@@ -186,6 +186,33 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
         }
         PkiCommand::Status { token } => {
             let ca = token.ca()?;
+            println!(
+                "{:<22} {:<10} {:<12} {:<11} VALUE",
+                "KEY", "SENSITIVE", "EXTRACTABLE", "USES"
+            );
+            for k in ca.keys()? {
+                println!(
+                    "{:<22} {:<10} {:<12} {:<11} {}",
+                    k.label,
+                    if k.sensitive { "yes" } else { "NO" },
+                    if k.extractable || !k.never_extractable {
+                        "YES"
+                    } else {
+                        "never"
+                    },
+                    if k.other_uses {
+                        "SIGN+OTHER"
+                    } else {
+                        "sign only"
+                    },
+                    if k.value_readable {
+                        "READABLE"
+                    } else {
+                        "refused by the token"
+                    }
+                );
+            }
+            println!();
             println!("{:<22} {:<22} {:<6} SUBJECT", "LABEL", "NOT AFTER", "USED");
             for c in ca.status(now)? {
                 let warn = if c.in_renewal_window() {

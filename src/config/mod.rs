@@ -20,7 +20,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::eap::SessionConfig;
 use crate::pki::ca::{CaError, ServerMaterial, TokenCa};
-use crate::pki::hsm::{Pin, SigningPool, TokenRef};
+use crate::pki::hsm::{HsmError, Pin, SigningPool, TokenRef};
 use crate::radius::dictionary::Dictionary;
 use crate::radius::SharedSecret;
 use crate::tls::hsm_key::{HsmSigningKey, RotatingResolver};
@@ -510,7 +510,13 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
             current: std::sync::Mutex::new((m.label, pool)),
         })),
         Err(e) => {
-            ctx.err(p.token.span(), "pki.token", e.to_string());
+            // Point at the setting to fix: the PIN for a refused login, else the token.
+            let (span, key) = match (&e, &p.pin_file) {
+                (CaError::Hsm(HsmError::Login { .. }), Some(f)) => (f.span(), "pki.pin_file"),
+                (CaError::Hsm(HsmError::Login { .. }), None) => (p.pin_env.span(), "pki.pin_env"),
+                _ => (p.token.span(), "pki.token"),
+            };
+            ctx.err(span, key, e.to_string());
             None
         }
     }

@@ -11,6 +11,7 @@ use toml::Spanned;
 pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) server: RawServer,
+    #[serde(default)]
     pub(crate) tls: RawTls,
     #[serde(default)]
     pub(crate) authorization: RawAuthorization,
@@ -139,6 +140,20 @@ pub(crate) struct RawTls {
     pub(crate) max_message_size: Spanned<u64>,
     #[serde(default = "default_max_rounds")]
     pub(crate) max_rounds: Spanned<u64>,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            certificate: None,
+            private_key: None,
+            ca: None,
+            versions: default_versions(),
+            fragment_size: default_fragment_size(),
+            max_message_size: default_max_message_size(),
+            max_rounds: default_max_rounds(),
+        }
+    }
 }
 
 fn default_versions() -> Spanned<Vec<String>> {

@@ -296,6 +296,14 @@ impl TokenCa {
         Ok(out)
     }
 
+    /// Protection attributes of every private key on the token.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn keys(&self) -> Result<Vec<hsm::KeyProtection>, CaError> {
+        Ok(hsm::key_protection(&self.session()?)?)
+    }
+
     /// Writes `root-ca.pem` and `issuing-ca.pem` from the token into `out`.
     ///
     /// # Errors

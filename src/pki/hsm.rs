@@ -287,6 +287,76 @@ pub fn generate_key(s: &Session, label: &str, alg: KeyAlgorithm) -> Result<Publi
     public_key(s, pub_handle, alg)
 }
 
+/// How a private key on the token is protected, as the token reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProtection {
+    /// Label.
+    pub label: String,
+    /// CKA_SENSITIVE.
+    pub sensitive: bool,
+    /// CKA_EXTRACTABLE.
+    pub extractable: bool,
+    /// CKA_NEVER_EXTRACTABLE.
+    pub never_extractable: bool,
+    /// Usable for anything but signing (decrypt, unwrap, derive).
+    pub other_uses: bool,
+    /// The token handed out CKA_VALUE (the private key itself) when asked.
+    pub value_readable: bool,
+}
+
+/// Every private key on the token with its protection attributes; also asks for each key's
+/// CKA_VALUE to show that the token refuses it.
+///
+/// # Errors
+/// The token fails.
+pub fn key_protection(s: &Session) -> Result<Vec<KeyProtection>, HsmError> {
+    let mut out = Vec::new();
+    for h in s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .map_err(call("list keys"))?
+    {
+        let attrs = s
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Label,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::NeverExtractable,
+                    AttributeType::Decrypt,
+                    AttributeType::Unwrap,
+                    AttributeType::Derive,
+                ],
+            )
+            .map_err(call("read key attributes"))?;
+        let mut k = KeyProtection {
+            label: String::new(),
+            sensitive: false,
+            extractable: true,
+            never_extractable: false,
+            other_uses: false,
+            value_readable: false,
+        };
+        for a in attrs {
+            match a {
+                Attribute::Label(l) => k.label = String::from_utf8_lossy(&l).into_owned(),
+                Attribute::Sensitive(b) => k.sensitive = b,
+                Attribute::Extractable(b) => k.extractable = b,
+                Attribute::NeverExtractable(b) => k.never_extractable = b,
+                Attribute::Decrypt(b) | Attribute::Unwrap(b) | Attribute::Derive(b) => {
+                    k.other_uses |= b
+                }
+                _ => {}
+            }
+        }
+        let value = s.get_attributes(h, &[AttributeType::Value, AttributeType::PrivateExponent]);
+        k.value_readable = matches!(value, Ok(v) if v.iter().any(|a| matches!(a, Attribute::Value(x) | Attribute::PrivateExponent(x) if !x.is_empty())));
+        out.push(k);
+    }
+    out.sort_by(|a, b| a.label.cmp(&b.label));
+    Ok(out)
+}
+
 /// A public key read from a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::{pki_dir, repo, Server, SECRET};
+use crate::harness::{eapol_test, pki_dir, repo, Server, SECRET};
 
 struct EapolRun {
     stdout: String,
@@ -54,27 +54,8 @@ impl EapolRun {
 }
 
 fn eapol(server: &Server, scenario: &str, extra: &[&str]) -> EapolRun {
-    let conf = repo().join("eapol-tests").join(format!("{scenario}.conf"));
-    let out = Command::new("eapol_test")
-        .current_dir(pki_dir())
-        .arg("-c")
-        .arg(&conf)
-        .args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &server.addr.port().to_string(),
-            "-s",
-            SECRET,
-            "-t",
-            "20",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .expect("eapol_test runs (install: eapol-tests/install-deps.sh)");
     EapolRun {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout: eapol_test(server, pki_dir(), scenario, extra),
     }
 }
 

@@ -41,7 +41,6 @@ impl Server {
 
     pub(crate) fn start_with(tweak: impl FnOnce(String) -> String) -> Self {
         let pki = pki_dir();
-        let dir = tempfile::tempdir().unwrap();
         let config = tweak(format!(
             r#"[server]
 listen = ["127.0.0.1:0"]
@@ -61,12 +60,19 @@ secret = "{SECRET}"
 "#,
             pki = pki.display()
         ));
+        Self::start_config(&config, &[])
+    }
+
+    /// Starts with exactly this config text and these extra environment variables.
+    pub(crate) fn start_config(config: &str, envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anchord.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_anchord"))
             .args(["--debug", "serve", "--config"])
             .arg(&path)
             .env_remove("RUST_LOG")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -138,4 +144,21 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs eapol_test with an eapol-tests/ scenario from `cwd` (where the certificates are)
+/// against `server`; returns its standard output.
+pub(crate) fn eapol_test(server: &Server, cwd: &Path, scenario: &str, extra: &[&str]) -> String {
+    let conf = repo().join("eapol-tests").join(format!("{scenario}.conf"));
+    let port = server.addr.port().to_string();
+    let out = Command::new("eapol_test")
+        .current_dir(cwd)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-a", "127.0.0.1", "-p", &port, "-s", SECRET, "-t", "20"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("eapol_test runs (install: eapol-tests/install-deps.sh)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -12,4 +12,5 @@ mod bench;
 mod check;
 mod eapol;
 mod harness;
+mod hsm;
 mod wire;

@@ -1,0 +1,307 @@
+//! The HSM path with a real SoftHSM2 token per test (its own SOFTHSM2_CONF in a temp dir):
+//! keys made on the token and never extractable (checked with OpenSC's pkcs11-tool too),
+//! eapol_test with the server key on the token for TLS 1.2 and 1.3, issued devices,
+//! foreign CAs, wrong PIN, key rotation, and a token that disappears and comes back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{eapol_test, pki_dir, Server, SECRET};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "1234";
+const SO_PIN: &str = "5678";
+
+struct Token {
+    dir: tempfile::TempDir,
+}
+
+impl Token {
+    /// An empty SoftHSM2 token directory; `anchord pki init` creates the token in it.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tokens")).unwrap();
+        std::fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn conf(&self) -> String {
+        self.dir.path().join("softhsm2.conf").display().to_string()
+    }
+
+    fn envs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SOFTHSM2_CONF", self.conf()),
+            ("ANCHORD_HSM_PIN", PIN.into()),
+            ("ANCHORD_HSM_SO_PIN", SO_PIN.into()),
+        ]
+    }
+
+    fn anchord(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_anchord"))
+            .args(args)
+            .envs(self.envs())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.anchord(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `pki init`, then a device issued from the token and the CA exported, in `out`.
+    fn init_with_device(&self, out: &Path, device: &str) {
+        self.ok(&["pki", "init"]);
+        let out_s = out.display().to_string();
+        self.ok(&["pki", "issue", "--device", device, "--out", &out_s]);
+        self.ok(&["pki", "export-ca", "--out", &out_s]);
+    }
+
+    /// OpenSC's pkcs11-tool, logged in to this token.
+    fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                MODULE,
+                "--token-label",
+                "anchord",
+                "--login",
+                "--pin",
+                PIN,
+            ])
+            .args(args)
+            .env("SOFTHSM2_CONF", self.conf())
+            .output()
+            .unwrap()
+    }
+
+    fn tokens_dir(&self) -> PathBuf {
+        self.dir.path().join("tokens")
+    }
+
+    fn serve(&self) -> Server {
+        let config = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[pki]\nrotation_check_secs = 1\n\n[authorization]\nvlan = \"100\"\n\n[[client]]\nname = \"it-nas\"\naddress = \"127.0.0.1\"\nsecret = \"{SECRET}\"\n"
+        );
+        let envs = self.envs();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Server::start_config(&config, &envs)
+    }
+}
+
+/// Runs an eapol-tests scenario from `dir`; true on SUCCESS with eapol_test's MPPE check passing.
+fn eapol(server: &Server, dir: &Path, scenario: &str) -> bool {
+    let text = eapol_test(server, dir, scenario, &[]);
+    let success = text.lines().any(|l| l.trim() == "SUCCESS");
+    assert!(
+        !success || text.contains("MPPE keys OK: 1  mismatch: 0"),
+        "MPPE check"
+    );
+    success
+}
+
+#[test]
+fn init_makes_sensitive_never_extractable_sign_only_keys() {
+    let t = Token::new();
+    let out = t.ok(&["pki", "init"]);
+    assert!(
+        out.contains("anchord-root-ca, anchord-issuing-ca, anchord-server@1"),
+        "{out}"
+    );
+    // OpenSC's view of the token, independent of anchord's code.
+    let listing = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(
+        listing.matches("Private Key Object; EC").count(),
+        3,
+        "{listing}"
+    );
+    assert_eq!(
+        listing.matches("Usage:      sign\n").count(),
+        3,
+        "{listing}"
+    );
+    assert_eq!(
+        listing
+            .matches("sensitive, always sensitive, never extractable, local")
+            .count(),
+        3,
+        "{listing}"
+    );
+    // anchord asks the token for each key's value; the token must refuse.
+    let status = t.ok(&["pki", "status"]);
+    for label in ["anchord-root-ca", "anchord-issuing-ca", "anchord-server@1"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(label) && l.contains("sign only"))
+            .unwrap_or_else(|| panic!("{status}"));
+        assert!(
+            line.contains("yes") && line.contains("never") && line.contains("refused by the token"),
+            "{line}"
+        );
+    }
+    // A second init refuses rather than replacing the CA.
+    let again = t.anchord(&["pki", "init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds an anchord CA"));
+}
+
+#[test]
+fn status_flags_an_extractable_key() {
+    let t = Token::new();
+    t.ok(&["pki", "init"]);
+    // Import a key the way a careless admin might: extractable and not sensitive.
+    let key = pki_dir().join("device-ecdsa.key");
+    let der = t.dir.path().join("weak.der");
+    let conv = Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(&key)
+        .args(["-outform", "DER", "-out"])
+        .arg(&der)
+        .status()
+        .unwrap();
+    assert!(conv.success());
+    let import = t.pkcs11_tool(&[
+        "--write-object",
+        der.to_str().unwrap(),
+        "--type",
+        "privkey",
+        "--label",
+        "weak-key",
+        "--extractable",
+        "--usage-decrypt",
+    ]);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let status = t.ok(&["pki", "status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("weak-key"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        line.contains("YES") && line.contains("SIGN+OTHER"),
+        "{line}"
+    );
+}
+
+#[test]
+fn eapol_test_passes_tls12_and_tls13_with_the_server_key_on_the_token() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    t.init_with_device(work.path(), "device-ecdsa");
+    let s = t.serve();
+    assert!(eapol(&s, work.path(), "tls12-ecdsa"), "TLS 1.2");
+    s.wait_log(&[
+        "outcome=\"accept\"",
+        "tls=\"1.2\"",
+        "cert.issuer=CN=anchord issuing CA",
+    ]);
+    assert!(eapol(&s, work.path(), "tls13-ecdsa"), "TLS 1.3");
+    s.wait_log(&["outcome=\"accept\"", "tls=\"1.3\""]);
+    s.wait_log(&[
+        "hsm_sign",
+        "key=anchord-server@1",
+        "result=\"ok\"",
+        "duration_us=",
+    ]);
+}
+
+#[test]
+fn device_from_a_ca_not_on_the_token_is_rejected() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    t.init_with_device(work.path(), "unused");
+    // The file-based dev PKI's device: its CA is not on the token.
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            pki_dir().join(format!("device-ecdsa.{ext}")),
+            work.path().join(format!("device-unknown-ca.{ext}")),
+        )
+        .unwrap();
+    }
+    let s = t.serve();
+    assert!(!eapol(&s, work.path(), "unknown-ca"));
+    s.wait_log(&["outcome=\"reject\"", "reason=\"unknown_ca\""]);
+}
+
+#[test]
+fn wrong_pin_and_missing_token_are_refused_with_a_clear_error() {
+    let t = Token::new();
+    t.ok(&["pki", "init"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("anchord.toml");
+    std::fs::write(dir.path().join("pin"), "9999\n").unwrap();
+    let text = "[pki]\npin_file = \"pin\"\n\n[[client]]\nname = \"n\"\naddress = \"127.0.0.1\"\nsecret = \"s\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let out = t.anchord(&["check", "--config", &cfg.display().to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("anchord.toml:2: pki.pin_file:") && stdout.contains("wrong PIN?"),
+        "{stdout}"
+    );
+    std::fs::write(&cfg, text.replace("[pki]\n", "[pki]\ntoken = \"nope\"\n")).unwrap();
+    let out = t.anchord(&["check", "--config", &cfg.display().to_string()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no token labelled `nope`"));
+}
+
+#[test]
+fn rotated_server_key_is_picked_up_without_restart() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    t.init_with_device(work.path(), "device-ecdsa");
+    let s = t.serve();
+    assert!(eapol(&s, work.path(), "tls12-ecdsa"));
+    let out = t.ok(&["pki", "rotate-server"]);
+    assert!(out.contains("anchord-server@2"), "{out}");
+    s.wait_log(&["server key rotated", "key=anchord-server@2"]);
+    assert!(eapol(&s, work.path(), "tls13-ecdsa"));
+    s.wait_log(&["hsm_sign", "key=anchord-server@2", "result=\"ok\""]);
+}
+
+#[test]
+fn token_that_disappears_fails_closed_and_is_found_again() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    t.init_with_device(work.path(), "device-ecdsa");
+    let s = t.serve();
+    assert!(eapol(&s, work.path(), "tls12-ecdsa"));
+    let away = t.dir.path().join("tokens.away");
+    std::fs::rename(t.tokens_dir(), &away).unwrap();
+    assert!(
+        !eapol(&s, work.path(), "tls12-ecdsa"),
+        "no signature, no Accept"
+    );
+    s.wait_log(&["hsm_sign", "result=\"error\""]);
+    s.wait_log(&["outcome=\"reject\""]);
+    std::fs::rename(&away, t.tokens_dir()).unwrap();
+    // The server finds the token again by itself (module re-initialised), within seconds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !eapol(&s, work.path(), "tls12-ecdsa") {
+        assert!(
+            Instant::now() < deadline,
+            "token came back but authentications still fail"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    s.wait_log(&["re-initialised"]);
+}
