@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
-# The demo: installs what it needs, builds anchord, makes a dev PKI in demo-out/, starts
-# the server on loopback and authenticates the demo devices with eapol_test.
+# The demo: installs what it needs, builds anchord, makes a CA inside a fresh SoftHSM2 token
+# in demo-out/softhsm/ (server key and CA keys never leave it), issues the demo devices,
+# starts the server on loopback and authenticates them with eapol_test.
+# `./demo.sh --files` runs the same demo with the server key in PEM files instead.
 set -euo pipefail
 cd "$(dirname "$0")"
 eapol-tests/install-deps.sh
 cargo build --release --quiet
-exec target/release/anchord demo --dir demo-out "$@"
+mode=--hsm
+if [ "${1:-}" = --files ]; then mode=; shift; fi
+out=$PWD/demo-out
+mkdir -p "$out"
+# A throwaway token for the demo; real deployments keep PINs in files readable by anchord only.
+rm -rf "$out/softhsm"
+mkdir -p "$out/softhsm/tokens"
+export SOFTHSM2_CONF=$out/softhsm/softhsm2.conf
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+  "$out/softhsm/tokens" >"$SOFTHSM2_CONF"
+export ANCHORD_HSM_PIN=${ANCHORD_HSM_PIN:-demo-user-pin}
+export ANCHORD_HSM_SO_PIN=${ANCHORD_HSM_SO_PIN:-demo-so-pin}
+exec target/release/anchord demo --dir "$out" $mode "$@"

@@ -82,17 +82,23 @@ pub fn parse_eapol_output(out: &str) -> EapolResult {
     }
 }
 
-/// The dev config the demo serves with.
-pub fn demo_config(listen: &str, secret: &str) -> String {
+/// Token label the demo uses.
+pub const DEMO_TOKEN: &str = "anchord-demo";
+
+/// The dev config the demo serves with: server key in files, or on the demo token.
+pub fn demo_config(listen: &str, secret: &str, hsm: bool) -> String {
+    let key = if hsm {
+        format!("[pki]\ntoken = \"{DEMO_TOKEN}\"\n# PIN from $ANCHORD_HSM_PIN (demo.sh sets it)")
+    } else {
+        "[tls]\ncertificate = \"server.pem\"\nprivate_key = \"server.key\"\nca = [\"root-ca.pem\"]"
+            .to_owned()
+    };
     format!(
         r#"# Written by `anchord demo`: dev PKI in this folder, loopback only.
 [server]
 listen = ["{listen}"]
 
-[tls]
-certificate = "server.pem"
-private_key = "server.key"
-ca = ["root-ca.pem"]
+{key}
 
 [authorization]
 vlan = "100"
@@ -106,11 +112,15 @@ secret = "{secret}"
 }
 
 #[allow(clippy::print_stdout, reason = "the demo's table is for a person")]
-pub(super) async fn run(dir: &Path, eapol_test: &Path) -> anyhow::Result<ExitCode> {
-    crate::pki::dev::generate(dir, time::OffsetDateTime::now_utc())
-        .context("making the dev PKI")?;
+pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Result<ExitCode> {
+    let now = time::OffsetDateTime::now_utc();
+    crate::pki::dev::generate(dir, now).context("making the dev PKI")?;
+    if hsm {
+        let d = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || hsm_pki(&d, now)).await??;
+    }
     let cfg_path = dir.join("anchord.toml");
-    std::fs::write(&cfg_path, demo_config("127.0.0.1:0", DEMO_SECRET))?;
+    std::fs::write(&cfg_path, demo_config("127.0.0.1:0", DEMO_SECRET, hsm))?;
     let config = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = Server::bind(Arc::new(config), Some(tx))?;
@@ -120,9 +130,16 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path) -> anyhow::Result<ExitCod
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.serve(shutdown.clone()));
     println!(
-        "anchord demo: server on {addr}, dev PKI in {}\n",
+        "anchord demo: server on {addr}, dev PKI in {}",
         dir.display()
     );
+    if hsm {
+        println!(
+            "server key and CAs on PKCS#11 token `{DEMO_TOKEN}` (SoftHSM2, $SOFTHSM2_CONF): \
+             sensitive, never extractable; devices issued by the token's CA"
+        );
+    }
+    println!();
     println!(
         "{:<14} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} REASON",
         "SCENARIO", "DEVICE", "EXPECT", "RESULT", "TLS", "VLAN", "MPPE"
@@ -194,6 +211,53 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path) -> anyhow::Result<ExitCod
         println!("some devices did not get the expected answer (run with --debug for details)");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Builds the CA on a fresh SoftHSM2 token and issues the demo devices from it; the
+/// "unknown CA" device stays from the file PKI, whose CA is not on the token.
+fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<()> {
+    use crate::pki::ca::{DeviceSpec, TokenCa};
+    use crate::pki::hsm::{KeyAlgorithm, Pin, TokenRef};
+    if std::env::var_os("SOFTHSM2_CONF").is_none() {
+        bail!("--hsm needs a SoftHSM2 token folder: run ./demo.sh, or set SOFTHSM2_CONF");
+    }
+    let pin = |var: &str| {
+        std::env::var(var)
+            .map(Pin::new)
+            .with_context(|| format!("--hsm needs {var}"))
+    };
+    let ca = TokenCa {
+        token: TokenRef {
+            module: super::pki::SOFTHSM_MODULE.into(),
+            label: DEMO_TOKEN.into(),
+        },
+        pin: pin("ANCHORD_HSM_PIN")?,
+    };
+    ca.init(
+        &pin("ANCHORD_HSM_SO_PIN")?,
+        KeyAlgorithm::EcdsaP256,
+        "radius.anchord.test",
+        now,
+    )?;
+    let devices = [
+        ("device-ecdsa", KeyAlgorithm::EcdsaP256, 365, false),
+        ("device-rsa", KeyAlgorithm::Rsa(2048), 365, false),
+        ("device-expired", KeyAlgorithm::EcdsaP256, -1, false),
+        ("device-wrong-eku", KeyAlgorithm::EcdsaP256, 365, true),
+    ];
+    for (name, key, days, server_auth_only) in devices {
+        let spec = DeviceSpec {
+            name,
+            sans: &[],
+            days,
+            ocsp_url: None,
+            key,
+            server_auth_only,
+        };
+        ca.issue(&spec, dir, now)?;
+    }
+    ca.export_ca(dir)?;
+    Ok(())
 }
 
 fn empty_record(addr: std::net::SocketAddr) -> AuditRecord {

@@ -55,6 +55,10 @@ enum Command {
         /// The eapol_test binary.
         #[arg(long, default_value = "eapol_test")]
         eapol_test: PathBuf,
+        /// Keep the server key and CAs on a SoftHSM2 token ($SOFTHSM2_CONF; PINs from
+        /// $ANCHORD_HSM_PIN and $ANCHORD_HSM_SO_PIN). demo.sh sets all three.
+        #[arg(long)]
+        hsm: bool,
     },
 }
 
@@ -82,7 +86,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => rt.block_on(serve(config)),
         Command::Check { config } => check(&config),
-        Command::Demo { dir, eapol_test } => rt.block_on(demo::run(&dir, &eapol_test)),
+        Command::Demo {
+            dir,
+            eapol_test,
+            hsm,
+        } => rt.block_on(demo::run(&dir, &eapol_test, hsm)),
         Command::Bench(args) => rt.block_on(bench::run(*args)),
         Command::Pki(cmd) => pki::run(cmd),
     }

@@ -97,6 +97,23 @@ impl RemoteKeyPair for TokenKey {
     }
 }
 
+/// A device certificate to issue.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceSpec<'a> {
+    /// CN, first SAN and file stem.
+    pub name: &'a str,
+    /// More DNS SANs.
+    pub sans: &'a [String],
+    /// Validity in days from now; zero or less makes an already expired certificate.
+    pub days: i64,
+    /// OCSP responder for the AIA extension.
+    pub ocsp_url: Option<&'a str>,
+    /// Device key algorithm.
+    pub key: KeyAlgorithm,
+    /// serverAuth EKU instead of clientAuth (a wrong certificate, for demos and tests).
+    pub server_auth_only: bool,
+}
+
 /// What `init` made.
 #[derive(Debug, Clone)]
 pub struct InitReport {
@@ -248,23 +265,56 @@ impl TokenCa {
         out: &Path,
         now: OffsetDateTime,
     ) -> Result<(PathBuf, PathBuf), CaError> {
+        let spec = DeviceSpec {
+            name,
+            sans,
+            days,
+            ocsp_url,
+            key: KeyAlgorithm::EcdsaP256,
+            server_auth_only: false,
+        };
+        self.issue(&spec, out, now)
+    }
+
+    /// Issues a device certificate as `spec` says (the demo and tests also make RSA,
+    /// expired and wrong-EKU devices this way).
+    ///
+    /// # Errors
+    /// Token or file errors.
+    pub fn issue(
+        &self,
+        spec: &DeviceSpec<'_>,
+        out: &Path,
+        now: OffsetDateTime,
+    ) -> Result<(PathBuf, PathBuf), CaError> {
         let (issuing, issuing_key, issuing_der) =
             self.issuer(ISSUING).map_err(|e| self.not_initialised(e))?;
-        let device_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut p = leaf_params(name, now, days)?;
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let mut names = vec![SanType::DnsName(name.try_into()?)];
-        for san in sans {
+        let device_key = match spec.key {
+            KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+            KeyAlgorithm::Rsa(_) => KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?,
+        };
+        let mut p = leaf_params(spec.name, now, spec.days)?;
+        if spec.days <= 0 {
+            // Already expired: valid for a month up to `days` ago.
+            p.not_before = now + Duration::days(spec.days) - Duration::days(30);
+        }
+        p.extended_key_usages = vec![if spec.server_auth_only {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let mut names = vec![SanType::DnsName(spec.name.try_into()?)];
+        for san in spec.sans {
             names.push(SanType::DnsName(san.as_str().try_into()?));
         }
         p.subject_alt_names = names;
-        if let Some(url) = ocsp_url {
+        if let Some(url) = spec.ocsp_url {
             p.custom_extensions.push(aia_ocsp(url));
         }
         let cert = p.signed_by(&device_key, &issuing, &issuing_key)?;
         let issuing_pem = pem("CERTIFICATE", &issuing_der);
-        let cert_path = out.join(format!("{name}.pem"));
-        let key_path = out.join(format!("{name}.key"));
+        let cert_path = out.join(format!("{}.pem", spec.name));
+        let key_path = out.join(format!("{}.key", spec.name));
         write(&cert_path, &format!("{}{issuing_pem}", cert.pem()), false)?;
         write(&key_path, &device_key.serialize_pem(), true)?;
         Ok((cert_path, key_path))

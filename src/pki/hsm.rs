@@ -33,23 +33,23 @@ const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x0
 #[derive(Debug, thiserror::Error)]
 pub enum HsmError {
     /// The PKCS#11 module could not be loaded or initialised.
-    #[error("PKCS#11 module {path}: {source}")]
+    #[error("PKCS#11 module {path}: {cause}")]
     Module {
         /// Module path.
         path: PathBuf,
         /// Cause.
-        source: cryptoki::error::Error,
+        cause: cryptoki::error::Error,
     },
     /// No token with that label in any slot.
     #[error("no token labelled `{0}` (is the token present and initialised?)")]
     NoToken(String),
     /// Login refused.
-    #[error("login to token `{token}` failed: {source} (wrong PIN?)")]
+    #[error("login to token `{token}` failed: {cause} (wrong PIN?)")]
     Login {
         /// Token label.
         token: String,
         /// Cause.
-        source: cryptoki::error::Error,
+        cause: cryptoki::error::Error,
     },
     /// A key or certificate is missing.
     #[error("no {what} labelled `{label}` on the token")]
@@ -60,12 +60,12 @@ pub enum HsmError {
         label: String,
     },
     /// Any other PKCS#11 failure.
-    #[error("PKCS#11 {op}: {source}")]
+    #[error("PKCS#11 {op}: {cause}")]
     Call {
         /// What we were doing.
         op: &'static str,
         /// Cause.
-        source: cryptoki::error::Error,
+        cause: cryptoki::error::Error,
     },
     /// Every configured token failed.
     #[error("no token could sign with `{0}`")]
@@ -76,7 +76,7 @@ pub enum HsmError {
 }
 
 fn call(op: &'static str) -> impl FnOnce(cryptoki::error::Error) -> HsmError {
-    move |source| HsmError::Call { op, source }
+    move |cause| HsmError::Call { op, cause }
 }
 
 /// A PIN read from a file or the environment; wiped on drop, never printed.
@@ -130,9 +130,9 @@ pub fn module(path: &Path) -> Result<Arc<Pkcs11>, HsmError> {
     if let Some((_, m)) = loaded.iter().find(|(p, _)| p == path) {
         return Ok(m.clone());
     }
-    let err = |source| HsmError::Module {
+    let err = |cause| HsmError::Module {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let p = Pkcs11::new(path).map_err(err)?;
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -168,9 +168,9 @@ pub fn reinitialize(path: &Path, now: Instant) -> Result<bool, HsmError> {
     // C_Finalize fails if the module was never initialised; either way initialise afresh.
     let _ = Pkcs11::clone(&m).finalize();
     m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|source| HsmError::Module {
+        .map_err(|cause| HsmError::Module {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
     Ok(true)
 }
@@ -211,9 +211,9 @@ pub fn ensure_token(t: &TokenRef, so_pin: &Pin, user_pin: &Pin) -> Result<bool, 
     let slot = find_slot(&p, &t.label)?;
     let s = p.open_rw_session(slot).map_err(call("open session"))?;
     s.login(UserType::So, Some(&so_pin.auth()))
-        .map_err(|source| HsmError::Login {
+        .map_err(|cause| HsmError::Login {
             token: t.label.clone(),
-            source,
+            cause,
         })?;
     s.init_pin(&user_pin.auth())
         .map_err(call("init user PIN"))?;
@@ -235,9 +235,9 @@ pub fn login(t: &TokenRef, pin: &Pin) -> Result<Session, HsmError> {
         Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
             Ok(s)
         }
-        Err(source) => Err(HsmError::Login {
+        Err(cause) => Err(HsmError::Login {
             token: t.label.clone(),
-            source,
+            cause,
         }),
     }
 }

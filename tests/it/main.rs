@@ -10,6 +10,7 @@
 
 mod bench;
 mod check;
+mod demo;
 mod eapol;
 mod harness;
 mod hsm;
