@@ -4,6 +4,7 @@
 #   bench/compare.sh            # all cases, 10 s per measurement
 #   DURATION=30 bench/compare.sh
 #   bench/compare.sh soak       # anchord RSS over a 5-minute steady load (SOAK_SECS, SOAK_RATE)
+#   bench/compare.sh hsm        # anchord with the server key in SoftHSM2 against in a file
 #
 # Servers are pinned to core 0 and the load generator (`anchord bench`, which verifies every
 # reply: authenticators, EAP-Success, MS-MPPE keys against its own MSK, VLAN) to core 1.
@@ -35,16 +36,17 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-start_anchord() { # STEM
+start_anchord() { # STEM, or "hsm" for the key on the SoftHSM2 token
+  if [ "$1" = hsm ]; then
+    key=$'[tls]\nfragment_size = 1024\n[pki]\ntoken = "anchord-bench"'
+  else
+    key=$'[tls]\ncertificate = "pki/'"$1"$'.pem"\nprivate_key = "pki/'"$1"$'.key"\nca = ["pki/root-ca.pem"]\nfragment_size = 1024'
+  fi
   cat >"$work/anchord.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$APORT"]
 max_sessions = $((HALF_OPEN * 2))
-[tls]
-certificate = "pki/$1.pem"
-private_key = "pki/$1.key"
-ca = ["pki/root-ca.pem"]
-fragment_size = 1024
+$key
 [authorization]
 vlan = "100"
 [[client]]
@@ -124,6 +126,37 @@ runs = [list(map(float, a.split())) for a in sys.argv[1:]]
 print(f"{statistics.median(r[0] for r in runs):.2f} {statistics.median(r[1] for r in runs):.2f} {int(sum(r[2] for r in runs))}")
 PY
 }
+
+if [ "$mode" = hsm ]; then
+  export SOFTHSM2_CONF=$work/softhsm2.conf ANCHORD_HSM_PIN=bench-pin ANCHORD_HSM_SO_PIN=bench-so-pin
+  mkdir -p "$work/tokens" "$work/hsm-dev"
+  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$SOFTHSM2_CONF"
+  "$A" pki init --token anchord-bench >/dev/null
+  "$A" pki issue --token anchord-bench --device device-ecdsa --out "$work/hsm-dev" >/dev/null
+  "$A" pki export-ca --token anchord-bench --out "$work/hsm-dev" >/dev/null
+  printf '%-6s %-34s %10s %10s %8s\n' tls metric file hsm ratio
+  for tls in 1.2 1.3; do
+    start_anchord server; read -r f_rate f_cpu _ f_err < <(saturate "$APORT" device-ecdsa "$tls"); stop
+    start_anchord hsm
+    # This server's trust anchor and devices come from the token.
+    hload() {
+      taskset -c 1 "$A" bench --server "127.0.0.1:$APORT" --secret "$SECRET" --cert "$work/hsm-dev/device-ecdsa.pem" \
+        --key "$work/hsm-dev/device-ecdsa.key" --ca "$work/hsm-dev/root-ca.pem" --tls "$tls" --expect-vlan 100 \
+        --json --quiet "$@" || true
+    }
+    hload --concurrency 4 --duration 1 >/dev/null
+    t0=$(ticks "$pid")
+    j=$(hload --concurrency 32 --duration "$D")
+    t1=$(ticks "$pid"); stop
+    h_rate=$(echo "$j" | jget 'd["auths_per_sec"]'); h_n=$(echo "$j" | jget 'd["completed"]')
+    h_err=$(echo "$j" | jget 'sum(d["errors"].values())')
+    h_cpu=$(python3 -c "print(f'{($t1-$t0)/$TCK*1000/max($h_n,1):.3f}')")
+    printf '%-6s %-34s %10s %10s %8s\n' "$tls" "auth/s at saturation" "$f_rate" "$h_rate" "$(python3 -c "print(f'{$h_rate/$f_rate:.2f}x')")"
+    printf '%-6s %-34s %10s %10s %8s\n' "$tls" "server CPU ms per auth" "$f_cpu" "$h_cpu" "$(python3 -c "print(f'{$h_cpu/$f_cpu:.2f}x')")"
+    printf '%-6s %-34s %10s %10s\n' "$tls" "errors" "$f_err" "$h_err"
+  done
+  exit 0
+fi
 
 rows=()
 row() { rows+=("$(printf '%-12s %-44s %10s %10s %8s' "$@")"); }

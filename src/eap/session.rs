@@ -243,6 +243,8 @@ pub struct Session {
     identifier: u8,
     rounds: u32,
     tls_version: Option<&'static str>,
+    /// TLS flights the server has started sending.
+    flights: u8,
 }
 
 impl fmt::Debug for Session {
@@ -283,6 +285,7 @@ impl Session {
             identifier: first_identifier.wrapping_sub(1),
             rounds: 0,
             tls_version: None,
+            flights: 0,
         };
         let start = s.request(tls::encode(FLAG_S, None, &[]))?;
         Ok((s, Action::Send(start)))
@@ -296,6 +299,19 @@ impl Session {
     /// Requests sent so far.
     pub fn rounds(&self) -> u32 {
         self.rounds
+    }
+
+    /// True until the server's first TLS flight is out: only the step that answers the
+    /// ClientHello signs with the server key (ServerKeyExchange in TLS 1.2, CertificateVerify
+    /// in TLS 1.3), so only then may a step block on an HSM.
+    /// After a TLS 1.3 HelloRetryRequest, the second ClientHello's answer signs instead.
+    pub fn may_sign(&self) -> bool {
+        let State::ExpectTls(inbound) = &self.state else {
+            return false;
+        };
+        let retried =
+            inbound.conn.handshake_kind() == Some(rustls::HandshakeKind::FullWithHelloRetryRequest);
+        inbound.conn.is_handshaking() && (self.flights == 0 || (retried && self.flights == 1))
     }
 
     /// Negotiated TLS version, once known.
@@ -516,6 +532,9 @@ impl Session {
     }
 
     fn send_next(&mut self, mut out: Box<Outbound>) -> Result<Action, EapError> {
+        if out.offset == 0 {
+            self.flights = self.flights.saturating_add(1);
+        }
         let total = out.data.len();
         let chunk = out.data.get(out.offset..).unwrap_or_default();
         let take = chunk.len().min(self.fragment_size);
@@ -893,6 +912,35 @@ mod tests {
         });
         let (s, _) = Session::start(cfg, 1, Some(200)).unwrap();
         assert_eq!(s.fragment_size, 190);
+    }
+
+    #[test]
+    fn only_the_client_hello_step_may_sign() {
+        let p = pki(&[TlsVersion::V1_2, TlsVersion::V1_3]);
+        let cfg = Arc::new(SessionConfig {
+            tls: p.server.clone(),
+            fragment_size: 4000,
+            max_message: 65536,
+            max_rounds: 100,
+        });
+        let (mut s, action) = Session::start(cfg, 1, None).unwrap();
+        let Action::Send(start) = action else {
+            panic!("start")
+        };
+        assert!(s.may_sign(), "the ClientHello is due");
+        let mut c = client(&p, "device-ecdsa", &rustls::version::TLS13);
+        let mut hello = Vec::new();
+        c.write_tls(&mut hello).unwrap();
+        let resp = EapPacket {
+            code: EapCode::Response,
+            identifier: start.identifier,
+            ty: Some(TYPE_TLS),
+            data: tls::encode(0, None, &hello),
+        };
+        let Action::Send(_flight) = s.handle(Event::Response(&resp)).unwrap() else {
+            panic!("flight")
+        };
+        assert!(!s.may_sign(), "the signature is in the flight just sent");
     }
 
     #[test]

@@ -631,7 +631,10 @@ pub struct SignStats {
 
 struct Slotted {
     token: TokenRef,
-    idle: Mutex<Vec<Session>>,
+    /// Logged-in sessions, each with the key handle found on it (token object handles are
+    /// valid across the sessions of one login, but looking them up again costs the token a
+    /// search of its objects, so each session remembers its own).
+    idle: Mutex<Vec<(Session, ObjectHandle)>>,
 }
 
 /// Logged-in sessions on one or more tokens for signing with one key label. Blocking: call
@@ -685,19 +688,21 @@ impl SigningPool {
     pub fn sign(&self, mode: SignMode, message: &[u8], now: Instant) -> Result<Vec<u8>, HsmError> {
         let mut last = None;
         for t in &self.tokens {
-            let session = t.idle.lock().ok().and_then(|mut v| v.pop());
-            let session = match session {
-                Some(s) => s,
-                None => match login(&t.token, &self.pin) {
-                    Ok(s) => s,
+            let pooled = t.idle.lock().ok().and_then(|mut v| v.pop());
+            let (session, key) = match pooled {
+                Some(p) => p,
+                None => match login(&t.token, &self.pin).and_then(|s| {
+                    let (key, _) = find_private_key(&s, &self.label)?;
+                    Ok((s, key))
+                }) {
+                    Ok(p) => p,
                     Err(e) => {
                         last = Some(e);
                         continue;
                     }
                 },
             };
-            let result = find_private_key(&session, &self.label)
-                .and_then(|(key, _)| sign_with(&session, key, mode, message));
+            let result = sign_with(&session, key, mode, message);
             let micros = crate::server::clock::now()
                 .saturating_duration_since(now)
                 .as_micros();
@@ -707,7 +712,7 @@ impl SigningPool {
                     info!(target: "audit", event = "hsm_sign", key = %self.label, token = %t.token.label, mechanism = mode.name(), result = "ok", duration_us = micros as u64, "HSM signature");
                     if let Ok(mut idle) = t.idle.lock() {
                         if idle.len() < self.max_idle {
-                            idle.push(session);
+                            idle.push((session, key));
                         }
                     }
                     return Ok(sig);

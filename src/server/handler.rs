@@ -261,15 +261,16 @@ fn start(
     Ok(Step { entry, action })
 }
 
-/// Feeds a response to the session. With the server key in a token, a TLS step may sign
-/// through PKCS#11, which blocks: it runs on the blocking pool with a deadline, and a missed
-/// deadline fails closed (`None`: the conversation is dropped and the device rejected).
+/// Feeds a response to the session. With the server key in a token, the step that answers
+/// the ClientHello signs through PKCS#11, which blocks: it runs on the blocking pool with a
+/// deadline, and a missed deadline fails closed (`None`: the conversation is dropped and the
+/// device rejected). Every other step runs inline.
 async fn step_session(
     config: &Config,
     mut entry: SessionEntry,
     eap: EapPacket,
 ) -> Option<(SessionEntry, Result<Action, EapError>)> {
-    let Some(pki) = &config.pki else {
+    let Some(pki) = config.pki.as_ref().filter(|_| entry.session.may_sign()) else {
         let result = entry.session.handle(Event::Response(&eap));
         return Some((entry, result));
     };
