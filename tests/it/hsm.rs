@@ -96,8 +96,13 @@ impl Token {
     }
 
     fn serve(&self) -> Server {
+        self.serve_with("rotation_check_secs = 1\n")
+    }
+
+    /// Serves with the server key on this token; `pki` is the body of the [pki] table.
+    fn serve_with(&self, pki: &str) -> Server {
         let config = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[pki]\nrotation_check_secs = 1\n\n[authorization]\nvlan = \"100\"\n\n[[client]]\nname = \"it-nas\"\naddress = \"127.0.0.1\"\nsecret = \"{SECRET}\"\n"
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[pki]\n{pki}\n[authorization]\nvlan = \"100\"\n\n[[client]]\nname = \"it-nas\"\naddress = \"127.0.0.1\"\nsecret = \"{SECRET}\"\n"
         );
         let envs = self.envs();
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -304,4 +309,75 @@ fn token_that_disappears_fails_closed_and_is_found_again() {
         std::thread::sleep(Duration::from_millis(500));
     }
     s.wait_log(&["re-initialised"]);
+}
+
+/// Clones a SoftHSM2 token under another label and serial: what an HSM cluster's replica is,
+/// the same keys on another token.
+fn clone_token(t: &Token, from: &str, to: &str) {
+    assert_eq!(from.len(), to.len(), "labels are patched in place");
+    let src = std::fs::read_dir(t.tokens_dir())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let dst = t.tokens_dir().join("replica");
+    std::fs::create_dir(&dst).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
+    }
+    let obj = dst.join("token.object");
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap();
+    bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+    // The serial: 16 hex digits; SoftHSM2 refuses two tokens with one serial.
+    let serial = bytes
+        .windows(16)
+        .position(|w| w.iter().all(u8::is_ascii_hexdigit))
+        .unwrap();
+    bytes[serial + 15] = if bytes[serial + 15] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    std::fs::write(&obj, bytes).unwrap();
+}
+
+#[test]
+fn signing_fails_over_to_the_next_token_with_the_same_key() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().display().to_string();
+    t.ok(&["pki", "init", "--token", "anchord-a"]);
+    t.ok(&[
+        "pki",
+        "issue",
+        "--token",
+        "anchord-a",
+        "--device",
+        "device-ecdsa",
+        "--out",
+        &out,
+    ]);
+    t.ok(&["pki", "export-ca", "--token", "anchord-a", "--out", &out]);
+    clone_token(&t, "anchord-a", "anchord-b");
+    let s = t.serve_with("token = \"anchord-a\"\nfallback = [{ token = \"anchord-b\" }]\n");
+    assert!(eapol(&s, work.path(), "tls12-ecdsa"));
+    s.wait_log(&["hsm_sign", "token=anchord-a", "result=\"ok\""]);
+    // Token a goes away; the replica signs, and no device is turned away for it.
+    let a = std::fs::read_dir(t.tokens_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.ends_with("replica"))
+        .unwrap();
+    std::fs::remove_dir_all(a).unwrap();
+    assert!(
+        eapol(&s, work.path(), "tls13-ecdsa"),
+        "the replica must sign"
+    );
+    s.wait_log(&["hsm_sign", "token=anchord-b", "result=\"ok\""]);
 }
