@@ -64,8 +64,10 @@ pub(super) enum KeyType {
     /// ECDSA P-256.
     EcdsaP256,
     /// RSA 2048.
+    #[value(name = "rsa-2048")]
     Rsa2048,
     /// RSA 3072.
+    #[value(name = "rsa-3072")]
     Rsa3072,
 }
 

@@ -495,3 +495,38 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), CaError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(used: f64) -> CertStatus {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        CertStatus {
+            label: "x".into(),
+            subject: String::new(),
+            not_before: now,
+            not_after: now,
+            used,
+        }
+    }
+
+    #[test]
+    fn renewal_window_starts_at_two_thirds_of_the_lifetime() {
+        assert!(!status(0.5).in_renewal_window());
+        assert!(!status(0.66).in_renewal_window());
+        assert!(status(0.67).in_renewal_window());
+        assert!(status(1.2).in_renewal_window());
+    }
+
+    #[test]
+    fn aia_extension_carries_the_ocsp_url() {
+        let ext = aia_ocsp("http://ocsp.test/");
+        let der = ext.content();
+        assert!(der.windows(17).any(|w| w == b"http://ocsp.test/"));
+        // id-ad-ocsp 1.3.6.1.5.5.7.48.1
+        assert!(der
+            .windows(10)
+            .any(|w| w == [0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01]));
+    }
+}

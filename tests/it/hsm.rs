@@ -381,3 +381,17 @@ fn signing_fails_over_to_the_next_token_with_the_same_key() {
     );
     s.wait_log(&["hsm_sign", "token=anchord-b", "result=\"ok\""]);
 }
+
+#[test]
+fn rsa_keys_on_the_token_sign_tls_with_pss() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().display().to_string();
+    t.ok(&["pki", "init", "--key-type", "rsa-2048"]);
+    t.ok(&["pki", "issue", "--device", "device-ecdsa", "--out", &out]);
+    t.ok(&["pki", "export-ca", "--out", &out]);
+    let s = t.serve();
+    assert!(eapol(&s, work.path(), "tls12-ecdsa"), "TLS 1.2");
+    assert!(eapol(&s, work.path(), "tls13-ecdsa"), "TLS 1.3");
+    s.wait_log(&["hsm_sign", "CKM_SHA256_RSA_PKCS_PSS", "result=\"ok\""]);
+}
