@@ -253,6 +253,7 @@ fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<()> {
             ocsp_url: None,
             key,
             server_auth_only,
+            csr_pem: None,
         };
         ca.issue(&spec, dir, now)?;
     }

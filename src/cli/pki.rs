@@ -106,6 +106,10 @@ pub(super) enum PkiCommand {
         /// OCSP responder URL for the AIA extension.
         #[arg(long)]
         ocsp_url: Option<String>,
+        /// The device's own certificate request (PEM); without it a key is made here and
+        /// written next to the certificate (dev/demo).
+        #[arg(long)]
+        csr: Option<PathBuf>,
         /// Folder for <device>.pem and <device>.key.
         #[arg(long, default_value = ".")]
         out: PathBuf,
@@ -178,13 +182,30 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             san,
             days,
             ocsp_url,
+            csr,
             out,
         } => {
-            let (cert, key) =
-                token
-                    .ca()?
-                    .issue_device(&device, &san, days, ocsp_url.as_deref(), &out, now)?;
-            println!("issued {} (key {})", cert.display(), key.display());
+            let csr_pem = csr
+                .as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+                })
+                .transpose()?;
+            let spec = crate::pki::ca::DeviceSpec {
+                name: &device,
+                sans: &san,
+                days,
+                ocsp_url: ocsp_url.as_deref(),
+                key: KeyAlgorithm::EcdsaP256,
+                server_auth_only: false,
+                csr_pem: csr_pem.as_deref(),
+            };
+            let (cert, key) = token.ca()?.issue(&spec, &out, now)?;
+            if csr_pem.is_some() {
+                println!("issued {} for the key in the request", cert.display());
+            } else {
+                println!("issued {} (key {})", cert.display(), key.display());
+            }
         }
         PkiCommand::Status { token } => {
             let ca = token.ca()?;

@@ -112,6 +112,9 @@ pub struct DeviceSpec<'a> {
     pub key: KeyAlgorithm,
     /// serverAuth EKU instead of clientAuth (a wrong certificate, for demos and tests).
     pub server_auth_only: bool,
+    /// A PKCS#10 request from the device (PEM): its key is used and no key file is written.
+    /// Only the public key is taken from it; names, EKU and validity are anchord's.
+    pub csr_pem: Option<&'a str>,
 }
 
 /// What `init` made.
@@ -251,8 +254,9 @@ impl TokenCa {
     }
 
     /// Issues a device certificate (clientAuth EKU, SANs, AIA OCSP URL when given) from the
-    /// issuing CA key on the token. The device key is made here (ECDSA P-256) and written to
-    /// `<out>/<name>.key`; the certificate and issuing CA to `<out>/<name>.pem`.
+    /// issuing CA key on the token. The device key is made here (ECDSA P-256, for dev and
+    /// demo) and written to `<out>/<name>.key`; the certificate and issuing CA to
+    /// `<out>/<name>.pem`. [`TokenCa::issue`] with `csr_pem` signs a device's own key.
     ///
     /// # Errors
     /// Token or file errors.
@@ -272,6 +276,7 @@ impl TokenCa {
             ocsp_url,
             key: KeyAlgorithm::EcdsaP256,
             server_auth_only: false,
+            csr_pem: None,
         };
         self.issue(&spec, out, now)
     }
@@ -289,9 +294,16 @@ impl TokenCa {
     ) -> Result<(PathBuf, PathBuf), CaError> {
         let (issuing, issuing_key, issuing_der) =
             self.issuer(ISSUING).map_err(|e| self.not_initialised(e))?;
-        let device_key = match spec.key {
-            KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
-            KeyAlgorithm::Rsa(_) => KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?,
+        let csr = spec
+            .csr_pem
+            .map(rcgen::CertificateSigningRequestParams::from_pem)
+            .transpose()?;
+        let device_key = match (&csr, spec.key) {
+            (Some(_), _) => None,
+            (None, KeyAlgorithm::EcdsaP256) => {
+                Some(KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?)
+            }
+            (None, KeyAlgorithm::Rsa(_)) => Some(KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?),
         };
         let mut p = leaf_params(spec.name, now, spec.days)?;
         if spec.days <= 0 {
@@ -311,12 +323,18 @@ impl TokenCa {
         if let Some(url) = spec.ocsp_url {
             p.custom_extensions.push(aia_ocsp(url));
         }
-        let cert = p.signed_by(&device_key, &issuing, &issuing_key)?;
+        let cert = match (&csr, &device_key) {
+            (Some(csr), _) => p.signed_by(&csr.public_key, &issuing, &issuing_key)?,
+            (None, Some(key)) => p.signed_by(key, &issuing, &issuing_key)?,
+            (None, None) => return Err(CaError::Rcgen(rcgen::Error::RemoteKeyError)),
+        };
         let issuing_pem = pem("CERTIFICATE", &issuing_der);
         let cert_path = out.join(format!("{}.pem", spec.name));
-        let key_path = out.join(format!("{}.key", spec.name));
         write(&cert_path, &format!("{}{issuing_pem}", cert.pem()), false)?;
-        write(&key_path, &device_key.serialize_pem(), true)?;
+        let key_path = out.join(format!("{}.key", spec.name));
+        if let Some(key) = device_key {
+            write(&key_path, &key.serialize_pem(), true)?;
+        }
         Ok((cert_path, key_path))
     }
 

@@ -395,3 +395,72 @@ fn rsa_keys_on_the_token_sign_tls_with_pss() {
     assert!(eapol(&s, work.path(), "tls13-ecdsa"), "TLS 1.3");
     s.wait_log(&["hsm_sign", "CKM_SHA256_RSA_PKCS_PSS", "result=\"ok\""]);
 }
+
+#[test]
+fn device_with_its_own_key_is_issued_from_its_request_and_authenticates() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().display().to_string();
+    t.ok(&["pki", "init"]);
+    t.ok(&["pki", "export-ca", "--out", &out]);
+    // The device makes its key and request; the key never reaches anchord.
+    let req = Command::new("openssl")
+        .current_dir(work.path())
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "device-ecdsa.key",
+            "-subj",
+            "/CN=whatever",
+            "-out",
+            "device.csr",
+        ])
+        .output()
+        .unwrap();
+    assert!(req.status.success());
+    let key_before = std::fs::read(work.path().join("device-ecdsa.key")).unwrap();
+    let csr = work.path().join("device.csr").display().to_string();
+    t.ok(&[
+        "pki",
+        "issue",
+        "--device",
+        "device-ecdsa",
+        "--csr",
+        &csr,
+        "--out",
+        &out,
+    ]);
+    assert_eq!(
+        std::fs::read(work.path().join("device-ecdsa.key")).unwrap(),
+        key_before,
+        "key untouched"
+    );
+    let s = t.serve();
+    assert!(eapol(&s, work.path(), "tls12-ecdsa"));
+    s.wait_log(&["outcome=\"accept\"", "identity=device-ecdsa"]);
+    // A request whose signature does not match its key is refused.
+    let mut pem = std::fs::read_to_string(work.path().join("device.csr")).unwrap();
+    let i = pem.len() - 60;
+    pem.replace_range(
+        i..i + 4,
+        if &pem[i..i + 4] == "AAAA" {
+            "BBBB"
+        } else {
+            "AAAA"
+        },
+    );
+    std::fs::write(work.path().join("bad.csr"), pem).unwrap();
+    let bad = work.path().join("bad.csr").display().to_string();
+    assert!(!t
+        .anchord(&["pki", "issue", "--device", "x", "--csr", &bad, "--out", &out])
+        .status
+        .success());
+}
