@@ -106,7 +106,12 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             return;
         };
         while hup.recv().await.is_some() {
-            match shared.reload() {
+            // Loading may talk to an HSM (PKCS#11 blocks): off the reactor.
+            let target = shared.clone();
+            let Ok(result) = tokio::task::spawn_blocking(move || target.reload()).await else {
+                continue;
+            };
+            match result {
                 Ok(()) => info!("configuration reloaded"),
                 Err(errors) => {
                     for e in &errors.0 {

@@ -173,6 +173,21 @@ impl Server {
             }
         }
         watcher.abort();
+        if let Some(pool) = self
+            .shared
+            .live()
+            .config
+            .pki
+            .as_ref()
+            .and_then(|p| p.pool())
+        {
+            info!(
+                hsm_signatures = pool.stats.ok.load(std::sync::atomic::Ordering::Relaxed),
+                hsm_failures = pool.stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+                key = pool.label(),
+                "HSM signing totals for the current server key"
+            );
+        }
         info!(counters = ?self.shared.metrics.snapshot(), "stopped");
         result
     }
