@@ -4,3 +4,4 @@
 pub mod ca;
 pub mod dev;
 pub mod hsm;
+pub mod ocsp;

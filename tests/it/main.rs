@@ -14,4 +14,5 @@ mod demo;
 mod eapol;
 mod harness;
 mod hsm;
+mod ocsp;
 mod wire;

@@ -1,0 +1,305 @@
+//! OCSP request building and response verification against OpenSSL's own responder
+//! (`openssl ocsp -index … -reqin … -respout …`, run offline on the files): good, revoked,
+//! unknown, issuer-signed and delegated responders (by name and by key hash), a responder
+//! without id-kp-OCSPSigning, a foreign signer, stale and future responses, nonces,
+//! CertID mismatches, SHA-256 CertIDs and tampered signatures.
+
+use std::path::Path;
+use std::process::Command;
+
+use anchord::pki::ocsp::{self, IdHash, OcspError, Signer, Status};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    now: i64,
+}
+
+fn ca(cn: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    Ca { cert, key }
+}
+
+fn issue(
+    pki: &Pki,
+    issuer: &Ca,
+    name: &str,
+    serial: u16,
+    eku: Vec<ExtendedKeyUsagePurpose>,
+    days: i64,
+) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec![format!("{name}.test")]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.serial_number = Some(SerialNumber::from(serial.to_be_bytes().to_vec()));
+    p.extended_key_usages = eku;
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(days);
+    let cert = p.signed_by(&key, &issuer.cert, &issuer.key).unwrap();
+    std::fs::write(pki.dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(
+        pki.dir.path().join(format!("{name}.key")),
+        key.serialize_pem(),
+    )
+    .unwrap();
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki {
+        dir,
+        ca: ca("issuing CA"),
+        now: OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    let d = pki.dir.path();
+    std::fs::write(d.join("ca.pem"), pki.ca.cert.pem()).unwrap();
+    std::fs::write(d.join("ca.key"), pki.ca.key.serialize_pem()).unwrap();
+    issue(
+        &pki,
+        &pki.ca,
+        "good",
+        0x1001,
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+        365,
+    );
+    issue(
+        &pki,
+        &pki.ca,
+        "revoked",
+        0x1002,
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+        365,
+    );
+    issue(
+        &pki,
+        &pki.ca,
+        "stranger",
+        0x1003,
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+        365,
+    );
+    issue(
+        &pki,
+        &pki.ca,
+        "responder",
+        0x2001,
+        vec![ExtendedKeyUsagePurpose::OcspSigning],
+        30,
+    );
+    issue(
+        &pki,
+        &pki.ca,
+        "no-eku-responder",
+        0x2002,
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+        30,
+    );
+    let other = ca("other CA");
+    std::fs::write(d.join("other.pem"), other.cert.pem()).unwrap();
+    std::fs::write(d.join("other.key"), other.key.serialize_pem()).unwrap();
+    // OpenSSL's CA database: good is valid, revoked was revoked for key compromise; the
+    // stranger is not listed at all.
+    std::fs::write(
+        d.join("index.txt"),
+        "V\t301231235959Z\t\t1001\tunknown\t/CN=good\nR\t301231235959Z\t240101000000Z,keyCompromise\t1002\tunknown\t/CN=revoked\n",
+    )
+    .unwrap();
+    pki
+}
+
+fn der(path: &Path) -> Vec<u8> {
+    let pem = std::fs::read_to_string(path).unwrap();
+    pem::parse(pem).unwrap().into_contents()
+}
+
+impl Pki {
+    fn cert(&self, name: &str) -> Vec<u8> {
+        der(&self.dir.path().join(format!("{name}.pem")))
+    }
+
+    /// Runs OpenSSL's responder on one request; `signer` is the stem of the signing
+    /// certificate and key.
+    fn respond(&self, req: &[u8], signer: &str, extra: &[&str]) -> Vec<u8> {
+        let d = self.dir.path();
+        std::fs::write(d.join("req.der"), req).unwrap();
+        let out = Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "ocsp",
+                "-index",
+                "index.txt",
+                "-CA",
+                "ca.pem",
+                "-reqin",
+                "req.der",
+                "-respout",
+                "resp.der",
+            ])
+            .args([
+                "-rsigner",
+                &format!("{signer}.pem"),
+                "-rkey",
+                &format!("{signer}.key"),
+                "-ndays",
+                "1",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(d.join("resp.der")).unwrap()
+    }
+
+    fn check(&self, cert: &str, signer: &str, extra: &[&str]) -> Result<ocsp::Answer, OcspError> {
+        let q = ocsp::query(
+            &self.cert(cert),
+            &self.cert("ca"),
+            IdHash::Sha1,
+            Some(rand::random()),
+        )
+        .unwrap();
+        let resp = self.respond(&q.der, signer, extra);
+        ocsp::verify(&resp, &q, &self.cert("ca"), self.now, 300)
+    }
+}
+
+#[test]
+fn issuer_signed_answers_good_revoked_and_unknown() {
+    let p = pki();
+    let good = p.check("good", "ca", &[]).unwrap();
+    assert_eq!(good.status, Status::Good);
+    assert_eq!(good.signer, Signer::Issuer);
+    assert!(good.next_update.unwrap() > p.now);
+    let revoked = p.check("revoked", "ca", &[]).unwrap();
+    assert_eq!(
+        revoked.status,
+        Status::Revoked {
+            at: 1_704_067_200,
+            reason: Some("KeyCompromise".into())
+        }
+    );
+    assert_eq!(
+        p.check("stranger", "ca", &[]).unwrap().status,
+        Status::Unknown
+    );
+}
+
+#[test]
+fn delegated_responder_with_ocsp_signing_is_accepted_by_name_and_by_key() {
+    let p = pki();
+    let a = p.check("good", "responder", &[]).unwrap();
+    assert_eq!((a.status, a.signer), (Status::Good, Signer::Delegated));
+    let b = p.check("revoked", "responder", &["-resp_key_id"]).unwrap();
+    assert!(matches!(b.status, Status::Revoked { .. }));
+    assert_eq!(b.signer, Signer::Delegated);
+}
+
+#[test]
+fn responder_without_ocsp_signing_or_from_another_ca_is_refused() {
+    let p = pki();
+    assert!(matches!(
+        p.check("good", "no-eku-responder", &[]),
+        Err(OcspError::UntrustedSigner(_))
+    ));
+    assert!(matches!(
+        p.check("good", "other", &[]),
+        Err(OcspError::UntrustedSigner(_))
+    ));
+    // Issuer named, but no responder certificate: signed by another key entirely.
+    let q = ocsp::query(&p.cert("good"), &p.cert("ca"), IdHash::Sha1, None).unwrap();
+    let resp = p.respond(&q.der, "responder", &["-resp_no_certs"]);
+    assert!(matches!(
+        ocsp::verify(&resp, &q, &p.cert("ca"), p.now, 300),
+        Err(OcspError::UntrustedSigner(_))
+    ));
+}
+
+#[test]
+fn stale_and_future_responses_are_refused() {
+    let p = pki();
+    let q = ocsp::query(&p.cert("good"), &p.cert("ca"), IdHash::Sha1, None).unwrap();
+    let resp = p.respond(&q.der, "ca", &[]);
+    let ca = p.cert("ca");
+    assert!(ocsp::verify(&resp, &q, &ca, p.now, 300).is_ok());
+    assert_eq!(
+        ocsp::verify(&resp, &q, &ca, p.now + 3 * 86_400, 300),
+        Err(OcspError::Stale)
+    );
+    assert_eq!(
+        ocsp::verify(&resp, &q, &ca, p.now - 3_600, 300),
+        Err(OcspError::NotYetValid)
+    );
+}
+
+#[test]
+fn nonce_must_be_echoed_and_cert_id_must_match() {
+    let p = pki();
+    let ca = p.cert("ca");
+    let with_nonce = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, Some([7; 16])).unwrap();
+    let resp = p.respond(&with_nonce.der, "ca", &[]);
+    assert!(ocsp::verify(&resp, &with_nonce, &ca, p.now, 300).is_ok());
+    let other_nonce = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, Some([8; 16])).unwrap();
+    assert_eq!(
+        ocsp::verify(&resp, &other_nonce, &ca, p.now, 300),
+        Err(OcspError::NonceMismatch)
+    );
+    // A responder that does not echo (no nonce asked, none given) fails a query that sent one.
+    let without = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, None).unwrap();
+    let resp = p.respond(&without.der, "ca", &[]);
+    assert!(ocsp::verify(&resp, &without, &ca, p.now, 300).is_ok());
+    assert_eq!(
+        ocsp::verify(&resp, &with_nonce, &ca, p.now, 300),
+        Err(OcspError::NonceMismatch)
+    );
+    let other_cert = ocsp::query(&p.cert("revoked"), &ca, IdHash::Sha1, None).unwrap();
+    assert_eq!(
+        ocsp::verify(&resp, &other_cert, &ca, p.now, 300),
+        Err(OcspError::CertIdMismatch)
+    );
+}
+
+#[test]
+fn sha256_cert_ids_work_and_tampering_is_caught() {
+    let p = pki();
+    let ca = p.cert("ca");
+    let q = ocsp::query(&p.cert("revoked"), &ca, IdHash::Sha256, None).unwrap();
+    let mut resp = p.respond(&q.der, "ca", &[]);
+    assert!(matches!(
+        ocsp::verify(&resp, &q, &ca, p.now, 300).unwrap().status,
+        Status::Revoked { .. }
+    ));
+    // Turn "revoked" into something else by flipping a byte inside the signed data.
+    let at = resp
+        .windows(15)
+        .position(|w| w == b"20240101000000Z")
+        .unwrap();
+    resp[at + 3] = b'5';
+    assert_eq!(
+        ocsp::verify(&resp, &q, &ca, p.now, 300),
+        Err(OcspError::BadSignature)
+    );
+}
