@@ -275,6 +275,7 @@ fn empty_record(addr: std::net::SocketAddr) -> AuditRecord {
         rounds: 0,
         duration_ms: 0,
         vlan: None,
+        revocation: "-".into(),
     }
 }
 

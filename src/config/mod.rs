@@ -21,6 +21,8 @@ use rustls::sign::CertifiedKey;
 use crate::eap::SessionConfig;
 use crate::pki::ca::{CaError, ServerMaterial, TokenCa};
 use crate::pki::hsm::{HsmError, Pin, SigningPool, TokenRef};
+use crate::pki::ocsp::IdHash;
+use crate::pki::revocation::{Checker, Method, Responder, Settings};
 use crate::radius::dictionary::Dictionary;
 use crate::radius::SharedSecret;
 use crate::tls::hsm_key::{HsmSigningKey, RotatingResolver};
@@ -115,6 +117,11 @@ pub struct Config {
     pub dictionary: Arc<Dictionary>,
     /// The token holding the server key and trust anchors, when `[pki]` is set.
     pub pki: Option<Arc<PkiRuntime>>,
+    /// OCSP checking, when `[revocation]` is set (and not `mode = "off"`).
+    pub revocation: Option<Arc<Checker>>,
+    /// The CA certificates devices chain to (DER): issuers for revocation checks of devices
+    /// issued directly by a root.
+    pub anchors: Vec<Vec<u8>>,
 }
 
 /// The server key in a token, as the running server uses it.
@@ -317,6 +324,11 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
 
     let pki = raw.pki.as_ref().and_then(|p| pki_settings(ctx, p));
     let eap = tls_settings(ctx, &raw.tls, raw.pki.as_ref(), pki.as_ref());
+    let revocation = raw
+        .revocation
+        .as_ref()
+        .and_then(|r| revocation_settings(ctx, r));
+    let anchors = anchor_ders(ctx, &raw.tls, pki.as_ref());
     let dictionary = load_dictionary(ctx, s.dictionary.as_ref());
 
     let vlan = raw.authorization.vlan.as_ref().map(|v| {
@@ -421,7 +433,114 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         inline_secrets,
         dictionary: Arc::new(dictionary?),
         pki,
+        revocation,
+        anchors,
     })
+}
+
+fn anchor_ders(ctx: &mut Ctx<'_>, t: &raw::RawTls, pki: Option<&Arc<PkiRuntime>>) -> Vec<Vec<u8>> {
+    if let Some(p) = pki {
+        return p
+            .ca
+            .server_material()
+            .map(|m| vec![m.root])
+            .unwrap_or_default();
+    }
+    let mut out = Vec::new();
+    for path in
+        t.ca.as_ref()
+            .map(|c| c.get_ref().clone())
+            .unwrap_or_default()
+    {
+        if let Ok(certs) = CertificateDer::pem_file_iter(ctx.path(&path))
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        {
+            out.extend(certs.into_iter().map(|c| c.to_vec()));
+        }
+    }
+    out
+}
+
+fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<Checker>> {
+    let timeout = ctx.bounded(&r.timeout_ms, "revocation.timeout_ms", 50..60_001);
+    let skew = ctx.bounded(&r.skew_secs, "revocation.skew_secs", 0..3601);
+    let max_ttl = ctx.bounded(&r.max_ttl_secs, "revocation.max_ttl_secs", 1..604_801);
+    let negative = ctx.bounded(
+        &r.negative_ttl_secs,
+        "revocation.negative_ttl_secs",
+        1..3601,
+    );
+    let cache_size = ctx.bounded(&r.cache_size, "revocation.cache_size", 1..10_000_001);
+    let hash = match r.cert_id_hash.get_ref().as_str() {
+        "sha1" => IdHash::Sha1,
+        "sha256" => IdHash::Sha256,
+        other => {
+            ctx.err(
+                r.cert_id_hash.span(),
+                "revocation.cert_id_hash",
+                format!("`{other}`: use \"sha1\" or \"sha256\""),
+            );
+            IdHash::Sha1
+        }
+    };
+    let method = match r.method.get_ref().as_str() {
+        "post" => Method::Post,
+        "get" => Method::Get,
+        other => {
+            ctx.err(
+                r.method.span(),
+                "revocation.method",
+                format!("`{other}`: use \"post\" or \"get\""),
+            );
+            Method::Post
+        }
+    };
+    let mut responders = Vec::new();
+    for (i, resp) in r.responders.iter().enumerate() {
+        let url = resp.url.get_ref();
+        if !url.starts_with("http://") {
+            ctx.err(
+                resp.url.span(),
+                format!("revocation.responders[{i}].url"),
+                format!("`{url}`: OCSP responders are http:// URLs"),
+            );
+        }
+        responders.push(Responder {
+            url: url.clone(),
+            nonce: resp.nonce,
+        });
+    }
+    match r.mode.get_ref().as_str() {
+        "off" => return None,
+        "ocsp" => {}
+        other => {
+            ctx.err(
+                r.mode.span(),
+                "revocation.mode",
+                format!("`{other}`: use \"ocsp\" or \"off\""),
+            );
+            return None;
+        }
+    }
+    let settings = Settings {
+        responders,
+        aia_nonce: r.aia_nonce,
+        timeout: Duration::from_millis(timeout),
+        hash,
+        method,
+        soft_fail: r.soft_fail,
+        skew: Duration::from_secs(skew),
+        max_ttl: Duration::from_secs(max_ttl),
+        negative_ttl: Duration::from_secs(negative),
+        cache_size,
+    };
+    match Checker::new(settings) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            ctx.err(r.mode.span(), "revocation", e);
+            None
+        }
+    }
 }
 
 fn load_dictionary(ctx: &mut Ctx<'_>, path: Option<&Spanned<String>>) -> Option<Dictionary> {

@@ -18,6 +18,72 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) client: Vec<RawClient>,
     pub(crate) pki: Option<RawPki>,
+    pub(crate) revocation: Option<RawRevocation>,
+}
+
+/// `[revocation]`: OCSP for every device certificate before it is told it succeeded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRevocation {
+    #[serde(default = "default_revocation_mode")]
+    pub(crate) mode: Spanned<String>,
+    #[serde(default)]
+    pub(crate) responders: Vec<RawResponder>,
+    #[serde(default = "default_true")]
+    pub(crate) aia_nonce: bool,
+    #[serde(default = "default_ocsp_timeout_ms")]
+    pub(crate) timeout_ms: Spanned<u64>,
+    #[serde(default = "default_cert_id_hash")]
+    pub(crate) cert_id_hash: Spanned<String>,
+    #[serde(default = "default_method")]
+    pub(crate) method: Spanned<String>,
+    #[serde(default)]
+    pub(crate) soft_fail: bool,
+    #[serde(default = "default_skew_secs")]
+    pub(crate) skew_secs: Spanned<u64>,
+    #[serde(default = "default_max_ttl_secs")]
+    pub(crate) max_ttl_secs: Spanned<u64>,
+    #[serde(default = "default_negative_ttl_secs")]
+    pub(crate) negative_ttl_secs: Spanned<u64>,
+    #[serde(default = "default_cache_size")]
+    pub(crate) cache_size: Spanned<u64>,
+}
+
+/// One OCSP responder URL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResponder {
+    pub(crate) url: Spanned<String>,
+    #[serde(default = "default_true")]
+    pub(crate) nonce: bool,
+}
+
+fn default_revocation_mode() -> Spanned<String> {
+    unspanned("ocsp".to_owned())
+}
+fn default_true() -> bool {
+    true
+}
+fn default_ocsp_timeout_ms() -> Spanned<u64> {
+    unspanned(2000)
+}
+fn default_cert_id_hash() -> Spanned<String> {
+    unspanned("sha1".to_owned())
+}
+fn default_method() -> Spanned<String> {
+    unspanned("post".to_owned())
+}
+fn default_skew_secs() -> Spanned<u64> {
+    unspanned(300)
+}
+fn default_max_ttl_secs() -> Spanned<u64> {
+    unspanned(3600)
+}
+fn default_negative_ttl_secs() -> Spanned<u64> {
+    unspanned(10)
+}
+fn default_cache_size() -> Spanned<u64> {
+    unspanned(100_000)
 }
 
 /// `[pki]`: the server key and trust anchors live in a PKCS#11 token.

@@ -88,6 +88,8 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
         "ca-chain.pem",
         &format!("{}{}", issuing.cert.pem(), root.cert.pem()),
     )?;
+    // The issuing CA's key, so tests can run OpenSSL's OCSP responder as the CA. Dev only.
+    write(dir, "issuing-ca.key", &issuing.key.serialize_pem())?;
 
     let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut p = leaf("radius.anchord.test", now, 10)?;
@@ -145,6 +147,28 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
             &format!("{}{}", cert.pem(), issuer.cert.pem()),
         )?;
         write(dir, &format!("{}.key", d.name), &key.serialize_pem())?;
+    }
+    // For revocation tests: a device that an OCSP responder will call revoked, a delegated
+    // responder (id-kp-OCSPSigning) and a responder certificate without that EKU.
+    let extras = [
+        ("device-revoked", ExtendedKeyUsagePurpose::ClientAuth, 0x30),
+        ("ocsp-responder", ExtendedKeyUsagePurpose::OcspSigning, 0x31),
+        ("ocsp-noeku", ExtendedKeyUsagePurpose::ClientAuth, 0x32),
+    ];
+    for (name, eku, serial) in extras {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut p = leaf(name, now, serial)?;
+        p.subject_alt_names = vec![rcgen::SanType::DnsName(
+            format!("{name}.devices.anchord.test").try_into()?,
+        )];
+        p.extended_key_usages = vec![eku];
+        let cert = p.signed_by(&key, &issuing.cert, &issuing.key)?;
+        write(
+            dir,
+            &format!("{name}.pem"),
+            &format!("{}{}", cert.pem(), issuing.cert.pem()),
+        )?;
+        write(dir, &format!("{name}.key"), &key.serialize_pem())?;
     }
     Ok(())
 }

@@ -5,3 +5,4 @@ pub mod ca;
 pub mod dev;
 pub mod hsm;
 pub mod ocsp;
+pub mod revocation;

@@ -1,10 +1,13 @@
 //! The check pipeline run after the TLS handshake and before the peer is told it succeeded:
-//! identity from the certificate, then revocation, posture and policy (later issues fill in
-//! those three; until then every verified certificate gets the configured VLAN).
+//! identity from the certificate, then revocation (OCSP, cached), then posture and policy
+//! (later issues; until then every good certificate gets the configured VLAN).
 //!
-//! Whatever a stage returns, a backend failure is a Deny, never an Allow.
+//! A backend failure is a Deny, never an Allow, unless the admin chose soft-fail for that
+//! stage; a soft-failed check is flagged in the audit line.
 
+use crate::config::Config;
 use crate::eap::{PeerInfo, Verdict};
+use crate::pki::revocation::{Report, State};
 use crate::tls::CertSummary;
 
 /// The decision for one authenticated peer.
@@ -16,26 +19,68 @@ pub struct Decision {
     pub cert: CertSummary,
     /// VLAN for an Allow.
     pub vlan: Option<String>,
+    /// Revocation result for the audit line ("off" when not checked).
+    pub revocation: String,
 }
 
-/// Runs every check for a peer whose chain rustls has verified.
-pub async fn run(peer: &PeerInfo, vlan: Option<&str>) -> Decision {
+/// Runs every check for a peer whose chain rustls has verified, at `now` (Unix seconds).
+pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
     let cert = peer
         .chain
         .first()
         .map(|c| CertSummary::of(c))
         .unwrap_or_default();
+    let deny = |reason, cert, revocation| Decision {
+        verdict: Verdict::Deny(reason),
+        cert,
+        vlan: None,
+        revocation,
+    };
     if cert.identity.is_empty() {
-        return Decision {
-            verdict: Verdict::Deny("no_identity"),
-            cert,
-            vlan: None,
-        };
+        return deny("no_identity", cert, "off".into());
     }
-    // Revocation (OCSP/CRL), posture and policy stages plug in here.
+    let mut revocation = "off".to_owned();
+    if let Some(checker) = &config.revocation {
+        let Some((leaf, issuer)) = leaf_and_issuer(peer, &config.anchors) else {
+            return deny(
+                "revocation_unknown",
+                cert,
+                "no issuer certificate to ask about".into(),
+            );
+        };
+        let report: Report = checker.check(leaf, &issuer, now).await;
+        revocation = report.describe();
+        match report.state {
+            State::Good => {}
+            State::Revoked { .. } => return deny("revoked", cert, revocation),
+            State::Unknown | State::NoAnswer(_) if checker.soft_fail() => {
+                revocation = format!("soft-failed: {revocation}");
+            }
+            State::Unknown | State::NoAnswer(_) => {
+                return deny("revocation_unknown", cert, revocation)
+            }
+        }
+    }
+    // Posture and policy stages plug in here.
     Decision {
         verdict: Verdict::Allow,
         cert,
-        vlan: vlan.map(str::to_owned),
+        vlan: config.vlan.clone(),
+        revocation,
     }
+}
+
+/// The device certificate and its issuer: the next certificate the device sent if it issued
+/// the leaf, else the configured CA that did.
+fn leaf_and_issuer<'a>(peer: &'a PeerInfo, anchors: &[Vec<u8>]) -> Option<(&'a [u8], Vec<u8>)> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let leaf = peer.chain.first()?;
+    let (_, parsed) = X509Certificate::from_der(leaf).ok()?;
+    let issuer_name = parsed.issuer().as_raw();
+    let sent = peer.chain.iter().skip(1).map(|c| c.to_vec());
+    sent.chain(anchors.iter().cloned())
+        .find(|c| {
+            X509Certificate::from_der(c).is_ok_and(|(_, i)| i.subject().as_raw() == issuer_name)
+        })
+        .map(|issuer| (leaf.as_ref(), issuer))
 }

@@ -151,9 +151,10 @@ async fn access_request(
         }
     };
     if let Action::CheckPeer(peer) = &step.action {
-        let decision = checks::run(peer, config.vlan.as_deref()).await;
+        let decision = checks::run(peer, config, clock::unix_now()).await;
         step.entry.cert = Some(decision.cert.clone());
         step.entry.vlan = decision.vlan.clone();
+        step.entry.revocation = Some(decision.revocation.clone());
         step.action = match step.entry.session.handle(Event::Verdict(decision.verdict)) {
             Ok(a) => a,
             Err(e) => {
@@ -257,6 +258,7 @@ fn start(
         started: clock::now(),
         cert: None,
         vlan: None,
+        revocation: None,
     };
     Ok(Step { entry, action })
 }
@@ -366,6 +368,9 @@ fn finished(
                 .saturating_duration_since(e.started)
                 .as_millis()
         }),
+        revocation: entry
+            .and_then(|e| e.revocation.clone())
+            .unwrap_or_else(|| "-".into()),
         vlan: if outcome == "accept" {
             entry.and_then(|e| e.vlan.clone())
         } else {
@@ -384,6 +389,7 @@ fn finished(
         rounds = record.rounds,
         duration_ms = record.duration_ms as u64,
         vlan = record.vlan.as_deref().unwrap_or("-"),
+        revocation = %record.revocation,
         detail,
         "authentication finished"
     );

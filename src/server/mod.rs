@@ -61,6 +61,8 @@ pub struct AuditRecord {
     pub duration_ms: u128,
     /// VLAN given with an Accept.
     pub vlan: Option<String>,
+    /// Revocation result: `good (ocsp)`, `revoked at … (cache)`, `soft-failed: …`, `off`.
+    pub revocation: String,
 }
 
 /// The part of the configuration a reload replaces.

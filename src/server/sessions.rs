@@ -29,6 +29,8 @@ pub struct SessionEntry {
     pub cert: Option<CertSummary>,
     /// VLAN chosen by the checks, once decided.
     pub vlan: Option<String>,
+    /// Revocation result, once checked.
+    pub revocation: Option<String>,
 }
 
 type Slot = Arc<Mutex<Option<SessionEntry>>>;

@@ -15,4 +15,6 @@ mod eapol;
 mod harness;
 mod hsm;
 mod ocsp;
+mod responder;
+mod revocation;
 mod wire;

@@ -1,0 +1,349 @@
+//! Revocation checking for authenticated devices: OCSP over HTTP with a shared cache.
+//!
+//! One in-flight fetch per certificate (concurrent authentications of the same device share
+//! it), answers cached until their nextUpdate (bounded by a maximum), failures cached briefly
+//! so a dead responder is not asked on every authentication, a list of responders tried in
+//! order with a timeout each, and a stalled responder delays only the devices that need it.
+//! Hard-fail by default: no valid answer means Reject unless `soft_fail` says otherwise.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::Expiry;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::ocsp::{self, Answer, IdHash, Status};
+
+/// One OCSP responder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Responder {
+    /// URL (http).
+    pub url: String,
+    /// Send a nonce (some responders, e.g. Microsoft's, do not echo one: turn it off there).
+    pub nonce: bool,
+}
+
+/// HTTP method for requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// POST of the DER request (RFC 6960 A.1).
+    Post,
+    /// GET with the base64 request in the path (RFC 5019, cache-friendly).
+    Get,
+}
+
+/// Revocation settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Responders to ask, in order; empty means the certificate's AIA OCSP URL.
+    pub responders: Vec<Responder>,
+    /// Whether the AIA responder gets a nonce.
+    pub aia_nonce: bool,
+    /// Timeout per responder.
+    pub timeout: Duration,
+    /// CertID hash.
+    pub hash: IdHash,
+    /// HTTP method.
+    pub method: Method,
+    /// Continue (flagged in the audit line) when no responder gives a valid answer.
+    pub soft_fail: bool,
+    /// Allowed clock skew for thisUpdate/nextUpdate.
+    pub skew: Duration,
+    /// Longest time an answer is cached, whatever its nextUpdate.
+    pub max_ttl: Duration,
+    /// How long a failure is cached.
+    pub negative_ttl: Duration,
+    /// Most certificates cached.
+    pub cache_size: u64,
+}
+
+/// The revocation state of one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Not revoked.
+    Good,
+    /// Revoked at a time (Unix seconds) for a reason.
+    Revoked {
+        /// When.
+        at: i64,
+        /// CRLReason, if given.
+        reason: Option<String>,
+    },
+    /// The responder does not know the certificate.
+    Unknown,
+    /// No responder gave a valid answer.
+    NoAnswer(String),
+}
+
+/// A check's result, for the decision and the audit line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The state.
+    pub state: State,
+    /// "ocsp" (fetched now) or "cache".
+    pub source: &'static str,
+}
+
+impl Report {
+    /// One phrase for the audit line, e.g. `good (ocsp)` or `revoked at 1704067200
+    /// (KeyCompromise) (cache)`.
+    pub fn describe(&self) -> String {
+        let what = match &self.state {
+            State::Good => "good".to_owned(),
+            State::Revoked { at, reason } => {
+                format!(
+                    "revoked at {at}{}",
+                    reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            }
+            State::Unknown => "unknown".to_owned(),
+            State::NoAnswer(e) => format!("no answer: {e}"),
+        };
+        format!("{what} ({})", self.source)
+    }
+}
+
+#[derive(Clone)]
+struct Cached {
+    state: State,
+    ttl: Duration,
+}
+
+struct TtlPolicy;
+
+impl Expiry<(Vec<u8>, Vec<u8>), Arc<Cached>> for TtlPolicy {
+    fn expire_after_create(
+        &self,
+        _key: &(Vec<u8>, Vec<u8>),
+        value: &Arc<Cached>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Counters for logs and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// OCSP requests sent.
+    pub requests: AtomicU64,
+    /// Checks answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Responder failures (timeouts, HTTP errors, invalid responses).
+    pub responder_errors: AtomicU64,
+}
+
+/// Checks certificates, sharing answers between authentications.
+pub struct Checker {
+    settings: Settings,
+    http: reqwest::Client,
+    cache: Cache<(Vec<u8>, Vec<u8>), Arc<Cached>>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checker")
+            .field("responders", &self.settings.responders)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checker {
+    /// A checker with its own HTTP client and cache.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn new(settings: Settings) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let cache = Cache::builder()
+            .max_capacity(settings.cache_size)
+            .expire_after(TtlPolicy)
+            .build();
+        Ok(Self {
+            settings,
+            http,
+            cache,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Soft-fail is on.
+    pub fn soft_fail(&self) -> bool {
+        self.settings.soft_fail
+    }
+
+    /// The revocation state of `cert` (DER), issued by `issuer` (DER), at `now` (Unix secs).
+    pub async fn check(&self, cert: &[u8], issuer: &[u8], now: i64) -> Report {
+        let key = match cache_key(cert, issuer) {
+            Some(k) => k,
+            None => {
+                return Report {
+                    state: State::NoAnswer("certificate does not parse".into()),
+                    source: "ocsp",
+                }
+            }
+        };
+        let fetched = AtomicBool::new(false);
+        let cached = self
+            .cache
+            .get_with(key, async {
+                fetched.store(true, Ordering::Relaxed);
+                Arc::new(self.fetch(cert, issuer, now).await)
+            })
+            .await;
+        let source = if fetched.load(Ordering::Relaxed) {
+            "ocsp"
+        } else {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            "cache"
+        };
+        Report {
+            state: cached.state.clone(),
+            source,
+        }
+    }
+
+    async fn fetch(&self, cert: &[u8], issuer: &[u8], now: i64) -> Cached {
+        let responders = if self.settings.responders.is_empty() {
+            aia_ocsp_urls(cert)
+                .into_iter()
+                .map(|url| Responder {
+                    url,
+                    nonce: self.settings.aia_nonce,
+                })
+                .collect()
+        } else {
+            self.settings.responders.clone()
+        };
+        if responders.is_empty() {
+            return self.failure("no OCSP responder configured and none in the certificate".into());
+        }
+        let mut last = String::new();
+        for r in &responders {
+            match self.ask(r, cert, issuer, now).await {
+                Ok(answer) => return self.answered(&answer, now),
+                Err(e) => {
+                    self.stats.responder_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(responder = %r.url, error = %e, "OCSP responder gave no valid answer");
+                    last = format!("{}: {e}", r.url);
+                }
+            }
+        }
+        self.failure(last)
+    }
+
+    fn failure(&self, why: String) -> Cached {
+        Cached {
+            state: State::NoAnswer(why),
+            ttl: self.settings.negative_ttl,
+        }
+    }
+
+    fn answered(&self, a: &Answer, now: i64) -> Cached {
+        let state = match &a.status {
+            Status::Good => State::Good,
+            Status::Revoked { at, reason } => State::Revoked {
+                at: *at,
+                reason: reason.clone(),
+            },
+            Status::Unknown => State::Unknown,
+        };
+        // Until nextUpdate, bounded; "unknown" like a failure; no nextUpdate: the minimum.
+        let ttl = match (&state, a.next_update) {
+            (State::Unknown, _) => self.settings.negative_ttl,
+            (_, Some(next)) => Duration::from_secs(u64::try_from(next - now).unwrap_or(0))
+                .min(self.settings.max_ttl),
+            (_, None) => self.settings.negative_ttl,
+        };
+        Cached {
+            state,
+            ttl: ttl.max(Duration::from_secs(1)),
+        }
+    }
+
+    async fn ask(
+        &self,
+        r: &Responder,
+        cert: &[u8],
+        issuer: &[u8],
+        now: i64,
+    ) -> Result<Answer, String> {
+        let nonce = r.nonce.then(rand::random::<[u8; 16]>);
+        let q = ocsp::query(cert, issuer, self.settings.hash, nonce).map_err(|e| e.to_string())?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let req = match self.settings.method {
+            Method::Post => self
+                .http
+                .post(&r.url)
+                .header("Content-Type", "application/ocsp-request")
+                .body(q.der.clone()),
+            Method::Get => {
+                let b64 = base64_url_path(&q.der);
+                self.http
+                    .get(format!("{}/{}", r.url.trim_end_matches('/'), b64))
+            }
+        };
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        // Bounded: an OCSP response is a few kilobytes.
+        if body.len() > 64 * 1024 {
+            return Err("response over 64 KiB".into());
+        }
+        let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
+        ocsp::verify(&body, &q, issuer, now, skew).map_err(|e| e.to_string())
+    }
+}
+
+/// Issuer key hash and serial: what identifies a certificate to its CA.
+fn cache_key(cert: &[u8], issuer: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    use sha2::{Digest, Sha256};
+    let (_, c) = X509Certificate::from_der(cert).ok()?;
+    let (_, i) = X509Certificate::from_der(issuer).ok()?;
+    let key_hash = Sha256::digest(i.public_key().subject_public_key.data.as_ref()).to_vec();
+    Some((key_hash, c.raw_serial().to_vec()))
+}
+
+/// The OCSP URLs in a certificate's Authority Information Access extension.
+pub fn aia_ocsp_urls(cert: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let Ok((_, c)) = X509Certificate::from_der(cert) else {
+        return Vec::new();
+    };
+    let mut urls = Vec::new();
+    for ext in c.extensions() {
+        if let ParsedExtension::AuthorityInfoAccess(aia) = ext.parsed_extension() {
+            for d in &aia.accessdescs {
+                if d.access_method.to_id_string() == "1.3.6.1.5.5.7.48.1" {
+                    if let GeneralName::URI(u) = &d.access_location {
+                        urls.push((*u).to_owned());
+                    }
+                }
+            }
+        }
+    }
+    urls
+}
+
+/// Base64 of the request, URL-escaped for a GET path (RFC 5019 §5).
+fn base64_url_path(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    b64.replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}

@@ -1,0 +1,125 @@
+//! A real OCSP responder on loopback: OpenSSL's (`openssl ocsp -index … -reqin -respout`)
+//! behind a minimal HTTP/1.1 front that binds 127.0.0.1 only (`openssl ocsp -port` listens
+//! on every interface). Counts the requests it answers; stops on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub(crate) struct Responder {
+    pub(crate) url: String,
+    pub(crate) requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Responder {
+    /// Serves answers for the dev PKI in `pki` (issuing CA database: device-ecdsa good,
+    /// device-revoked revoked for key compromise, everything else unknown), signed with the
+    /// certificate and key named `signer` (`issuing-ca`, `ocsp-responder`, …).
+    pub(crate) fn start(pki: &Path, signer: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        for f in [
+            "issuing-ca.pem".to_owned(),
+            format!("{signer}.pem"),
+            format!("{signer}.key"),
+        ] {
+            std::fs::copy(pki.join(&f), d.join(&f)).unwrap();
+        }
+        std::fs::write(
+            d.join("index.txt"),
+            "V\t301231235959Z\t\t1014\tunknown\t/CN=device-ecdsa\nR\t301231235959Z\t240101000000Z,keyCompromise\t1030\tunknown\t/CN=device-revoked\n",
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, halt, signer) = (requests.clone(), stop.clone(), signer.to_owned());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if halt.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    let n = count.fetch_add(1, Ordering::Relaxed);
+                    let _ = serve(conn, &d, &signer, n);
+                }
+            }
+        });
+        Self {
+            url: format!("http://{addr}"),
+            requests,
+            stop,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(conn: TcpStream, dir: &PathBuf, signer: &str, n: usize) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    let req = dir.join(format!("req{n}.der"));
+    let resp = dir.join(format!("resp{n}.der"));
+    std::fs::write(&req, &body)?;
+    let ok = Command::new("openssl")
+        .current_dir(dir)
+        .args(["ocsp", "-index", "index.txt", "-CA", "issuing-ca.pem"])
+        .args([
+            "-rsigner",
+            &format!("{signer}.pem"),
+            "-rkey",
+            &format!("{signer}.key"),
+            "-ndays",
+            "1",
+        ])
+        .arg("-reqin")
+        .arg(&req)
+        .arg("-respout")
+        .arg(&resp)
+        .output()?
+        .status
+        .success();
+    let out = if ok {
+        std::fs::read(&resp)?
+    } else {
+        Vec::new()
+    };
+    let mut w = conn;
+    let status = if ok {
+        "200 OK"
+    } else {
+        "500 Internal Server Error"
+    };
+    write!(w, "HTTP/1.1 {status}\r\nContent-Type: application/ocsp-response\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", out.len())?;
+    w.write_all(&out)
+}

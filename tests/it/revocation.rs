@@ -1,0 +1,120 @@
+//! OCSP in the server, end to end: eapol_test devices against anchord with a real OpenSSL
+//! OCSP responder on loopback. Good → Accept, revoked → Reject (TLS 1.2 and 1.3), unknown
+//! and unreachable → Reject under hard-fail and Accept under soft-fail, untrusted signers →
+//! Reject, the cache answers a second authentication, a dead first responder is skipped.
+
+use std::path::Path;
+
+use crate::harness::{eapol_test, pki_dir, Server, SECRET};
+use crate::responder::Responder;
+
+/// A server checking revocation with `revocation` as the body of its [revocation] table.
+fn server(revocation: &str) -> Server {
+    let pki = pki_dir();
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[tls]\ncertificate = \"{p}/server.pem\"\nprivate_key = \"{p}/server.key\"\nca = [\"{p}/root-ca.pem\"]\n\n[revocation]\ntimeout_ms = 1000\n{revocation}\n[authorization]\nvlan = \"100\"\n\n[[client]]\nname = \"it-nas\"\naddress = \"127.0.0.1\"\nsecret = \"{SECRET}\"\n",
+        p = pki.display()
+    );
+    Server::start_config(&config, &[])
+}
+
+fn responders(urls: &[&str]) -> String {
+    let list: Vec<String> = urls
+        .iter()
+        .map(|u| format!("{{ url = \"{u}\" }}"))
+        .collect();
+    format!("responders = [{}]\n", list.join(", "))
+}
+
+/// Authenticates `device` from the dev PKI with the tls12/tls13 scenario; true on Accept.
+fn auth(s: &Server, device: &str, scenario: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir();
+    std::fs::copy(pki.join("root-ca.pem"), dir.path().join("root-ca.pem")).unwrap();
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            pki.join(format!("{device}.{ext}")),
+            dir.path().join(format!("device-ecdsa.{ext}")),
+        )
+        .unwrap();
+    }
+    let out = eapol_test(s, dir.path(), scenario, &[]);
+    out.lines().any(|l| l.trim() == "SUCCESS")
+}
+
+fn responder(signer: &str) -> Responder {
+    Responder::start(Path::new(pki_dir()), signer)
+}
+
+#[test]
+fn good_device_is_accepted_and_revoked_device_rejected() {
+    let r = responder("issuing-ca");
+    let s = server(&responders(&[&r.url]));
+    assert!(auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    s.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
+    for scenario in ["tls12-ecdsa", "tls13-ecdsa"] {
+        assert!(!auth(&s, "device-revoked", scenario), "{scenario}");
+    }
+    s.wait_log(&[
+        "outcome=\"reject\"",
+        "reason=\"revoked\"",
+        "revoked at 1704067200 (KeyCompromise)",
+    ]);
+}
+
+#[test]
+fn second_authentication_is_answered_from_the_cache() {
+    let r = responder("ocsp-responder");
+    let s = server(&responders(&[&r.url]));
+    assert!(auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    assert!(auth(&s, "device-ecdsa", "tls13-ecdsa"));
+    assert_eq!(r.count(), 1, "one request for two authentications");
+    s.wait_log(&["outcome=\"accept\"", "revocation=good (cache)"]);
+}
+
+#[test]
+fn unknown_certificate_is_rejected_under_hard_fail_and_accepted_under_soft_fail() {
+    let r = responder("issuing-ca");
+    let hard = server(&responders(&[&r.url]));
+    assert!(!auth(&hard, "device-rsa", "tls12-ecdsa"));
+    hard.wait_log(&["reason=\"revocation_unknown\"", "revocation=unknown (ocsp)"]);
+    let soft = server(&format!("soft_fail = true\n{}", responders(&[&r.url])));
+    assert!(auth(&soft, "device-rsa", "tls12-ecdsa"));
+    soft.wait_log(&[
+        "outcome=\"accept\"",
+        "revocation=soft-failed: unknown (ocsp)",
+    ]);
+}
+
+#[test]
+fn unreachable_responder_is_rejected_under_hard_fail_and_accepted_under_soft_fail() {
+    let dead = "http://127.0.0.1:9"; // discard port: nothing listens
+    let hard = server(&responders(&[dead]));
+    assert!(!auth(&hard, "device-ecdsa", "tls12-ecdsa"));
+    hard.wait_log(&["reason=\"revocation_unknown\"", "no answer"]);
+    let soft = server(&format!("soft_fail = true\n{}", responders(&[dead])));
+    assert!(auth(&soft, "device-ecdsa", "tls12-ecdsa"));
+    soft.wait_log(&["outcome=\"accept\"", "soft-failed: no answer"]);
+}
+
+#[test]
+fn responses_from_untrusted_signers_are_no_answer() {
+    for signer in ["ocsp-noeku", "device-ecdsa"] {
+        let r = responder(signer);
+        let s = server(&responders(&[&r.url]));
+        assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"), "{signer}");
+        s.wait_log(&[
+            "reason=\"revocation_unknown\"",
+            "not signed by the issuer or an authorised responder",
+        ]);
+    }
+}
+
+#[test]
+fn dead_first_responder_is_skipped_for_the_next() {
+    let r = responder("ocsp-responder");
+    let s = server(&responders(&["http://127.0.0.1:9", &r.url]));
+    assert!(auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    assert_eq!(r.count(), 1);
+    s.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
+}
