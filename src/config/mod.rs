@@ -20,6 +20,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::eap::SessionConfig;
 use crate::pki::ca::{CaError, ServerMaterial, TokenCa};
+use crate::pki::crl::CrlStore;
 use crate::pki::hsm::{HsmError, Pin, SigningPool, TokenRef};
 use crate::pki::ocsp::IdHash;
 use crate::pki::revocation::{Checker, Method, Responder, Settings};
@@ -510,18 +511,46 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<
             nonce: resp.nonce,
         });
     }
-    match r.mode.get_ref().as_str() {
+    let ocsp = match r.mode.get_ref().as_str() {
         "off" => return None,
-        "ocsp" => {}
+        "ocsp" => true,
+        "crl" => false,
         other => {
             ctx.err(
                 r.mode.span(),
                 "revocation.mode",
-                format!("`{other}`: use \"ocsp\" or \"off\""),
+                format!("`{other}`: use \"ocsp\", \"crl\" or \"off\""),
             );
             return None;
         }
-    }
+    };
+    let crl_refresh = ctx.bounded(
+        &r.crl_refresh_secs,
+        "revocation.crl_refresh_secs",
+        1..86_401,
+    );
+    let files: Vec<PathBuf> = r.crl_files.iter().map(|f| ctx.path(f.get_ref())).collect();
+    let crls = if files.is_empty() {
+        if !ocsp {
+            ctx.err(
+                r.mode.span(),
+                "revocation.crl_files",
+                "mode = \"crl\" needs at least one CRL file",
+            );
+        }
+        None
+    } else {
+        match CrlStore::new(files) {
+            Ok(store) => Some(Arc::new(store)),
+            Err(errors) => {
+                let span = r.crl_files.first().map_or(0..0, Spanned::span);
+                for e in errors {
+                    ctx.err(span.clone(), "revocation.crl_files", e);
+                }
+                None
+            }
+        }
+    };
     let settings = Settings {
         responders,
         aia_nonce: r.aia_nonce,
@@ -533,6 +562,9 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<
         max_ttl: Duration::from_secs(max_ttl),
         negative_ttl: Duration::from_secs(negative),
         cache_size,
+        ocsp,
+        crls,
+        crl_refresh: Duration::from_secs(crl_refresh),
     };
     match Checker::new(settings) {
         Ok(c) => Some(Arc::new(c)),

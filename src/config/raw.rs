@@ -47,6 +47,14 @@ pub(crate) struct RawRevocation {
     pub(crate) negative_ttl_secs: Spanned<u64>,
     #[serde(default = "default_cache_size")]
     pub(crate) cache_size: Spanned<u64>,
+    #[serde(default)]
+    pub(crate) crl_files: Vec<Spanned<String>>,
+    #[serde(default = "default_crl_refresh_secs")]
+    pub(crate) crl_refresh_secs: Spanned<u64>,
+}
+
+fn default_crl_refresh_secs() -> Spanned<u64> {
+    unspanned(300)
 }
 
 /// One OCSP responder URL.

@@ -2,6 +2,7 @@
 //! OCSP land here in later issues.
 
 pub mod ca;
+pub mod crl;
 pub mod dev;
 pub mod hsm;
 pub mod ocsp;

@@ -14,6 +14,7 @@ use moka::future::Cache;
 use moka::Expiry;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::crl::CrlStore;
 use super::ocsp::{self, Answer, IdHash, Status};
 
 /// One OCSP responder.
@@ -57,6 +58,12 @@ pub struct Settings {
     pub negative_ttl: Duration,
     /// Most certificates cached.
     pub cache_size: u64,
+    /// Ask OCSP responders (false: CRLs only).
+    pub ocsp: bool,
+    /// CRLs: the source without OCSP, the fallback when no responder answers.
+    pub crls: Option<Arc<CrlStore>>,
+    /// How often CRL files are re-read.
+    pub crl_refresh: Duration,
 }
 
 /// The revocation state of one certificate.
@@ -82,7 +89,7 @@ pub enum State {
 pub struct Report {
     /// The state.
     pub state: State,
-    /// "ocsp" (fetched now) or "cache".
+    /// "ocsp" (fetched now), "cache" or "crl".
     pub source: &'static str,
 }
 
@@ -184,8 +191,53 @@ impl Checker {
         self.settings.soft_fail
     }
 
-    /// The revocation state of `cert` (DER), issued by `issuer` (DER), at `now` (Unix secs).
+    /// The CRL store and how often to re-read it, if CRLs are configured.
+    pub fn crls(&self) -> Option<(Arc<CrlStore>, Duration)> {
+        self.settings
+            .crls
+            .clone()
+            .map(|c| (c, self.settings.crl_refresh))
+    }
+
+    /// The revocation state of `cert` (DER), issued by `issuer` (DER), at `now` (Unix secs):
+    /// OCSP (cached) first; the CRLs when OCSP is off or no responder gave a valid answer.
     pub async fn check(&self, cert: &[u8], issuer: &[u8], now: i64) -> Report {
+        let from_crl = |why: String| {
+            let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
+            match self
+                .settings
+                .crls
+                .as_ref()
+                .and_then(|c| c.lookup(cert, issuer, now, skew))
+            {
+                Some(state) => Report {
+                    state,
+                    source: "crl",
+                },
+                None => Report {
+                    state: State::NoAnswer(why),
+                    source: "crl",
+                },
+            }
+        };
+        if !self.settings.ocsp {
+            return from_crl("no current CRL from the issuer".into());
+        }
+        let report = self.check_ocsp(cert, issuer, now).await;
+        match &report.state {
+            State::NoAnswer(why) if self.settings.crls.is_some() => {
+                let fallback = from_crl(format!("{why}; no current CRL from the issuer"));
+                if matches!(fallback.state, State::NoAnswer(_)) {
+                    report
+                } else {
+                    fallback
+                }
+            }
+            _ => report,
+        }
+    }
+
+    async fn check_ocsp(&self, cert: &[u8], issuer: &[u8], now: i64) -> Report {
         let key = match cache_key(cert, issuer) {
             Some(k) => k,
             None => {

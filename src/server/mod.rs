@@ -167,6 +167,7 @@ impl Server {
             ));
         }
         let watcher = tokio::spawn(watch_rotation(self.shared.clone(), shutdown.clone()));
+        let crl_watcher = tokio::spawn(watch_crls(self.shared.clone(), shutdown.clone()));
         let mut result = Ok(());
         while let Some(r) = loops.join_next().await {
             if let Ok(Err(e)) = r {
@@ -175,6 +176,7 @@ impl Server {
             }
         }
         watcher.abort();
+        crl_watcher.abort();
         if let Some(pool) = self
             .shared
             .live()
@@ -192,6 +194,32 @@ impl Server {
         }
         info!(counters = ?self.shared.metrics.snapshot(), "stopped");
         result
+    }
+}
+
+/// Re-reads CRL files every `crl_refresh_secs`, so a new CRL takes effect without a restart.
+async fn watch_crls(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let crls = shared
+            .live()
+            .config
+            .revocation
+            .as_ref()
+            .and_then(|r| r.crls());
+        let wait = crls
+            .as_ref()
+            .map_or(Duration::from_secs(5), |(_, every)| *every);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Some((store, _)) = crls {
+            if let Ok(errors) = tokio::task::spawn_blocking(move || store.reload()).await {
+                for e in errors {
+                    warn!(error = %e, "CRL not reloaded; keeping the previous one");
+                }
+            }
+        }
     }
 }
 

@@ -118,3 +118,99 @@ fn dead_first_responder_is_skipped_for_the_next() {
     assert_eq!(r.count(), 1);
     s.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
 }
+
+/// Writes `crl.pem` into `dir`: the issuing CA's CRL (made by `openssl ca -gencrl`) listing
+/// the given serials as revoked for key compromise.
+fn write_crl(dir: &Path, serials: &[&str]) -> std::path::PathBuf {
+    let pki = pki_dir();
+    let index: String = serials
+        .iter()
+        .map(|s| format!("R\t301231235959Z\t240101000000Z,keyCompromise\t{s}\tunknown\t/CN=x\n"))
+        .collect();
+    std::fs::write(dir.join("index.txt"), index).unwrap();
+    std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "ca", "-gencrl", "-batch", "-config", "ca.cnf", "-out", "crl.new",
+        ])
+        .arg("-keyfile")
+        .arg(pki.join("issuing-ca.key"))
+        .arg("-cert")
+        .arg(pki.join("issuing-ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Replace atomically, as an admin's tooling would.
+    std::fs::rename(dir.join("crl.new"), dir.join("crl.pem")).unwrap();
+    dir.join("crl.pem")
+}
+
+#[test]
+fn crl_rejects_a_revoked_device_without_ocsp_and_a_new_crl_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = write_crl(dir.path(), &["1030"]);
+    let s = server(&format!(
+        "mode = \"crl\"\ncrl_files = [\"{}\"]\ncrl_refresh_secs = 1\n",
+        crl.display()
+    ));
+    assert!(!auth(&s, "device-revoked", "tls12-ecdsa"));
+    s.wait_log(&["reason=\"revoked\"", "(crl)"]);
+    assert!(auth(&s, "device-ecdsa", "tls13-ecdsa"));
+    s.wait_log(&["outcome=\"accept\"", "revocation=good (crl)"]);
+    // The CA revokes device-ecdsa too: the new file is read without a restart.
+    write_crl(dir.path(), &["1030", "1014"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while auth(&s, "device-ecdsa", "tls12-ecdsa") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new CRL not picked up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    s.wait_log(&["reason=\"revoked\"", "identity=device-ecdsa"]);
+}
+
+#[test]
+fn crl_is_the_fallback_when_no_responder_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = write_crl(dir.path(), &["1030"]);
+    let s = server(&format!(
+        "{}crl_files = [\"{}\"]\n",
+        responders(&["http://127.0.0.1:9"]),
+        crl.display()
+    ));
+    assert!(auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    s.wait_log(&["outcome=\"accept\"", "revocation=good (crl)"]);
+    assert!(!auth(&s, "device-revoked", "tls12-ecdsa"));
+    s.wait_log(&["reason=\"revoked\"", "(crl)"]);
+}
+
+#[test]
+fn crl_whose_signature_does_not_verify_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = write_crl(dir.path(), &[]);
+    // Flip one byte of the signature (the DER ends with it).
+    let mut der = pem::parse(std::fs::read(&crl).unwrap())
+        .unwrap()
+        .into_contents();
+    let last = der.len() - 3;
+    der[last] ^= 0x55;
+    let forged = dir.path().join("forged.der");
+    std::fs::write(&forged, der).unwrap();
+    let s = server(&format!(
+        "mode = \"crl\"\ncrl_files = [\"{}\"]\n",
+        forged.display()
+    ));
+    assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    s.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
+}
