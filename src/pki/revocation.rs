@@ -143,6 +143,8 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     /// Responder failures (timeouts, HTTP errors, invalid responses).
     pub responder_errors: AtomicU64,
+    /// Responder failures by kind (`timeout`, `connect`, `http_status`, `ocsp_nonce_mismatch`, ...).
+    pub errors_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// Checks certificates, sharing answers between authentications.
@@ -286,9 +288,12 @@ impl Checker {
         for r in &responders {
             match self.ask(r, cert, issuer, now).await {
                 Ok(answer) => return self.answered(&answer, now),
-                Err(e) => {
+                Err((kind, e)) => {
                     self.stats.responder_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(responder = %r.url, error = %e, "OCSP responder gave no valid answer");
+                    if let Ok(mut m) = self.stats.errors_by_kind.lock() {
+                        *m.entry(kind).or_default() += 1;
+                    }
+                    tracing::warn!(responder = %r.url, kind, error = %e, "OCSP responder gave no valid answer");
                     last = format!("{}: {e}", r.url);
                 }
             }
@@ -331,9 +336,10 @@ impl Checker {
         cert: &[u8],
         issuer: &[u8],
         now: i64,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, (&'static str, String)> {
         let nonce = r.nonce.then(rand::random::<[u8; 16]>);
-        let q = ocsp::query(cert, issuer, self.settings.hash, nonce).map_err(|e| e.to_string())?;
+        let q = ocsp::query(cert, issuer, self.settings.hash, nonce)
+            .map_err(|e| (e.label(), e.to_string()))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let req = match self.settings.method {
             Method::Post => self
@@ -347,17 +353,27 @@ impl Checker {
                     .get(format!("{}/{}", r.url.trim_end_matches('/'), b64))
             }
         };
-        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let http_err = |e: reqwest::Error| {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else {
+                "http"
+            };
+            (kind, e.to_string())
+        };
+        let resp = req.send().await.map_err(http_err)?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
+            return Err(("http_status", format!("HTTP {}", resp.status())));
         }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        let body = resp.bytes().await.map_err(http_err)?;
         // Bounded: an OCSP response is a few kilobytes.
         if body.len() > 64 * 1024 {
-            return Err("response over 64 KiB".into());
+            return Err(("too_large", "response over 64 KiB".into()));
         }
         let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
-        ocsp::verify(&body, &q, issuer, now, skew).map_err(|e| e.to_string())
+        ocsp::verify(&body, &q, issuer, now, skew).map_err(|e| (e.label(), e.to_string()))
     }
 }
 

@@ -192,6 +192,14 @@ impl Server {
                 "HSM signing totals for the current server key"
             );
         }
+        if let Some(r) = &self.shared.live().config.revocation {
+            info!(
+                ocsp_requests = r.stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+                cache_hits = r.stats.cache_hits.load(std::sync::atomic::Ordering::Relaxed),
+                responder_errors = ?r.stats.errors_by_kind.lock().map(|m| m.clone()).unwrap_or_default(),
+                "revocation totals"
+            );
+        }
         info!(counters = ?self.shared.metrics.snapshot(), "stopped");
         result
     }

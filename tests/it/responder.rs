@@ -61,6 +61,58 @@ impl Responder {
         }
     }
 
+    /// From now on answer every request with one fixed response about `device`, made from a
+    /// request without a nonce: a responder that does not echo nonces (as Microsoft's may).
+    pub(crate) fn ignore_nonces(&self, pki: &Path, device: &str, signer: &str) {
+        let d = self._dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(d)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let cert = pki.join(format!("{device}.pem")).display().to_string();
+        run(&[
+            "ocsp",
+            "-issuer",
+            "issuing-ca.pem",
+            "-cert",
+            &cert,
+            "-no_nonce",
+            "-reqout",
+            "fixed-req.der",
+        ]);
+        let (rs, rk) = (format!("{signer}.pem"), format!("{signer}.key"));
+        run(&[
+            "ocsp",
+            "-index",
+            "index.txt",
+            "-CA",
+            "issuing-ca.pem",
+            "-rsigner",
+            &rs,
+            "-rkey",
+            &rk,
+            "-ndays",
+            "1",
+            "-reqin",
+            "fixed-req.der",
+            "-respout",
+            "fixed-response.der",
+        ]);
+    }
+
+    /// True if the last request came as an RFC 5019 GET.
+    pub(crate) fn saw_get(&self) -> bool {
+        self._dir.path().join("last-method").exists()
+    }
+
     pub(crate) fn count(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
     }
@@ -76,6 +128,8 @@ impl Drop for Responder {
 fn serve(conn: TcpStream, dir: &PathBuf, signer: &str, n: usize) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut len = 0;
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
     loop {
         let mut line = String::new();
         reader.read_line(&mut line)?;
@@ -88,6 +142,28 @@ fn serve(conn: TcpStream, dir: &PathBuf, signer: &str, n: usize) -> std::io::Res
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
+    // RFC 5019 GET: the DER request, base64 and URL-escaped, is the last path segment.
+    if let Some(path) = request_line
+        .strip_prefix("GET ")
+        .and_then(|r| r.split(' ').next())
+    {
+        use base64::Engine;
+        let b64 = path
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .replace("%2B", "+")
+            .replace("%2F", "/")
+            .replace("%3D", "=");
+        body = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_default();
+        std::fs::write(dir.join("last-method"), "GET")?;
+    }
+    if let Ok(fixed) = std::fs::read(dir.join("fixed-response.der")) {
+        // A responder that ignores the request's nonce: always the same answer.
+        return reply(conn, true, &fixed);
+    }
     let req = dir.join(format!("req{n}.der"));
     let resp = dir.join(format!("resp{n}.der"));
     std::fs::write(&req, &body)?;
@@ -114,6 +190,10 @@ fn serve(conn: TcpStream, dir: &PathBuf, signer: &str, n: usize) -> std::io::Res
     } else {
         Vec::new()
     };
+    reply(conn, ok, &out)
+}
+
+fn reply(conn: TcpStream, ok: bool, out: &[u8]) -> std::io::Result<()> {
     let mut w = conn;
     let status = if ok {
         "200 OK"
@@ -121,5 +201,5 @@ fn serve(conn: TcpStream, dir: &PathBuf, signer: &str, n: usize) -> std::io::Res
         "500 Internal Server Error"
     };
     write!(w, "HTTP/1.1 {status}\r\nContent-Type: application/ocsp-response\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", out.len())?;
-    w.write_all(&out)
+    w.write_all(out)
 }

@@ -214,3 +214,27 @@ fn crl_whose_signature_does_not_verify_is_not_trusted() {
     assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
     s.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
 }
+
+#[test]
+fn get_requests_per_rfc_5019_work() {
+    let r = responder("ocsp-responder");
+    let s = server(&format!("method = \"get\"\n{}", responders(&[&r.url])));
+    assert!(auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    assert!(r.saw_get());
+    s.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
+}
+
+#[test]
+fn nonce_can_be_switched_off_for_a_responder_that_does_not_echo_it() {
+    let r = responder("issuing-ca");
+    r.ignore_nonces(pki_dir(), "device-ecdsa", "issuing-ca");
+    let with_nonce = server(&responders(&[&r.url]));
+    assert!(!auth(&with_nonce, "device-ecdsa", "tls12-ecdsa"));
+    with_nonce.wait_log(&["reason=\"revocation_unknown\"", "nonce not echoed"]);
+    let without = server(&format!(
+        "responders = [{{ url = \"{}\", nonce = false }}]\n",
+        r.url
+    ));
+    assert!(auth(&without, "device-ecdsa", "tls12-ecdsa"));
+    without.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
+}
