@@ -162,3 +162,17 @@ pub(crate) fn eapol_test(server: &Server, cwd: &Path, scenario: &str, extra: &[&
         .expect("eapol_test runs (install: eapol-tests/install-deps.sh)");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `openssl` with `args` in `dir` and insists that it succeeds.
+pub(crate) fn openssl<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -5,7 +5,6 @@
 //! CertID mismatches, SHA-256 CertIDs and tampered signatures.
 
 use std::path::Path;
-use std::process::Command;
 
 use anchord::pki::ocsp::{self, IdHash, OcspError, Signer, Status};
 use rcgen::{
@@ -142,35 +141,21 @@ impl Pki {
     fn respond(&self, req: &[u8], signer: &str, extra: &[&str]) -> Vec<u8> {
         let d = self.dir.path();
         std::fs::write(d.join("req.der"), req).unwrap();
-        let out = Command::new("openssl")
-            .current_dir(d)
-            .args([
-                "ocsp",
-                "-index",
-                "index.txt",
-                "-CA",
-                "ca.pem",
-                "-reqin",
-                "req.der",
-                "-respout",
-                "resp.der",
-            ])
-            .args([
-                "-rsigner",
-                &format!("{signer}.pem"),
-                "-rkey",
-                &format!("{signer}.key"),
-                "-ndays",
-                "1",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (rs, rk) = (format!("{signer}.pem"), format!("{signer}.key"));
+        let mut args = vec![
+            "ocsp",
+            "-index",
+            "index.txt",
+            "-CA",
+            "ca.pem",
+            "-reqin",
+            "req.der",
+        ];
+        args.extend([
+            "-respout", "resp.der", "-rsigner", &rs, "-rkey", &rk, "-ndays", "1",
+        ]);
+        args.extend_from_slice(extra);
+        crate::harness::openssl(d, &args);
         std::fs::read(d.join("resp.der")).unwrap()
     }
 

@@ -65,18 +65,7 @@ impl Responder {
     /// request without a nonce: a responder that does not echo nonces (as Microsoft's may).
     pub(crate) fn ignore_nonces(&self, pki: &Path, device: &str, signer: &str) {
         let d = self._dir.path();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .current_dir(d)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| crate::harness::openssl(d, args);
         let cert = pki.join(format!("{device}.pem")).display().to_string();
         run(&[
             "ocsp",

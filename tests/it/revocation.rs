@@ -134,21 +134,14 @@ fn write_crl(dir: &Path, serials: &[&str]) -> std::path::PathBuf {
         "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 1\n",
     )
     .unwrap();
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args([
-            "ca", "-gencrl", "-batch", "-config", "ca.cnf", "-out", "crl.new",
-        ])
-        .arg("-keyfile")
-        .arg(pki.join("issuing-ca.key"))
-        .arg("-cert")
-        .arg(pki.join("issuing-ca.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (key, cert) = (pki.join("issuing-ca.key"), pki.join("issuing-ca.pem"));
+    let (key, cert) = (key.to_str().unwrap(), cert.to_str().unwrap());
+    crate::harness::openssl(
+        dir,
+        &[
+            "ca", "-gencrl", "-batch", "-config", "ca.cnf", "-out", "crl.new", "-keyfile", key,
+            "-cert", cert,
+        ],
     );
     // Replace atomically, as an admin's tooling would.
     std::fs::rename(dir.join("crl.new"), dir.join("crl.pem")).unwrap();
