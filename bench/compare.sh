@@ -5,6 +5,7 @@
 #   DURATION=30 bench/compare.sh
 #   bench/compare.sh soak       # anchord RSS over a 5-minute steady load (SOAK_SECS, SOAK_RATE)
 #   bench/compare.sh hsm        # anchord with the server key in SoftHSM2 against in a file
+#   bench/compare.sh ocsp       # anchord with OCSP on (warm cache) against OCSP off
 #
 # Servers are pinned to core 0 and the load generator (`anchord bench`, which verifies every
 # reply: authenticators, EAP-Success, MS-MPPE keys against its own MSK, VLAN) to core 1.
@@ -53,6 +54,7 @@ vlan = "100"
 name = "bench"
 address = "127.0.0.1"
 secret = "$SECRET"
+${EXTRA:-}
 TOML
   taskset -c 0 "$A" serve --config "$work/anchord.toml" 2>"$work/anchord.log" &
   pid=$!
@@ -126,6 +128,47 @@ runs = [list(map(float, a.split())) for a in sys.argv[1:]]
 print(f"{statistics.median(r[0] for r in runs):.2f} {statistics.median(r[1] for r in runs):.2f} {int(sum(r[2] for r in runs))}")
 PY
 }
+
+if [ "$mode" = ocsp ]; then
+  # OpenSSL's responder for the dev PKI's issuing CA, on loopback only.
+  printf 'V\t301231235959Z\t\t1014\tunknown\t/CN=device-ecdsa\n' >"$work/pki/index.txt"
+  cat >"$work/responder.py" <<'PY'
+import http.server, os, subprocess, sys
+d, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        open(os.path.join(d, "req.der"), "wb").write(body)
+        subprocess.run(["openssl", "ocsp", "-index", "index.txt", "-CA", "issuing-ca.pem",
+                        "-rsigner", "issuing-ca.pem", "-rkey", "issuing-ca.key", "-ndays", "1",
+                        "-reqin", "req.der", "-respout", "resp.der"], cwd=d, check=True, capture_output=True)
+        out = open(os.path.join(d, "resp.der"), "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/ocsp-response")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+PY
+  OPORT=${OPORT:-18814}
+  taskset -c 1 python3 "$work/responder.py" "$work/pki" "$OPORT" &
+  pids+=("$!")
+  sleep 0.5
+  printf '%-6s %-34s %10s %10s %8s\n' tls metric ocsp-off ocsp-on ratio
+  for tls in 1.2 1.3; do
+    EXTRA= start_anchord server; read -r off_rate off_cpu _ off_err < <(saturate "$APORT" device-ecdsa "$tls"); stop
+    EXTRA=$'[revocation]\nresponders = [{ url = "http://127.0.0.1:'"$OPORT"$'" }]' start_anchord server
+    read -r on_rate on_cpu _ on_err < <(saturate "$APORT" device-ecdsa "$tls")
+    grep -q 'revocation=good (cache)' "$work/anchord.log" || { echo "OCSP was not in use" >&2; exit 1; }
+    stop
+    printf '%-6s %-34s %10s %10s %8s\n' "$tls" "auth/s at saturation" "$off_rate" "$on_rate" "$(python3 -c "print(f'{$on_rate/$off_rate:.2f}x')")"
+    printf '%-6s %-34s %10s %10s %8s\n' "$tls" "server CPU ms per auth" "$off_cpu" "$on_cpu" "$(python3 -c "print(f'{$on_cpu/$off_cpu:.2f}x')")"
+    printf '%-6s %-34s %10s %10s\n' "$tls" "errors" "$off_err" "$on_err"
+  done
+  exit 0
+fi
 
 if [ "$mode" = hsm ]; then
   export SOFTHSM2_CONF=$work/softhsm2.conf ANCHORD_HSM_PIN=bench-pin ANCHORD_HSM_SO_PIN=bench-so-pin

@@ -203,7 +203,16 @@ impl Checker {
 
     /// The revocation state of `cert` (DER), issued by `issuer` (DER), at `now` (Unix secs):
     /// OCSP (cached) first; the CRLs when OCSP is off or no responder gave a valid answer.
-    pub async fn check(&self, cert: &[u8], issuer: &[u8], now: i64) -> Report {
+    ///
+    /// `cert_parsed` and `issuer_parsed` are the same certificates, parsed once by the caller.
+    pub async fn check(
+        &self,
+        cert: &[u8],
+        cert_parsed: &X509Certificate<'_>,
+        issuer: &[u8],
+        issuer_parsed: &X509Certificate<'_>,
+        now: i64,
+    ) -> Report {
         let from_crl = |why: String| {
             let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
             match self
@@ -225,7 +234,9 @@ impl Checker {
         if !self.settings.ocsp {
             return from_crl("no current CRL from the issuer".into());
         }
-        let report = self.check_ocsp(cert, issuer, now).await;
+        let report = self
+            .check_ocsp(cert, cert_parsed, issuer, issuer_parsed, now)
+            .await;
         match &report.state {
             State::NoAnswer(why) if self.settings.crls.is_some() => {
                 let fallback = from_crl(format!("{why}; no current CRL from the issuer"));
@@ -239,16 +250,15 @@ impl Checker {
         }
     }
 
-    async fn check_ocsp(&self, cert: &[u8], issuer: &[u8], now: i64) -> Report {
-        let key = match cache_key(cert, issuer) {
-            Some(k) => k,
-            None => {
-                return Report {
-                    state: State::NoAnswer("certificate does not parse".into()),
-                    source: "ocsp",
-                }
-            }
-        };
+    async fn check_ocsp(
+        &self,
+        cert: &[u8],
+        cert_parsed: &X509Certificate<'_>,
+        issuer: &[u8],
+        issuer_parsed: &X509Certificate<'_>,
+        now: i64,
+    ) -> Report {
+        let key = cache_key(cert_parsed, issuer_parsed);
         let fetched = AtomicBool::new(false);
         let cached = self
             .cache
@@ -378,12 +388,10 @@ impl Checker {
 }
 
 /// Issuer key hash and serial: what identifies a certificate to its CA.
-fn cache_key(cert: &[u8], issuer: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+fn cache_key(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> (Vec<u8>, Vec<u8>) {
     use sha2::{Digest, Sha256};
-    let (_, c) = X509Certificate::from_der(cert).ok()?;
-    let (_, i) = X509Certificate::from_der(issuer).ok()?;
-    let key_hash = Sha256::digest(i.public_key().subject_public_key.data.as_ref()).to_vec();
-    Some((key_hash, c.raw_serial().to_vec()))
+    let key_hash = Sha256::digest(issuer.public_key().subject_public_key.data.as_ref()).to_vec();
+    (key_hash, cert.raw_serial().to_vec())
 }
 
 /// The OCSP URLs in a certificate's Authority Information Access extension.

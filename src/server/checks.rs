@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::eap::{PeerInfo, Verdict};
 use crate::pki::revocation::{Report, State};
 use crate::tls::CertSummary;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The decision for one authenticated peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,14 +42,29 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
     }
     let mut revocation = "off".to_owned();
     if let Some(checker) = &config.revocation {
-        let Some((leaf, issuer)) = leaf_and_issuer(peer, &config.anchors) else {
+        let Some(leaf) = peer.chain.first() else {
+            return deny("revocation_unknown", cert, "no certificate".into());
+        };
+        let Ok((_, leaf_parsed)) = X509Certificate::from_der(leaf) else {
+            return deny(
+                "revocation_unknown",
+                cert,
+                "certificate does not parse".into(),
+            );
+        };
+        let Some(issuer) = issuer_of(&leaf_parsed, peer, &config.anchors) else {
             return deny(
                 "revocation_unknown",
                 cert,
                 "no issuer certificate to ask about".into(),
             );
         };
-        let report: Report = checker.check(leaf, &issuer, now).await;
+        let Ok((_, issuer_parsed)) = X509Certificate::from_der(&issuer) else {
+            return deny("revocation_unknown", cert, "issuer does not parse".into());
+        };
+        let report: Report = checker
+            .check(leaf, &leaf_parsed, &issuer, &issuer_parsed, now)
+            .await;
         revocation = report.describe();
         match report.state {
             State::Good => {}
@@ -70,17 +86,12 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
     }
 }
 
-/// The device certificate and its issuer: the next certificate the device sent if it issued
-/// the leaf, else the configured CA that did.
-fn leaf_and_issuer<'a>(peer: &'a PeerInfo, anchors: &[Vec<u8>]) -> Option<(&'a [u8], Vec<u8>)> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let leaf = peer.chain.first()?;
-    let (_, parsed) = X509Certificate::from_der(leaf).ok()?;
-    let issuer_name = parsed.issuer().as_raw();
+/// The certificate that issued the device's: the next one the device sent if it did, else
+/// the configured CA that did.
+fn issuer_of(leaf: &X509Certificate<'_>, peer: &PeerInfo, anchors: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let issuer_name = leaf.issuer().as_raw();
     let sent = peer.chain.iter().skip(1).map(|c| c.to_vec());
-    sent.chain(anchors.iter().cloned())
-        .find(|c| {
-            X509Certificate::from_der(c).is_ok_and(|(_, i)| i.subject().as_raw() == issuer_name)
-        })
-        .map(|issuer| (leaf.as_ref(), issuer))
+    sent.chain(anchors.iter().cloned()).find(|c| {
+        X509Certificate::from_der(c).is_ok_and(|(_, i)| i.subject().as_raw() == issuer_name)
+    })
 }

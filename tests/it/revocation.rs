@@ -231,3 +231,37 @@ fn nonce_can_be_switched_off_for_a_responder_that_does_not_echo_it() {
     assert!(auth(&without, "device-ecdsa", "tls12-ecdsa"));
     without.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
 }
+
+#[test]
+fn stalled_responder_delays_only_the_device_that_needs_it() {
+    // Accepts connections and never answers.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", stall.local_addr().unwrap());
+    let s = std::sync::Arc::new(server(&responders(&[&url])));
+    let waiting = {
+        let s = s.clone();
+        std::thread::spawn(move || auth(&s, "device-ecdsa", "tls12-ecdsa"))
+    };
+    // While that device waits on the responder, the server answers others at once.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(s.addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut b = anchord::radius::ReplyBuilder::new(anchord::radius::Code::StatusServer, 9);
+    b.push(anchord::radius::AttrType::NasIdentifier, b"probe")
+        .unwrap();
+    let secret = anchord::radius::SharedSecret::new(SECRET.as_bytes().to_vec());
+    let req = b.finish_request(&secret, &[3; 16]).unwrap();
+    sock.send(&req).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock
+        .recv(&mut buf)
+        .expect("answered while a revocation check is pending");
+    assert_eq!(buf[0], 2);
+    assert!(n >= 20);
+    // The waiting device is rejected after the 1 s responder timeout (hard-fail).
+    assert!(!waiting.join().unwrap());
+    s.wait_log(&["reason=\"revocation_unknown\""]);
+    drop(stall);
+}
