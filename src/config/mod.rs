@@ -563,6 +563,7 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<
         negative_ttl: Duration::from_secs(negative),
         cache_size,
         ocsp,
+        check_intermediates: r.check_intermediates,
         crls,
         crl_refresh: Duration::from_secs(crl_refresh),
     };

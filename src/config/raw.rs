@@ -48,6 +48,8 @@ pub(crate) struct RawRevocation {
     #[serde(default = "default_cache_size")]
     pub(crate) cache_size: Spanned<u64>,
     #[serde(default)]
+    pub(crate) check_intermediates: bool,
+    #[serde(default)]
     pub(crate) crl_files: Vec<Spanned<String>>,
     #[serde(default = "default_crl_refresh_secs")]
     pub(crate) crl_refresh_secs: Spanned<u64>,

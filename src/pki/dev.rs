@@ -90,6 +90,7 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
     )?;
     // The issuing CA's key, so tests can run OpenSSL's OCSP responder as the CA. Dev only.
     write(dir, "issuing-ca.key", &issuing.key.serialize_pem())?;
+    write(dir, "root-ca.key", &root.key.serialize_pem())?;
 
     let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut p = leaf("radius.anchord.test", now, 10)?;

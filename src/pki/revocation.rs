@@ -60,6 +60,8 @@ pub struct Settings {
     pub cache_size: u64,
     /// Ask OCSP responders (false: CRLs only).
     pub ocsp: bool,
+    /// Also check the intermediate CA certificates the device sends.
+    pub check_intermediates: bool,
     /// CRLs: the source without OCSP, the fallback when no responder answers.
     pub crls: Option<Arc<CrlStore>>,
     /// How often CRL files are re-read.
@@ -191,6 +193,11 @@ impl Checker {
     /// Soft-fail is on.
     pub fn soft_fail(&self) -> bool {
         self.settings.soft_fail
+    }
+
+    /// Intermediates are checked too.
+    pub fn check_intermediates(&self) -> bool {
+        self.settings.check_intermediates
     }
 
     /// The CRL store and how often to re-read it, if CRLs are configured.

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::eap::{PeerInfo, Verdict};
-use crate::pki::revocation::{Report, State};
+use crate::pki::revocation::{Checker, Report, State};
 use crate::tls::CertSummary;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -42,39 +42,52 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
     }
     let mut revocation = "off".to_owned();
     if let Some(checker) = &config.revocation {
-        let Some(leaf) = peer.chain.first() else {
-            return deny("revocation_unknown", cert, "no certificate".into());
+        // The device certificate, then (if asked) each intermediate it sent.
+        let count = if checker.check_intermediates() {
+            peer.chain.len()
+        } else {
+            1
         };
-        let Ok((_, leaf_parsed)) = X509Certificate::from_der(leaf) else {
-            return deny(
-                "revocation_unknown",
-                cert,
-                "certificate does not parse".into(),
-            );
-        };
-        let Some(issuer) = issuer_of(&leaf_parsed, peer, &config.anchors) else {
-            return deny(
-                "revocation_unknown",
-                cert,
-                "no issuer certificate to ask about".into(),
-            );
-        };
-        let Ok((_, issuer_parsed)) = X509Certificate::from_der(&issuer) else {
-            return deny("revocation_unknown", cert, "issuer does not parse".into());
-        };
-        let report: Report = checker
-            .check(leaf, &leaf_parsed, &issuer, &issuer_parsed, now)
-            .await;
-        revocation = report.describe();
-        match report.state {
-            State::Good => {}
-            State::Revoked { .. } => return deny("revoked", cert, revocation),
-            State::Unknown | State::NoAnswer(_) if checker.soft_fail() => {
-                revocation = format!("soft-failed: {revocation}");
+        let mut parts = Vec::new();
+        let mut soft = false;
+        for (i, der) in peer.chain.iter().take(count).enumerate() {
+            let report = match revocation_of(checker, der, peer, &config.anchors, now).await {
+                Ok(r) => r,
+                // An intermediate that is itself a configured anchor needs no check.
+                Err(_) if i > 0 && config.anchors.iter().any(|a| a.as_slice() == der.as_ref()) => {
+                    continue
+                }
+                Err(why) => return deny("revocation_unknown", cert, why.into()),
+            };
+            let text = if i == 0 {
+                report.describe()
+            } else {
+                format!(
+                    "intermediate {}: {}",
+                    CertSummary::of(der).subject,
+                    report.describe()
+                )
+            };
+            match report.state {
+                State::Good => {}
+                State::Revoked { .. } => {
+                    let reason = if i == 0 {
+                        "revoked"
+                    } else {
+                        "intermediate_revoked"
+                    };
+                    return deny(reason, cert, text);
+                }
+                State::Unknown | State::NoAnswer(_) if checker.soft_fail() => soft = true,
+                State::Unknown | State::NoAnswer(_) => {
+                    return deny("revocation_unknown", cert, text)
+                }
             }
-            State::Unknown | State::NoAnswer(_) => {
-                return deny("revocation_unknown", cert, revocation)
-            }
+            parts.push(text);
+        }
+        revocation = parts.join("; ");
+        if soft {
+            revocation = format!("soft-failed: {revocation}");
         }
     }
     // Posture and policy stages plug in here.
@@ -84,6 +97,23 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
         vlan: config.vlan.clone(),
         revocation,
     }
+}
+
+/// The revocation state of one certificate of the device's chain.
+async fn revocation_of(
+    checker: &Checker,
+    der: &[u8],
+    peer: &PeerInfo,
+    anchors: &[Vec<u8>],
+    now: i64,
+) -> Result<Report, &'static str> {
+    let (_, parsed) = X509Certificate::from_der(der).map_err(|_| "certificate does not parse")?;
+    let issuer = issuer_of(&parsed, peer, anchors).ok_or("no issuer certificate to ask about")?;
+    let (_, issuer_parsed) =
+        X509Certificate::from_der(&issuer).map_err(|_| "issuer does not parse")?;
+    Ok(checker
+        .check(der, &parsed, &issuer, &issuer_parsed, now)
+        .await)
 }
 
 /// The certificate that issued the device's: the next one the device sent if it did, else

@@ -122,6 +122,11 @@ fn dead_first_responder_is_skipped_for_the_next() {
 /// Writes `crl.pem` into `dir`: the issuing CA's CRL (made by `openssl ca -gencrl`) listing
 /// the given serials as revoked for key compromise.
 fn write_crl(dir: &Path, serials: &[&str]) -> std::path::PathBuf {
+    write_ca_crl(dir, "issuing-ca", serials)
+}
+
+/// The same for the CA whose certificate and key are `<ca>.pem` / `<ca>.key`.
+fn write_ca_crl(dir: &Path, ca: &str, serials: &[&str]) -> std::path::PathBuf {
     let pki = pki_dir();
     let index: String = serials
         .iter()
@@ -134,7 +139,7 @@ fn write_crl(dir: &Path, serials: &[&str]) -> std::path::PathBuf {
         "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 1\n",
     )
     .unwrap();
-    let (key, cert) = (pki.join("issuing-ca.key"), pki.join("issuing-ca.pem"));
+    let (key, cert) = (pki.join(format!("{ca}.key")), pki.join(format!("{ca}.pem")));
     let (key, cert) = (key.to_str().unwrap(), cert.to_str().unwrap());
     crate::harness::openssl(
         dir,
@@ -264,4 +269,38 @@ fn stalled_responder_delays_only_the_device_that_needs_it() {
     assert!(!waiting.join().unwrap());
     s.wait_log(&["reason=\"revocation_unknown\""]);
     drop(stall);
+}
+
+#[test]
+fn intermediates_are_checked_when_asked() {
+    let issuing = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let leaf_crl = write_crl(issuing.path(), &[]);
+    // The root revokes the issuing CA (serial 02).
+    let root_crl = write_ca_crl(root.path(), "root-ca", &["02"]);
+    let crls = format!(
+        "mode = \"crl\"\ncrl_files = [\"{}\", \"{}\"]\n",
+        leaf_crl.display(),
+        root_crl.display()
+    );
+    let checked = server(&format!("check_intermediates = true\n{crls}"));
+    assert!(!auth(&checked, "device-ecdsa", "tls12-ecdsa"));
+    checked.wait_log(&[
+        "reason=\"intermediate_revoked\"",
+        "intermediate CN=anchord dev issuing CA",
+    ]);
+    let unchecked = server(&crls);
+    assert!(auth(&unchecked, "device-ecdsa", "tls12-ecdsa"));
+    unchecked.wait_log(&["outcome=\"accept\"", "revocation=good (crl)"]);
+    let fine = write_ca_crl(root.path(), "root-ca", &[]);
+    let ok = server(&format!(
+        "check_intermediates = true\nmode = \"crl\"\ncrl_files = [\"{}\", \"{}\"]\n",
+        leaf_crl.display(),
+        fine.display()
+    ));
+    assert!(auth(&ok, "device-ecdsa", "tls12-ecdsa"));
+    ok.wait_log(&[
+        "outcome=\"accept\"",
+        "revocation=good (crl); intermediate CN=anchord dev issuing CA",
+    ]);
 }
