@@ -531,11 +531,11 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<
     );
     let files: Vec<PathBuf> = r.crl_files.iter().map(|f| ctx.path(f.get_ref())).collect();
     let crls = if files.is_empty() {
-        if !ocsp {
+        if !ocsp && !r.crl_distribution_points {
             ctx.err(
                 r.mode.span(),
                 "revocation.crl_files",
-                "mode = \"crl\" needs at least one CRL file",
+                "mode = \"crl\" needs CRL files or crl_distribution_points = true",
             );
         }
         None
@@ -566,6 +566,7 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<
         check_intermediates: r.check_intermediates,
         crls,
         crl_refresh: Duration::from_secs(crl_refresh),
+        crl_distribution_points: r.crl_distribution_points,
     };
     match Checker::new(settings) {
         Ok(c) => Some(Arc::new(c)),

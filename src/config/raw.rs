@@ -51,6 +51,8 @@ pub(crate) struct RawRevocation {
     pub(crate) check_intermediates: bool,
     #[serde(default)]
     pub(crate) crl_files: Vec<Spanned<String>>,
+    #[serde(default = "default_true")]
+    pub(crate) crl_distribution_points: bool,
     #[serde(default = "default_crl_refresh_secs")]
     pub(crate) crl_refresh_secs: Spanned<u64>,
 }

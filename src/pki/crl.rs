@@ -13,7 +13,8 @@ use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::revocation::State;
 
-struct Loaded {
+/// One parsed CRL; its signature is verified when first used against an issuer.
+pub struct Crl {
     path: PathBuf,
     der: Vec<u8>,
     issuer: Vec<u8>,
@@ -26,7 +27,7 @@ struct Loaded {
 /// The CRLs in a set of files.
 pub struct CrlStore {
     files: Vec<PathBuf>,
-    loaded: RwLock<Vec<Arc<Loaded>>>,
+    loaded: RwLock<Vec<Arc<Crl>>>,
 }
 
 impl std::fmt::Debug for CrlStore {
@@ -82,19 +83,47 @@ impl CrlStore {
         errors
     }
 
+    /// The CRLs loaded now.
+    pub fn crls(&self) -> Vec<Arc<Crl>> {
+        self.loaded.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// What the CRLs say about `cert` (issued by `issuer`, both DER) at `now`: `None` when
     /// no current, correctly signed CRL of that issuer is loaded.
     pub fn lookup(&self, cert: &[u8], issuer: &[u8], now: i64, skew: i64) -> Option<State> {
         let (_, c) = X509Certificate::from_der(cert).ok()?;
         let (_, i) = X509Certificate::from_der(issuer).ok()?;
-        let key_hash: [u8; 32] = Sha256::digest(i.public_key().raw).into();
-        let loaded = self.loaded.read().ok()?.clone();
-        let crl = loaded.iter().find(|l| {
-            l.issuer == c.issuer().as_raw()
-                && l.next_update.is_none_or(|n| n >= now - skew)
-                && verified(l, &i, key_hash)
-        })?;
-        Some(match crl.revoked.get(c.raw_serial()) {
+        self.crls()
+            .iter()
+            .find_map(|l| l.state_of(&c, &i, now, skew))
+    }
+}
+
+impl Crl {
+    /// Parses a CRL (PEM or DER) read from `source` (a path or URL, for messages).
+    ///
+    /// # Errors
+    /// Not a CRL.
+    pub fn parse(source: &str, bytes: &[u8]) -> Result<Self, String> {
+        parse(std::path::Path::new(source), bytes)
+    }
+
+    /// What this CRL says about `cert` (issued by `issuer`): `None` unless it is that
+    /// issuer's CRL, current at `now` (with `skew`), and its signature verifies.
+    pub fn state_of(
+        &self,
+        cert: &X509Certificate<'_>,
+        issuer: &X509Certificate<'_>,
+        now: i64,
+        skew: i64,
+    ) -> Option<State> {
+        let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
+        let current = self.issuer == cert.issuer().as_raw()
+            && self.next_update.is_none_or(|n| n >= now - skew);
+        if !current || !verified(self, issuer, key_hash) {
+            return None;
+        }
+        Some(match self.revoked.get(cert.raw_serial()) {
             Some((at, reason)) => State::Revoked {
                 at: *at,
                 reason: reason.clone(),
@@ -102,9 +131,14 @@ impl CrlStore {
             None => State::Good,
         })
     }
+
+    /// nextUpdate, Unix seconds.
+    pub fn next_update(&self) -> Option<i64> {
+        self.next_update
+    }
 }
 
-fn verified(l: &Loaded, issuer: &X509Certificate<'_>, key_hash: [u8; 32]) -> bool {
+fn verified(l: &Crl, issuer: &X509Certificate<'_>, key_hash: [u8; 32]) -> bool {
     if let Ok(v) = l.verified_with.lock() {
         if *v == Some(key_hash) {
             return true;
@@ -120,7 +154,7 @@ fn verified(l: &Loaded, issuer: &X509Certificate<'_>, key_hash: [u8; 32]) -> boo
     ok
 }
 
-fn parse(path: &std::path::Path, bytes: &[u8]) -> Result<Loaded, String> {
+fn parse(path: &std::path::Path, bytes: &[u8]) -> Result<Crl, String> {
     let der = match pem::parse(bytes) {
         Ok(p) if p.tag() == "X509 CRL" => p.into_contents(),
         Ok(p) => return Err(format!("PEM block `{}` is not an X509 CRL", p.tag())),
@@ -138,7 +172,7 @@ fn parse(path: &std::path::Path, bytes: &[u8]) -> Result<Loaded, String> {
             )
         })
         .collect();
-    Ok(Loaded {
+    Ok(Crl {
         path: path.to_path_buf(),
         issuer: crl.issuer().as_raw().to_vec(),
         revoked,

@@ -14,7 +14,7 @@ use moka::future::Cache;
 use moka::Expiry;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::crl::CrlStore;
+use super::crl::{Crl, CrlStore};
 use super::ocsp::{self, Answer, IdHash, Status};
 
 /// One OCSP responder.
@@ -64,8 +64,10 @@ pub struct Settings {
     pub check_intermediates: bool,
     /// CRLs: the source without OCSP, the fallback when no responder answers.
     pub crls: Option<Arc<CrlStore>>,
-    /// How often CRL files are re-read.
+    /// How often CRL files are re-read, and the longest a fetched CRL is kept.
     pub crl_refresh: Duration,
+    /// Fetch CRLs from the certificate's CRL distribution points (http).
+    pub crl_distribution_points: bool,
 }
 
 /// The revocation state of one certificate.
@@ -136,6 +138,26 @@ impl Expiry<(Vec<u8>, Vec<u8>), Arc<Cached>> for TtlPolicy {
     }
 }
 
+struct CrlTtl {
+    negative: Duration,
+}
+
+impl Expiry<String, Arc<Option<(Crl, Duration)>>> for CrlTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Option<(Crl, Duration)>>,
+        _at: Instant,
+    ) -> Option<Duration> {
+        Some(
+            value
+                .as_ref()
+                .as_ref()
+                .map_or(self.negative, |(_, ttl)| *ttl),
+        )
+    }
+}
+
 /// Counters for logs and metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -154,6 +176,8 @@ pub struct Checker {
     settings: Settings,
     http: reqwest::Client,
     cache: Cache<(Vec<u8>, Vec<u8>), Arc<Cached>>,
+    /// CRLs fetched from distribution points, by URL (None: the fetch failed).
+    cdp_cache: Cache<String, Arc<Option<(Crl, Duration)>>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -182,10 +206,17 @@ impl Checker {
             .max_capacity(settings.cache_size)
             .expire_after(TtlPolicy)
             .build();
+        let cdp_cache = Cache::builder()
+            .max_capacity(1024)
+            .expire_after(CrlTtl {
+                negative: settings.negative_ttl,
+            })
+            .build();
         Ok(Self {
             settings,
             http,
             cache,
+            cdp_cache,
             stats: Stats::default(),
         })
     }
@@ -220,33 +251,25 @@ impl Checker {
         issuer_parsed: &X509Certificate<'_>,
         now: i64,
     ) -> Report {
-        let from_crl = |why: String| {
-            let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
-            match self
-                .settings
-                .crls
-                .as_ref()
-                .and_then(|c| c.lookup(cert, issuer, now, skew))
-            {
-                Some(state) => Report {
-                    state,
-                    source: "crl",
-                },
-                None => Report {
-                    state: State::NoAnswer(why),
-                    source: "crl",
-                },
-            }
-        };
         if !self.settings.ocsp {
-            return from_crl("no current CRL from the issuer".into());
+            return self
+                .from_crl(
+                    cert_parsed,
+                    issuer_parsed,
+                    now,
+                    "no current CRL from the issuer".into(),
+                )
+                .await;
         }
         let report = self
             .check_ocsp(cert, cert_parsed, issuer, issuer_parsed, now)
             .await;
         match &report.state {
-            State::NoAnswer(why) if self.settings.crls.is_some() => {
-                let fallback = from_crl(format!("{why}; no current CRL from the issuer"));
+            State::NoAnswer(why)
+                if self.settings.crls.is_some() || self.settings.crl_distribution_points =>
+            {
+                let why = format!("{why}; no current CRL from the issuer");
+                let fallback = self.from_crl(cert_parsed, issuer_parsed, now, why).await;
                 if matches!(fallback.state, State::NoAnswer(_)) {
                     report
                 } else {
@@ -254,6 +277,80 @@ impl Checker {
                 }
             }
             _ => report,
+        }
+    }
+
+    /// The CRLs' answer: configured files first, then the certificate's CRL distribution
+    /// points (fetched once, kept until the CRL's nextUpdate bounded by the refresh interval).
+    async fn from_crl(
+        &self,
+        cert: &X509Certificate<'_>,
+        issuer: &X509Certificate<'_>,
+        now: i64,
+        why: String,
+    ) -> Report {
+        let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
+        let report = |state| Report {
+            state,
+            source: "crl",
+        };
+        if let Some(store) = &self.settings.crls {
+            let loaded = store.crls();
+            if let Some(state) = loaded
+                .iter()
+                .find_map(|c| c.state_of(cert, issuer, now, skew))
+            {
+                return report(state);
+            }
+        }
+        if self.settings.crl_distribution_points {
+            for url in crl_distribution_points(cert) {
+                let fetched = self
+                    .cdp_cache
+                    .get_with(url.clone(), async {
+                        Arc::new(self.fetch_crl(&url, now).await)
+                    })
+                    .await;
+                if let Some(state) = fetched
+                    .as_ref()
+                    .as_ref()
+                    .and_then(|(c, _)| c.state_of(cert, issuer, now, skew))
+                {
+                    return report(state);
+                }
+            }
+        }
+        report(State::NoAnswer(why))
+    }
+
+    async fn fetch_crl(&self, url: &str, now: i64) -> Option<(Crl, Duration)> {
+        let fetched = async {
+            let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            let body = resp.bytes().await.map_err(|e| e.to_string())?;
+            // CRLs of large CAs run to megabytes; refuse anything absurd.
+            if body.len() > 32 * 1024 * 1024 {
+                return Err("CRL over 32 MiB".into());
+            }
+            Crl::parse(url, &body)
+        }
+        .await;
+        match fetched {
+            Ok(crl) => {
+                let until_next = crl.next_update().map_or(self.settings.crl_refresh, |n| {
+                    Duration::from_secs(u64::try_from(n - now).unwrap_or(0))
+                });
+                let ttl = until_next
+                    .min(self.settings.crl_refresh)
+                    .max(Duration::from_secs(1));
+                Some((crl, ttl))
+            }
+            Err(e) => {
+                tracing::warn!(url, error = %e, "CRL distribution point gave no CRL");
+                None
+            }
         }
     }
 
@@ -429,4 +526,26 @@ fn base64_url_path(der: &[u8]) -> String {
     b64.replace('+', "%2B")
         .replace('/', "%2F")
         .replace('=', "%3D")
+}
+
+/// The http URLs in a certificate's CRL Distribution Points extension.
+pub fn crl_distribution_points(cert: &X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    let mut urls = Vec::new();
+    for ext in cert.extensions() {
+        if let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() {
+            for p in points.iter() {
+                if let Some(DistributionPointName::FullName(names)) = &p.distribution_point {
+                    for n in names {
+                        if let GeneralName::URI(u) = n {
+                            if u.starts_with("http://") {
+                                urls.push((*u).to_owned());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    urls
 }

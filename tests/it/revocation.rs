@@ -304,3 +304,110 @@ fn intermediates_are_checked_when_asked() {
         "revocation=good (crl); intermediate CN=anchord dev issuing CA",
     ]);
 }
+
+/// Serves one file over HTTP GET on loopback; counts requests.
+fn serve_file(
+    path: std::path::PathBuf,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/issuing.crl", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = std::fs::read(&path).unwrap();
+            let mut w = conn;
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = w.write_all(&body);
+        }
+    });
+    (url, count)
+}
+
+/// Issues a device certificate from the dev PKI's issuing CA with a CRL distribution point.
+fn device_with_cdp(dir: &Path, name: &str, serial: u8, cdp: &str) {
+    use rcgen::{
+        CertificateParams, CrlDistributionPoint, DnType, ExtendedKeyUsagePurpose, KeyPair,
+        SerialNumber,
+    };
+    let pki = pki_dir();
+    let ca_pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key")).unwrap()).unwrap();
+    let ca = CertificateParams::from_ca_cert_pem(&ca_pem)
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec![format!("{name}.test")]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.serial_number = Some(SerialNumber::from(vec![serial]));
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.crl_distribution_points = vec![CrlDistributionPoint {
+        uris: vec![cdp.to_owned()],
+    }];
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.pem")),
+        format!("{}{ca_pem}", cert.pem()),
+    )
+    .unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn crl_distribution_point_is_fetched_once_and_used() {
+    let work = tempfile::tempdir().unwrap();
+    let crl = write_crl(work.path(), &["41"]);
+    let (url, count) = serve_file(crl);
+    let devices = tempfile::tempdir().unwrap();
+    device_with_cdp(devices.path(), "cdp-good", 0x40, &url);
+    device_with_cdp(devices.path(), "cdp-revoked", 0x41, &url);
+    let s = server("mode = \"crl\"\n");
+    let auth_dev = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            pki_dir().join("root-ca.pem"),
+            dir.path().join("root-ca.pem"),
+        )
+        .unwrap();
+        for ext in ["pem", "key"] {
+            std::fs::copy(
+                devices.path().join(format!("{name}.{ext}")),
+                dir.path().join(format!("device-ecdsa.{ext}")),
+            )
+            .unwrap();
+        }
+        eapol_test(&s, dir.path(), "tls12-ecdsa", &[])
+            .lines()
+            .any(|l| l.trim() == "SUCCESS")
+    };
+    assert!(!auth_dev("cdp-revoked"));
+    s.wait_log(&["reason=\"revoked\"", "cert.subject=CN=cdp-revoked", "(crl)"]);
+    assert!(auth_dev("cdp-good"));
+    s.wait_log(&[
+        "outcome=\"accept\"",
+        "cert.subject=CN=cdp-good",
+        "revocation=good (crl)",
+    ]);
+    assert!(!auth_dev("cdp-revoked"));
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the CRL is fetched once"
+    );
+    // Without a distribution point (and no files), there is nothing to go on: hard-fail.
+    assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    s.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
+}
