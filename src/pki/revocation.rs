@@ -253,7 +253,7 @@ impl Checker {
     ) -> Report {
         if !self.settings.ocsp {
             return self
-                .from_crl(
+                .check_crls(
                     cert_parsed,
                     issuer_parsed,
                     now,
@@ -269,7 +269,7 @@ impl Checker {
                 if self.settings.crls.is_some() || self.settings.crl_distribution_points =>
             {
                 let why = format!("{why}; no current CRL from the issuer");
-                let fallback = self.from_crl(cert_parsed, issuer_parsed, now, why).await;
+                let fallback = self.check_crls(cert_parsed, issuer_parsed, now, why).await;
                 if matches!(fallback.state, State::NoAnswer(_)) {
                     report
                 } else {
@@ -282,7 +282,7 @@ impl Checker {
 
     /// The CRLs' answer: configured files first, then the certificate's CRL distribution
     /// points (fetched once, kept until the CRL's nextUpdate bounded by the refresh interval).
-    async fn from_crl(
+    async fn check_crls(
         &self,
         cert: &X509Certificate<'_>,
         issuer: &X509Certificate<'_>,
