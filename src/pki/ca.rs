@@ -480,7 +480,7 @@ fn random_serial() -> SerialNumber {
 }
 
 /// Authority Information Access with one OCSP responder URL (RFC 5280 §4.2.2.1).
-fn aia_ocsp(url: &str) -> CustomExtension {
+pub fn aia_ocsp(url: &str) -> CustomExtension {
     const AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
     let der = yasna::construct_der(|w| {
         w.write_sequence(|w| {

@@ -145,16 +145,7 @@ impl ReplyBuilder {
         secret: &SharedSecret,
         request_authenticator: &[u8; 16],
     ) -> Result<Vec<u8>, EncodeError> {
-        let len = self.buf.len();
-        let len16 = u16::try_from(len)
-            .ok()
-            .filter(|_| len <= MAX_PACKET)
-            .ok_or(EncodeError::TooLarge(len))?;
-        let [hi, lo] = len16.to_be_bytes();
-        self.set(2, &[hi, lo]);
-        self.set(AUTHENTICATOR_OFFSET, request_authenticator);
-        let ma = crypto::message_authenticator(secret, &self.buf);
-        self.set(MA_VALUE_AT, &ma);
+        self.seal(secret, request_authenticator)?;
         let auth = crypto::response_authenticator(secret, &self.buf);
         self.set(AUTHENTICATOR_OFFSET, &auth);
         Ok(self.buf)
@@ -171,6 +162,17 @@ impl ReplyBuilder {
         secret: &SharedSecret,
         request_authenticator: &[u8; 16],
     ) -> Result<Vec<u8>, EncodeError> {
+        self.seal(secret, request_authenticator)?;
+        Ok(self.buf)
+    }
+
+    /// Sets the Length, puts `request_authenticator` in the header and computes the
+    /// Message-Authenticator over the result.
+    fn seal(
+        &mut self,
+        secret: &SharedSecret,
+        request_authenticator: &[u8; 16],
+    ) -> Result<(), EncodeError> {
         let len = self.buf.len();
         let len16 = u16::try_from(len)
             .ok()
@@ -181,7 +183,7 @@ impl ReplyBuilder {
         self.set(AUTHENTICATOR_OFFSET, request_authenticator);
         let ma = crypto::message_authenticator(secret, &self.buf);
         self.set(MA_VALUE_AT, &ma);
-        Ok(self.buf)
+        Ok(())
     }
 
     fn set(&mut self, at: usize, bytes: &[u8]) {

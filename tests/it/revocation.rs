@@ -411,3 +411,37 @@ fn crl_distribution_point_is_fetched_once_and_used() {
     assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
     s.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
 }
+
+#[test]
+fn responder_from_the_certificate_aia_is_used_when_none_is_configured() {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SerialNumber};
+    let r = responder("issuing-ca");
+    let pki = pki_dir();
+    let ca_pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key")).unwrap()).unwrap();
+    let ca = CertificateParams::from_ca_cert_pem(&ca_pem)
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["aia-dev.test".to_owned()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "aia-dev");
+    p.serial_number = Some(SerialNumber::from(vec![0x10, 0x30])); // revoked in the responder's index
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.custom_extensions.push(anchord::pki::ca::aia_ocsp(&r.url));
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(pki.join("root-ca.pem"), dir.path().join("root-ca.pem")).unwrap();
+    std::fs::write(
+        dir.path().join("device-ecdsa.pem"),
+        format!("{}{ca_pem}", cert.pem()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("device-ecdsa.key"), key.serialize_pem()).unwrap();
+    let s = server("");
+    let out = eapol_test(&s, dir.path(), "tls13-ecdsa", &[]);
+    assert!(!out.lines().any(|l| l.trim() == "SUCCESS"));
+    assert_eq!(r.count(), 1, "the AIA responder was asked");
+    s.wait_log(&["reason=\"revoked\"", "cert.subject=CN=aia-dev", "(ocsp)"]);
+}
