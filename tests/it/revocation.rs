@@ -341,14 +341,7 @@ fn device_with_cdp(dir: &Path, name: &str, serial: u8, cdp: &str) {
         CertificateParams, CrlDistributionPoint, DnType, ExtendedKeyUsagePurpose, KeyPair,
         SerialNumber,
     };
-    let pki = pki_dir();
-    let ca_pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key")).unwrap()).unwrap();
-    let ca = CertificateParams::from_ca_cert_pem(&ca_pem)
-        .unwrap()
-        .self_signed(&ca_key)
-        .unwrap();
+    let (ca_pem, ca, ca_key) = issuing_ca();
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(vec![format!("{name}.test")]).unwrap();
     p.distinguished_name.push(DnType::CommonName, name);
@@ -417,13 +410,7 @@ fn responder_from_the_certificate_aia_is_used_when_none_is_configured() {
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SerialNumber};
     let r = responder("issuing-ca");
     let pki = pki_dir();
-    let ca_pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key")).unwrap()).unwrap();
-    let ca = CertificateParams::from_ca_cert_pem(&ca_pem)
-        .unwrap()
-        .self_signed(&ca_key)
-        .unwrap();
+    let (ca_pem, ca, ca_key) = issuing_ca();
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(vec!["aia-dev.test".to_owned()]).unwrap();
     p.distinguished_name.push(DnType::CommonName, "aia-dev");
@@ -444,4 +431,18 @@ fn responder_from_the_certificate_aia_is_used_when_none_is_configured() {
     assert!(!out.lines().any(|l| l.trim() == "SUCCESS"));
     assert_eq!(r.count(), 1, "the AIA responder was asked");
     s.wait_log(&["reason=\"revoked\"", "cert.subject=CN=aia-dev", "(ocsp)"]);
+}
+
+/// The dev PKI's issuing CA as rcgen can sign with: its PEM, certificate and key.
+fn issuing_ca() -> (String, rcgen::Certificate, rcgen::KeyPair) {
+    let pki = pki_dir();
+    let pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
+    let key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key")).unwrap())
+            .unwrap();
+    let cert = rcgen::CertificateParams::from_ca_cert_pem(&pem)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (pem, cert, key)
 }
