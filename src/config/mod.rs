@@ -100,6 +100,9 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Most EAP sessions kept at once; the least recently used is evicted beyond it.
     pub max_sessions: u64,
+    /// Most EAP sessions one client (NAS entry) may hold; new conversations beyond it are
+    /// rejected, so one NAS cannot crowd out the others.
+    pub max_sessions_per_client: u64,
     /// An EAP session unused for this long is dropped.
     pub session_idle_timeout: Duration,
     /// Most requests processed concurrently; beyond it datagrams are dropped and counted.
@@ -311,6 +314,12 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         ctx.err(0..0, "server.listen", "at least one address is needed");
     }
     let max_sessions = ctx.bounded(&s.max_sessions, "server.max_sessions", 1..10_000_001);
+    let max_sessions_per_client = s
+        .max_sessions_per_client
+        .as_ref()
+        .map_or(max_sessions, |v| {
+            ctx.bounded(v, "server.max_sessions_per_client", 1..max_sessions + 1)
+        });
     let idle = ctx.bounded(
         &s.session_idle_timeout_secs,
         "server.session_idle_timeout_secs",
@@ -425,6 +434,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         path: ctx.file.to_path_buf(),
         listen,
         max_sessions,
+        max_sessions_per_client,
         session_idle_timeout: Duration::from_secs(idle),
         max_inflight: usize::try_from(max_inflight).unwrap_or(1024),
         duplicate_window: Duration::from_secs(dup),

@@ -155,6 +155,7 @@ pub(crate) struct RawServer {
     pub(crate) listen: Vec<Spanned<String>>,
     #[serde(default = "default_max_sessions")]
     pub(crate) max_sessions: Spanned<u64>,
+    pub(crate) max_sessions_per_client: Option<Spanned<u64>>,
     #[serde(default = "default_session_idle_timeout_secs")]
     pub(crate) session_idle_timeout_secs: Spanned<u64>,
     #[serde(default = "default_max_inflight")]
@@ -170,6 +171,7 @@ impl Default for RawServer {
         Self {
             listen: default_listen(),
             max_sessions: default_max_sessions(),
+            max_sessions_per_client: None,
             session_idle_timeout_secs: default_session_idle_timeout_secs(),
             max_inflight: default_max_inflight(),
             duplicate_window_secs: default_duplicate_window_secs(),

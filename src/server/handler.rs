@@ -89,6 +89,14 @@ async fn access_request(
         }
     };
     let mut step = match req.first(AttrType::State) {
+        None if shared.sessions.count(&client.name) >= config.max_sessions_per_client => {
+            shared.metrics.inc("reject_too_many_sessions");
+            warn!(nas = %client.name, outcome = "reject", reason = "too_many_sessions", "access rejected: this client holds max_sessions_per_client conversations");
+            return Some(reject(
+                req,
+                EapPacket::outcome(EapCode::Failure, eap.identifier),
+            ));
+        }
         None => match start(config, client, req, &eap) {
             Ok(step) => step,
             Err(e) => {

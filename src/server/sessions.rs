@@ -5,6 +5,7 @@
 //! memory. A session is taken out while a request works on it and put back under a new
 //! State, so two requests never work on one session at once and old States stop working.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,36 +34,68 @@ pub struct SessionEntry {
     pub revocation: Option<String>,
 }
 
-type Slot = Arc<Mutex<Option<SessionEntry>>>;
+/// A table slot: the owning NAS (for the per-client count) and the session, taken out while
+/// a request works on it.
+type Slot = Arc<(String, Mutex<Option<SessionEntry>>)>;
 
 /// The table.
 pub struct SessionTable {
     cache: Cache<[u8; 16], Slot>,
+    per_nas: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl SessionTable {
     /// A table of at most `max` sessions, each dropped after `idle` unused.
     pub fn new(max: u64, idle: Duration) -> Self {
+        let per_nas: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let counts = per_nas.clone();
+        // Called for every way a slot leaves the table: taken, evicted, expired.
+        let listener = move |_key: Arc<[u8; 16]>, slot: Slot, _cause| {
+            if let Ok(mut m) = counts.lock() {
+                if let Some(n) = m.get_mut(&slot.0) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        m.remove(&slot.0);
+                    }
+                }
+            }
+        };
         Self {
             cache: Cache::builder()
                 .max_capacity(max)
                 .time_to_idle(idle)
                 .eviction_policy(EvictionPolicy::lru())
+                .eviction_listener(listener)
                 .build(),
+            per_nas,
         }
+    }
+
+    /// Conversations held for one client (NAS).
+    pub fn count(&self, nas: &str) -> u64 {
+        self.per_nas
+            .lock()
+            .ok()
+            .and_then(|m| m.get(nas).copied())
+            .unwrap_or(0)
     }
 
     /// Takes the session for a State out of the table.
     pub fn take(&self, state: &[u8]) -> Option<SessionEntry> {
         let key: [u8; 16] = state.try_into().ok()?;
         let slot = self.cache.remove(&key)?;
-        let mut guard = slot.lock().ok()?;
+        let mut guard = slot.1.lock().ok()?;
         guard.take()
     }
 
     /// Stores a session under a State.
     pub fn put(&self, state: [u8; 16], entry: SessionEntry) {
-        self.cache.insert(state, Arc::new(Mutex::new(Some(entry))));
+        let nas = entry.nas.clone();
+        if let Ok(mut m) = self.per_nas.lock() {
+            *m.entry(nas.clone()).or_default() += 1;
+        }
+        self.cache
+            .insert(state, Arc::new((nas, Mutex::new(Some(entry)))));
         // moka applies evictions in batches; apply them now so the bound holds exactly
         // under a flood of new conversations.
         self.cache.run_pending_tasks();

@@ -393,3 +393,36 @@ fn ipv6_clients_are_served() {
     assert_eq!(reply[0], 2);
     assert_authentic(&reply, &req);
 }
+
+#[test]
+fn one_client_cannot_hold_more_than_its_share_of_sessions() {
+    let s =
+        Server::start_with(|c| c.replace("[server]\n", "[server]\nmax_sessions_per_client = 3\n"));
+    let c = Client::new(&s);
+    let start = |id: u8| {
+        let req = request(1, id, &[(79, eap_identity(id))], SECRET, true);
+        let reply = c.exchange(&req);
+        let attrs = assert_authentic(&reply, &req);
+        (reply[0], attrs)
+    };
+    let mut open = Vec::new();
+    for id in 0..3 {
+        let (code, attrs) = start(id);
+        assert_eq!(code, 11);
+        open.push(attrs);
+    }
+    assert_eq!(start(3).0, 3, "a fourth conversation is refused");
+    s.wait_log(&["reason=\"too_many_sessions\""]);
+    // One conversation ends (an ACK where TLS data is due fails it): room for a new one.
+    let state = open[0].iter().find(|a| a.0 == 24).unwrap().1.clone();
+    let eap_id = open[0].iter().find(|a| a.0 == 79).unwrap().1[1];
+    let end = request(
+        1,
+        50,
+        &[(79, vec![2, eap_id, 0, 6, 13, 0]), (24, state)],
+        SECRET,
+        true,
+    );
+    assert_eq!(c.exchange(&end)[0], 3);
+    assert_eq!(start(4).0, 11, "the freed slot is usable");
+}
