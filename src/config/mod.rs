@@ -100,9 +100,10 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Most EAP sessions kept at once; the least recently used is evicted beyond it.
     pub max_sessions: u64,
-    /// Most EAP sessions one client (NAS entry) may hold; new conversations beyond it are
-    /// rejected, so one NAS cannot crowd out the others.
-    pub max_sessions_per_client: u64,
+    /// Most EAP sessions one client (NAS entry) may hold, if set; new conversations beyond
+    /// it are rejected, so one NAS cannot crowd out the others. Unset: only the table's own
+    /// bound applies (least recently used evicted).
+    pub max_sessions_per_client: Option<u64>,
     /// An EAP session unused for this long is dropped.
     pub session_idle_timeout: Duration,
     /// Most requests processed concurrently; beyond it datagrams are dropped and counted.
@@ -317,9 +318,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     let max_sessions_per_client = s
         .max_sessions_per_client
         .as_ref()
-        .map_or(max_sessions, |v| {
-            ctx.bounded(v, "server.max_sessions_per_client", 1..max_sessions + 1)
-        });
+        .map(|v| ctx.bounded(v, "server.max_sessions_per_client", 1..max_sessions + 1));
     let idle = ctx.bounded(
         &s.session_idle_timeout_secs,
         "server.session_idle_timeout_secs",

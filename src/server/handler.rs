@@ -89,7 +89,10 @@ async fn access_request(
         }
     };
     let mut step = match req.first(AttrType::State) {
-        None if shared.sessions.count(&client.name) >= config.max_sessions_per_client => {
+        None if config
+            .max_sessions_per_client
+            .is_some_and(|cap| shared.sessions.count(&client.name) >= cap) =>
+        {
             shared.metrics.inc("reject_too_many_sessions");
             warn!(nas = %client.name, outcome = "reject", reason = "too_many_sessions", "access rejected: this client holds max_sessions_per_client conversations");
             return Some(reject(
