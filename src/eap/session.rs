@@ -173,6 +173,8 @@ pub fn tls_reason(e: &rustls::Error) -> &'static str {
         E::NoCertificatesPresented => "no_client_certificate",
         E::PeerIncompatible(_) => "tls_incompatible",
         E::AlertReceived(_) => "peer_alert",
+        // The server key's token could not sign (tls::hsm_key): fail closed, say why.
+        E::General(m) if m.starts_with("hsm:") => "hsm_unavailable",
         _ => "tls_error",
     }
 }

@@ -297,7 +297,7 @@ fn token_that_disappears_fails_closed_and_is_found_again() {
         "no signature, no Accept"
     );
     s.wait_log(&["hsm_sign", "result=\"error\""]);
-    s.wait_log(&["outcome=\"reject\""]);
+    s.wait_log(&["outcome=\"reject\"", "reason=\"hsm_unavailable\""]);
     std::fs::rename(&away, t.tokens_dir()).unwrap();
     // The server finds the token again by itself (module re-initialised), within seconds.
     let deadline = Instant::now() + Duration::from_secs(20);
