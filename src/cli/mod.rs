@@ -68,10 +68,11 @@ enum Command {
 /// Whatever the subcommand reports.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let default = if cli.debug {
-        "anchord=debug,info"
-    } else {
-        "info"
+    // The demo's table is for a person: its server logs only errors unless --debug.
+    let default = match (&cli.command, cli.debug) {
+        (_, true) => "anchord=debug,info",
+        (Command::Demo { .. }, false) => "error",
+        _ => "info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
