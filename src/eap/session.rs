@@ -619,6 +619,15 @@ mod tests {
         }
     }
 
+    fn config(p: &Pki, fragment_size: usize, max_message: usize) -> Arc<SessionConfig> {
+        Arc::new(SessionConfig {
+            tls: p.server.clone(),
+            fragment_size,
+            max_message,
+            max_rounds: 100,
+        })
+    }
+
     fn client(
         p: &Pki,
         device: &str,
@@ -656,12 +665,7 @@ mod tests {
         peer_fragment: usize,
         verdict: Verdict,
     ) -> Run {
-        let cfg = Arc::new(SessionConfig {
-            tls: p.server.clone(),
-            fragment_size: fragment,
-            max_message: 65536,
-            max_rounds: 100,
-        });
+        let cfg = config(p, fragment, 65536);
         let (mut s, mut action) = Session::start(cfg, 0x10, None).unwrap();
         let mut c = client(p, device, version);
         let mut inbound = Vec::new();
@@ -827,12 +831,7 @@ mod tests {
     #[test]
     fn mismatched_identifier_is_discarded_and_session_survives() {
         let p = pki(&[TlsVersion::V1_3]);
-        let cfg = Arc::new(SessionConfig {
-            tls: p.server.clone(),
-            fragment_size: 1024,
-            max_message: 65536,
-            max_rounds: 100,
-        });
+        let cfg = config(&p, 1024, 65536);
         let (mut s, _) = Session::start(cfg, 7, None).unwrap();
         let wrong = EapPacket {
             code: EapCode::Response,
@@ -854,12 +853,7 @@ mod tests {
     #[test]
     fn oversized_reassembly_is_refused() {
         let p = pki(&[TlsVersion::V1_3]);
-        let cfg = Arc::new(SessionConfig {
-            tls: p.server.clone(),
-            fragment_size: 1024,
-            max_message: 4096,
-            max_rounds: 100,
-        });
+        let cfg = config(&p, 1024, 4096);
         let (mut s, _) = Session::start(cfg, 1, None).unwrap();
         let big = EapPacket {
             code: EapCode::Response,
@@ -871,17 +865,7 @@ mod tests {
             s.handle(Event::Response(&big)).unwrap_err(),
             EapError::TooLarge(1 << 20)
         );
-        let (mut s, _) = Session::start(
-            Arc::new(SessionConfig {
-                tls: p.server.clone(),
-                fragment_size: 1024,
-                max_message: 4096,
-                max_rounds: 100,
-            }),
-            1,
-            None,
-        )
-        .unwrap();
+        let (mut s, _) = Session::start(config(&p, 1024, 4096), 1, None).unwrap();
         let mut id = 1;
         let mut err = None;
         for _ in 0..10 {
@@ -906,12 +890,7 @@ mod tests {
     #[test]
     fn framed_mtu_lowers_the_fragment_size() {
         let p = pki(&[TlsVersion::V1_3]);
-        let cfg = Arc::new(SessionConfig {
-            tls: p.server.clone(),
-            fragment_size: 1024,
-            max_message: 65536,
-            max_rounds: 100,
-        });
+        let cfg = config(&p, 1024, 65536);
         let (s, _) = Session::start(cfg, 1, Some(200)).unwrap();
         assert_eq!(s.fragment_size, 190);
     }
@@ -919,12 +898,7 @@ mod tests {
     #[test]
     fn only_the_client_hello_step_may_sign() {
         let p = pki(&[TlsVersion::V1_2, TlsVersion::V1_3]);
-        let cfg = Arc::new(SessionConfig {
-            tls: p.server.clone(),
-            fragment_size: 4000,
-            max_message: 65536,
-            max_rounds: 100,
-        });
+        let cfg = config(&p, 4000, 65536);
         let (mut s, action) = Session::start(cfg, 1, None).unwrap();
         let Action::Send(start) = action else {
             panic!("start")

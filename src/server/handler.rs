@@ -65,6 +65,12 @@ async fn access_request(
     src: SocketAddr,
     req: &Request<'_>,
 ) -> Option<ReplyBuilder> {
+    let who = Who {
+        shared,
+        client,
+        src,
+        req,
+    };
     let Some(eap_bytes) = req.eap_message() else {
         shared.metrics.inc("reject_no_eap");
         info!(outcome = "reject", reason = "no_eap", nas = %client.name, "access rejected: only EAP-TLS is offered");
@@ -103,17 +109,10 @@ async fn access_request(
         None => match start(config, client, req, &eap) {
             Ok(step) => step,
             Err(e) => {
-                finished(
-                    shared,
-                    client,
-                    src,
+                return Some(who.reject(
                     None,
-                    "reject",
                     e.reason(),
                     &e.to_string(),
-                );
-                return Some(reject(
-                    req,
                     EapPacket::outcome(EapCode::Failure, eap.identifier),
                 ));
             }
@@ -147,16 +146,12 @@ async fn access_request(
                     return None;
                 }
                 Err(e) => {
-                    finished(
-                        shared,
-                        client,
-                        src,
+                    return Some(who.reject(
                         Some(&entry),
-                        "reject",
                         e.reason(),
                         &e.to_string(),
-                    );
-                    return Some(reject(req, entry.session.failure()));
+                        entry.session.failure(),
+                    ));
                 }
             }
         }
@@ -169,16 +164,12 @@ async fn access_request(
         step.action = match step.entry.session.handle(Event::Verdict(decision.verdict)) {
             Ok(a) => a,
             Err(e) => {
-                finished(
-                    shared,
-                    client,
-                    src,
+                return Some(who.reject(
                     Some(&step.entry),
-                    "reject",
                     e.reason(),
                     &e.to_string(),
-                );
-                return Some(reject(req, step.entry.session.failure()));
+                    step.entry.session.failure(),
+                ));
             }
         };
     }
@@ -198,29 +189,14 @@ async fn access_request(
             shared.sessions.put(state, entry);
             Some(b)
         }
-        Action::CheckPeer(_) => {
-            finished(
-                shared,
-                client,
-                src,
-                Some(&entry),
-                "reject",
-                "internal",
-                "checks asked twice",
-            );
-            Some(reject(req, entry.session.failure()))
-        }
+        Action::CheckPeer(_) => Some(who.reject(
+            Some(&entry),
+            "internal",
+            "checks asked twice",
+            entry.session.failure(),
+        )),
         Action::Finish(Outcome::Failure { eap, reason }) => {
-            finished(
-                shared,
-                client,
-                src,
-                Some(&entry),
-                "reject",
-                reason,
-                "denied by checks",
-            );
-            Some(reject(req, eap))
+            Some(who.reject(Some(&entry), reason, "denied by checks", eap))
         }
         Action::Finish(Outcome::Success { eap, keys }) => {
             match accept(client, req, &entry, &eap, &keys.msk[..]) {
@@ -228,21 +204,12 @@ async fn access_request(
                     finished(shared, client, src, Some(&entry), "accept", "ok", "");
                     Some(b)
                 }
-                Err(e) => {
-                    finished(
-                        shared,
-                        client,
-                        src,
-                        Some(&entry),
-                        "reject",
-                        "internal",
-                        &e.to_string(),
-                    );
-                    Some(reject(
-                        req,
-                        EapPacket::outcome(EapCode::Failure, eap.identifier),
-                    ))
-                }
+                Err(e) => Some(who.reject(
+                    Some(&entry),
+                    "internal",
+                    &e.to_string(),
+                    EapPacket::outcome(EapCode::Failure, eap.identifier),
+                )),
             }
         }
     }
@@ -345,6 +312,36 @@ fn accept(
     b.push_microsoft(MS_MPPE_SEND_KEY, &send)?;
     b.push_eap(&success.to_bytes())?;
     Ok(b)
+}
+
+/// Who is being answered: what the audit line and the reply need.
+struct Who<'a, 'r> {
+    shared: &'a Arc<Shared>,
+    client: &'a Client,
+    src: SocketAddr,
+    req: &'a Request<'r>,
+}
+
+impl Who<'_, '_> {
+    /// Records a rejected authentication and builds its Access-Reject.
+    fn reject(
+        &self,
+        entry: Option<&SessionEntry>,
+        reason: &'static str,
+        detail: &str,
+        failure: EapPacket,
+    ) -> ReplyBuilder {
+        finished(
+            self.shared,
+            self.client,
+            self.src,
+            entry,
+            "reject",
+            reason,
+            detail,
+        );
+        reject(self.req, failure)
+    }
 }
 
 /// Logs and records the end of one authentication.
