@@ -3,6 +3,7 @@
 #
 #   bench/compare.sh            # all cases, 10 s per measurement
 #   DURATION=30 bench/compare.sh
+#   CASES="tls12-ecdsa tls12-rsa" bench/compare.sh   # some cases only (also "memory")
 #   bench/compare.sh soak       # anchord RSS over a 5-minute steady load (SOAK_SECS, SOAK_RATE)
 #   bench/compare.sh hsm        # anchord with the server key in SoftHSM2 against in a file
 #   bench/compare.sh ocsp       # anchord with OCSP on (warm cache) against OCSP off
@@ -208,6 +209,7 @@ ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}x' if b else 'n/a')"; }
 for case in "tls12-ecdsa server device-ecdsa 1.2" "tls13-ecdsa server device-ecdsa 1.3" "tls12-rsa server-rsa device-rsa 1.2"; do
   set -- $case
   name=$1 stem=$2 dev=$3 tls=$4
+  [[ " ${CASES:-$name} " == *" $name "* ]] || continue
   echo "== $name" >&2
   start_anchord "$stem"; read -r a_rate a_cpu a_rss a_err < <(saturate "$APORT" "$dev" "$tls"); stop
   start_freeradius "$stem"; read -r f_rate f_cpu f_rss f_err < <(saturate "$FPORT" "$dev" "$tls"); stop
@@ -229,14 +231,16 @@ for case in "tls12-ecdsa server device-ecdsa 1.2" "tls13-ecdsa server device-ecd
   row "$name" "errors (saturation + fixed rate)" "$((a_err + a_lerr))" "$((f_err + f_lerr))" ""
 done
 
-echo "== memory: $HALF_OPEN half-open sessions" >&2
-start_anchord server; r0=$(kib "$pid" VmRSS)
-load "$APORT" device-ecdsa 1.2 --half-open "$HALF_OPEN" >"$work/ho.json"
-a_ho=$(python3 -c "print(f'{($(kib "$pid" VmRSS)-$r0)/$HALF_OPEN:.2f}')"); stop
-start_freeradius server; r0=$(kib "$pid" VmRSS)
-load "$FPORT" device-ecdsa 1.2 --half-open "$HALF_OPEN" >"$work/ho-fr.json"
-f_ho=$(python3 -c "print(f'{($(kib "$pid" VmRSS)-$r0)/$HALF_OPEN:.2f}')"); stop
-row "memory" "KiB RSS per half-open session" "$a_ho" "$f_ho" "$(ratio "$a_ho" "$f_ho")"
+if [[ " ${CASES:-memory} " == *" memory "* ]]; then
+  echo "== memory: $HALF_OPEN half-open sessions" >&2
+  start_anchord server; r0=$(kib "$pid" VmRSS)
+  load "$APORT" device-ecdsa 1.2 --half-open "$HALF_OPEN" >"$work/ho.json"
+  a_ho=$(python3 -c "print(f'{($(kib "$pid" VmRSS)-$r0)/$HALF_OPEN:.2f}')"); stop
+  start_freeradius server; r0=$(kib "$pid" VmRSS)
+  load "$FPORT" device-ecdsa 1.2 --half-open "$HALF_OPEN" >"$work/ho-fr.json"
+  f_ho=$(python3 -c "print(f'{($(kib "$pid" VmRSS)-$r0)/$HALF_OPEN:.2f}')"); stop
+  row "memory" "KiB RSS per half-open session" "$a_ho" "$f_ho" "$(ratio "$a_ho" "$f_ho")"
+fi
 
 # Crypto floor per authentication, from OpenSSL on this machine: the server's own
 # signature, the client-chain verifications (leaf + issuing CA + CertificateVerify) and

@@ -2,14 +2,15 @@
 //! Identifier and Request Authenticator) gets the cached reply; one still being processed
 //! is dropped, never processed twice.
 
-use std::net::SocketAddr;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::sync::Cache;
+use super::fifo::Fifo;
 
 /// Identifies one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestKey {
     /// Source address and port.
     pub src: SocketAddr,
@@ -17,6 +18,24 @@ pub struct RequestKey {
     pub identifier: u8,
     /// Request Authenticator.
     pub authenticator: [u8; 16],
+}
+
+impl Hash for RequestKey {
+    /// One write of the fields that tell requests apart, so hashing costs one pass.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut b = [0u8; 35];
+        let (ip, rest) = b.split_at_mut(16);
+        match self.src.ip() {
+            IpAddr::V4(a) => ip.copy_from_slice(&a.to_ipv6_mapped().octets()),
+            IpAddr::V6(a) => ip.copy_from_slice(&a.octets()),
+        }
+        let (port, rest) = rest.split_at_mut(2);
+        port.copy_from_slice(&self.src.port().to_be_bytes());
+        let (id, auth) = rest.split_at_mut(1);
+        id.fill(self.identifier);
+        auth.copy_from_slice(&self.authenticator);
+        state.write(&b);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -38,40 +57,39 @@ pub enum Begin {
 
 /// The cache of recent requests and replies.
 pub struct Dedup {
-    cache: Cache<RequestKey, Slot>,
+    cache: Fifo<RequestKey, Slot>,
 }
 
 impl Dedup {
-    /// A cache holding at most `capacity` requests for `window`.
+    /// A cache holding at most `capacity` requests, each for `window` from its first sight.
     pub fn new(capacity: u64, window: Duration) -> Self {
         Self {
-            cache: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(window)
-                .build(),
+            cache: Fifo::new(capacity, window),
         }
     }
 
     /// Registers a request atomically.
     pub fn begin(&self, key: RequestKey) -> Begin {
-        let entry = self.cache.entry(key).or_insert_with(|| Slot::InProgress);
-        if entry.is_fresh() {
-            return Begin::New;
-        }
-        match entry.into_value() {
-            Slot::InProgress => Begin::InProgress,
-            Slot::Answered(reply) => Begin::Replay(reply),
-        }
+        let (begin, _) = self.cache.get_or_insert_with(
+            key,
+            || Slot::InProgress,
+            |slot, fresh| match slot {
+                _ if fresh => Begin::New,
+                Slot::InProgress => Begin::InProgress,
+                Slot::Answered(reply) => Begin::Replay(reply.clone()),
+            },
+        );
+        begin
     }
 
     /// Stores the reply sent for a request.
     pub fn answered(&self, key: RequestKey, reply: Arc<Vec<u8>>) {
-        self.cache.insert(key, Slot::Answered(reply));
+        drop(self.cache.insert(key, Slot::Answered(reply)));
     }
 
     /// Forgets a request that got no reply, so a retransmission is processed afresh.
     pub fn abandon(&self, key: &RequestKey) {
-        self.cache.invalidate(key);
+        drop(self.cache.remove(key));
     }
 }
 

@@ -6,6 +6,7 @@ pub mod checks;
 pub mod clients;
 pub mod clock;
 pub mod dedup;
+pub mod fifo;
 mod handler;
 pub mod metrics;
 pub mod sessions;

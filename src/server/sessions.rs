@@ -6,12 +6,10 @@
 //! State, so two requests never work on one session at once and old States stop working.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-
+use super::fifo::Fifo;
 use crate::eap::Session;
 use crate::tls::CertSummary;
 
@@ -34,45 +32,27 @@ pub struct SessionEntry {
     pub revocation: Option<String>,
 }
 
-/// A table slot: the owning NAS (for the per-client count) and the session, taken out while
-/// a request works on it.
-type Slot = Arc<(String, Mutex<Option<SessionEntry>>)>;
-
 /// The table.
 pub struct SessionTable {
-    cache: Cache<[u8; 16], Slot>,
-    per_nas: Arc<Mutex<HashMap<String, u64>>>,
+    /// Each round trip takes a session out and puts it back under a new State, so the
+    /// table's insertion order is least-recently-used order and age is idle time.
+    table: Fifo<[u8; 16], SessionEntry>,
+    per_nas: Mutex<HashMap<String, u64>>,
 }
 
 impl SessionTable {
     /// A table of at most `max` sessions, each dropped after `idle` unused.
     pub fn new(max: u64, idle: Duration) -> Self {
-        let per_nas: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
-        let counts = per_nas.clone();
-        // Called for every way a slot leaves the table: taken, evicted, expired.
-        let listener = move |_key: Arc<[u8; 16]>, slot: Slot, _cause| {
-            if let Ok(mut m) = counts.lock() {
-                if let Some(n) = m.get_mut(&slot.0) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        m.remove(&slot.0);
-                    }
-                }
-            }
-        };
         Self {
-            cache: Cache::builder()
-                .max_capacity(max)
-                .time_to_idle(idle)
-                .eviction_policy(EvictionPolicy::lru())
-                .eviction_listener(listener)
-                .build(),
-            per_nas,
+            table: Fifo::new(max, idle),
+            per_nas: Mutex::default(),
         }
     }
 
-    /// Conversations held for one client (NAS).
+    /// Conversations held for one client (NAS), expired ones dropped first.
     pub fn count(&self, nas: &str) -> u64 {
+        let expired = self.table.expire();
+        self.forget(&expired);
         self.per_nas
             .lock()
             .ok()
@@ -80,31 +60,46 @@ impl SessionTable {
             .unwrap_or(0)
     }
 
+    fn forget<'a>(&self, left: impl IntoIterator<Item = &'a SessionEntry>) {
+        if let Ok(mut m) = self.per_nas.lock() {
+            for e in left {
+                if let Some(n) = m.get_mut(&e.nas) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        m.remove(&e.nas);
+                    }
+                }
+            }
+        }
+    }
+
     /// Takes the session for a State out of the table.
     pub fn take(&self, state: &[u8]) -> Option<SessionEntry> {
         let key: [u8; 16] = state.try_into().ok()?;
-        let slot = self.cache.remove(&key)?;
-        let mut guard = slot.1.lock().ok()?;
-        guard.take()
+        let entry = self.table.remove(&key)?;
+        self.forget([&entry]);
+        Some(entry)
     }
 
-    /// Stores a session under a State.
+    /// Stores a session under a State; the least recently used one leaves if the table is
+    /// full.
     pub fn put(&self, state: [u8; 16], entry: SessionEntry) {
-        let nas = entry.nas.clone();
         if let Ok(mut m) = self.per_nas.lock() {
-            *m.entry(nas.clone()).or_default() += 1;
+            if let Some(n) = m.get_mut(&entry.nas) {
+                *n += 1;
+            } else {
+                m.insert(entry.nas.clone(), 1);
+            }
         }
-        self.cache
-            .insert(state, Arc::new((nas, Mutex::new(Some(entry)))));
-        // moka applies evictions in batches; apply them now so the bound holds exactly
-        // under a flood of new conversations.
-        self.cache.run_pending_tasks();
+        let left = self.table.insert(state, entry);
+        if !left.is_empty() {
+            self.forget(&left);
+        }
     }
 
-    /// Sessions held now (approximate, for metrics).
+    /// Sessions held now.
     pub fn len(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        u64::try_from(self.table.len()).unwrap_or(u64::MAX)
     }
 
     /// True when no session is held.
