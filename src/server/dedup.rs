@@ -41,7 +41,7 @@ impl Hash for RequestKey {
 #[derive(Debug, Clone)]
 enum Slot {
     InProgress,
-    Answered(Arc<Vec<u8>>),
+    Answered(Arc<[u8]>),
 }
 
 /// What to do with a request.
@@ -52,7 +52,7 @@ pub enum Begin {
     /// Being processed right now: drop this copy.
     InProgress,
     /// Already answered: send this reply again.
-    Replay(Arc<Vec<u8>>),
+    Replay(Arc<[u8]>),
 }
 
 /// The cache of recent requests and replies.
@@ -82,9 +82,10 @@ impl Dedup {
         begin
     }
 
-    /// Stores the reply sent for a request.
-    pub fn answered(&self, key: RequestKey, reply: Arc<Vec<u8>>) {
-        drop(self.cache.insert(key, Slot::Answered(reply)));
+    /// Stores the reply sent for a request (kept for the window from the request's first
+    /// sight).
+    pub fn answered(&self, key: RequestKey, reply: Arc<[u8]>) {
+        drop(self.cache.set(key, Slot::Answered(reply)));
     }
 
     /// Forgets a request that got no reply, so a retransmission is processed afresh.
@@ -107,8 +108,8 @@ mod tests {
         };
         assert!(matches!(d.begin(key), Begin::New));
         assert!(matches!(d.begin(key), Begin::InProgress));
-        d.answered(key, Arc::new(vec![1, 2, 3]));
-        assert!(matches!(d.begin(key), Begin::Replay(r) if *r == vec![1, 2, 3]));
+        d.answered(key, Arc::from([1, 2, 3]));
+        assert!(matches!(d.begin(key), Begin::Replay(r) if *r == [1, 2, 3]));
         let other = RequestKey {
             identifier: 2,
             ..key

@@ -120,6 +120,21 @@ impl<K: Hash + Eq + Clone, V> Fifo<K, V> {
         gone
     }
 
+    /// Replaces the value under `key` in place, keeping its age; inserts it if absent.
+    /// Returns what [`Self::insert`] would.
+    pub fn set(&self, key: K, value: V) -> Vec<V> {
+        let now = clock::now();
+        let mut s = self.shard(&key);
+        let mut gone = s.trim(now, self.ttl, self.per_shard);
+        if let Some((_, v)) = s.map.get_mut(&key) {
+            gone.push(std::mem::replace(v, value));
+            return gone;
+        }
+        gone.extend(s.trim(now, self.ttl, self.per_shard.saturating_sub(1)));
+        gone.extend(s.push(now, key, value));
+        gone
+    }
+
     /// Looks `key` up, inserting `make()` if absent. `read` sees the value and whether it
     /// was just inserted. Returns its result and the values that left (see [`Self::insert`]).
     pub fn get_or_insert_with<R>(
@@ -206,6 +221,17 @@ mod tests {
         assert_eq!(f.remove(&1), None);
         assert_eq!(f.remove(&2), Some("two"));
         assert_eq!(f.remove(&3), Some("three"));
+    }
+
+    #[test]
+    fn set_replaces_in_place_without_a_new_queue_slot() {
+        let f: Fifo<u32, &str> = Fifo::new(2, Duration::from_secs(60));
+        assert!(f.set(1, "one").is_empty());
+        assert!(f.insert(2, "two").is_empty());
+        assert_eq!(f.set(1, "uno"), vec!["one"]);
+        assert_eq!(f.shards.first().unwrap().lock().unwrap().order.len(), 2);
+        // 1 kept its age: it is still the oldest.
+        assert_eq!(f.insert(3, "three"), vec!["uno"]);
     }
 
     #[test]

@@ -392,7 +392,8 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
                 let code = reply.first().copied().unwrap_or(0);
                 debug!(nas = %client.name, radius.id = req.identifier, code, len = reply.len(), %attrs, "reply");
             }
-            let reply = Arc::new(reply);
+            // Exact-size copy: the builder's buffer has spare capacity the cache would keep.
+            let reply: Arc<[u8]> = Arc::from(reply);
             shared.dedup.answered(key, reply.clone());
             send(sock, src, &reply).await;
         }

@@ -36,7 +36,8 @@ pub struct SessionEntry {
 pub struct SessionTable {
     /// Each round trip takes a session out and puts it back under a new State, so the
     /// table's insertion order is least-recently-used order and age is idle time.
-    table: Fifo<[u8; 16], SessionEntry>,
+    /// Boxed: the hash table's spare capacity then costs a pointer per slot, not a session.
+    table: Fifo<[u8; 16], Box<SessionEntry>>,
     per_nas: Mutex<HashMap<String, u64>>,
 }
 
@@ -52,7 +53,7 @@ impl SessionTable {
     /// Conversations held for one client (NAS), expired ones dropped first.
     pub fn count(&self, nas: &str) -> u64 {
         let expired = self.table.expire();
-        self.forget(&expired);
+        self.forget(expired.iter().map(|b| &**b));
         self.per_nas
             .lock()
             .ok()
@@ -77,8 +78,8 @@ impl SessionTable {
     pub fn take(&self, state: &[u8]) -> Option<SessionEntry> {
         let key: [u8; 16] = state.try_into().ok()?;
         let entry = self.table.remove(&key)?;
-        self.forget([&entry]);
-        Some(entry)
+        self.forget([&*entry]);
+        Some(*entry)
     }
 
     /// Stores a session under a State; the least recently used one leaves if the table is
@@ -91,9 +92,9 @@ impl SessionTable {
                 m.insert(entry.nas.clone(), 1);
             }
         }
-        let left = self.table.insert(state, entry);
+        let left = self.table.insert(state, Box::new(entry));
         if !left.is_empty() {
-            self.forget(&left);
+            self.forget(left.iter().map(|b| &**b));
         }
     }
 
