@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the hot sans-IO pieces: packet decode/encode, Message-Authenticator,
-//! MPPE key encryption, and one complete in-memory EAP-TLS handshake per TLS version.
+//! MPPE key encryption, one complete in-memory EAP-TLS handshake per TLS version, and the
+//! crypto floor with the library anchord uses (aws-lc-rs): the server's signature, a
+//! chain verification and the X25519 exchange, each alone.
 //! Run with `cargo bench`; speed claims come from here and from bench/compare.sh, never
 //! from timed tests.
 #![allow(missing_docs, clippy::unwrap_used, clippy::panic)]
@@ -131,5 +133,61 @@ fn handshake(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, radius, handshake);
+/// The operations an authentication cannot avoid, one by one, with aws-lc-rs as rustls
+/// calls it. bench/compare.sh prints the same floor from `openssl speed`.
+fn crypto_floor(c: &mut Criterion) {
+    use aws_lc_rs::{agreement, rand::SystemRandom, signature};
+    let dir = tempfile::tempdir().unwrap();
+    anchord::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+    let der = |name: &str| {
+        PrivateKeyDer::from_pem_file(dir.path().join(name))
+            .unwrap()
+            .secret_der()
+            .to_vec()
+    };
+    let rng = SystemRandom::new();
+    let msg = [7u8; 200];
+    let rsa = signature::RsaKeyPair::from_pkcs8(&der("server-rsa.key")).unwrap();
+    c.bench_function("floor_rsa2048_sign_pss_sha256", |bench| {
+        let mut sig = vec![0; rsa.public_modulus_len()];
+        bench.iter(|| {
+            rsa.sign(&signature::RSA_PSS_SHA256, &rng, &msg, &mut sig)
+                .unwrap();
+        })
+    });
+    let ec = signature::EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &der("server.key"),
+    )
+    .unwrap();
+    c.bench_function("floor_ecdsa_p256_sign", |bench| {
+        bench.iter(|| black_box(ec.sign(&rng, &msg).unwrap()))
+    });
+    let sig = ec.sign(&rng, &msg).unwrap();
+    let public = signature::UnparsedPublicKey::new(
+        &signature::ECDSA_P256_SHA256_ASN1,
+        signature::KeyPair::public_key(&ec).as_ref().to_vec(),
+    );
+    c.bench_function("floor_ecdsa_p256_verify", |bench| {
+        bench.iter(|| public.verify(&msg, sig.as_ref()).unwrap())
+    });
+    c.bench_function("floor_x25519_keygen_and_agree", |bench| {
+        let peer = agreement::PrivateKey::generate(&agreement::X25519).unwrap();
+        let peer_public = peer.compute_public_key().unwrap();
+        bench.iter(|| {
+            let mine = agreement::PrivateKey::generate(&agreement::X25519).unwrap();
+            let public = mine.compute_public_key().unwrap();
+            black_box(public.as_ref());
+            agreement::agree(
+                &mine,
+                &agreement::UnparsedPublicKey::new(&agreement::X25519, peer_public.as_ref()),
+                (),
+                |k| Ok(black_box(k.len())),
+            )
+            .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, radius, handshake, crypto_floor);
 criterion_main!(benches);
