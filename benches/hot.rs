@@ -180,7 +180,7 @@ fn crypto_floor(c: &mut Criterion) {
             black_box(public.as_ref());
             agreement::agree(
                 &mine,
-                &agreement::UnparsedPublicKey::new(&agreement::X25519, peer_public.as_ref()),
+                agreement::UnparsedPublicKey::new(&agreement::X25519, peer_public.as_ref()),
                 (),
                 |k| Ok(black_box(k.len())),
             )

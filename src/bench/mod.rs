@@ -3,6 +3,7 @@
 //! half-open modes. An authentication counts only if every check passed.
 
 pub mod peer;
+pub mod trust;
 pub mod verify;
 
 use std::collections::BTreeMap;

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
+use crate::bench::trust::RememberingVerifier;
 use crate::bench::{BenchConfig, Mode};
 use crate::radius::SharedSecret;
 
@@ -92,6 +94,12 @@ pub(super) struct BenchArgs {
     /// so the simulated devices offer what 802.1X supplicants do today: X25519 and P-256.
     #[arg(long)]
     pq: bool,
+    /// Verify the server's certificate chain in full on every authentication, as a device
+    /// does. By default a chain is verified in full once and remembered for the run (the
+    /// handshake signature is verified every time), so the load generator's one core goes to
+    /// loading the server.
+    #[arg(long)]
+    verify_chain_every_time: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -134,10 +142,19 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         use rustls::crypto::aws_lc_rs::kx_group;
         provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1];
     }
-    let mut tls = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(versions)?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+    let provider = Arc::new(provider);
+    let builder =
+        ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let builder = if a.verify_chain_every_time {
+        builder.with_root_certificates(roots)
+    } else {
+        let full =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(RememberingVerifier::new(full)))
+    };
+    let mut tls = builder.with_client_auth_cert(chain, key)?;
     // Each authentication is a fresh device: no resumption.
     tls.resumption = rustls::client::Resumption::disabled();
     let mode = match (a.rate, a.half_open) {
