@@ -108,20 +108,24 @@ async fn revocation_of(
     now: i64,
 ) -> Result<Report, &'static str> {
     let (_, parsed) = X509Certificate::from_der(der).map_err(|_| "certificate does not parse")?;
-    let issuer = issuer_of(&parsed, peer, anchors).ok_or("no issuer certificate to ask about")?;
-    let (_, issuer_parsed) =
-        X509Certificate::from_der(&issuer).map_err(|_| "issuer does not parse")?;
+    let (issuer, issuer_parsed) =
+        issuer_of(&parsed, peer, anchors).ok_or("no issuer certificate to ask about")?;
     Ok(checker
-        .check(der, &parsed, &issuer, &issuer_parsed, now)
+        .check(der, &parsed, issuer, &issuer_parsed, now)
         .await)
 }
 
 /// The certificate that issued the device's: the next one the device sent if it did, else
 /// the configured CA that did.
-fn issuer_of(leaf: &X509Certificate<'_>, peer: &PeerInfo, anchors: &[Vec<u8>]) -> Option<Vec<u8>> {
+fn issuer_of<'a>(
+    leaf: &X509Certificate<'_>,
+    peer: &'a PeerInfo,
+    anchors: &'a [Vec<u8>],
+) -> Option<(&'a [u8], X509Certificate<'a>)> {
     let issuer_name = leaf.issuer().as_raw();
-    let sent = peer.chain.iter().skip(1).map(|c| c.to_vec());
-    sent.chain(anchors.iter().cloned()).find(|c| {
-        X509Certificate::from_der(c).is_ok_and(|(_, i)| i.subject().as_raw() == issuer_name)
+    let sent = peer.chain.iter().skip(1).map(AsRef::as_ref);
+    sent.chain(anchors.iter().map(Vec::as_slice)).find_map(|c| {
+        let (_, i) = X509Certificate::from_der(c).ok()?;
+        (i.subject().as_raw() == issuer_name).then_some((c, i))
     })
 }
