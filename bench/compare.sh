@@ -81,7 +81,7 @@ stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 load() { # PORT DEVICE TLS ARGS...
   local port=$1 dev=$2 tls=$3; shift 3
   taskset -c 1 "$A" bench --server "127.0.0.1:$port" --secret "$SECRET" \
-    --cert "$work/pki/$dev.pem" --key "$work/pki/$dev.key" --ca "$work/pki/root-ca.pem" \
+    --cert "${pki:-$work/pki}/$dev.pem" --key "${pki:-$work/pki}/$dev.key" --ca "${pki:-$work/pki}/root-ca.pem" \
     --tls "$tls" --expect-vlan 100 --json --quiet "$@" || true
 }
 
@@ -142,6 +142,15 @@ steal_pct() { # "STEAL TOTAL" from steal_ticks at the start
   python3 -c "s0,t0='$1'.split(); print(f'{($s1-int(s0))*100/max($t1-int(t0),1):.1f}')"
 }
 
+# One A/B comparison of anchord against itself (ocsp and hsm modes):
+# TLS A_RATE A_CPU A_ERRORS B_RATE B_CPU B_ERRORS; steal0 from steal_ticks.
+pair() {
+  printf '%-6s %-34s %10s %10s %8s\n' "$1" "auth/s at saturation (median of 3)" "$2" "$5" "$(python3 -c "print(f'{$5/$2:.2f}x')")"
+  printf '%-6s %-34s %10s %10s %8s\n' "$1" "server CPU ms per auth (median)" "$3" "$6" "$(python3 -c "print(f'{$6/$3:.2f}x')")"
+  printf '%-6s %-34s %10s %10s\n' "$1" "errors" "$4" "$7"
+  printf '%-6s %-34s %10s\n' "$1" "host steal % (noise)" "$(steal_pct "$steal0")"
+}
+
 # Median p50 and p99 of three "p50 p99 errors" lines, and the summed errors.
 median3() {
   python3 - "$@" <<'PY'
@@ -180,14 +189,18 @@ PY
   sleep 0.5
   printf '%-6s %-34s %10s %10s %8s\n' tls metric ocsp-off ocsp-on ratio
   for tls in 1.2 1.3; do
-    EXTRA= start_anchord server; read -r off_rate off_cpu _ off_err < <(saturate "$APORT" device-ecdsa "$tls"); stop
-    EXTRA=$'[revocation]\nresponders = [{ url = "http://127.0.0.1:'"$OPORT"$'" }]' start_anchord server
-    read -r on_rate on_cpu _ on_err < <(saturate "$APORT" device-ecdsa "$tls")
-    grep -q 'revocation=good (cache)' "$work/anchord.log" || { echo "OCSP was not in use" >&2; exit 1; }
-    stop
-    printf '%-6s %-34s %10s %10s %8s\n' "$tls" "auth/s at saturation" "$off_rate" "$on_rate" "$(python3 -c "print(f'{$on_rate/$off_rate:.2f}x')")"
-    printf '%-6s %-34s %10s %10s %8s\n' "$tls" "server CPU ms per auth" "$off_cpu" "$on_cpu" "$(python3 -c "print(f'{$on_cpu/$off_cpu:.2f}x')")"
-    printf '%-6s %-34s %10s %10s\n' "$tls" "errors" "$off_err" "$on_err"
+    # Three runs each, alternating; medians (see median_sat).
+    off=() on=() steal0=$(steal_ticks)
+    for _ in 1 2 3; do
+      EXTRA= start_anchord server; off+=("$(saturate "$APORT" device-ecdsa "$tls")"); stop
+      EXTRA=$'[revocation]\nresponders = [{ url = "http://127.0.0.1:'"$OPORT"$'" }]' start_anchord server
+      on+=("$(saturate "$APORT" device-ecdsa "$tls")")
+      grep -q 'revocation=good (cache)' "$work/anchord.log" || { echo "OCSP was not in use" >&2; exit 1; }
+      stop
+    done
+    read -r off_rate off_cpu _ off_err < <(median_sat "${off[@]}")
+    read -r on_rate on_cpu _ on_err < <(median_sat "${on[@]}")
+    pair "$tls" "$off_rate" "$off_cpu" "$off_err" "$on_rate" "$on_cpu" "$on_err"
   done
   exit 0
 fi
@@ -201,24 +214,15 @@ if [ "$mode" = hsm ]; then
   "$A" pki export-ca --token anchord-bench --out "$work/hsm-dev" >/dev/null
   printf '%-6s %-34s %10s %10s %8s\n' tls metric file hsm ratio
   for tls in 1.2 1.3; do
-    start_anchord server; read -r f_rate f_cpu _ f_err < <(saturate "$APORT" device-ecdsa "$tls"); stop
-    start_anchord hsm
-    # This server's trust anchor and devices come from the token.
-    hload() {
-      taskset -c 1 "$A" bench --server "127.0.0.1:$APORT" --secret "$SECRET" --cert "$work/hsm-dev/device-ecdsa.pem" \
-        --key "$work/hsm-dev/device-ecdsa.key" --ca "$work/hsm-dev/root-ca.pem" --tls "$tls" --expect-vlan 100 \
-        --json --quiet "$@" || true
-    }
-    hload --concurrency 4 --duration 1 >/dev/null
-    t0=$(ticks "$pid")
-    j=$(hload --concurrency 32 --duration "$D")
-    t1=$(ticks "$pid"); stop
-    h_rate=$(echo "$j" | jget 'd["auths_per_sec"]'); h_n=$(echo "$j" | jget 'd["completed"]')
-    h_err=$(echo "$j" | jget 'sum(d["errors"].values())')
-    h_cpu=$(python3 -c "print(f'{($t1-$t0)/$TCK*1000/max($h_n,1):.3f}')")
-    printf '%-6s %-34s %10s %10s %8s\n' "$tls" "auth/s at saturation" "$f_rate" "$h_rate" "$(python3 -c "print(f'{$h_rate/$f_rate:.2f}x')")"
-    printf '%-6s %-34s %10s %10s %8s\n' "$tls" "server CPU ms per auth" "$f_cpu" "$h_cpu" "$(python3 -c "print(f'{$h_cpu/$f_cpu:.2f}x')")"
-    printf '%-6s %-34s %10s %10s\n' "$tls" "errors" "$f_err" "$h_err"
+    f=() h=() steal0=$(steal_ticks)
+    for _ in 1 2 3; do
+      start_anchord server; f+=("$(saturate "$APORT" device-ecdsa "$tls")"); stop
+      # This server's trust anchor and devices come from the token.
+      start_anchord hsm; h+=("$(pki=$work/hsm-dev saturate "$APORT" device-ecdsa "$tls")"); stop
+    done
+    read -r f_rate f_cpu _ f_err < <(median_sat "${f[@]}")
+    read -r h_rate h_cpu _ h_err < <(median_sat "${h[@]}")
+    pair "$tls" "$f_rate" "$f_cpu" "$f_err" "$h_rate" "$h_cpu" "$h_err"
   done
   exit 0
 fi
