@@ -266,6 +266,41 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_use_keeps_the_bound_and_loses_nothing_it_holds() {
+        let f: std::sync::Arc<Fifo<u64, u64>> =
+            std::sync::Arc::new(Fifo::new(4096, Duration::from_secs(60)));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    let (mut evicted, mut taken) = (0, 0);
+                    for i in 0..20_000u64 {
+                        let k = t << 32 | i;
+                        evicted += f.insert(k, k).len();
+                        // Every other key is taken straight back, as a session is (unless
+                        // other threads filled the shard and evicted it meanwhile).
+                        if i % 2 == 0 {
+                            taken += usize::from(f.remove(&k) == Some(k));
+                        }
+                    }
+                    (evicted, taken)
+                })
+            })
+            .collect();
+        let (mut evicted, mut taken) = (0, 0);
+        for t in threads {
+            let (e, k) = t.join().unwrap();
+            evicted += e;
+            taken += k;
+        }
+        let held = f.len();
+        assert!(held <= 4096, "{held}");
+        assert!(taken > 0);
+        // Every insert is held, was evicted, or was taken back: nothing lost or duplicated.
+        assert_eq!(held + evicted + taken, 4 * 20_000);
+    }
+
+    #[test]
     fn large_tables_are_sharded_and_stay_bounded() {
         let f: Fifo<u64, ()> = Fifo::new(20_000, Duration::from_secs(60));
         assert_eq!(f.shards.len(), 16);
