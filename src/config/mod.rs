@@ -139,6 +139,10 @@ pub struct PkiRuntime {
     pub sessions: usize,
     /// Deadline for a TLS step that signs on the token.
     pub sign_timeout: Duration,
+    /// One permit per pooled session: at most `sessions` signing steps run at once, so each
+    /// finds a logged-in session instead of opening (and searching the token on) a new one,
+    /// and a hung token ties up at most that many blocking threads.
+    pub signing_slots: Arc<tokio::sync::Semaphore>,
     /// How often the token is checked for a rotated server key.
     pub rotation_check: Duration,
     /// Hands rustls the current certificate and key.
@@ -667,6 +671,7 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
             fallbacks,
             sessions,
             sign_timeout: Duration::from_millis(sign_timeout),
+            signing_slots: Arc::new(tokio::sync::Semaphore::new(sessions.max(1))),
             rotation_check: Duration::from_secs(rotation),
             resolver: Arc::new(RotatingResolver::new(key)),
             current: std::sync::Mutex::new((m.label, pool)),

@@ -242,9 +242,10 @@ fn start(
 }
 
 /// Feeds a response to the session. With the server key in a token, the step that answers
-/// the ClientHello signs through PKCS#11, which blocks: it runs on the blocking pool with a
-/// deadline, and a missed deadline fails closed (`None`: the conversation is dropped and the
-/// device rejected). Every other step runs inline.
+/// the ClientHello signs through PKCS#11, which blocks: it runs on the blocking pool, at most
+/// `[pki] sessions` such steps at once, with a deadline that includes waiting for a slot; a
+/// missed deadline fails closed (`None`: the conversation is dropped and the device
+/// rejected). Every other step runs inline.
 async fn step_session(
     config: &Config,
     mut entry: SessionEntry,
@@ -254,14 +255,19 @@ async fn step_session(
         let result = entry.session.handle(Event::Response(&eap));
         return Some((entry, result));
     };
-    let work = tokio::task::spawn_blocking(move || {
-        let result = entry.session.handle(Event::Response(&eap));
-        (entry, result)
-    });
-    tokio::time::timeout(pki.sign_timeout, work)
+    let slots = pki.signing_slots.clone();
+    let step = async move {
+        // The permit lives as long as the blocking work, even past our deadline.
+        let permit = slots.acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let result = entry.session.handle(Event::Response(&eap));
+            drop(permit);
+            (entry, result)
+        })
         .await
-        .ok()?
         .ok()
+    };
+    tokio::time::timeout(pki.sign_timeout, step).await.ok()?
 }
 
 fn eap_identifier(bytes: &[u8]) -> u8 {
