@@ -695,7 +695,10 @@ impl SigningPool {
                     let (key, _) = find_private_key(&s, &self.label)?;
                     Ok((s, key))
                 }) {
-                    Ok(p) => p,
+                    Ok(p) => {
+                        info!(target: "audit", event = "hsm_session", key = %self.label, token = %t.token.label, "HSM signing session opened");
+                        p
+                    }
                     Err(e) => {
                         last = Some(e);
                         continue;

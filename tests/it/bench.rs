@@ -1,13 +1,24 @@
 //! Smoke test of the load generator against the real server: a couple of seconds of load,
 //! every authentication verified by `anchord bench`, zero errors allowed.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::harness::{pki_dir, Server, SECRET};
 
-/// Runs `anchord bench --json` as device-ecdsa; returns whether it succeeded and its report.
+/// Runs `anchord bench --json` as device-ecdsa of the shared dev PKI.
 fn run_bench(server: &Server, secret: &str, args: &[&str]) -> (bool, serde_json::Value) {
-    let pki = pki_dir();
+    run_bench_from(pki_dir(), server, secret, args)
+}
+
+/// Runs `anchord bench --json` as device-ecdsa of the PKI in `pki`; returns whether it
+/// succeeded and its report.
+pub(crate) fn run_bench_from(
+    pki: &Path,
+    server: &Server,
+    secret: &str,
+    args: &[&str],
+) -> (bool, serde_json::Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
         .args([
             "bench",

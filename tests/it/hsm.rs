@@ -464,3 +464,37 @@ fn device_with_its_own_key_is_issued_from_its_request_and_authenticates() {
         .status
         .success());
 }
+
+#[test]
+fn concurrent_signing_steps_share_the_configured_sessions() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    t.init_with_device(work.path(), "device-ecdsa");
+    let s = t.serve_with("sessions = 2\n");
+    // Sixteen devices at once: many ClientHello steps want to sign at the same time.
+    let (ok, report) = crate::bench::run_bench_from(
+        work.path(),
+        &s,
+        SECRET,
+        &[
+            "--tls",
+            "1.2",
+            "--concurrency",
+            "16",
+            "--duration",
+            "2",
+            "--expect-vlan",
+            "100",
+        ],
+    );
+    assert!(ok, "{report}");
+    assert!(report["completed"].as_u64().unwrap() >= 16, "{report}");
+    assert_eq!(report["errors"].as_object().unwrap().len(), 0, "{report}");
+    // Every signature went through one of the two pooled sessions: none was opened beyond.
+    let opened = s
+        .log()
+        .iter()
+        .filter(|l| l.contains("HSM signing session opened"))
+        .count();
+    assert!((1..=2).contains(&opened), "{opened} sessions opened");
+}
