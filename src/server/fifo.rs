@@ -130,9 +130,17 @@ impl<K: Hash + Eq + Clone, V> Fifo<K, V> {
             gone.push(std::mem::replace(v, value));
             return gone;
         }
-        gone.extend(s.trim(now, self.ttl, self.per_shard.saturating_sub(1)));
+        gone.extend(self.make_room(&mut s, now));
         gone.extend(s.push(now, key, value));
         gone
+    }
+
+    /// Evicts the oldest entry if the shard is full, before a new key goes in.
+    fn make_room(&self, s: &mut Shard<K, V>, now: Instant) -> Vec<V> {
+        if s.map.len() < self.per_shard {
+            return Vec::new();
+        }
+        s.trim(now, self.ttl, self.per_shard.saturating_sub(1))
     }
 
     /// Looks `key` up, inserting `make()` if absent. `read` sees the value and whether it
@@ -149,19 +157,20 @@ impl<K: Hash + Eq + Clone, V> Fifo<K, V> {
         if let Some((_, v)) = s.map.get(&key) {
             return (read(v, false), gone);
         }
-        gone.extend(s.trim(now, self.ttl, self.per_shard.saturating_sub(1)));
+        gone.extend(self.make_room(&mut s, now));
         let v = make();
         let r = read(&v, true);
         s.push(now, key, v);
         (r, gone)
     }
 
-    /// Removes and returns the value under `key`, if it is there and not expired.
-    pub fn remove(&self, key: &K) -> Option<V> {
+    /// Removes and returns the value under `key`, if it is there and not expired, and the
+    /// values that expired meanwhile (see [`Self::insert`]).
+    pub fn remove(&self, key: &K) -> (Option<V>, Vec<V>) {
         let now = clock::now();
         let mut s = self.shard(key);
-        drop(s.trim(now, self.ttl, self.per_shard));
-        s.map.remove(key).map(|(_, v)| v)
+        let gone = s.trim(now, self.ttl, self.per_shard);
+        (s.map.remove(key).map(|(_, v)| v), gone)
     }
 
     /// Drops every expired entry now (other operations do so only on their own shard);
@@ -201,8 +210,8 @@ mod tests {
             assert!(f.insert(k, k * 10).is_empty());
         }
         assert_eq!(f.insert(3, 30), vec![0]);
-        assert_eq!(f.remove(&0), None);
-        assert_eq!(f.remove(&1), Some(10));
+        assert_eq!(f.remove(&0).0, None);
+        assert_eq!(f.remove(&1).0, Some(10));
         // 1 left by removal: room for one more without evicting.
         assert!(f.insert(4, 40).is_empty());
         assert_eq!(f.len(), 3);
@@ -218,9 +227,9 @@ mod tests {
         assert!(f.insert(2, "two").is_empty());
         // The stale queue slot of the first insert of 1 is skipped; 1 is still the oldest.
         assert_eq!(f.insert(3, "three"), vec!["uno"]);
-        assert_eq!(f.remove(&1), None);
-        assert_eq!(f.remove(&2), Some("two"));
-        assert_eq!(f.remove(&3), Some("three"));
+        assert_eq!(f.remove(&1).0, None);
+        assert_eq!(f.remove(&2).0, Some("two"));
+        assert_eq!(f.remove(&3).0, Some("three"));
     }
 
     #[test]
@@ -239,7 +248,7 @@ mod tests {
         let f: Fifo<u32, u32> = Fifo::new(4, Duration::from_secs(60));
         for k in 0..1000 {
             assert!(f.insert(k, k).is_empty());
-            assert_eq!(f.remove(&k), Some(k));
+            assert_eq!(f.remove(&k).0, Some(k));
         }
         let s = f.shards.first().unwrap().lock().unwrap();
         assert!(s.order.len() <= 8, "{}", s.order.len());
@@ -261,8 +270,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(20)).await;
         assert!(f.insert(2, 2).is_empty());
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(f.remove(&1), None);
-        assert_eq!(f.remove(&2), Some(2));
+        // Removing 1 finds it gone and hands back what expired, for the caller's counts.
+        assert_eq!(f.remove(&1), (None, vec![1]));
+        assert_eq!(f.remove(&2), (Some(2), vec![]));
     }
 
     #[test]
@@ -280,7 +290,7 @@ mod tests {
                         // Every other key is taken straight back, as a session is (unless
                         // other threads filled the shard and evicted it meanwhile).
                         if i % 2 == 0 {
-                            taken += usize::from(f.remove(&k) == Some(k));
+                            taken += usize::from(f.remove(&k).0 == Some(k));
                         }
                     }
                     (evicted, taken)

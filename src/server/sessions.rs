@@ -77,9 +77,9 @@ impl SessionTable {
     /// Takes the session for a State out of the table.
     pub fn take(&self, state: &[u8]) -> Option<SessionEntry> {
         let key: [u8; 16] = state.try_into().ok()?;
-        let entry = self.table.remove(&key)?;
-        self.forget([&*entry]);
-        Some(*entry)
+        let (entry, expired) = self.table.remove(&key);
+        self.forget(expired.iter().chain(&entry).map(|b| &**b));
+        entry.map(|b| *b)
     }
 
     /// Stores a session under a State; the least recently used one leaves if the table is
