@@ -485,6 +485,11 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<
         1..3601,
     );
     let cache_size = ctx.bounded(&r.cache_size, "revocation.cache_size", 1..10_000_001);
+    let max_age = ctx.bounded(
+        &r.max_age_without_next_update_secs,
+        "revocation.max_age_without_next_update_secs",
+        1..31_536_001,
+    );
     let hash = match r.cert_id_hash.get_ref().as_str() {
         "sha1" => IdHash::Sha1,
         "sha256" => IdHash::Sha256,
@@ -572,6 +577,7 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<
         method,
         soft_fail: r.soft_fail,
         skew: Duration::from_secs(skew),
+        max_age: Duration::from_secs(max_age),
         max_ttl: Duration::from_secs(max_ttl),
         negative_ttl: Duration::from_secs(negative),
         cache_size,

@@ -45,6 +45,8 @@ pub(crate) struct RawRevocation {
     pub(crate) max_ttl_secs: Spanned<u64>,
     #[serde(default = "default_negative_ttl_secs")]
     pub(crate) negative_ttl_secs: Spanned<u64>,
+    #[serde(default = "default_max_age_without_next_update_secs")]
+    pub(crate) max_age_without_next_update_secs: Spanned<u64>,
     #[serde(default = "default_cache_size")]
     pub(crate) cache_size: Spanned<u64>,
     #[serde(default)]
@@ -93,6 +95,9 @@ fn default_max_ttl_secs() -> Spanned<u64> {
 }
 fn default_negative_ttl_secs() -> Spanned<u64> {
     unspanned(10)
+}
+fn default_max_age_without_next_update_secs() -> Spanned<u64> {
+    unspanned(86_400)
 }
 fn default_cache_size() -> Spanned<u64> {
     unspanned(100_000)

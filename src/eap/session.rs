@@ -99,8 +99,11 @@ pub enum Outcome {
 /// The authenticated peer, handed to the checks.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
-    /// Client certificate chain, end entity first.
+    /// Client certificate chain as the device sent it, end entity first.
     pub chain: Vec<CertificateDer<'static>>,
+    /// The path the verifier checked: the device's certificate, each CA whose key verified
+    /// the one below it, the trust anchor. Revocation runs on this, never on `chain`.
+    pub path: crate::tls::VerifiedChain,
     /// "1.2" or "1.3".
     pub tls_version: &'static str,
     /// Negotiated cipher suite name.
@@ -247,6 +250,9 @@ pub struct Session {
     tls_version: Option<&'static str>,
     /// TLS flights the server has started sending.
     flights: u8,
+    /// The certificate path the verifier checked, once it has (a device may spread its
+    /// flight over several EAP-TLS messages).
+    verified: Option<crate::tls::VerifiedChain>,
 }
 
 impl fmt::Debug for Session {
@@ -288,6 +294,7 @@ impl Session {
             rounds: 0,
             tls_version: None,
             flights: 0,
+            verified: None,
         };
         let start = s.request(tls::encode(FLAG_S, None, &[]))?;
         Ok((s, Action::Send(start)))
@@ -434,6 +441,9 @@ impl Session {
             ));
         }
         let Inbound { mut conn, buf, .. } = *inbound;
+        // The verifier leaves the path it verifies on this thread (tls::verifier); nothing
+        // from another connection may be mistaken for this one's.
+        crate::tls::verifier::forget_verified();
         let mut rd: &[u8] = &buf;
         while !rd.is_empty() {
             let n = conn.read_tls(&mut rd).map_err(|e| EapError::Tls {
@@ -447,6 +457,9 @@ impl Session {
                     detail: "TLS input stalled".into(),
                 });
             }
+        }
+        if let Some(path) = crate::tls::verifier::take_verified() {
+            self.verified = Some(path);
         }
         let out = drain(&mut conn)?;
         if conn.is_handshaking() {
@@ -474,23 +487,37 @@ impl Session {
         let keys = derive_keys(conn.protocol_version(), |out, label, ctx| {
             conn.export_keying_material(out, label, ctx).map(|_| ())
         })?;
+        let chain = conn
+            .peer_certificates()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        let Some(leaf) = chain.first() else {
+            return Err(EapError::Tls {
+                reason: "no_client_certificate",
+                detail: "no client certificate".into(),
+            });
+        };
+        // Revocation is asked about the CAs on the path webpki verified, never about
+        // certificates the device merely sent.
+        let Some(path) = self
+            .verified
+            .take()
+            .filter(|p| p.end_entity() == leaf.as_ref())
+        else {
+            return Err(EapError::Tls {
+                reason: "internal",
+                detail: "the verified certificate path was not recorded".into(),
+            });
+        };
         let peer = PeerInfo {
-            chain: conn
-                .peer_certificates()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
+            chain,
+            path,
             tls_version,
             cipher_suite: conn
                 .negotiated_cipher_suite()
                 .and_then(|s| s.suite().as_str())
                 .unwrap_or("unknown"),
         };
-        if peer.chain.is_empty() {
-            return Err(EapError::Tls {
-                reason: "no_client_certificate",
-                detail: "no client certificate".into(),
-            });
-        }
         self.state = State::ExpectVerdict(Box::new(Established {
             conn,
             pending: out,

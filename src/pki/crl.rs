@@ -19,6 +19,7 @@ pub struct Crl {
     der: Vec<u8>,
     issuer: Vec<u8>,
     revoked: HashMap<Vec<u8>, (i64, Option<String>)>,
+    this_update: i64,
     next_update: Option<i64>,
     /// SHA-256 of the issuer key this CRL's signature was verified with.
     verified_with: Mutex<Option<[u8; 32]>>,
@@ -90,12 +91,19 @@ impl CrlStore {
 
     /// What the CRLs say about `cert` (issued by `issuer`, both DER) at `now`: `None` when
     /// no current, correctly signed CRL of that issuer is loaded.
-    pub fn lookup(&self, cert: &[u8], issuer: &[u8], now: i64, skew: i64) -> Option<State> {
+    pub fn lookup(
+        &self,
+        cert: &[u8],
+        issuer: &[u8],
+        now: i64,
+        skew: i64,
+        max_age: i64,
+    ) -> Option<State> {
         let (_, c) = X509Certificate::from_der(cert).ok()?;
         let (_, i) = X509Certificate::from_der(issuer).ok()?;
         self.crls()
             .iter()
-            .find_map(|l| l.state_of(&c, &i, now, skew))
+            .find_map(|l| l.state_of(&c, &i, now, skew, max_age))
     }
 }
 
@@ -109,17 +117,25 @@ impl Crl {
     }
 
     /// What this CRL says about `cert` (issued by `issuer`): `None` unless it is that
-    /// issuer's CRL, current at `now` (with `skew`), and its signature verifies.
+    /// issuer's CRL, current at `now` (with `skew`: thisUpdate not in the future, nextUpdate
+    /// not passed, or without nextUpdate thisUpdate at most `max_age` seconds old), and its
+    /// signature verifies.
     pub fn state_of(
         &self,
         cert: &X509Certificate<'_>,
         issuer: &X509Certificate<'_>,
         now: i64,
         skew: i64,
+        max_age: i64,
     ) -> Option<State> {
         let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
+        let fresh = match self.next_update {
+            Some(next) => next >= now.saturating_sub(skew),
+            None => now.saturating_sub(self.this_update) <= max_age.saturating_add(skew),
+        };
         let current = self.issuer == cert.issuer().as_raw()
-            && self.next_update.is_none_or(|n| n >= now - skew);
+            && self.this_update <= now.saturating_add(skew)
+            && fresh;
         if !current || !verified(self, issuer, key_hash) {
             return None;
         }
@@ -136,6 +152,64 @@ impl Crl {
     pub fn next_update(&self) -> Option<i64> {
         self.next_update
     }
+
+    /// Roughly the memory this CRL holds, in bytes (for the fetched-CRL cache's bound).
+    pub fn weight(&self) -> usize {
+        // Each revoked entry: serial bytes, the time, a reason, and the map's own overhead.
+        const PER_ENTRY: usize = 96;
+        self.der
+            .len()
+            .saturating_add(self.revoked.len().saturating_mul(PER_ENTRY))
+    }
+}
+
+/// CRL extensions (RFC 5280 §5.2) that do not change what the list covers.
+const CRL_EXTENSIONS_UNDERSTOOD: [&str; 4] = [
+    "2.5.29.20", // cRLNumber
+    "2.5.29.35", // authorityKeyIdentifier
+    "2.5.29.18", // issuerAltName
+    "2.5.29.46", // freshestCRL (points at deltas; the complete CRL stands alone)
+];
+/// Entry extensions (RFC 5280 §5.3) that do not change which certificate an entry names.
+const ENTRY_EXTENSIONS_UNDERSTOOD: [&str; 2] = [
+    "2.5.29.21", // reasonCode
+    "2.5.29.24", // invalidityDate
+];
+
+/// Refuses a CRL that is only part of the picture: a delta CRL (deltaCRLIndicator), one
+/// whose scope is limited or indirect (issuingDistributionPoint, certificateIssuer entries),
+/// or one with any other extension marked critical. Read as complete, such a list could miss
+/// revoked certificates; refused, it counts as no CRL (revocation unknown).
+fn check_scope(crl: &CertificateRevocationList<'_>) -> Result<(), String> {
+    for e in crl.extensions() {
+        let oid = e.oid.to_id_string();
+        let name = match oid.as_str() {
+            "2.5.29.27" => Some("deltaCRLIndicator (a delta CRL)"),
+            "2.5.29.28" => Some("issuingDistributionPoint (a partitioned or indirect CRL)"),
+            o if CRL_EXTENSIONS_UNDERSTOOD.contains(&o) => None,
+            _ if e.critical => Some("an unsupported critical extension"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            return Err(format!("CRL has {name} ({oid}): not used"));
+        }
+    }
+    for r in crl.iter_revoked_certificates() {
+        for e in r.extensions() {
+            let oid = e.oid.to_id_string();
+            if oid == "2.5.29.29" {
+                return Err(format!(
+                    "CRL entry has certificateIssuer ({oid}, an indirect CRL): not used"
+                ));
+            }
+            if e.critical && !ENTRY_EXTENSIONS_UNDERSTOOD.contains(&oid.as_str()) {
+                return Err(format!(
+                    "CRL entry has an unsupported critical extension ({oid}): not used"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn verified(l: &Crl, issuer: &X509Certificate<'_>, key_hash: [u8; 32]) -> bool {
@@ -162,6 +236,7 @@ fn parse(path: &std::path::Path, bytes: &[u8]) -> Result<Crl, String> {
     };
     let (_, crl) =
         CertificateRevocationList::from_der(&der).map_err(|e| format!("not a CRL: {e}"))?;
+    check_scope(&crl)?;
     let revoked = crl
         .iter_revoked_certificates()
         .map(|r| {
@@ -176,8 +251,114 @@ fn parse(path: &std::path::Path, bytes: &[u8]) -> Result<Crl, String> {
         path: path.to_path_buf(),
         issuer: crl.issuer().as_raw().to_vec(),
         revoked,
+        this_update: crl.last_update().timestamp(),
         next_update: crl.next_update().map(|t| t.timestamp()),
         verified_with: Mutex::new(None),
         der: der.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA and a device it issued, as DER.
+    fn pair() -> (Vec<u8>, Vec<u8>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "ca");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let dev = rcgen::CertificateParams::new(vec!["d.test".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (ca.der().to_vec(), dev.der().to_vec())
+    }
+
+    /// A CRL of `issuer` with these dates, its signature taken as verified.
+    fn crl(issuer: &X509Certificate<'_>, this_update: i64, next_update: Option<i64>) -> Crl {
+        Crl {
+            path: PathBuf::from("test.crl"),
+            der: Vec::new(),
+            issuer: issuer.subject().as_raw().to_vec(),
+            revoked: HashMap::new(),
+            this_update,
+            next_update,
+            verified_with: Mutex::new(Some(Sha256::digest(issuer.public_key().raw).into())),
+        }
+    }
+
+    #[test]
+    fn is_current_only_between_this_update_and_next_update() {
+        let (ca, dev) = pair();
+        let (_, ca) = X509Certificate::from_der(&ca).unwrap();
+        let (_, dev) = X509Certificate::from_der(&dev).unwrap();
+        let now = 1_800_000_000;
+        let state = |c: &Crl| c.state_of(&dev, &ca, now, 60, 86_400);
+        assert_eq!(
+            state(&crl(&ca, now - 10, Some(now + 10))),
+            Some(State::Good)
+        );
+        assert_eq!(
+            state(&crl(&ca, now - 100, Some(now - 30))),
+            Some(State::Good),
+            "skew"
+        );
+        assert_eq!(state(&crl(&ca, now - 100, Some(now - 61))), None, "stale");
+        assert_eq!(
+            state(&crl(&ca, now + 61, Some(now + 100))),
+            None,
+            "from the future"
+        );
+    }
+
+    #[test]
+    fn without_next_update_is_current_only_while_recent() {
+        let (ca, dev) = pair();
+        let (_, ca) = X509Certificate::from_der(&ca).unwrap();
+        let (_, dev) = X509Certificate::from_der(&dev).unwrap();
+        let now = 1_800_000_000;
+        let state = |c: &Crl| c.state_of(&dev, &ca, now, 0, 3600);
+        assert_eq!(state(&crl(&ca, now - 3600, None)), Some(State::Good));
+        assert_eq!(
+            state(&crl(&ca, now - 3601, None)),
+            None,
+            "never current forever"
+        );
+    }
+
+    #[test]
+    fn refuses_a_crl_limited_by_an_issuing_distribution_point() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "ca");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca = p.self_signed(&ca_key).unwrap();
+        let params = |idp| rcgen::CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::now_utc(),
+            next_update: time::OffsetDateTime::now_utc() + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: idp,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let whole = params(None).signed_by(&ca, &ca_key).unwrap();
+        assert!(Crl::parse("whole", whole.der()).is_ok());
+        let partial = params(Some(rcgen::CrlIssuingDistributionPoint {
+            distribution_point: rcgen::CrlDistributionPoint {
+                uris: vec!["http://crl.example/users.crl".to_owned()],
+            },
+            scope: Some(rcgen::CrlScope::UserCertsOnly),
+        }))
+        .signed_by(&ca, &ca_key)
+        .unwrap();
+        let e = Crl::parse("partial", partial.der()).err().unwrap();
+        assert!(e.contains("issuingDistributionPoint"), "{e}");
+    }
 }

@@ -49,6 +49,11 @@ pub enum OcspError {
     /// nextUpdate in the past.
     #[error("stale response (nextUpdate passed)")]
     Stale,
+    /// No nextUpdate, no nonce, and thisUpdate older than allowed.
+    #[error(
+        "stale response (no nextUpdate, thisUpdate older than max_age_without_next_update_secs)"
+    )]
+    TooOld,
 }
 
 impl OcspError {
@@ -63,6 +68,22 @@ impl OcspError {
             Self::NonceMismatch => "ocsp_nonce_mismatch",
             Self::NotYetValid => "ocsp_not_yet_valid",
             Self::Stale => "ocsp_stale",
+            Self::TooOld => "ocsp_too_old",
+        }
+    }
+
+    /// True for an answer that came back and is false or broken (malformed, signed by no
+    /// one we trust, bad signature, about another certificate, wrong nonce): never a reason
+    /// to soft-fail. False for a responder that only could not help (tryLater and the other
+    /// error statuses, which are unsigned; a stale or not-yet-valid answer).
+    pub fn is_hostile(&self) -> bool {
+        match self {
+            Self::Malformed(_)
+            | Self::UntrustedSigner(_)
+            | Self::BadSignature
+            | Self::CertIdMismatch
+            | Self::NonceMismatch => true,
+            Self::NotSuccessful(_) | Self::NotYetValid | Self::Stale | Self::TooOld => false,
         }
     }
 }
@@ -161,7 +182,8 @@ pub struct Answer {
 }
 
 /// Verifies a response to `query` for a certificate issued by `issuer` (DER), at `now`
-/// (Unix seconds), allowing `skew` seconds of clock difference.
+/// (Unix seconds), allowing `skew` seconds of clock difference. An answer with no nextUpdate
+/// must be fresh by its nonce, or its thisUpdate at most `max_age` seconds old.
 ///
 /// # Errors
 /// Any failed check: such a response is no answer.
@@ -171,6 +193,7 @@ pub fn verify(
     issuer: &[u8],
     now: i64,
     skew: i64,
+    max_age: i64,
 ) -> Result<Answer, OcspError> {
     let resp = OcspResponse::from_der(response).map_err(malformed)?;
     if resp.response_status != OcspResponseStatus::Successful {
@@ -261,6 +284,14 @@ pub fn verify(
     let next_update = single.next_update.as_ref().map(|t| unix(&t.0));
     if next_update.is_some_and(|n| n < now - skew) {
         return Err(OcspError::Stale);
+    }
+    // RFC 5019 §2.2.4: without nextUpdate the answer says nothing of how long it holds; only
+    // an echoed nonce or a recent thisUpdate shows it is not a replay of an old "good".
+    if next_update.is_none()
+        && query.nonce.is_none()
+        && now.saturating_sub(this_update) > max_age.saturating_add(skew)
+    {
+        return Err(OcspError::TooOld);
     }
     let status = match &single.cert_status {
         x509_ocsp::CertStatus::Good(_) => Status::Good,

@@ -52,6 +52,9 @@ pub struct Settings {
     pub soft_fail: bool,
     /// Allowed clock skew for thisUpdate/nextUpdate.
     pub skew: Duration,
+    /// Oldest thisUpdate accepted from an OCSP answer or CRL that has no nextUpdate (and,
+    /// for OCSP, no nonce proving it fresh).
+    pub max_age: Duration,
     /// Longest time an answer is cached, whatever its nextUpdate.
     pub max_ttl: Duration,
     /// How long a failure is cached.
@@ -84,8 +87,13 @@ pub enum State {
     },
     /// The responder does not know the certificate.
     Unknown,
-    /// No responder gave a valid answer.
+    /// No responder could be reached or gave a usable answer (timeout, connection refused,
+    /// HTTP error, tryLater, stale): soft-fail may let the device on.
     NoAnswer(String),
+    /// A responder answered with something that failed verification (malformed, badly
+    /// signed, signed by someone not authorised, about another certificate, wrong nonce):
+    /// an attack or a broken responder. Always a Reject, whatever soft-fail says.
+    Invalid(String),
 }
 
 /// A check's result, for the decision and the audit line.
@@ -114,6 +122,7 @@ impl Report {
             }
             State::Unknown => "unknown".to_owned(),
             State::NoAnswer(e) => format!("no answer: {e}"),
+            State::Invalid(e) => format!("invalid answer: {e}"),
         };
         format!("{what} ({})", self.source)
     }
@@ -158,6 +167,13 @@ impl Expiry<String, Arc<Option<(Crl, Duration)>>> for CrlTtl {
     }
 }
 
+/// Memory the CRLs fetched from distribution points may take, all together.
+const MAX_CDP_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// Largest CRL fetched from a distribution point.
+const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
+/// Largest OCSP response: a few kilobytes in practice.
+const MAX_OCSP_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// Counters for logs and metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -199,6 +215,9 @@ impl Checker {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
+            // A responder or distribution point URL may come from the device's certificate:
+            // never let it send us on to somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
             .map_err(|e| e.to_string())?;
@@ -207,7 +226,11 @@ impl Checker {
             .expire_after(TtlPolicy)
             .build();
         let cdp_cache = Cache::builder()
-            .max_capacity(1024)
+            .weigher(|_url: &String, crl: &Arc<Option<(Crl, Duration)>>| {
+                let bytes = crl.as_ref().as_ref().map_or(0, |(c, _)| c.weight());
+                u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX)
+            })
+            .max_capacity(MAX_CDP_CACHE_BYTES / 1024)
             .expire_after(CrlTtl {
                 negative: settings.negative_ttl,
             })
@@ -224,6 +247,11 @@ impl Checker {
     /// Soft-fail is on.
     pub fn soft_fail(&self) -> bool {
         self.settings.soft_fail
+    }
+
+    /// Oldest thisUpdate accepted without a nextUpdate, seconds.
+    fn max_age(&self) -> i64 {
+        i64::try_from(self.settings.max_age.as_secs()).unwrap_or(i64::MAX)
     }
 
     /// Intermediates are checked too.
@@ -298,7 +326,7 @@ impl Checker {
             let loaded = store.crls();
             if let Some(state) = loaded
                 .iter()
-                .find_map(|c| c.state_of(cert, issuer, now, skew))
+                .find_map(|c| c.state_of(cert, issuer, now, skew, self.max_age()))
             {
                 return report(state);
             }
@@ -314,7 +342,7 @@ impl Checker {
                 if let Some(state) = fetched
                     .as_ref()
                     .as_ref()
-                    .and_then(|(c, _)| c.state_of(cert, issuer, now, skew))
+                    .and_then(|(c, _)| c.state_of(cert, issuer, now, skew, self.max_age()))
                 {
                     return report(state);
                 }
@@ -329,11 +357,10 @@ impl Checker {
             if !resp.status().is_success() {
                 return Err(format!("HTTP {}", resp.status()));
             }
-            let body = resp.bytes().await.map_err(|e| e.to_string())?;
             // CRLs of large CAs run to megabytes; refuse anything absurd.
-            if body.len() > 32 * 1024 * 1024 {
-                return Err("CRL over 32 MiB".into());
-            }
+            let body = read_capped(resp, MAX_CRL_BYTES)
+                .await
+                .map_err(|e| e.to_string())?;
             Crl::parse(url, &body)
         }
         .await;
@@ -400,17 +427,26 @@ impl Checker {
         }
         let mut last = String::new();
         for r in &responders {
-            match self.ask(r, cert, issuer, now).await {
+            let (kind, e, hostile) = match self.ask(r, cert, issuer, now).await {
                 Ok(answer) => return self.answered(&answer, now),
-                Err((kind, e)) => {
-                    self.stats.responder_errors.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut m) = self.stats.errors_by_kind.lock() {
-                        *m.entry(kind).or_default() += 1;
-                    }
-                    tracing::warn!(responder = %r.url, kind, error = %e, "OCSP responder gave no valid answer");
-                    last = format!("{}: {e}", r.url);
-                }
+                Err(Failure::Transport(kind, e)) => (kind, e, false),
+                Err(Failure::Invalid(e)) => (e.label(), e.to_string(), true),
+            };
+            self.stats.responder_errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut m) = self.stats.errors_by_kind.lock() {
+                *m.entry(kind).or_default() += 1;
             }
+            if hostile {
+                // Not "no answer": someone answered, and the answer is false or broken.
+                // Asking the next responder could only turn an attack into an Accept.
+                tracing::warn!(alert = "ocsp_answer_invalid", responder = %r.url, kind, error = %e, "OCSP answer failed verification");
+                return Cached {
+                    state: State::Invalid(format!("{}: {e}", r.url)),
+                    ttl: self.settings.negative_ttl,
+                };
+            }
+            tracing::warn!(responder = %r.url, kind, error = %e, "OCSP responder gave no answer");
+            last = format!("{}: {e}", r.url);
         }
         self.failure(last)
     }
@@ -450,10 +486,10 @@ impl Checker {
         cert: &[u8],
         issuer: &[u8],
         now: i64,
-    ) -> Result<Answer, (&'static str, String)> {
+    ) -> Result<Answer, Failure> {
         let nonce = r.nonce.then(rand::random::<[u8; 16]>);
         let q = ocsp::query(cert, issuer, self.settings.hash, nonce)
-            .map_err(|e| (e.label(), e.to_string()))?;
+            .map_err(|e| Failure::Transport(e.label(), e.to_string()))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let req = match self.settings.method {
             Method::Post => self
@@ -475,20 +511,66 @@ impl Checker {
             } else {
                 "http"
             };
-            (kind, e.to_string())
+            Failure::Transport(kind, e.to_string())
         };
         let resp = req.send().await.map_err(http_err)?;
         if !resp.status().is_success() {
-            return Err(("http_status", format!("HTTP {}", resp.status())));
+            return Err(Failure::Transport(
+                "http_status",
+                format!("HTTP {}", resp.status()),
+            ));
         }
-        let body = resp.bytes().await.map_err(http_err)?;
-        // Bounded: an OCSP response is a few kilobytes.
-        if body.len() > 64 * 1024 {
-            return Err(("too_large", "response over 64 KiB".into()));
-        }
+        let body = read_capped(resp, MAX_OCSP_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::Http(e) => http_err(e),
+                e @ ReadError::TooLarge(_) => Failure::Transport("too_large", e.to_string()),
+            })?;
         let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
-        ocsp::verify(&body, &q, issuer, now, skew).map_err(|e| (e.label(), e.to_string()))
+        ocsp::verify(&body, &q, issuer, now, skew, self.max_age()).map_err(|e| {
+            if e.is_hostile() {
+                Failure::Invalid(e)
+            } else {
+                Failure::Transport(e.label(), e.to_string())
+            }
+        })
     }
+}
+
+/// Why one responder gave no answer.
+enum Failure {
+    /// Nothing usable came back: unreachable, timeout, HTTP error, tryLater, stale.
+    Transport(&'static str, String),
+    /// An answer came back and failed verification.
+    Invalid(ocsp::OcspError),
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Http(reqwest::Error),
+    #[error("body over {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Reads a response body, refusing it as soon as it is known to exceed `cap` bytes: from
+/// Content-Length before reading, else while the chunks arrive.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ReadError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > cap))
+    {
+        return Err(ReadError::TooLarge(cap));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > cap {
+            return Err(ReadError::TooLarge(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Issuer key hash and serial: what identifies a certificate to its CA.

@@ -42,21 +42,19 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
     }
     let mut revocation = "off".to_owned();
     if let Some(checker) = &config.revocation {
-        // The device certificate, then (if asked) each intermediate it sent.
+        // The device certificate, then (if asked) each CA between it and the trust anchor,
+        // each asked about with the CA that verifiably issued it: the path webpki checked,
+        // never the certificates the device merely sent.
         let count = if checker.check_intermediates() {
-            peer.chain.len()
+            usize::MAX
         } else {
             1
         };
         let mut parts = Vec::new();
         let mut soft = false;
-        for (i, der) in peer.chain.iter().take(count).enumerate() {
-            let report = match revocation_of(checker, der, peer, &config.anchors, now).await {
+        for (i, (der, issuer)) in peer.path.issued().take(count).enumerate() {
+            let report = match revocation_of(checker, der, issuer, now).await {
                 Ok(r) => r,
-                // An intermediate that is itself a configured anchor needs no check.
-                Err(_) if i > 0 && config.anchors.iter().any(|a| a.as_slice() == der.as_ref()) => {
-                    continue
-                }
                 Err(why) => return deny("revocation_unknown", cert, why.into()),
             };
             let text = if i == 0 {
@@ -77,6 +75,18 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
                         "intermediate_revoked"
                     };
                     return deny(reason, cert, text);
+                }
+                // A forged, mis-signed or mismatched answer is an attack or a broken
+                // responder, never a reason to let the device on: no soft-fail.
+                State::Invalid(_) => {
+                    tracing::warn!(
+                        alert = "revocation_answer_invalid",
+                        cert.serial = %cert.serial,
+                        cert.issuer = %cert.issuer,
+                        revocation = %text,
+                        "revocation answer failed verification: rejected"
+                    );
+                    return deny("revocation_invalid", cert, text);
                 }
                 State::Unknown | State::NoAnswer(_) if checker.soft_fail() => soft = true,
                 State::Unknown | State::NoAnswer(_) => {
@@ -99,33 +109,17 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
     }
 }
 
-/// The revocation state of one certificate of the device's chain.
+/// The revocation state of one certificate of the verified path, issued by `issuer`.
 async fn revocation_of(
     checker: &Checker,
     der: &[u8],
-    peer: &PeerInfo,
-    anchors: &[Vec<u8>],
+    issuer: &[u8],
     now: i64,
 ) -> Result<Report, &'static str> {
     let (_, parsed) = X509Certificate::from_der(der).map_err(|_| "certificate does not parse")?;
-    let (issuer, issuer_parsed) =
-        issuer_of(&parsed, peer, anchors).ok_or("no issuer certificate to ask about")?;
+    let (_, issuer_parsed) =
+        X509Certificate::from_der(issuer).map_err(|_| "issuer certificate does not parse")?;
     Ok(checker
         .check(der, &parsed, issuer, &issuer_parsed, now)
         .await)
-}
-
-/// The certificate that issued the device's: the next one the device sent if it did, else
-/// the configured CA that did.
-fn issuer_of<'a>(
-    leaf: &X509Certificate<'_>,
-    peer: &'a PeerInfo,
-    anchors: &'a [Vec<u8>],
-) -> Option<(&'a [u8], X509Certificate<'a>)> {
-    let issuer_name = leaf.issuer().as_raw();
-    let sent = peer.chain.iter().skip(1).map(AsRef::as_ref);
-    sent.chain(anchors.iter().map(Vec::as_slice)).find_map(|c| {
-        let (_, i) = X509Certificate::from_der(c).ok()?;
-        (i.subject().as_raw() == issuer_name).then_some((c, i))
-    })
 }

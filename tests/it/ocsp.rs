@@ -168,7 +168,7 @@ impl Pki {
         )
         .unwrap();
         let resp = self.respond(&q.der, signer, extra);
-        ocsp::verify(&resp, &q, &self.cert("ca"), self.now, 300)
+        ocsp::verify(&resp, &q, &self.cert("ca"), self.now, 300, 86_400)
     }
 }
 
@@ -218,7 +218,7 @@ fn responder_without_ocsp_signing_or_from_another_ca_is_refused() {
     let q = ocsp::query(&p.cert("good"), &p.cert("ca"), IdHash::Sha1, None).unwrap();
     let resp = p.respond(&q.der, "responder", &["-resp_no_certs"]);
     assert!(matches!(
-        ocsp::verify(&resp, &q, &p.cert("ca"), p.now, 300),
+        ocsp::verify(&resp, &q, &p.cert("ca"), p.now, 300, 86_400),
         Err(OcspError::UntrustedSigner(_))
     ));
 }
@@ -229,13 +229,13 @@ fn stale_and_future_responses_are_refused() {
     let q = ocsp::query(&p.cert("good"), &p.cert("ca"), IdHash::Sha1, None).unwrap();
     let resp = p.respond(&q.der, "ca", &[]);
     let ca = p.cert("ca");
-    assert!(ocsp::verify(&resp, &q, &ca, p.now, 300).is_ok());
+    assert!(ocsp::verify(&resp, &q, &ca, p.now, 300, 86_400).is_ok());
     assert_eq!(
-        ocsp::verify(&resp, &q, &ca, p.now + 3 * 86_400, 300),
+        ocsp::verify(&resp, &q, &ca, p.now + 3 * 86_400, 300, 86_400),
         Err(OcspError::Stale)
     );
     assert_eq!(
-        ocsp::verify(&resp, &q, &ca, p.now - 3_600, 300),
+        ocsp::verify(&resp, &q, &ca, p.now - 3_600, 300, 86_400),
         Err(OcspError::NotYetValid)
     );
 }
@@ -246,23 +246,23 @@ fn nonce_must_be_echoed_and_cert_id_must_match() {
     let ca = p.cert("ca");
     let with_nonce = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, Some([7; 16])).unwrap();
     let resp = p.respond(&with_nonce.der, "ca", &[]);
-    assert!(ocsp::verify(&resp, &with_nonce, &ca, p.now, 300).is_ok());
+    assert!(ocsp::verify(&resp, &with_nonce, &ca, p.now, 300, 86_400).is_ok());
     let other_nonce = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, Some([8; 16])).unwrap();
     assert_eq!(
-        ocsp::verify(&resp, &other_nonce, &ca, p.now, 300),
+        ocsp::verify(&resp, &other_nonce, &ca, p.now, 300, 86_400),
         Err(OcspError::NonceMismatch)
     );
     // A responder that does not echo (no nonce asked, none given) fails a query that sent one.
     let without = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, None).unwrap();
     let resp = p.respond(&without.der, "ca", &[]);
-    assert!(ocsp::verify(&resp, &without, &ca, p.now, 300).is_ok());
+    assert!(ocsp::verify(&resp, &without, &ca, p.now, 300, 86_400).is_ok());
     assert_eq!(
-        ocsp::verify(&resp, &with_nonce, &ca, p.now, 300),
+        ocsp::verify(&resp, &with_nonce, &ca, p.now, 300, 86_400),
         Err(OcspError::NonceMismatch)
     );
     let other_cert = ocsp::query(&p.cert("revoked"), &ca, IdHash::Sha1, None).unwrap();
     assert_eq!(
-        ocsp::verify(&resp, &other_cert, &ca, p.now, 300),
+        ocsp::verify(&resp, &other_cert, &ca, p.now, 300, 86_400),
         Err(OcspError::CertIdMismatch)
     );
 }
@@ -274,7 +274,9 @@ fn sha256_cert_ids_work_and_tampering_is_caught() {
     let q = ocsp::query(&p.cert("revoked"), &ca, IdHash::Sha256, None).unwrap();
     let mut resp = p.respond(&q.der, "ca", &[]);
     assert!(matches!(
-        ocsp::verify(&resp, &q, &ca, p.now, 300).unwrap().status,
+        ocsp::verify(&resp, &q, &ca, p.now, 300, 86_400)
+            .unwrap()
+            .status,
         Status::Revoked { .. }
     ));
     // Turn "revoked" into something else by flipping a byte inside the signed data.
@@ -284,7 +286,7 @@ fn sha256_cert_ids_work_and_tampering_is_caught() {
         .unwrap();
     resp[at + 3] = b'5';
     assert_eq!(
-        ocsp::verify(&resp, &q, &ca, p.now, 300),
+        ocsp::verify(&resp, &q, &ca, p.now, 300, 86_400),
         Err(OcspError::BadSignature)
     );
 }

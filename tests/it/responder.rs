@@ -64,6 +64,12 @@ impl Responder {
     /// From now on answer every request with one fixed response about `device`, made from a
     /// request without a nonce: a responder that does not echo nonces (as Microsoft's may).
     pub(crate) fn ignore_nonces(&self, pki: &Path, device: &str, signer: &str) {
+        self.fixed(pki, device, signer, &["-ndays", "1"]);
+    }
+
+    /// The same with `validity` as the responder's validity options: `["-nmin", "1"]` for a
+    /// nextUpdate one minute after it is made, `[]` for none at all.
+    pub(crate) fn fixed(&self, pki: &Path, device: &str, signer: &str, validity: &[&str]) {
         let d = self._dir.path();
         let run = |args: &[&str]| crate::harness::openssl(d, args);
         let cert = pki.join(format!("{device}.pem")).display().to_string();
@@ -78,7 +84,7 @@ impl Responder {
             "fixed-req.der",
         ]);
         let (rs, rk) = (format!("{signer}.pem"), format!("{signer}.key"));
-        run(&[
+        let mut args = vec![
             "ocsp",
             "-index",
             "index.txt",
@@ -88,13 +94,14 @@ impl Responder {
             &rs,
             "-rkey",
             &rk,
-            "-ndays",
-            "1",
             "-reqin",
             "fixed-req.der",
             "-respout",
-            "fixed-response.der",
-        ]);
+            "fixed-response.new",
+        ];
+        args.extend_from_slice(validity);
+        run(&args);
+        std::fs::rename(d.join("fixed-response.new"), d.join("fixed-response.der")).unwrap();
     }
 
     /// True if the last request came as an RFC 5019 GET.

@@ -11,8 +11,13 @@ use crate::responder::Responder;
 /// A server checking revocation with `revocation` as the body of its [revocation] table.
 fn server(revocation: &str) -> Server {
     let pki = pki_dir();
+    let timeout = if revocation.contains("timeout_ms") {
+        ""
+    } else {
+        "timeout_ms = 1000\n"
+    };
     let config = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[tls]\ncertificate = \"{p}/server.pem\"\nprivate_key = \"{p}/server.key\"\nca = [\"{p}/root-ca.pem\"]\n\n[revocation]\ntimeout_ms = 1000\n{revocation}\n[authorization]\nvlan = \"100\"\n\n[[client]]\nname = \"it-nas\"\naddress = \"127.0.0.1\"\nsecret = \"{SECRET}\"\n",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[tls]\ncertificate = \"{p}/server.pem\"\nprivate_key = \"{p}/server.key\"\nca = [\"{p}/root-ca.pem\"]\n\n[revocation]\n{timeout}{revocation}\n[authorization]\nvlan = \"100\"\n\n[[client]]\nname = \"it-nas\"\naddress = \"127.0.0.1\"\nsecret = \"{SECRET}\"\n",
         p = pki.display()
     );
     Server::start_config(&config, &[])
@@ -52,14 +57,19 @@ fn good_device_is_accepted_and_revoked_device_rejected() {
     let s = server(&responders(&[&r.url]));
     assert!(auth(&s, "device-ecdsa", "tls12-ecdsa"));
     s.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
-    for scenario in ["tls12-ecdsa", "tls13-ecdsa"] {
+    for (scenario, tls) in [
+        ("tls12-ecdsa", "tls=\"1.2\""),
+        ("tls13-ecdsa", "tls=\"1.3\""),
+    ] {
         assert!(!auth(&s, "device-revoked", scenario), "{scenario}");
+        // Each reject on its own line, with its TLS version.
+        s.wait_log(&[
+            "outcome=\"reject\"",
+            "reason=\"revoked\"",
+            tls,
+            "revoked at 1704067200 (KeyCompromise)",
+        ]);
     }
-    s.wait_log(&[
-        "outcome=\"reject\"",
-        "reason=\"revoked\"",
-        "revoked at 1704067200 (KeyCompromise)",
-    ]);
 }
 
 #[test]
@@ -98,15 +108,17 @@ fn unreachable_responder_is_rejected_under_hard_fail_and_accepted_under_soft_fai
 }
 
 #[test]
-fn responses_from_untrusted_signers_are_no_answer() {
+fn responses_from_untrusted_signers_are_rejected_even_under_soft_fail() {
     for signer in ["ocsp-noeku", "device-ecdsa"] {
         let r = responder(signer);
-        let s = server(&responders(&[&r.url]));
-        assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"), "{signer}");
-        s.wait_log(&[
-            "reason=\"revocation_unknown\"",
-            "not signed by the issuer or an authorised responder",
-        ]);
+        for soft in ["", "soft_fail = true\n"] {
+            let s = server(&format!("{soft}{}", responders(&[&r.url])));
+            assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"), "{signer}");
+            s.wait_log(&[
+                "reason=\"revocation_invalid\"",
+                "not signed by the issuer or an authorised responder",
+            ]);
+        }
     }
 }
 
@@ -127,6 +139,18 @@ fn write_crl(dir: &Path, serials: &[&str]) -> std::path::PathBuf {
 
 /// The same for the CA whose certificate and key are `<ca>.pem` / `<ca>.key`.
 fn write_ca_crl(dir: &Path, ca: &str, serials: &[&str]) -> std::path::PathBuf {
+    write_ca_crl_with(dir, ca, serials, &[], "")
+}
+
+/// The same with extra `openssl ca` arguments and extra config text (e.g. a `[crlext]`
+/// section for `-crlexts crlext`).
+fn write_ca_crl_with(
+    dir: &Path,
+    ca: &str,
+    serials: &[&str],
+    args: &[&str],
+    cnf: &str,
+) -> std::path::PathBuf {
     let pki = pki_dir();
     let index: String = serials
         .iter()
@@ -136,18 +160,17 @@ fn write_ca_crl(dir: &Path, ca: &str, serials: &[&str]) -> std::path::PathBuf {
     std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
     std::fs::write(
         dir.join("ca.cnf"),
-        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 1\n",
+        format!("[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 1\n{cnf}"),
     )
     .unwrap();
     let (key, cert) = (pki.join(format!("{ca}.key")), pki.join(format!("{ca}.pem")));
     let (key, cert) = (key.to_str().unwrap(), cert.to_str().unwrap());
-    crate::harness::openssl(
-        dir,
-        &[
-            "ca", "-gencrl", "-batch", "-config", "ca.cnf", "-out", "crl.new", "-keyfile", key,
-            "-cert", cert,
-        ],
-    );
+    let mut all = vec![
+        "ca", "-gencrl", "-batch", "-config", "ca.cnf", "-out", "crl.new", "-keyfile", key,
+        "-cert", cert,
+    ];
+    all.extend_from_slice(args);
+    crate::harness::openssl(dir, &all);
     // Replace atomically, as an admin's tooling would.
     std::fs::rename(dir.join("crl.new"), dir.join("crl.pem")).unwrap();
     dir.join("crl.pem")
@@ -228,7 +251,8 @@ fn nonce_can_be_switched_off_for_a_responder_that_does_not_echo_it() {
     r.ignore_nonces(pki_dir(), "device-ecdsa", "issuing-ca");
     let with_nonce = server(&responders(&[&r.url]));
     assert!(!auth(&with_nonce, "device-ecdsa", "tls12-ecdsa"));
-    with_nonce.wait_log(&["reason=\"revocation_unknown\"", "nonce not echoed"]);
+    // An answer that does not echo our nonce may be a replay: never soft-failed.
+    with_nonce.wait_log(&["reason=\"revocation_invalid\"", "nonce not echoed"]);
     let without = server(&format!(
         "responders = [{{ url = \"{}\", nonce = false }}]\n",
         r.url
@@ -247,12 +271,13 @@ fn stalled_responder_delays_only_the_device_that_needs_it() {
         let s = s.clone();
         std::thread::spawn(move || auth(&s, "device-ecdsa", "tls12-ecdsa"))
     };
-    // While that device waits on the responder, the server answers others at once.
+    // Once the server has connected to the responder (so the device is waiting on it), the
+    // server answers others at once.
+    let (_held, _) = stall.accept().unwrap();
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(s.addr).unwrap();
-    sock.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let mut b = anchord::radius::ReplyBuilder::new(anchord::radius::Code::StatusServer, 9);
     b.push(anchord::radius::AttrType::NasIdentifier, b"probe")
         .unwrap();
@@ -434,7 +459,7 @@ fn responder_from_the_certificate_aia_is_used_when_none_is_configured() {
 }
 
 /// The dev PKI's issuing CA as rcgen can sign with: its PEM, certificate and key.
-fn issuing_ca() -> (String, rcgen::Certificate, rcgen::KeyPair) {
+pub(crate) fn issuing_ca() -> (String, rcgen::Certificate, rcgen::KeyPair) {
     let pki = pki_dir();
     let pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
     let key =
@@ -445,4 +470,200 @@ fn issuing_ca() -> (String, rcgen::Certificate, rcgen::KeyPair) {
         .self_signed(&key)
         .unwrap();
     (pem, cert, key)
+}
+
+/// `openssl ca` time format, `YYYYMMDDHHMMSSZ`, `offset` seconds from now.
+fn openssl_time(offset: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[test]
+fn stale_crl_counts_as_no_crl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (last, next) = (openssl_time(-7200), openssl_time(-3600));
+    let crl = write_ca_crl_with(
+        dir.path(),
+        "issuing-ca",
+        &[],
+        &["-crl_lastupdate", &last, "-crl_nextupdate", &next],
+        "",
+    );
+    let s = server(&format!(
+        "mode = \"crl\"\nskew_secs = 60\ncrl_files = [\"{}\"]\n",
+        crl.display()
+    ));
+    assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    s.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
+}
+
+#[test]
+fn partial_crls_are_refused_with_the_reason() {
+    for (ext, what) in [
+        ("deltaCRL = critical, DER:02:01:01", "deltaCRLIndicator"),
+        (
+            "issuingDistributionPoint = critical, @idp\n[idp]\nfullname = URI:http://crl.example/1.crl\nonlysomereasons = keyCompromise",
+            "issuingDistributionPoint",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let crl = write_ca_crl_with(
+            dir.path(),
+            "issuing-ca",
+            &["1014"],
+            &["-crlexts", "crlext"],
+            &format!("[crlext]\n{ext}\n"),
+        );
+        let config = dir.path().join("anchord.toml");
+        let pki = pki_dir();
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[tls]\ncertificate = \"{p}/server.pem\"\nprivate_key = \"{p}/server.key\"\nca = [\"{p}/root-ca.pem\"]\n\n[revocation]\nmode = \"crl\"\ncrl_files = [\"{}\"]\n\n[[client]]\nname = \"n\"\naddress = \"127.0.0.1\"\nsecret = \"s\"\n",
+                crl.display(),
+                p = pki.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anchord"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains(&format!("anchord.toml:11: revocation.crl_files: {}", crl.display()))
+                && text.contains(what)
+                && text.contains("not used"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn ocsp_answer_past_its_next_update_is_no_answer() {
+    let r = responder("issuing-ca");
+    // One fixed answer, nextUpdate one minute after it is made, served once it has passed.
+    r.fixed(pki_dir(), "device-ecdsa", "issuing-ca", &["-nmin", "1"]);
+    std::thread::sleep(std::time::Duration::from_secs(62));
+    let s = server(&format!(
+        "skew_secs = 0\nresponders = [{{ url = \"{}\", nonce = false }}]\n",
+        r.url
+    ));
+    assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    s.wait_log(&["reason=\"revocation_unknown\"", "stale response"]);
+}
+
+#[test]
+fn ocsp_answer_without_next_update_or_nonce_counts_only_while_recent() {
+    let r = responder("issuing-ca");
+    r.fixed(pki_dir(), "device-ecdsa", "issuing-ca", &[]);
+    let config = |age: u64| {
+        format!(
+            "skew_secs = 0\nmax_age_without_next_update_secs = {age}\nresponders = [{{ url = \"{}\", nonce = false }}]\n",
+            r.url
+        )
+    };
+    let fresh = server(&config(3600));
+    assert!(auth(&fresh, "device-ecdsa", "tls12-ecdsa"));
+    fresh.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let strict = server(&config(1));
+    assert!(!auth(&strict, "device-ecdsa", "tls12-ecdsa"));
+    strict.wait_log(&[
+        "reason=\"revocation_unknown\"",
+        "no nextUpdate, thisUpdate older",
+    ]);
+}
+
+/// An HTTP server on loopback that answers every request with `head` and then, if `endless`,
+/// an endless chunked body; counts connections.
+fn serve_raw(
+    head: String,
+    endless: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let head = head.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut len = 0usize;
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let mut w = conn;
+                if w.write_all(head.as_bytes()).is_err() || !endless {
+                    return;
+                }
+                let chunk = format!("4000\r\n{}\r\n", "0".repeat(0x4000));
+                while w.write_all(chunk.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn responder_redirects_are_not_followed() {
+    let real = responder("issuing-ca");
+    let (url, count) = serve_raw(
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            real.url
+        ),
+        false,
+    );
+    let s = server(&responders(&[&url]));
+    assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    s.wait_log(&["reason=\"revocation_unknown\"", "HTTP 302"]);
+    assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(real.count(), 0, "the redirect target was never asked");
+}
+
+#[test]
+fn oversized_responses_are_refused_as_they_arrive() {
+    // Announced too large: refused before the body is read.
+    let (big, _) = serve_raw(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: 100000000\r\n\r\n"
+            .to_owned(),
+        false,
+    );
+    // Chunked and endless: refused at the cap, not read until the timeout.
+    let (endless, _) = serve_raw(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_owned(),
+        true,
+    );
+    for url in [big, endless] {
+        let s = server(&format!("timeout_ms = 20000\n{}", responders(&[&url])));
+        let started = std::time::Instant::now();
+        assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
+        s.wait_log(&["reason=\"revocation_unknown\"", "body over 65536 bytes"]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "refused at the cap, not after the 20 s timeout"
+        );
+    }
 }
