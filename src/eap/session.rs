@@ -199,7 +199,9 @@ enum Then {
 }
 
 struct Inbound {
-    conn: ServerConnection,
+    /// None until the peer's first TLS message (its ClientHello) is complete: a conversation
+    /// that never gets that far costs no TLS state.
+    conn: Option<ServerConnection>,
     buf: Vec<u8>,
     total: Option<usize>,
 }
@@ -276,7 +278,6 @@ impl Session {
         first_identifier: u8,
         framed_mtu: Option<u32>,
     ) -> Result<(Self, Action), EapError> {
-        let conn = ServerConnection::new(cfg.tls.clone()).map_err(|e| tls_error(&e))?;
         let mut fragment_size = cfg.fragment_size;
         if let Some(mtu) = framed_mtu.and_then(|m| usize::try_from(m).ok()) {
             fragment_size = fragment_size.min(mtu.saturating_sub(EAP_TLS_OVERHEAD));
@@ -285,7 +286,7 @@ impl Session {
         let mut s = Self {
             cfg,
             state: State::ExpectTls(Box::new(Inbound {
-                conn,
+                conn: None,
                 buf: Vec::new(),
                 total: None,
             })),
@@ -318,9 +319,13 @@ impl Session {
         let State::ExpectTls(inbound) = &self.state else {
             return false;
         };
+        let Some(conn) = &inbound.conn else {
+            // The ClientHello is yet to come (or complete): its answer will sign.
+            return true;
+        };
         let retried =
-            inbound.conn.handshake_kind() == Some(rustls::HandshakeKind::FullWithHelloRetryRequest);
-        inbound.conn.is_handshaking() && (self.flights == 0 || (retried && self.flights == 1))
+            conn.handshake_kind() == Some(rustls::HandshakeKind::FullWithHelloRetryRequest);
+        conn.is_handshaking() && (self.flights == 0 || (retried && self.flights == 1))
     }
 
     /// Negotiated TLS version, once known.
@@ -440,7 +445,11 @@ impl Session {
                 "TLS Message Length does not match the data",
             ));
         }
-        let Inbound { mut conn, buf, .. } = *inbound;
+        let Inbound { conn, buf, .. } = *inbound;
+        let mut conn = match conn {
+            Some(c) => c,
+            None => ServerConnection::new(self.cfg.tls.clone()).map_err(|e| tls_error(&e))?,
+        };
         // The verifier leaves the path it verifies on this thread (tls::verifier); nothing
         // from another connection may be mistaken for this one's.
         crate::tls::verifier::forget_verified();
@@ -466,7 +475,7 @@ impl Session {
             if out.is_empty() {
                 // The peer's flight is not complete yet: ask for the rest.
                 self.state = State::ExpectTls(Box::new(Inbound {
-                    conn,
+                    conn: Some(conn),
                     buf: Vec::new(),
                     total: None,
                 }));
@@ -584,7 +593,7 @@ impl Session {
             let Outbound { conn, then, .. } = *out;
             match then {
                 Then::AwaitTls => State::ExpectTls(Box::new(Inbound {
-                    conn,
+                    conn: Some(conn),
                     buf: Vec::new(),
                     total: None,
                 })),
@@ -944,6 +953,47 @@ mod tests {
             panic!("flight")
         };
         assert!(!s.may_sign(), "the signature is in the flight just sent");
+    }
+
+    #[test]
+    fn tls_state_is_created_only_once_the_client_hello_is_complete() {
+        let p = pki(&[TlsVersion::V1_2, TlsVersion::V1_3]);
+        let (mut s, action) = Session::start(config(&p, 4000, 65536), 1, None).unwrap();
+        let holds_tls = |s: &Session| match &s.state {
+            State::ExpectTls(i) => i.conn.is_some(),
+            _ => true,
+        };
+        assert!(
+            !holds_tls(&s),
+            "a conversation that only said hello holds no TLS state"
+        );
+        let Action::Send(start) = action else {
+            panic!("start")
+        };
+        let mut c = client(&p, "device-ecdsa", &rustls::version::TLS13);
+        let mut hello = Vec::new();
+        c.write_tls(&mut hello).unwrap();
+        let (first, rest) = hello.split_at(100);
+        let frag = EapPacket {
+            code: EapCode::Response,
+            identifier: start.identifier,
+            ty: Some(TYPE_TLS),
+            data: tls::encode(FLAG_M, Some(u32::try_from(hello.len()).unwrap()), first),
+        };
+        let Action::Send(ack) = s.handle(Event::Response(&frag)).unwrap() else {
+            panic!("ack")
+        };
+        assert!(!holds_tls(&s), "nor one halfway through its ClientHello");
+        let last = EapPacket {
+            code: EapCode::Response,
+            identifier: ack.identifier,
+            ty: Some(TYPE_TLS),
+            data: tls::encode(0, None, rest),
+        };
+        let Action::Send(_flight) = s.handle(Event::Response(&last)).unwrap() else {
+            panic!("flight")
+        };
+        assert!(holds_tls(&s));
     }
 
     #[test]
