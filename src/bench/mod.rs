@@ -78,6 +78,12 @@ pub struct BenchConfig {
     pub framed_mtu: Option<u32>,
     /// Print a progress line every second.
     pub progress: bool,
+    /// Source address to send from (a second NAS on loopback: 127.0.0.2), if not the
+    /// system's choice.
+    pub bind: Option<std::net::IpAddr>,
+    /// Abandon every conversation right after the server's first TLS flight, as a flood of
+    /// unauthenticated devices would (each still costs the server a handshake signature).
+    pub abandon: bool,
 }
 
 /// Why an authentication did not count.
@@ -193,7 +199,7 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
             for _ in 0..concurrency.max(1) {
                 let (cfg, tally) = (cfg.clone(), tally.clone());
                 tasks.spawn(async move {
-                    let sock = bind(cfg.server).await?;
+                    let sock = bind(cfg.server, cfg.bind).await?;
                     let mut id = rand::random::<u8>();
                     while clock::now() < deadline {
                         one(&cfg, &tally, &sock, &mut id).await;
@@ -216,7 +222,7 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
                 };
                 let (cfg, tally) = (cfg.clone(), tally.clone());
                 tasks.spawn(async move {
-                    let sock = bind(cfg.server).await?;
+                    let sock = bind(cfg.server, cfg.bind).await?;
                     let mut id = rand::random::<u8>();
                     one(&cfg, &tally, &sock, &mut id).await;
                     drop(permit);
@@ -225,7 +231,7 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
             }
         }
         Mode::HalfOpen { count } => {
-            let sock = bind(cfg.server).await?;
+            let sock = bind(cfg.server, cfg.bind).await?;
             let mut id = rand::random::<u8>();
             for _ in 0..count {
                 one(&cfg, &tally, &sock, &mut id).await;
@@ -283,15 +289,13 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
     })
 }
 
-async fn bind(server: SocketAddr) -> std::io::Result<UdpSocket> {
-    let local: SocketAddr = if server.is_ipv6() {
-        "[::]:0"
+async fn bind(server: SocketAddr, from: Option<std::net::IpAddr>) -> std::io::Result<UdpSocket> {
+    let any = if server.is_ipv6() {
+        std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
     } else {
-        "0.0.0.0:0"
-    }
-    .parse()
-    .map_err(|_| std::io::Error::other("address"))?;
-    let sock = UdpSocket::bind(local).await?;
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    };
+    let sock = UdpSocket::bind(SocketAddr::new(from.unwrap_or(any), 0)).await?;
     sock.connect(server).await?;
     Ok(sock)
 }
@@ -321,7 +325,13 @@ async fn authenticate(
     let mut peer = Peer::new(cfg.tls.clone(), cfg.server_name.clone(), cfg.fragment_size)?;
     let mut eap = Peer::identity(rand::random(), &cfg.identity);
     let mut state: Option<Vec<u8>> = None;
-    let half_open = matches!(cfg.mode, Mode::HalfOpen { .. });
+    let half_open = cfg.abandon || matches!(cfg.mode, Mode::HalfOpen { .. });
+    // Each authentication is another device: its own MAC (locally administered).
+    let mac: [u8; 5] = rand::random();
+    let station = format!(
+        "02-{:02X}-{:02X}-{:02X}-{:02X}-{:02X}",
+        mac[0], mac[1], mac[2], mac[3], mac[4]
+    );
     loop {
         *id = id.wrapping_add(1);
         let authenticator: [u8; 16] = rand::random();
@@ -329,7 +339,7 @@ async fn authenticate(
         let enc = |e: crate::radius::EncodeError| AuthError::Io(e.to_string());
         b.push(AttrType::UserName, cfg.identity.as_bytes())
             .map_err(enc)?;
-        b.push(AttrType::CallingStationId, b"02-00-00-00-00-01")
+        b.push(AttrType::CallingStationId, station.as_bytes())
             .map_err(enc)?;
         if let Some(mtu) = cfg.framed_mtu {
             b.push(AttrType::FramedMtu, &mtu.to_be_bytes())

@@ -75,6 +75,14 @@ pub(super) struct BenchArgs {
     /// Leave this many conversations half-open (stopped after the server's first flight).
     #[arg(long)]
     half_open: Option<usize>,
+    /// With --rate or --concurrency: abandon every conversation after the server's first TLS
+    /// flight, as a flood of unauthenticated devices would (a half-open conversation counts
+    /// as completed).
+    #[arg(long)]
+    abandon: bool,
+    /// Send from this local address (e.g. 127.0.0.2 to be a second NAS on loopback).
+    #[arg(long)]
+    bind: Option<std::net::IpAddr>,
     /// Seconds of load.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -182,6 +190,8 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         duration: Duration::from_secs_f64(a.duration.max(0.1)),
         framed_mtu: a.framed_mtu,
         progress: !a.quiet && !a.json,
+        bind: a.bind,
+        abandon: a.abandon,
     };
     let report = crate::bench::run(cfg).await?;
     if a.json {
