@@ -17,6 +17,7 @@ mkdir -p "$out/softhsm/tokens"
 export SOFTHSM2_CONF=$out/softhsm/softhsm2.conf
 printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
   "$out/softhsm/tokens" >"$SOFTHSM2_CONF"
-export ANCHORD_HSM_PIN=${ANCHORD_HSM_PIN:-demo-user-pin}
+export ANCHORD_HSM_PIN=${ANCHORD_HSM_PIN:-demo-user-pin}   # the server token's PIN
+export ANCHORD_CA_PIN=${ANCHORD_CA_PIN:-demo-ca-pin}        # the CA token's: not in the server config
 export ANCHORD_HSM_SO_PIN=${ANCHORD_HSM_SO_PIN:-demo-so-pin}
 exec target/release/anchord demo --dir "$out" $mode "$@"

@@ -19,7 +19,7 @@ use toml::Spanned;
 use rustls::sign::CertifiedKey;
 
 use crate::eap::SessionConfig;
-use crate::pki::ca::{CaError, ServerMaterial, TokenCa};
+use crate::pki::ca::{CaError, ServerMaterial, ServerToken};
 use crate::pki::crl::CrlStore;
 use crate::pki::hsm::{HsmError, Pin, SigningPool, TokenRef};
 use crate::pki::ocsp::IdHash;
@@ -131,8 +131,9 @@ pub struct Config {
 
 /// The server key in a token, as the running server uses it.
 pub struct PkiRuntime {
-    /// Token and PIN.
-    pub ca: TokenCa,
+    /// The server token and its PIN: it holds the server key only (never the CA keys) and
+    /// is used through read-only sessions.
+    pub server: ServerToken,
     /// Further tokens holding the same keys.
     pub fallbacks: Vec<TokenRef>,
     /// Idle signing sessions kept per token.
@@ -154,7 +155,7 @@ pub struct PkiRuntime {
 impl fmt::Debug for PkiRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PkiRuntime")
-            .field("token", &self.ca.token)
+            .field("token", &self.server.token)
             .finish_non_exhaustive()
     }
 }
@@ -165,14 +166,19 @@ impl PkiRuntime {
     /// # Errors
     /// Token errors.
     pub fn load_server_key(
-        ca: &TokenCa,
+        server: &ServerToken,
         fallbacks: &[TokenRef],
         sessions: usize,
     ) -> Result<(ServerMaterial, Arc<SigningPool>, Arc<CertifiedKey>), CaError> {
-        let m = ca.server_material()?;
-        let mut tokens = vec![ca.token.clone()];
+        let m = server.server_material()?;
+        let mut tokens = vec![server.token.clone()];
         tokens.extend(fallbacks.iter().cloned());
-        let pool = Arc::new(SigningPool::new(tokens, ca.pin.clone(), &m.label, sessions));
+        let pool = Arc::new(SigningPool::new(
+            tokens,
+            server.pin.clone(),
+            &m.label,
+            sessions,
+        ));
         let chain = m
             .chain
             .iter()
@@ -190,7 +196,7 @@ impl PkiRuntime {
     /// # Errors
     /// Token errors (the current key stays in use).
     pub fn refresh(&self) -> Result<Option<String>, CaError> {
-        let (m, pool, key) = Self::load_server_key(&self.ca, &self.fallbacks, self.sessions)?;
+        let (m, pool, key) = Self::load_server_key(&self.server, &self.fallbacks, self.sessions)?;
         let mut current = self
             .current
             .lock()
@@ -455,7 +461,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
 fn anchor_ders(ctx: &mut Ctx<'_>, t: &raw::RawTls, pki: Option<&Arc<PkiRuntime>>) -> Vec<Vec<u8>> {
     if let Some(p) = pki {
         return p
-            .ca
+            .server
             .server_material()
             .map(|m| vec![m.root])
             .unwrap_or_default();
@@ -655,7 +661,7 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
         module: PathBuf::from(m.get_ref()),
         label: t.get_ref().clone(),
     };
-    let ca = TokenCa {
+    let server = ServerToken {
         token: token(&p.module, &p.token),
         pin,
     };
@@ -665,9 +671,31 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
         .map(|f| token(&f.module, &f.token))
         .collect();
     let sessions = usize::try_from(sessions).unwrap_or(4);
-    match PkiRuntime::load_server_key(&ca, &fallbacks, sessions) {
+    // The server must not be able to sign device certificates: refuse a token that holds
+    // CA keys (an error, not a warning, so that `serve` refuses it too). Checked first, so
+    // that a [pki] naming the CA token says so rather than "no server key".
+    let loaded = match server.ca_private_keys() {
+        Ok(ca_keys) if !ca_keys.is_empty() => {
+            ctx.err(
+                p.token.span(),
+                "pki.token",
+                format!(
+                    "token `{}` holds CA private keys ({}): the server must log into a token \
+                     with only its own key; move the server to a token of its own with \
+                     `anchord pki rotate-server --token <new>` (README, \"The server key in \
+                     an HSM\")",
+                    server.token.label,
+                    ca_keys.join(", ")
+                ),
+            );
+            return None;
+        }
+        Ok(_) => PkiRuntime::load_server_key(&server, &fallbacks, sessions),
+        Err(e) => Err(e),
+    };
+    match loaded {
         Ok((m, pool, key)) => Some(Arc::new(PkiRuntime {
-            ca,
+            server,
             fallbacks,
             sessions,
             sign_timeout: Duration::from_millis(sign_timeout),
@@ -734,7 +762,7 @@ fn tls_settings(
             }
         }
         let pki = pki?;
-        let m = pki.ca.server_material().ok()?;
+        let m = pki.server.server_material().ok()?;
         (
             ServerKey::Resolver(pki.resolver.clone()),
             vec![CertificateDer::from(m.root)],
