@@ -379,7 +379,8 @@ pub struct KeyProtection {
     pub other_uses: bool,
     /// The token handed out CKA_VALUE (the private key itself) when asked.
     pub value_readable: bool,
-    /// CKA_ALLOWED_MECHANISMS as names (e.g. `CKM_ECDSA`); empty: the key is not restricted.
+    /// CKA_ALLOWED_MECHANISMS as names (e.g. `CKM_ECDSA`), sorted; empty: the key is not
+    /// restricted.
     pub allowed: Vec<String>,
 }
 
@@ -428,7 +429,9 @@ pub fn key_protection(s: &Session) -> Result<Vec<KeyProtection>, HsmError> {
                     k.other_uses |= b
                 }
                 Attribute::AllowedMechanisms(m) => {
-                    k.allowed = m.iter().map(ToString::to_string).collect()
+                    // Sorted: tokens keep the list in an order of their own.
+                    k.allowed = m.iter().map(ToString::to_string).collect();
+                    k.allowed.sort();
                 }
                 _ => {}
             }
@@ -835,5 +838,66 @@ impl SigningPool {
             }
         }
         Err(last.unwrap_or_else(|| HsmError::Unavailable(self.label.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_allowed_exactly_the_mechanisms_sign_with_uses() {
+        assert_eq!(
+            allowed_mechanisms(KeyAlgorithm::EcdsaP256, KeyRole::Ca),
+            [MechanismType::ECDSA]
+        );
+        assert_eq!(
+            allowed_mechanisms(KeyAlgorithm::EcdsaP256, KeyRole::TlsServer),
+            [MechanismType::ECDSA]
+        );
+        // rcgen signs certificates with PKCS#1 v1.5 only.
+        assert_eq!(
+            allowed_mechanisms(KeyAlgorithm::Rsa(3072), KeyRole::Ca),
+            [MechanismType::SHA256_RSA_PKCS]
+        );
+        // TLS 1.3 needs PSS; TLS 1.2 peers may offer only PKCS#1 v1.5.
+        assert_eq!(
+            allowed_mechanisms(KeyAlgorithm::Rsa(2048), KeyRole::TlsServer),
+            [
+                MechanismType::SHA256_RSA_PKCS_PSS,
+                MechanismType::SHA256_RSA_PKCS
+            ]
+        );
+        // Each SignMode's mechanism is in the list of the keys that use it.
+        for (mode, alg, role) in [
+            (SignMode::EcdsaSha256, KeyAlgorithm::EcdsaP256, KeyRole::Ca),
+            (
+                SignMode::EcdsaSha256,
+                KeyAlgorithm::EcdsaP256,
+                KeyRole::TlsServer,
+            ),
+            (
+                SignMode::RsaPkcs1Sha256,
+                KeyAlgorithm::Rsa(2048),
+                KeyRole::Ca,
+            ),
+            (
+                SignMode::RsaPkcs1Sha256,
+                KeyAlgorithm::Rsa(2048),
+                KeyRole::TlsServer,
+            ),
+            (
+                SignMode::RsaPssSha256,
+                KeyAlgorithm::Rsa(2048),
+                KeyRole::TlsServer,
+            ),
+        ] {
+            let mech = match mode {
+                SignMode::EcdsaSha256 => MechanismType::ECDSA,
+                SignMode::RsaPkcs1Sha256 => MechanismType::SHA256_RSA_PKCS,
+                SignMode::RsaPssSha256 => MechanismType::SHA256_RSA_PKCS_PSS,
+            };
+            assert!(allowed_mechanisms(alg, role).contains(&mech), "{mode:?}");
+        }
     }
 }

@@ -9,20 +9,20 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{eapol_test, pki_dir, Server, SECRET};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// The server token's PIN (what `[pki]` is given).
-const PIN: &str = "1234";
+pub(crate) const PIN: &str = "1234";
 /// The CA token's PIN: never given to the server.
-const CA_PIN: &str = "4321";
-const SO_PIN: &str = "5678";
+pub(crate) const CA_PIN: &str = "4321";
+pub(crate) const SO_PIN: &str = "5678";
 
-struct Token {
-    dir: tempfile::TempDir,
+pub(crate) struct Token {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Token {
     /// An empty SoftHSM2 token directory; `anchord pki init` creates the token in it.
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tokens")).unwrap();
         std::fs::write(
@@ -36,11 +36,11 @@ impl Token {
         Self { dir }
     }
 
-    fn conf(&self) -> String {
+    pub(crate) fn conf(&self) -> String {
         self.dir.path().join("softhsm2.conf").display().to_string()
     }
 
-    fn envs(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn envs(&self) -> Vec<(&'static str, String)> {
         vec![
             ("SOFTHSM2_CONF", self.conf()),
             ("ANCHORD_HSM_PIN", PIN.into()),
@@ -49,7 +49,7 @@ impl Token {
         ]
     }
 
-    fn anchord(&self, args: &[&str]) -> Output {
+    pub(crate) fn anchord(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_anchord"))
             .args(args)
             .envs(self.envs())
@@ -58,7 +58,7 @@ impl Token {
             .unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.anchord(args);
         assert!(
             out.status.success(),
@@ -70,7 +70,7 @@ impl Token {
     }
 
     /// `pki init`, then a device issued from the token and the CA exported, in `out`.
-    fn init_with_device(&self, out: &Path, device: &str) {
+    pub(crate) fn init_with_device(&self, out: &Path, device: &str) {
         self.ok(&["pki", "init"]);
         let out_s = out.display().to_string();
         self.ok(&["pki", "issue", "--device", device, "--out", &out_s]);
@@ -78,12 +78,12 @@ impl Token {
     }
 
     /// OpenSC's pkcs11-tool, logged in to the server token.
-    fn pkcs11_tool(&self, args: &[&str]) -> Output {
+    pub(crate) fn pkcs11_tool(&self, args: &[&str]) -> Output {
         self.pkcs11_tool_on("anchord", PIN, args)
     }
 
     /// OpenSC's pkcs11-tool, logged in to the token labelled `label`.
-    fn pkcs11_tool_on(&self, label: &str, pin: &str, args: &[&str]) -> Output {
+    pub(crate) fn pkcs11_tool_on(&self, label: &str, pin: &str, args: &[&str]) -> Output {
         Command::new("pkcs11-tool")
             .args([
                 "--module",
@@ -100,12 +100,12 @@ impl Token {
             .unwrap()
     }
 
-    fn tokens_dir(&self) -> PathBuf {
+    pub(crate) fn tokens_dir(&self) -> PathBuf {
         self.dir.path().join("tokens")
     }
 
     /// SoftHSM2's folder of the token labelled `label`.
-    fn token_dir(&self, label: &str) -> PathBuf {
+    pub(crate) fn token_dir(&self, label: &str) -> PathBuf {
         std::fs::read_dir(self.tokens_dir())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -120,12 +120,12 @@ impl Token {
             .unwrap_or_else(|| panic!("no token folder for `{label}`"))
     }
 
-    fn serve(&self) -> Server {
+    pub(crate) fn serve(&self) -> Server {
         self.serve_with("rotation_check_secs = 1\n")
     }
 
     /// Serves with the server key on this token; `pki` is the body of the [pki] table.
-    fn serve_with(&self, pki: &str) -> Server {
+    pub(crate) fn serve_with(&self, pki: &str) -> Server {
         let config = format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[pki]\n{pki}\n[authorization]\nvlan = \"100\"\n\n[[client]]\nname = \"it-nas\"\naddress = \"127.0.0.1\"\nsecret = \"{SECRET}\"\n"
         );
@@ -136,7 +136,7 @@ impl Token {
 }
 
 /// Runs an eapol-tests scenario from `dir`; true on SUCCESS with eapol_test's MPPE check passing.
-fn eapol(server: &Server, dir: &Path, scenario: &str) -> bool {
+pub(crate) fn eapol(server: &Server, dir: &Path, scenario: &str) -> bool {
     let text = eapol_test(server, dir, scenario, &[]);
     let success = text.lines().any(|l| l.trim() == "SUCCESS");
     assert!(
