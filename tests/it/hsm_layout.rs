@@ -295,3 +295,49 @@ fn rotate_server_moves_the_server_to_a_new_token_signed_by_the_same_ca() {
     assert!(eapol(&s, work.path(), "tls12-ecdsa"));
     s.wait_log(&["hsm_sign", "token=radius-2", "result=\"ok\""]);
 }
+
+#[test]
+fn check_refuses_a_server_token_that_also_holds_a_ca_key() {
+    // The shape of a token made before the split: the server key with a CA key beside it.
+    let t = Token::new();
+    t.ok(&["pki", "init"]);
+    let der = t.dir.path().join("ca.der");
+    let conv = Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(crate::harness::pki_dir().join("device-ecdsa.key"))
+        .args(["-outform", "DER", "-out"])
+        .arg(&der)
+        .status()
+        .unwrap();
+    assert!(conv.success());
+    let import = t.pkcs11_tool(&[
+        "--write-object",
+        der.to_str().unwrap(),
+        "--type",
+        "privkey",
+        "--label",
+        "anchord-issuing-ca",
+    ]);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("anchord.toml");
+    std::fs::write(
+        &cfg,
+        "[pki]\ntoken = \"anchord\"\n\n[[client]]\nname = \"n\"\naddress = \"127.0.0.1\"\nsecret = \"s\"\n",
+    )
+    .unwrap();
+    let out = t.anchord(&["check", "--config", cfg.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "anchord.toml:2: pki.token: token `anchord` holds CA private keys \
+             (anchord-issuing-ca): the server must log into a token with only its own key"
+        ),
+        "{stdout}"
+    );
+}
