@@ -342,7 +342,12 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     );
 
     let pki = raw.pki.as_ref().and_then(|p| pki_settings(ctx, p));
-    let eap = tls_settings(ctx, &raw.tls, raw.pki.as_ref(), pki.as_ref());
+    let eap = tls_settings(
+        ctx,
+        &raw.tls,
+        raw.pki.as_ref().map(Spanned::get_ref),
+        pki.as_ref(),
+    );
     let revocation = raw
         .revocation
         .as_ref()
@@ -626,7 +631,13 @@ fn parse_network(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
+fn pki_settings(ctx: &mut Ctx<'_>, table: &Spanned<raw::RawPki>) -> Option<Arc<PkiRuntime>> {
+    let p = table.get_ref();
+    // A defaulted `token` has no place in the file: point at the table instead.
+    let token_span = match p.token.span() {
+        s if s.end > 0 => s,
+        _ => table.span(),
+    };
     let sessions = ctx.bounded(&p.sessions, "pki.sessions", 1..65);
     let sign_timeout = ctx.bounded(&p.sign_timeout_ms, "pki.sign_timeout_ms", 50..60_001);
     let rotation = ctx.bounded(&p.rotation_check_secs, "pki.rotation_check_secs", 1..86_401);
@@ -677,7 +688,7 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
     let loaded = match server.ca_private_keys() {
         Ok(ca_keys) if !ca_keys.is_empty() => {
             ctx.err(
-                p.token.span(),
+                token_span.clone(),
                 "pki.token",
                 format!(
                     "token `{}` holds CA private keys ({}): the server must log into a token \
@@ -709,7 +720,7 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
             let (span, key) = match (&e, &p.pin_file) {
                 (CaError::Hsm(HsmError::Login { .. }), Some(f)) => (f.span(), "pki.pin_file"),
                 (CaError::Hsm(HsmError::Login { .. }), None) => (p.pin_env.span(), "pki.pin_env"),
-                _ => (p.token.span(), "pki.token"),
+                _ => (token_span, "pki.token"),
             };
             ctx.err(span, key, e.to_string());
             None

@@ -340,4 +340,17 @@ fn check_refuses_a_server_token_that_also_holds_a_ca_key() {
         ),
         "{stdout}"
     );
+    // With `token` left to its default, the error points at the [pki] line.
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[pki]\nsessions = 2\n\n[[client]]\nname = \"n\"\naddress = \"127.0.0.1\"\nsecret = \"s\"\n",
+    )
+    .unwrap();
+    let out = t.anchord(&["check", "--config", cfg.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("anchord.toml:4: pki.token: token `anchord` holds CA private keys"),
+        "{stdout}"
+    );
 }
