@@ -206,11 +206,11 @@ PY
 fi
 
 if [ "$mode" = hsm ]; then
-  export SOFTHSM2_CONF=$work/softhsm2.conf ANCHORD_HSM_PIN=bench-pin ANCHORD_HSM_SO_PIN=bench-so-pin
+  export SOFTHSM2_CONF=$work/softhsm2.conf ANCHORD_HSM_PIN=bench-pin ANCHORD_CA_PIN=bench-ca-pin ANCHORD_HSM_SO_PIN=bench-so-pin
   mkdir -p "$work/tokens" "$work/hsm-dev"
   printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$SOFTHSM2_CONF"
   "$A" pki init --token anchord-bench >/dev/null
-  "$A" pki issue --token anchord-bench --device device-ecdsa --out "$work/hsm-dev" >/dev/null
+  "$A" pki issue --device device-ecdsa --out "$work/hsm-dev" >/dev/null
   "$A" pki export-ca --token anchord-bench --out "$work/hsm-dev" >/dev/null
   printf '%-6s %-34s %10s %10s %8s\n' tls metric file hsm ratio
   for tls in 1.2 1.3; do

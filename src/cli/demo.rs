@@ -82,13 +82,19 @@ pub fn parse_eapol_output(out: &str) -> EapolResult {
     }
 }
 
-/// Token label the demo uses.
+/// Label of the demo's server token (the server's TLS key only).
 pub const DEMO_TOKEN: &str = "anchord-demo";
+/// Label of the demo's CA token (root and issuing CA keys; the server never logs into it).
+pub const DEMO_CA_TOKEN: &str = "ca-anchord-demo";
 
 /// The dev config the demo serves with: server key in files, or on the demo token.
 pub fn demo_config(listen: &str, secret: &str, hsm: bool) -> String {
     let key = if hsm {
-        format!("[pki]\ntoken = \"{DEMO_TOKEN}\"\n# PIN from $ANCHORD_HSM_PIN (demo.sh sets it)")
+        format!(
+            "[pki]\n# The server token: the server key only. The CA keys are on `{DEMO_CA_TOKEN}`,\n\
+             # whose PIN ($ANCHORD_CA_PIN) the server never needs.\n\
+             token = \"{DEMO_TOKEN}\"\n# PIN from $ANCHORD_HSM_PIN (demo.sh sets it)"
+        )
     } else {
         "[tls]\ncertificate = \"server.pem\"\nprivate_key = \"server.key\"\nca = [\"root-ca.pem\"]"
             .to_owned()
@@ -115,10 +121,12 @@ secret = "{secret}"
 pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Result<ExitCode> {
     let now = time::OffsetDateTime::now_utc();
     crate::pki::dev::generate(dir, now).context("making the dev PKI")?;
-    if hsm {
+    let server_keys = if hsm {
         let d = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || hsm_pki(&d, now)).await??;
-    }
+        tokio::task::spawn_blocking(move || hsm_pki(&d, now)).await??
+    } else {
+        Vec::new()
+    };
     let cfg_path = dir.join("anchord.toml");
     std::fs::write(&cfg_path, demo_config("127.0.0.1:0", DEMO_SECRET, hsm))?;
     let config = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -135,8 +143,17 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
     );
     if hsm {
         println!(
-            "server key and CAs on PKCS#11 token `{DEMO_TOKEN}` (SoftHSM2, $SOFTHSM2_CONF): \
-             sensitive, never extractable; devices issued by the token's CA"
+            "CA token: `{DEMO_CA_TOKEN}` (root and issuing CA keys; devices issued from it; \
+             its PIN is not in the server's config)"
+        );
+        println!(
+            "server token: `{DEMO_TOKEN}` (server key only: private keys seen with the server's \
+             PIN: {}; read-only sessions)",
+            server_keys.join(", ")
+        );
+        println!(
+            "both PKCS#11 tokens in SoftHSM2 ($SOFTHSM2_CONF); keys sensitive, never \
+             extractable, sign only, allowed mechanisms set"
         );
     }
     println!();
@@ -213,10 +230,11 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
     }
 }
 
-/// Builds the CA on a fresh SoftHSM2 token and issues the demo devices from it; the
-/// "unknown CA" device stays from the file PKI, whose CA is not on the token.
-fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<()> {
-    use crate::pki::ca::{DeviceSpec, TokenCa};
+/// Builds the CA on a fresh SoftHSM2 CA token and the server key on a server token, and
+/// issues the demo devices from the CA; the "unknown CA" device stays from the file PKI, whose
+/// CA is not on the token. Returns the private key labels the server's login sees.
+fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<Vec<String>> {
+    use crate::pki::ca::{DeviceSpec, ServerToken, TokenCa};
     use crate::pki::hsm::{KeyAlgorithm, Pin, TokenRef};
     if std::env::var_os("SOFTHSM2_CONF").is_none() {
         bail!("--hsm needs a SoftHSM2 token folder: run ./demo.sh, or set SOFTHSM2_CONF");
@@ -229,11 +247,19 @@ fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<()> {
     let ca = TokenCa {
         token: TokenRef {
             module: super::pki::SOFTHSM_MODULE.into(),
+            label: DEMO_CA_TOKEN.into(),
+        },
+        pin: pin("ANCHORD_CA_PIN")?,
+    };
+    let server = ServerToken {
+        token: TokenRef {
+            module: super::pki::SOFTHSM_MODULE.into(),
             label: DEMO_TOKEN.into(),
         },
         pin: pin("ANCHORD_HSM_PIN")?,
     };
     ca.init(
+        &server,
         &pin("ANCHORD_HSM_SO_PIN")?,
         KeyAlgorithm::EcdsaP256,
         "radius.anchord.test",
@@ -257,8 +283,8 @@ fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<()> {
         };
         ca.issue(&spec, dir, now)?;
     }
-    ca.export_ca(dir)?;
-    Ok(())
+    crate::pki::ca::export_ca(&server.token, dir)?;
+    Ok(server.keys()?.into_iter().map(|k| k.label).collect())
 }
 
 fn empty_record(addr: std::net::SocketAddr) -> AuditRecord {

@@ -44,7 +44,7 @@ enum Command {
     },
     /// Certificates and keys.
     #[command(subcommand)]
-    Pki(pki::PkiCommand),
+    Pki(Box<pki::PkiCommand>),
     /// Load generator: complete EAP-TLS authentications against a RADIUS server.
     Bench(Box<bench::BenchArgs>),
     /// Make a dev PKI, start a server, authenticate the demo devices with eapol_test.
@@ -55,8 +55,9 @@ enum Command {
         /// The eapol_test binary.
         #[arg(long, default_value = "eapol_test")]
         eapol_test: PathBuf,
-        /// Keep the server key and CAs on a SoftHSM2 token ($SOFTHSM2_CONF; PINs from
-        /// $ANCHORD_HSM_PIN and $ANCHORD_HSM_SO_PIN). demo.sh sets all three.
+        /// Keep the CA keys and the server key on two SoftHSM2 tokens ($SOFTHSM2_CONF; PINs
+        /// from $ANCHORD_CA_PIN for the CA token, $ANCHORD_HSM_PIN for the server token and
+        /// $ANCHORD_HSM_SO_PIN). demo.sh sets all four.
         #[arg(long)]
         hsm: bool,
     },
@@ -93,7 +94,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             hsm,
         } => rt.block_on(demo::run(&dir, &eapol_test, hsm)),
         Command::Bench(args) => rt.block_on(bench::run(*args)),
-        Command::Pki(cmd) => pki::run(cmd),
+        Command::Pki(cmd) => pki::run(*cmd),
     }
 }
 

@@ -8,43 +8,95 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use time::OffsetDateTime;
 
-use crate::pki::ca::TokenCa;
+use crate::pki::ca::{ServerToken, TokenCa};
 use crate::pki::hsm::{KeyAlgorithm, Pin, TokenRef};
 
 /// Default PKCS#11 module: SoftHSM2 as Debian installs it.
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-/// Which token, and where its PIN comes from.
+/// Default label of the server token (what `[pki] token` defaults to).
+pub const SERVER_TOKEN: &str = "anchord";
+/// Default label of the CA token. Not `anchord-…`: OpenSC's `pkcs11-tool --token-label`
+/// matches a prefix, so `--token-label anchord` would pick a CA token named `anchord-ca`.
+pub const CA_TOKEN: &str = "ca-anchord";
+
+/// The server token (the server's TLS key only), and where its PIN comes from: the same
+/// token and PIN `[pki]` gives the server.
 #[derive(Debug, Args)]
-pub(super) struct TokenArgs {
-    /// PKCS#11 module.
+pub(super) struct ServerArgs {
+    /// PKCS#11 module of the server token.
     #[arg(long, default_value = SOFTHSM_MODULE)]
     module: PathBuf,
-    /// Token label.
-    #[arg(long, default_value = "anchord")]
+    /// Server token label.
+    #[arg(long, default_value = SERVER_TOKEN)]
     token: String,
-    /// File holding the user PIN.
+    /// File holding the server token's user PIN.
     #[arg(long)]
     pin_file: Option<PathBuf>,
-    /// Environment variable holding the user PIN (when no --pin-file).
+    /// Environment variable holding the server token's user PIN (when no --pin-file).
     #[arg(long, default_value = "ANCHORD_HSM_PIN")]
     pin_env: String,
 }
 
-impl TokenArgs {
+impl ServerArgs {
+    fn token_ref(&self) -> TokenRef {
+        TokenRef {
+            module: self.module.clone(),
+            label: self.token.clone(),
+        }
+    }
+
+    fn server(&self) -> anyhow::Result<ServerToken> {
+        let pin = read_pin(
+            self.pin_file.as_ref(),
+            &self.pin_env,
+            "server token PIN",
+            "--pin-file",
+        )?;
+        Ok(ServerToken {
+            token: self.token_ref(),
+            pin,
+        })
+    }
+}
+
+/// The CA token (root and issuing CA keys), and where its PIN comes from. The server never
+/// needs this PIN.
+#[derive(Debug, Args)]
+pub(super) struct CaArgs {
+    /// PKCS#11 module of the CA token.
+    #[arg(long, default_value = SOFTHSM_MODULE)]
+    ca_module: PathBuf,
+    /// CA token label.
+    #[arg(long, default_value = CA_TOKEN)]
+    ca_token: String,
+    /// File holding the CA token's user PIN.
+    #[arg(long)]
+    ca_pin_file: Option<PathBuf>,
+    /// Environment variable holding the CA token's user PIN (when no --ca-pin-file).
+    #[arg(long, default_value = "ANCHORD_CA_PIN")]
+    ca_pin_env: String,
+}
+
+impl CaArgs {
     fn ca(&self) -> anyhow::Result<TokenCa> {
-        let pin = read_pin(self.pin_file.as_ref(), &self.pin_env, "user PIN")?;
+        let pin = read_pin(
+            self.ca_pin_file.as_ref(),
+            &self.ca_pin_env,
+            "CA token PIN",
+            "--ca-pin-file",
+        )?;
         Ok(TokenCa {
             token: TokenRef {
-                module: self.module.clone(),
-                label: self.token.clone(),
+                module: self.ca_module.clone(),
+                label: self.ca_token.clone(),
             },
             pin,
         })
     }
 }
 
-fn read_pin(file: Option<&PathBuf>, env: &str, what: &str) -> anyhow::Result<Pin> {
+fn read_pin(file: Option<&PathBuf>, env: &str, what: &str, flag: &str) -> anyhow::Result<Pin> {
     match file {
         Some(f) => {
             Ok(Pin::new(std::fs::read_to_string(f).with_context(|| {
@@ -53,7 +105,7 @@ fn read_pin(file: Option<&PathBuf>, env: &str, what: &str) -> anyhow::Result<Pin
         }
         None => match std::env::var(env) {
             Ok(v) => Ok(Pin::new(v)),
-            Err(_) => bail!("no {what}: give a --*pin-file or set {env}"),
+            Err(_) => bail!("no {what}: give {flag} or set {env}"),
         },
     }
 }
@@ -73,11 +125,15 @@ pub(super) enum KeyType {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum PkiCommand {
-    /// Create the token if absent and build root CA, issuing CA and server key in it.
+    /// Create the CA token and the server token if absent; build root CA and issuing CA on
+    /// the CA token and the server key (with its chain and the trust anchor) on the server
+    /// token.
     Init {
         #[command(flatten)]
-        token: TokenArgs,
-        /// File holding the security officer PIN (used only to create the token).
+        ca: CaArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// File holding the security officer PIN (used only to create the tokens).
         #[arg(long)]
         so_pin_file: Option<PathBuf>,
         /// Environment variable holding the SO PIN (when no --so-pin-file).
@@ -90,10 +146,10 @@ pub(super) enum PkiCommand {
         #[arg(long, default_value = "radius.anchord.test")]
         server_name: String,
     },
-    /// Issue a device certificate from the issuing CA key on the token.
+    /// Issue a device certificate from the issuing CA key on the CA token.
     Issue {
         #[command(flatten)]
-        token: TokenArgs,
+        ca: CaArgs,
         /// Device name (CN and first SAN).
         #[arg(long)]
         device: String,
@@ -114,24 +170,36 @@ pub(super) enum PkiCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
-    /// List the certificates on the token with their expiry; warn past 2/3 of a lifetime.
+    /// List the keys and certificates on the CA token and on the server token (each whose
+    /// PIN is given) with their protection and expiry; warn past 2/3 of a lifetime.
     Status {
         #[command(flatten)]
-        token: TokenArgs,
+        ca: CaArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
-    /// New server key and certificate on the token; a running server switches to them.
+    /// New server key on the server token, with a certificate from the CA token; a running
+    /// server switches to it. With an SO PIN, a server token that does not exist is created.
     RotateServer {
         #[command(flatten)]
-        token: TokenArgs,
+        ca: CaArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// File holding the SO PIN, to create the server token if it does not exist.
+        #[arg(long)]
+        so_pin_file: Option<PathBuf>,
+        /// Environment variable holding that SO PIN (when no --so-pin-file; optional).
+        #[arg(long, default_value = "ANCHORD_HSM_SO_PIN")]
+        so_pin_env: String,
         /// Name in the server certificate.
         #[arg(long, default_value = "radius.anchord.test")]
         server_name: String,
     },
-    /// Write the CA certificates on the token (root-ca.pem, issuing-ca.pem) to a folder, for
-    /// supplicants that must verify the server.
+    /// Write the CA certificates (root-ca.pem, issuing-ca.pem) from the server token's public
+    /// objects to a folder, for supplicants that must verify the server. Needs no PIN.
     ExportCa {
         #[command(flatten)]
-        token: TokenArgs,
+        server: ServerArgs,
         /// Folder to write to.
         #[arg(long, default_value = ".")]
         out: PathBuf,
@@ -153,31 +221,46 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
     let now = OffsetDateTime::now_utc();
     match cmd {
         PkiCommand::Init {
-            token,
+            ca,
+            server,
             so_pin_file,
             so_pin_env,
             key_type,
             server_name,
         } => {
-            let ca = token.ca()?;
-            let so = read_pin(so_pin_file.as_ref(), &so_pin_env, "SO PIN")?;
+            let ca = ca.ca()?;
+            let server = server.server()?;
+            let so = read_pin(so_pin_file.as_ref(), &so_pin_env, "SO PIN", "--so-pin-file")?;
             let alg = match key_type {
                 KeyType::EcdsaP256 => KeyAlgorithm::EcdsaP256,
                 KeyType::Rsa2048 => KeyAlgorithm::Rsa(2048),
                 KeyType::Rsa3072 => KeyAlgorithm::Rsa(3072),
             };
-            let report = ca.init(&so, alg, &server_name, now)?;
-            if report.token_created {
-                println!("created token `{}`", ca.token.label);
+            let report = ca.init(&server, &so, alg, &server_name, now)?;
+            for (created, label) in [
+                (report.ca_token_created, &ca.token.label),
+                (report.server_token_created, &server.token.label),
+            ] {
+                if created {
+                    println!("created token `{label}`");
+                }
             }
             println!(
-                "made on token `{}` (keys sensitive, non-extractable, sign only): {}",
+                "made on CA token `{}` (keys sensitive, non-extractable, sign only): {}",
                 ca.token.label,
-                report.labels.join(", ")
+                report.ca_keys.join(", ")
+            );
+            println!(
+                "made on server token `{}` (server key only; CA certificates as public objects): {}",
+                server.token.label, report.server_key
+            );
+            println!(
+                "[pki] names the server token `{}` and its PIN; the CA token's PIN stays with the CA",
+                server.token.label
             );
         }
         PkiCommand::Issue {
-            token,
+            ca,
             device,
             san,
             days,
@@ -200,64 +283,65 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
                 server_auth_only: false,
                 csr_pem: csr_pem.as_deref(),
             };
-            let (cert, key) = token.ca()?.issue(&spec, &out, now)?;
+            let (cert, key) = ca.ca()?.issue(&spec, &out, now)?;
             if csr_pem.is_some() {
                 println!("issued {} for the key in the request", cert.display());
             } else {
                 println!("issued {} (key {})", cert.display(), key.display());
             }
         }
-        PkiCommand::Status { token } => {
-            let ca = token.ca()?;
-            println!(
-                "{:<22} {:<10} {:<12} {:<11} VALUE",
-                "KEY", "SENSITIVE", "EXTRACTABLE", "USES"
-            );
-            for k in ca.keys()? {
-                println!(
-                    "{:<22} {:<10} {:<12} {:<11} {}",
-                    k.label,
-                    if k.sensitive { "yes" } else { "NO" },
-                    if k.extractable || !k.never_extractable {
-                        "YES"
-                    } else {
-                        "never"
-                    },
-                    if k.other_uses {
-                        "SIGN+OTHER"
-                    } else {
-                        "sign only"
-                    },
-                    if k.value_readable {
-                        "READABLE"
-                    } else {
-                        "refused by the token"
-                    }
-                );
+        PkiCommand::Status { ca, server } => {
+            // Each token whose PIN is at hand: the CA's custodian may not hold the server's
+            // PIN, nor the server's operator the CA's.
+            let ca = ca.ca();
+            let server = server.server();
+            let mut shown = 0;
+            if let Ok(ca) = &ca {
+                println!("CA token `{}`", ca.token.label);
+                print_keys(&ca.keys()?);
+                print_certs(&ca.status(now)?);
+                shown += 1;
             }
-            println!();
-            println!("{:<22} {:<22} {:<6} SUBJECT", "LABEL", "NOT AFTER", "USED");
-            for c in ca.status(now)? {
-                let warn = if c.in_renewal_window() {
-                    "  <-- renew: past 2/3 of its lifetime"
-                } else {
-                    ""
+            if let Ok(server) = &server {
+                if shown > 0 {
+                    println!();
+                }
+                println!("server token `{}`", server.token.label);
+                print_keys(&server.keys()?);
+                print_certs(&server.status(now)?);
+                shown += 1;
+            }
+            if shown == 0 {
+                let (Err(ca), Err(server)) = (ca, server) else {
+                    bail!("no token to show");
                 };
-                println!(
-                    "{:<22} {:<22} {:>5.0}% {}{warn}",
-                    c.label,
-                    c.not_after.date().to_string() + " " + &c.not_after.time().to_string(),
-                    c.used * 100.0,
-                    c.subject
-                );
+                bail!("{ca}; {server}");
             }
         }
-        PkiCommand::RotateServer { token, server_name } => {
-            let label = token.ca()?.rotate_server(&server_name, now)?;
-            println!("new server key and certificate `{label}`; running servers switch to it within their rotation check interval");
+        PkiCommand::RotateServer {
+            ca,
+            server,
+            so_pin_file,
+            so_pin_env,
+            server_name,
+        } => {
+            let so = match &so_pin_file {
+                Some(_) => Some(read_pin(
+                    so_pin_file.as_ref(),
+                    &so_pin_env,
+                    "SO PIN",
+                    "--so-pin-file",
+                )?),
+                None => std::env::var(&so_pin_env).ok().map(Pin::new),
+            };
+            let server = server.server()?;
+            let label = ca
+                .ca()?
+                .rotate_server(&server, so.as_ref(), &server_name, now)?;
+            println!("new server key and certificate `{label}` on server token `{}`; running servers switch to it within their rotation check interval", server.token.label);
         }
-        PkiCommand::ExportCa { token, out } => {
-            for path in token.ca()?.export_ca(&out)? {
+        PkiCommand::ExportCa { server, out } => {
+            for path in crate::pki::ca::export_ca(&server.token_ref(), &out)? {
                 println!("wrote {}", path.display());
             }
         }
@@ -267,4 +351,64 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "pki commands report to the admin on stdout"
+)]
+fn print_keys(keys: &[crate::pki::hsm::KeyProtection]) {
+    println!(
+        "{:<22} {:<10} {:<12} {:<11} {:<21} ALLOWED MECHANISMS",
+        "KEY", "SENSITIVE", "EXTRACTABLE", "USES", "VALUE"
+    );
+    for k in keys {
+        println!(
+            "{:<22} {:<10} {:<12} {:<11} {:<21} {}",
+            k.label,
+            if k.sensitive { "yes" } else { "NO" },
+            if k.extractable || !k.never_extractable {
+                "YES"
+            } else {
+                "never"
+            },
+            if k.other_uses {
+                "SIGN+OTHER"
+            } else {
+                "sign only"
+            },
+            if k.value_readable {
+                "READABLE"
+            } else {
+                "refused by the token"
+            },
+            if k.allowed.is_empty() {
+                "ANY".to_owned()
+            } else {
+                k.allowed.join(",")
+            }
+        );
+    }
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "pki commands report to the admin on stdout"
+)]
+fn print_certs(certs: &[crate::pki::ca::CertStatus]) {
+    println!("{:<22} {:<22} {:<6} SUBJECT", "LABEL", "NOT AFTER", "USED");
+    for c in certs {
+        let warn = if c.in_renewal_window() {
+            "  <-- renew: past 2/3 of its lifetime"
+        } else {
+            ""
+        };
+        println!(
+            "{:<22} {:<22} {:>5.0}% {}{warn}",
+            c.label,
+            c.not_after.date().to_string() + " " + &c.not_after.time().to_string(),
+            c.used * 100.0,
+            c.subject
+        );
+    }
 }

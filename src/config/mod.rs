@@ -19,7 +19,7 @@ use toml::Spanned;
 use rustls::sign::CertifiedKey;
 
 use crate::eap::SessionConfig;
-use crate::pki::ca::{CaError, ServerMaterial, TokenCa};
+use crate::pki::ca::{CaError, ServerMaterial, ServerToken};
 use crate::pki::crl::CrlStore;
 use crate::pki::hsm::{HsmError, Pin, SigningPool, TokenRef};
 use crate::pki::ocsp::IdHash;
@@ -131,8 +131,9 @@ pub struct Config {
 
 /// The server key in a token, as the running server uses it.
 pub struct PkiRuntime {
-    /// Token and PIN.
-    pub ca: TokenCa,
+    /// The server token and its PIN: it holds the server key only (never the CA keys) and
+    /// is used through read-only sessions.
+    pub server: ServerToken,
     /// Further tokens holding the same keys.
     pub fallbacks: Vec<TokenRef>,
     /// Idle signing sessions kept per token.
@@ -154,7 +155,7 @@ pub struct PkiRuntime {
 impl fmt::Debug for PkiRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PkiRuntime")
-            .field("token", &self.ca.token)
+            .field("token", &self.server.token)
             .finish_non_exhaustive()
     }
 }
@@ -165,14 +166,19 @@ impl PkiRuntime {
     /// # Errors
     /// Token errors.
     pub fn load_server_key(
-        ca: &TokenCa,
+        server: &ServerToken,
         fallbacks: &[TokenRef],
         sessions: usize,
     ) -> Result<(ServerMaterial, Arc<SigningPool>, Arc<CertifiedKey>), CaError> {
-        let m = ca.server_material()?;
-        let mut tokens = vec![ca.token.clone()];
+        let m = server.server_material()?;
+        let mut tokens = vec![server.token.clone()];
         tokens.extend(fallbacks.iter().cloned());
-        let pool = Arc::new(SigningPool::new(tokens, ca.pin.clone(), &m.label, sessions));
+        let pool = Arc::new(SigningPool::new(
+            tokens,
+            server.pin.clone(),
+            &m.label,
+            sessions,
+        ));
         let chain = m
             .chain
             .iter()
@@ -190,7 +196,7 @@ impl PkiRuntime {
     /// # Errors
     /// Token errors (the current key stays in use).
     pub fn refresh(&self) -> Result<Option<String>, CaError> {
-        let (m, pool, key) = Self::load_server_key(&self.ca, &self.fallbacks, self.sessions)?;
+        let (m, pool, key) = Self::load_server_key(&self.server, &self.fallbacks, self.sessions)?;
         let mut current = self
             .current
             .lock()
@@ -336,7 +342,12 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     );
 
     let pki = raw.pki.as_ref().and_then(|p| pki_settings(ctx, p));
-    let eap = tls_settings(ctx, &raw.tls, raw.pki.as_ref(), pki.as_ref());
+    let eap = tls_settings(
+        ctx,
+        &raw.tls,
+        raw.pki.as_ref().map(Spanned::get_ref),
+        pki.as_ref(),
+    );
     let revocation = raw
         .revocation
         .as_ref()
@@ -455,7 +466,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
 fn anchor_ders(ctx: &mut Ctx<'_>, t: &raw::RawTls, pki: Option<&Arc<PkiRuntime>>) -> Vec<Vec<u8>> {
     if let Some(p) = pki {
         return p
-            .ca
+            .server
             .server_material()
             .map(|m| vec![m.root])
             .unwrap_or_default();
@@ -626,7 +637,13 @@ fn parse_network(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
+fn pki_settings(ctx: &mut Ctx<'_>, table: &Spanned<raw::RawPki>) -> Option<Arc<PkiRuntime>> {
+    let p = table.get_ref();
+    // A defaulted `token` has no place in the file: point at the table instead.
+    let token_span = match p.token.span() {
+        s if s.end > 0 => s,
+        _ => table.span(),
+    };
     let sessions = ctx.bounded(&p.sessions, "pki.sessions", 1..65);
     let sign_timeout = ctx.bounded(&p.sign_timeout_ms, "pki.sign_timeout_ms", 50..60_001);
     let rotation = ctx.bounded(&p.rotation_check_secs, "pki.rotation_check_secs", 1..86_401);
@@ -661,7 +678,7 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
         module: PathBuf::from(m.get_ref()),
         label: t.get_ref().clone(),
     };
-    let ca = TokenCa {
+    let server = ServerToken {
         token: token(&p.module, &p.token),
         pin,
     };
@@ -671,9 +688,31 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
         .map(|f| token(&f.module, &f.token))
         .collect();
     let sessions = usize::try_from(sessions).unwrap_or(4);
-    match PkiRuntime::load_server_key(&ca, &fallbacks, sessions) {
+    // The server must not be able to sign device certificates: refuse a token that holds
+    // CA keys (an error, not a warning, so that `serve` refuses it too). Checked first, so
+    // that a [pki] naming the CA token says so rather than "no server key".
+    let loaded = match server.ca_private_keys() {
+        Ok(ca_keys) if !ca_keys.is_empty() => {
+            ctx.err(
+                token_span.clone(),
+                "pki.token",
+                format!(
+                    "token `{}` holds CA private keys ({}): the server must log into a token \
+                     with only its own key; move the server to a token of its own with \
+                     `anchord pki rotate-server --token <new>` (README, \"The server key in \
+                     an HSM\")",
+                    server.token.label,
+                    ca_keys.join(", ")
+                ),
+            );
+            return None;
+        }
+        Ok(_) => PkiRuntime::load_server_key(&server, &fallbacks, sessions),
+        Err(e) => Err(e),
+    };
+    match loaded {
         Ok((m, pool, key)) => Some(Arc::new(PkiRuntime {
-            ca,
+            server,
             fallbacks,
             sessions,
             sign_timeout: Duration::from_millis(sign_timeout),
@@ -687,7 +726,7 @@ fn pki_settings(ctx: &mut Ctx<'_>, p: &raw::RawPki) -> Option<Arc<PkiRuntime>> {
             let (span, key) = match (&e, &p.pin_file) {
                 (CaError::Hsm(HsmError::Login { .. }), Some(f)) => (f.span(), "pki.pin_file"),
                 (CaError::Hsm(HsmError::Login { .. }), None) => (p.pin_env.span(), "pki.pin_env"),
-                _ => (p.token.span(), "pki.token"),
+                _ => (token_span, "pki.token"),
             };
             ctx.err(span, key, e.to_string());
             None
@@ -740,7 +779,7 @@ fn tls_settings(
             }
         }
         let pki = pki?;
-        let m = pki.ca.server_material().ok()?;
+        let m = pki.server.server_material().ok()?;
         (
             ServerKey::Resolver(pki.resolver.clone()),
             vec![CertificateDer::from(m.root)],

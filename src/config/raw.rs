@@ -17,7 +17,8 @@ pub(crate) struct RawConfig {
     pub(crate) authorization: RawAuthorization,
     #[serde(default)]
     pub(crate) client: Vec<RawClient>,
-    pub(crate) pki: Option<RawPki>,
+    /// Spanned: errors about a defaulted key (such as `token`) point at the `[pki]` line.
+    pub(crate) pki: Option<Spanned<RawPki>>,
     pub(crate) revocation: Option<RawRevocation>,
 }
 

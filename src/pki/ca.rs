@@ -1,10 +1,19 @@
-//! A two-tier CA whose keys live in a PKCS#11 token: root CA, issuing CA and the RADIUS
-//! server's TLS key, each generated on the token (sensitive, non-extractable, sign only),
-//! with the CA and server certificates stored on the token as certificate objects.
+//! A two-tier CA whose keys live in PKCS#11 tokens, on two tokens with their own PINs:
 //!
-//! Labels on the token: `anchord-root-ca`, `anchord-issuing-ca`, and `anchord-server@N`
-//! for server key version N (rotation adds N+1 and keeps N, so a running server can switch
-//! without a window where certificate and key disagree).
+//! - the **CA token** holds the root CA and issuing CA keys (and their certificates). Only
+//!   `anchord pki` logs into it; the server never gets its PIN. (The root could sit on a
+//!   third, offline token; anchord keeps it with the issuing CA so that `pki` stays one step.)
+//! - the **server token** holds the RADIUS server's TLS key and nothing else private: the
+//!   server certificate and, as public objects, copies of the root and issuing CA
+//!   certificates (its chain and the devices' trust anchor). The server logs into it with
+//!   read-only sessions, so a compromised server process can sign TLS handshakes but cannot
+//!   issue device certificates.
+//!
+//! Keys are generated on their token (sensitive, non-extractable, sign only, with
+//! CKA_ALLOWED_MECHANISMS). Labels: `anchord-root-ca`, `anchord-issuing-ca` on the CA token;
+//! `anchord-server@N` for server key version N on the server token (rotation adds N+1 and
+//! keeps N, so a running server can switch without a window where certificate and key
+//! disagree).
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +25,9 @@ use rcgen::{
 use rustls::pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
-use super::hsm::{self, HsmError, KeyAlgorithm, Pin, PublicKey, SignMode, TokenRef};
+use super::hsm::{
+    self, Access, HsmError, KeyAlgorithm, KeyRole, Pin, PublicKey, SignMode, TokenRef,
+};
 
 /// Root CA label.
 pub const ROOT: &str = "anchord-root-ca";
@@ -37,9 +48,20 @@ pub enum CaError {
     /// The token already holds a CA.
     #[error("token `{0}` already holds an anchord CA (use `pki rotate-server` or a new token)")]
     AlreadyInitialised(String),
+    /// The server token already holds a server key.
+    #[error(
+        "token `{0}` already holds an anchord server key (use `pki rotate-server` or a new token)"
+    )]
+    ServerAlreadyInitialised(String),
     /// The token holds no anchord CA.
     #[error("token `{0}` holds no anchord CA: run `anchord pki init` first")]
     NotInitialised(String),
+    /// The server token holds no server key.
+    #[error("token `{0}` holds no anchord server key: run `anchord pki init`, or `anchord pki rotate-server --token {0}`")]
+    NoServerKey(String),
+    /// One token named for both roles.
+    #[error("the CA and the server need separate tokens (both are `{0}`): the server must not be able to log into the CA keys")]
+    SameToken(String),
     /// Writing output files failed.
     #[error("writing {path}: {source}")]
     Io {
@@ -50,7 +72,7 @@ pub enum CaError {
     },
 }
 
-/// A token and the PIN to use it.
+/// The CA token (root and issuing CA keys) and its PIN.
 #[derive(Debug, Clone)]
 pub struct TokenCa {
     /// The token.
@@ -59,14 +81,37 @@ pub struct TokenCa {
     pub pin: Pin,
 }
 
+/// The server token (the server's TLS key only) and its PIN: what `[pki]` names.
+#[derive(Debug, Clone)]
+pub struct ServerToken {
+    /// The token.
+    pub token: TokenRef,
+    /// User PIN.
+    pub pin: Pin,
+}
+
 /// rcgen signs through this: the key stays on the token.
 struct TokenKey {
-    ca: TokenCa,
+    token: TokenRef,
+    pin: Pin,
     label: String,
     public: PublicKey,
 }
 
 impl TokenKey {
+    /// A key pair on `token` as rcgen sees it (public half read from the token).
+    fn load(token: &TokenRef, pin: &Pin, label: &str) -> Result<KeyPair, CaError> {
+        let s = hsm::login(token, pin, Access::ReadOnly)?;
+        let (_, alg) = hsm::find_private_key(&s, label)?;
+        let public = hsm::find_public_key(&s, label, alg)?;
+        Ok(KeyPair::from_remote(Box::new(Self {
+            token: token.clone(),
+            pin: pin.clone(),
+            label: label.to_owned(),
+            public,
+        }))?)
+    }
+
     fn rcgen_alg(&self) -> &'static SignatureAlgorithm {
         match self.public.alg {
             KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -85,8 +130,8 @@ impl RemoteKeyPair for TokenKey {
             KeyAlgorithm::EcdsaP256 => SignMode::EcdsaSha256,
             KeyAlgorithm::Rsa(_) => SignMode::RsaPkcs1Sha256,
         };
-        let s =
-            hsm::login(&self.ca.token, &self.ca.pin).map_err(|_| rcgen::Error::RemoteKeyError)?;
+        let s = hsm::login(&self.token, &self.pin, Access::ReadOnly)
+            .map_err(|_| rcgen::Error::RemoteKeyError)?;
         let (key, _) =
             hsm::find_private_key(&s, &self.label).map_err(|_| rcgen::Error::RemoteKeyError)?;
         hsm::sign_with(&s, key, mode, msg).map_err(|_| rcgen::Error::RemoteKeyError)
@@ -120,10 +165,14 @@ pub struct DeviceSpec<'a> {
 /// What `init` made.
 #[derive(Debug, Clone)]
 pub struct InitReport {
-    /// True if the token itself was created.
-    pub token_created: bool,
-    /// Labels of the keys and certificates made.
-    pub labels: Vec<String>,
+    /// True if the CA token itself was created.
+    pub ca_token_created: bool,
+    /// True if the server token itself was created.
+    pub server_token_created: bool,
+    /// Labels of the keys made on the CA token.
+    pub ca_keys: Vec<String>,
+    /// Label of the key made on the server token.
+    pub server_key: String,
 }
 
 /// One certificate on the token, for `pki status`.
@@ -149,99 +198,128 @@ impl CertStatus {
 }
 
 impl TokenCa {
-    fn session(&self) -> Result<cryptoki::session::Session, HsmError> {
-        hsm::login(&self.token, &self.pin)
+    fn session(&self, access: Access) -> Result<cryptoki::session::Session, HsmError> {
+        hsm::login(&self.token, &self.pin, access)
     }
 
     fn remote(&self, label: &str) -> Result<KeyPair, CaError> {
-        let s = self.session()?;
-        let (_, alg) = hsm::find_private_key(&s, label)?;
-        let public = hsm::find_public_key(&s, label, alg)?;
-        Ok(KeyPair::from_remote(Box::new(TokenKey {
-            ca: self.clone(),
-            label: label.to_owned(),
-            public,
-        }))?)
+        TokenKey::load(&self.token, &self.pin, label)
     }
 
     /// rcgen's view of a CA stored on the token (re-signed in memory to get an issuer
     /// object; only its name and key are used).
     fn issuer(&self, label: &str) -> Result<(Certificate, KeyPair, Vec<u8>), CaError> {
-        let der = hsm::certificate(&self.session()?, label)?;
+        let der = hsm::certificate(&self.session(Access::ReadOnly)?, label)?;
         let key = self.remote(label)?;
         let params = CertificateParams::from_ca_cert_der(&CertificateDer::from(der.clone()))?;
         let cert = params.self_signed(&key)?;
         Ok((cert, key, der))
     }
 
-    /// Creates the token if absent and builds root CA, issuing CA and server key inside it.
+    /// Creates both tokens if absent; builds root CA and issuing CA on the CA token and the
+    /// server key on the server token, with the server certificate and copies of the CA
+    /// certificates (public objects) on the server token.
     ///
     /// # Errors
-    /// Token errors, or a token that already holds a CA.
+    /// Token errors, one token named for both, a CA token that already holds a CA, or a
+    /// server token that already holds a server key.
     pub fn init(
         &self,
+        server: &ServerToken,
         so_pin: &Pin,
         alg: KeyAlgorithm,
         server_name: &str,
         now: OffsetDateTime,
     ) -> Result<InitReport, CaError> {
-        let token_created = hsm::ensure_token(&self.token, so_pin, &self.pin)?;
-        let s = self.session()?;
+        if self.token == server.token {
+            return Err(CaError::SameToken(self.token.label.clone()));
+        }
+        let ca_token_created = hsm::ensure_token(&self.token, so_pin, &self.pin)?;
+        let s = self.session(Access::ReadWrite)?;
         if hsm::find_private_key(&s, ROOT).is_ok() {
             return Err(CaError::AlreadyInitialised(self.token.label.clone()));
         }
-        hsm::generate_key(&s, ROOT, alg)?;
+        let server_token_created = hsm::ensure_token(&server.token, so_pin, &server.pin)?;
+        let ss = server.session(Access::ReadWrite)?;
+        if !server_versions(&ss)?.is_empty() {
+            return Err(CaError::ServerAlreadyInitialised(
+                server.token.label.clone(),
+            ));
+        }
+
+        hsm::generate_key(&s, ROOT, alg, KeyRole::Ca)?;
         let root_key = self.remote(ROOT)?;
         let mut p = ca_params("anchord root CA", now, 7300, None);
         p.serial_number = Some(random_serial());
         let root = p.self_signed(&root_key)?;
         hsm::store_certificate(&s, ROOT, root.der())?;
 
-        hsm::generate_key(&s, ISSUING, alg)?;
+        hsm::generate_key(&s, ISSUING, alg, KeyRole::Ca)?;
         let issuing_key = self.remote(ISSUING)?;
         let mut p = ca_params("anchord issuing CA", now, 3650, Some(0));
         p.serial_number = Some(random_serial());
         let issuing = p.signed_by(&issuing_key, &root, &root_key)?;
         hsm::store_certificate(&s, ISSUING, issuing.der())?;
 
-        let server_label =
-            self.new_server_key(&s, alg, server_name, now, &issuing, &issuing_key)?;
+        let server_key = self.new_server_key(server, &ss, alg, server_name, now)?;
         Ok(InitReport {
-            token_created,
-            labels: vec![ROOT.to_owned(), ISSUING.to_owned(), server_label],
+            ca_token_created,
+            server_token_created,
+            ca_keys: vec![ROOT.to_owned(), ISSUING.to_owned()],
+            server_key,
         })
     }
 
+    /// Makes the next server key version on the server token and its certificate, signed by
+    /// the issuing CA; refreshes the server token's copies of the CA certificates first.
     fn new_server_key(
         &self,
-        s: &cryptoki::session::Session,
+        server: &ServerToken,
+        ss: &cryptoki::session::Session,
         alg: KeyAlgorithm,
         server_name: &str,
         now: OffsetDateTime,
-        issuing: &Certificate,
-        issuing_key: &KeyPair,
     ) -> Result<String, CaError> {
-        let version = server_versions(s)?.last().copied().unwrap_or(0) + 1;
+        let (issuing, issuing_key, issuing_der) =
+            self.issuer(ISSUING).map_err(|e| self.not_initialised(e))?;
+        let root_der = hsm::certificate(&self.session(Access::ReadOnly)?, ROOT)?;
+        hsm::store_certificate(ss, ROOT, &root_der)?;
+        hsm::store_certificate(ss, ISSUING, &issuing_der)?;
+        let version = server_versions(ss)?.last().copied().unwrap_or(0) + 1;
         let label = format!("{SERVER_PREFIX}{version}");
-        hsm::generate_key(s, &label, alg)?;
-        let key = self.remote(&label)?;
+        hsm::generate_key(ss, &label, alg, KeyRole::TlsServer)?;
+        let key = TokenKey::load(&server.token, &server.pin, &label)?;
         let mut p = leaf_params(server_name, now, 730)?;
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = p.signed_by(&key, issuing, issuing_key)?;
-        hsm::store_certificate(s, &label, cert.der())?;
+        let cert = p.signed_by(&key, &issuing, &issuing_key)?;
+        hsm::store_certificate(ss, &label, cert.der())?;
         Ok(label)
     }
 
-    /// Makes server key version N+1 with a new certificate; a running server switches to it.
+    /// Makes server key version N+1 on the server token with a new certificate from the
+    /// issuing CA; a running server switches to it. With `so_pin`, a server token that does
+    /// not exist yet is created (how a deployment whose server key shared the CA token moves
+    /// the server to a token of its own).
     ///
     /// # Errors
-    /// Token errors.
-    pub fn rotate_server(&self, server_name: &str, now: OffsetDateTime) -> Result<String, CaError> {
-        let s = self.session()?;
-        let (issuing, issuing_key, _) =
-            self.issuer(ISSUING).map_err(|e| self.not_initialised(e))?;
-        let (_, alg) = hsm::find_private_key(&s, ISSUING)?;
-        self.new_server_key(&s, alg, server_name, now, &issuing, &issuing_key)
+    /// Token errors, or one token named for both.
+    pub fn rotate_server(
+        &self,
+        server: &ServerToken,
+        so_pin: Option<&Pin>,
+        server_name: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, CaError> {
+        if self.token == server.token {
+            return Err(CaError::SameToken(self.token.label.clone()));
+        }
+        let (_, alg) = hsm::find_private_key(&self.session(Access::ReadOnly)?, ISSUING)
+            .map_err(|e| self.not_initialised(e.into()))?;
+        if let Some(so) = so_pin {
+            hsm::ensure_token(&server.token, so, &server.pin)?;
+        }
+        let ss = server.session(Access::ReadWrite)?;
+        self.new_server_key(server, &ss, alg, server_name, now)
     }
 
     fn not_initialised(&self, e: CaError) -> CaError {
@@ -338,73 +416,53 @@ impl TokenCa {
         Ok((cert_path, key_path))
     }
 
-    /// Every certificate on the token with its validity.
+    /// Every certificate on the CA token with its validity.
     ///
     /// # Errors
     /// Token errors.
     pub fn status(&self, now: OffsetDateTime) -> Result<Vec<CertStatus>, CaError> {
-        let s = self.session()?;
-        let mut out = Vec::new();
-        for label in hsm::certificate_labels(&s)? {
-            let der = hsm::certificate(&s, &label)?;
-            let Ok((_, c)) = x509_parser::parse_x509_certificate(&der) else {
-                continue;
-            };
-            let nb = c.validity().not_before.to_datetime();
-            let na = c.validity().not_after.to_datetime();
-            let life = (na - nb).as_seconds_f64().max(1.0);
-            out.push(CertStatus {
-                label,
-                subject: c.subject().to_string(),
-                not_before: nb,
-                not_after: na,
-                used: ((now - nb).as_seconds_f64() / life).clamp(0.0, 10.0),
-            });
-        }
-        Ok(out)
+        cert_status(&self.session(Access::ReadOnly)?, now)
     }
 
-    /// Protection attributes of every private key on the token.
+    /// Protection attributes of every private key on the CA token.
     ///
     /// # Errors
     /// Token errors.
     pub fn keys(&self) -> Result<Vec<hsm::KeyProtection>, CaError> {
-        Ok(hsm::key_protection(&self.session()?)?)
+        Ok(hsm::key_protection(&self.session(Access::ReadOnly)?)?)
+    }
+}
+
+impl ServerToken {
+    fn session(&self, access: Access) -> Result<cryptoki::session::Session, HsmError> {
+        hsm::login(&self.token, &self.pin, access)
     }
 
-    /// Writes `root-ca.pem` and `issuing-ca.pem` from the token into `out`.
-    ///
-    /// # Errors
-    /// Token or file errors.
-    pub fn export_ca(&self, out: &Path) -> Result<Vec<PathBuf>, CaError> {
-        let s = self.session()?;
-        let mut written = Vec::new();
-        for (label, file) in [(ROOT, "root-ca.pem"), (ISSUING, "issuing-ca.pem")] {
-            let der = hsm::certificate(&s, label).map_err(|e| self.not_initialised(e.into()))?;
-            let path = out.join(file);
-            write(&path, &pem("CERTIFICATE", &der), false)?;
-            written.push(path);
+    fn not_initialised(&self, e: HsmError) -> CaError {
+        match e {
+            HsmError::Missing { .. } => CaError::NotInitialised(self.token.label.clone()),
+            other => other.into(),
         }
-        Ok(written)
     }
 
     /// The newest server key on the token: its label, algorithm and chain (server
-    /// certificate, then the issuing CA), plus the root CA certificate (trust anchor).
+    /// certificate, then the issuing CA), plus the root CA certificate (trust anchor). Reads
+    /// through a read-only session.
     ///
     /// # Errors
     /// Token errors or no server key.
     pub fn server_material(&self) -> Result<ServerMaterial, CaError> {
-        let s = self.session()?;
+        let s = self.session(Access::ReadOnly)?;
         let version = *server_versions(&s)?
             .last()
-            .ok_or_else(|| CaError::NotInitialised(self.token.label.clone()))?;
+            .ok_or_else(|| CaError::NoServerKey(self.token.label.clone()))?;
         let label = format!("{SERVER_PREFIX}{version}");
         let (_, alg) = hsm::find_private_key(&s, &label)?;
         let chain = vec![
             hsm::certificate(&s, &label)?,
-            hsm::certificate(&s, ISSUING)?,
+            hsm::certificate(&s, ISSUING).map_err(|e| self.not_initialised(e))?,
         ];
-        let root = hsm::certificate(&s, ROOT)?;
+        let root = hsm::certificate(&s, ROOT).map_err(|e| self.not_initialised(e))?;
         Ok(ServerMaterial {
             label,
             alg,
@@ -412,6 +470,89 @@ impl TokenCa {
             root,
         })
     }
+
+    /// Labels of the CA private keys this token holds: keys labelled as anchord's CAs, or
+    /// whose same-labelled certificate is a CA certificate. A server token must hold none:
+    /// with one, the server's login could sign device certificates.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn ca_private_keys(&self) -> Result<Vec<String>, CaError> {
+        let s = self.session(Access::ReadOnly)?;
+        let mut out = Vec::new();
+        for k in hsm::key_protection(&s)? {
+            let is_ca = k.label == ROOT
+                || k.label == ISSUING
+                || hsm::certificate(&s, &k.label).is_ok_and(|der| {
+                    x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, c)| c.is_ca())
+                });
+            if is_ca {
+                out.push(k.label);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every certificate on the server token with its validity.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn status(&self, now: OffsetDateTime) -> Result<Vec<CertStatus>, CaError> {
+        cert_status(&self.session(Access::ReadOnly)?, now)
+    }
+
+    /// Protection attributes of every private key on the server token.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn keys(&self) -> Result<Vec<hsm::KeyProtection>, CaError> {
+        Ok(hsm::key_protection(&self.session(Access::ReadOnly)?)?)
+    }
+}
+
+/// Writes `root-ca.pem` and `issuing-ca.pem` from a token's public certificate objects (the
+/// server token's copies, or the CA token's) into `out`. Needs no PIN: certificates are
+/// public objects.
+///
+/// # Errors
+/// Token or file errors.
+pub fn export_ca(token: &TokenRef, out: &Path) -> Result<Vec<PathBuf>, CaError> {
+    let s = hsm::open_public(token)?;
+    let mut written = Vec::new();
+    for (label, file) in [(ROOT, "root-ca.pem"), (ISSUING, "issuing-ca.pem")] {
+        let der = hsm::certificate(&s, label).map_err(|e| match e {
+            HsmError::Missing { .. } => CaError::NotInitialised(token.label.clone()),
+            other => other.into(),
+        })?;
+        let path = out.join(file);
+        write(&path, &pem("CERTIFICATE", &der), false)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn cert_status(
+    s: &cryptoki::session::Session,
+    now: OffsetDateTime,
+) -> Result<Vec<CertStatus>, CaError> {
+    let mut out = Vec::new();
+    for label in hsm::certificate_labels(s)? {
+        let der = hsm::certificate(s, &label)?;
+        let Ok((_, c)) = x509_parser::parse_x509_certificate(&der) else {
+            continue;
+        };
+        let nb = c.validity().not_before.to_datetime();
+        let na = c.validity().not_after.to_datetime();
+        let life = (na - nb).as_seconds_f64().max(1.0);
+        out.push(CertStatus {
+            label,
+            subject: c.subject().to_string(),
+            not_before: nb,
+            not_after: na,
+            used: ((now - nb).as_seconds_f64() / life).clamp(0.0, 10.0),
+        });
+    }
+    Ok(out)
 }
 
 /// What the server needs from the token.

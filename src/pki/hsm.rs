@@ -1,8 +1,16 @@
 //! PKCS#11 tokens (cryptoki; SoftHSM2 by default): the CA keys and the RADIUS server's TLS
-//! key live here and never leave. [`Token`] opens a module and logs in; [`SigningPool`]
-//! keeps a few logged-in sessions for signing off the async reactor, recovers from a token
-//! that went away (new sessions, new login) and fails over to the next configured token
-//! holding a key with the same label.
+//! key live here and never leave. They live on separate tokens with separate PINs (see
+//! `pki::ca`): the server logs into a token that holds only its own key, with read-only
+//! sessions ([`Access::ReadOnly`]), so the network-facing process can sign TLS handshakes and
+//! nothing else. [`login`] opens a session and logs in; [`SigningPool`] keeps a few logged-in
+//! sessions for signing off the async reactor, recovers from a token that went away (new
+//! sessions, new login) and fails over to the next configured token holding a key with the
+//! same label.
+//!
+//! Every key is generated sensitive, never extractable, sign only, and with
+//! CKA_ALLOWED_MECHANISMS listing exactly the mechanisms anchord signs with
+//! ([`allowed_mechanisms`]); SoftHSM2 2.6 enforces that list (another mechanism fails
+//! C_SignInit with CKR_MECHANISM_INVALID).
 //!
 //! Every signature is counted and logged as an audit event (key label, mechanism, result,
 //! duration; never data or PIN).
@@ -221,14 +229,28 @@ pub fn ensure_token(t: &TokenRef, so_pin: &Pin, user_pin: &Pin) -> Result<bool, 
     Ok(true)
 }
 
-/// Opens a read-write user session on a token.
+/// What a session may do to the token's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Use keys (sign) and read objects; the token refuses to create, change or destroy
+    /// objects through it (CKF_RW_SESSION off). What the server uses.
+    ReadOnly,
+    /// Also create keys and store certificates: `anchord pki` only.
+    ReadWrite,
+}
+
+/// Opens a user session on a token and logs in.
 ///
 /// # Errors
 /// Missing token or wrong PIN.
-pub fn login(t: &TokenRef, pin: &Pin) -> Result<Session, HsmError> {
+pub fn login(t: &TokenRef, pin: &Pin, access: Access) -> Result<Session, HsmError> {
     let p = module(&t.module)?;
     let slot = find_slot(&p, &t.label)?;
-    let s = p.open_rw_session(slot).map_err(call("open session"))?;
+    let s = match access {
+        Access::ReadOnly => p.open_ro_session(slot),
+        Access::ReadWrite => p.open_rw_session(slot),
+    }
+    .map_err(call("open session"))?;
     match s.login(UserType::User, Some(&pin.auth())) {
         Ok(()) => Ok(s),
         // Another session of this process already logged the token in.
@@ -242,13 +264,67 @@ pub fn login(t: &TokenRef, pin: &Pin) -> Result<Session, HsmError> {
     }
 }
 
-/// Generates a key pair on the token: the private key is sensitive, never extractable and
-/// may only sign (no decrypt, unwrap or derive). Returns the public key as SubjectPublicKeyInfo
-/// DER, and the raw form rcgen wants (EC point, or PKCS#1 RSAPublicKey).
+/// Opens a read-only session without logging in: it sees the token's public objects only
+/// (the certificates), never a private key.
+///
+/// # Errors
+/// Missing token.
+pub fn open_public(t: &TokenRef) -> Result<Session, HsmError> {
+    let p = module(&t.module)?;
+    let slot = find_slot(&p, &t.label)?;
+    p.open_ro_session(slot).map_err(call("open session"))
+}
+
+/// Whether the token lets this session change its objects (C_GetSessionInfo's
+/// CKF_RW_SESSION).
+///
+/// # Errors
+/// The token fails.
+pub fn session_access(s: &Session) -> Result<Access, HsmError> {
+    let info = s.get_session_info().map_err(call("session info"))?;
+    Ok(if info.read_write() {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
+    })
+}
+
+/// What a key signs: the mechanisms it may use depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    /// A CA key: certificates, through rcgen (ECDSA with SHA-256, or RSASSA-PKCS1-v1_5 with
+    /// SHA-256).
+    Ca,
+    /// The server's TLS key: handshakes (ECDSA with SHA-256; RSA: PSS for TLS 1.3 and
+    /// PKCS#1 v1.5 for TLS 1.2 peers that offer nothing else).
+    TlsServer,
+}
+
+/// The CKA_ALLOWED_MECHANISMS of a key: exactly the mechanisms [`sign_with`] uses for it
+/// (ECDSA is computed over a SHA-256 digest made here, so plain CKM_ECDSA).
+pub fn allowed_mechanisms(alg: KeyAlgorithm, role: KeyRole) -> Vec<MechanismType> {
+    match (alg, role) {
+        (KeyAlgorithm::EcdsaP256, _) => vec![MechanismType::ECDSA],
+        (KeyAlgorithm::Rsa(_), KeyRole::Ca) => vec![MechanismType::SHA256_RSA_PKCS],
+        (KeyAlgorithm::Rsa(_), KeyRole::TlsServer) => vec![
+            MechanismType::SHA256_RSA_PKCS_PSS,
+            MechanismType::SHA256_RSA_PKCS,
+        ],
+    }
+}
+
+/// Generates a key pair on the token: the private key is sensitive, never extractable, may
+/// only sign (no decrypt, unwrap or derive) and only with [`allowed_mechanisms`]. Returns the
+/// public key in the raw form rcgen wants (EC point, or PKCS#1 RSAPublicKey).
 ///
 /// # Errors
 /// The token refuses.
-pub fn generate_key(s: &Session, label: &str, alg: KeyAlgorithm) -> Result<PublicKey, HsmError> {
+pub fn generate_key(
+    s: &Session,
+    label: &str,
+    alg: KeyAlgorithm,
+    role: KeyRole,
+) -> Result<PublicKey, HsmError> {
     let id = label.as_bytes().to_vec();
     let common_priv = vec![
         Attribute::Token(true),
@@ -259,6 +335,7 @@ pub fn generate_key(s: &Session, label: &str, alg: KeyAlgorithm) -> Result<Publi
         Attribute::Decrypt(false),
         Attribute::Unwrap(false),
         Attribute::Derive(false),
+        Attribute::AllowedMechanisms(allowed_mechanisms(alg, role)),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.clone()),
     ];
@@ -302,6 +379,9 @@ pub struct KeyProtection {
     pub other_uses: bool,
     /// The token handed out CKA_VALUE (the private key itself) when asked.
     pub value_readable: bool,
+    /// CKA_ALLOWED_MECHANISMS as names (e.g. `CKM_ECDSA`), sorted; empty: the key is not
+    /// restricted.
+    pub allowed: Vec<String>,
 }
 
 /// Every private key on the token with its protection attributes; also asks for each key's
@@ -326,6 +406,7 @@ pub fn key_protection(s: &Session) -> Result<Vec<KeyProtection>, HsmError> {
                     AttributeType::Decrypt,
                     AttributeType::Unwrap,
                     AttributeType::Derive,
+                    AttributeType::AllowedMechanisms,
                 ],
             )
             .map_err(call("read key attributes"))?;
@@ -336,6 +417,7 @@ pub fn key_protection(s: &Session) -> Result<Vec<KeyProtection>, HsmError> {
             never_extractable: false,
             other_uses: false,
             value_readable: false,
+            allowed: Vec::new(),
         };
         for a in attrs {
             match a {
@@ -345,6 +427,11 @@ pub fn key_protection(s: &Session) -> Result<Vec<KeyProtection>, HsmError> {
                 Attribute::NeverExtractable(b) => k.never_extractable = b,
                 Attribute::Decrypt(b) | Attribute::Unwrap(b) | Attribute::Derive(b) => {
                     k.other_uses |= b
+                }
+                Attribute::AllowedMechanisms(m) => {
+                    // Sorted: tokens keep the list in an order of their own.
+                    k.allowed = m.iter().map(ToString::to_string).collect();
+                    k.allowed.sort();
                 }
                 _ => {}
             }
@@ -691,13 +778,19 @@ impl SigningPool {
             let pooled = t.idle.lock().ok().and_then(|mut v| v.pop());
             let (session, key) = match pooled {
                 Some(p) => p,
-                None => match login(&t.token, &self.pin).and_then(|s| {
+                None => match login(&t.token, &self.pin, Access::ReadOnly).and_then(|s| {
                     let (key, _) = find_private_key(&s, &self.label)?;
-                    Ok((s, key))
+                    let access = session_access(&s)?;
+                    Ok((s, key, access))
                 }) {
-                    Ok(p) => {
-                        info!(target: "audit", event = "hsm_session", key = %self.label, token = %t.token.label, "HSM signing session opened");
-                        p
+                    Ok((s, key, access)) => {
+                        // As the token reports it (C_GetSessionInfo), not as we asked.
+                        let access = match access {
+                            Access::ReadOnly => "read-only",
+                            Access::ReadWrite => "read-write",
+                        };
+                        info!(target: "audit", event = "hsm_session", key = %self.label, token = %t.token.label, access, "HSM signing session opened");
+                        (s, key)
                     }
                     Err(e) => {
                         last = Some(e);
@@ -745,5 +838,66 @@ impl SigningPool {
             }
         }
         Err(last.unwrap_or_else(|| HsmError::Unavailable(self.label.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_allowed_exactly_the_mechanisms_sign_with_uses() {
+        assert_eq!(
+            allowed_mechanisms(KeyAlgorithm::EcdsaP256, KeyRole::Ca),
+            [MechanismType::ECDSA]
+        );
+        assert_eq!(
+            allowed_mechanisms(KeyAlgorithm::EcdsaP256, KeyRole::TlsServer),
+            [MechanismType::ECDSA]
+        );
+        // rcgen signs certificates with PKCS#1 v1.5 only.
+        assert_eq!(
+            allowed_mechanisms(KeyAlgorithm::Rsa(3072), KeyRole::Ca),
+            [MechanismType::SHA256_RSA_PKCS]
+        );
+        // TLS 1.3 needs PSS; TLS 1.2 peers may offer only PKCS#1 v1.5.
+        assert_eq!(
+            allowed_mechanisms(KeyAlgorithm::Rsa(2048), KeyRole::TlsServer),
+            [
+                MechanismType::SHA256_RSA_PKCS_PSS,
+                MechanismType::SHA256_RSA_PKCS
+            ]
+        );
+        // Each SignMode's mechanism is in the list of the keys that use it.
+        for (mode, alg, role) in [
+            (SignMode::EcdsaSha256, KeyAlgorithm::EcdsaP256, KeyRole::Ca),
+            (
+                SignMode::EcdsaSha256,
+                KeyAlgorithm::EcdsaP256,
+                KeyRole::TlsServer,
+            ),
+            (
+                SignMode::RsaPkcs1Sha256,
+                KeyAlgorithm::Rsa(2048),
+                KeyRole::Ca,
+            ),
+            (
+                SignMode::RsaPkcs1Sha256,
+                KeyAlgorithm::Rsa(2048),
+                KeyRole::TlsServer,
+            ),
+            (
+                SignMode::RsaPssSha256,
+                KeyAlgorithm::Rsa(2048),
+                KeyRole::TlsServer,
+            ),
+        ] {
+            let mech = match mode {
+                SignMode::EcdsaSha256 => MechanismType::ECDSA,
+                SignMode::RsaPkcs1Sha256 => MechanismType::SHA256_RSA_PKCS,
+                SignMode::RsaPssSha256 => MechanismType::SHA256_RSA_PKCS_PSS,
+            };
+            assert!(allowed_mechanisms(alg, role).contains(&mech), "{mode:?}");
+        }
     }
 }

@@ -255,7 +255,7 @@ async fn watch_rotation(shared: Arc<Shared>, shutdown: CancellationToken) {
                 warn!(error = %e, "checking the token for a rotated server key failed; keeping the current key");
                 // The token may be gone: re-initialise the module so that it is found again
                 // as soon as it is back, before the next device needs a signature.
-                let module = pki.ca.token.module.clone();
+                let module = pki.server.token.module.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     crate::pki::hsm::reinitialize(&module, clock::now())
                 })

@@ -24,6 +24,7 @@ fn demo(hsm: bool) -> String {
         cmd.arg("--hsm")
             .env("SOFTHSM2_CONF", &conf)
             .env("ANCHORD_HSM_PIN", "demo-pin")
+            .env("ANCHORD_CA_PIN", "demo-ca-pin")
             .env("ANCHORD_HSM_SO_PIN", "demo-so-pin");
     }
     let out = cmd.output().unwrap();
@@ -66,6 +67,14 @@ fn demo_with_file_keys_gives_every_device_its_answer() {
 #[test]
 fn demo_on_the_hsm_path_gives_every_device_its_answer() {
     let text = demo(true);
-    assert!(text.contains("on PKCS#11 token `anchord-demo`"), "{text}");
+    // Two tokens: the server's holds its key and nothing else, as its own login sees it.
+    assert!(
+        text.contains("CA token: `ca-anchord-demo` (root and issuing CA keys;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server token: `anchord-demo` (server key only: private keys seen with the server's PIN: anchord-server@1; read-only sessions)"),
+        "{text}"
+    );
     assert_table(&text);
 }

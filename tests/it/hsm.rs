@@ -9,17 +9,20 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{eapol_test, pki_dir, Server, SECRET};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const PIN: &str = "1234";
-const SO_PIN: &str = "5678";
+pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The server token's PIN (what `[pki]` is given).
+pub(crate) const PIN: &str = "1234";
+/// The CA token's PIN: never given to the server.
+pub(crate) const CA_PIN: &str = "4321";
+pub(crate) const SO_PIN: &str = "5678";
 
-struct Token {
-    dir: tempfile::TempDir,
+pub(crate) struct Token {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Token {
     /// An empty SoftHSM2 token directory; `anchord pki init` creates the token in it.
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tokens")).unwrap();
         std::fs::write(
@@ -33,19 +36,20 @@ impl Token {
         Self { dir }
     }
 
-    fn conf(&self) -> String {
+    pub(crate) fn conf(&self) -> String {
         self.dir.path().join("softhsm2.conf").display().to_string()
     }
 
-    fn envs(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn envs(&self) -> Vec<(&'static str, String)> {
         vec![
             ("SOFTHSM2_CONF", self.conf()),
             ("ANCHORD_HSM_PIN", PIN.into()),
+            ("ANCHORD_CA_PIN", CA_PIN.into()),
             ("ANCHORD_HSM_SO_PIN", SO_PIN.into()),
         ]
     }
 
-    fn anchord(&self, args: &[&str]) -> Output {
+    pub(crate) fn anchord(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_anchord"))
             .args(args)
             .envs(self.envs())
@@ -54,7 +58,7 @@ impl Token {
             .unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.anchord(args);
         assert!(
             out.status.success(),
@@ -66,24 +70,29 @@ impl Token {
     }
 
     /// `pki init`, then a device issued from the token and the CA exported, in `out`.
-    fn init_with_device(&self, out: &Path, device: &str) {
+    pub(crate) fn init_with_device(&self, out: &Path, device: &str) {
         self.ok(&["pki", "init"]);
         let out_s = out.display().to_string();
         self.ok(&["pki", "issue", "--device", device, "--out", &out_s]);
         self.ok(&["pki", "export-ca", "--out", &out_s]);
     }
 
-    /// OpenSC's pkcs11-tool, logged in to this token.
-    fn pkcs11_tool(&self, args: &[&str]) -> Output {
+    /// OpenSC's pkcs11-tool, logged in to the server token.
+    pub(crate) fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        self.pkcs11_tool_on("anchord", PIN, args)
+    }
+
+    /// OpenSC's pkcs11-tool, logged in to the token labelled `label`.
+    pub(crate) fn pkcs11_tool_on(&self, label: &str, pin: &str, args: &[&str]) -> Output {
         Command::new("pkcs11-tool")
             .args([
                 "--module",
                 MODULE,
                 "--token-label",
-                "anchord",
+                label,
                 "--login",
                 "--pin",
-                PIN,
+                pin,
             ])
             .args(args)
             .env("SOFTHSM2_CONF", self.conf())
@@ -91,16 +100,32 @@ impl Token {
             .unwrap()
     }
 
-    fn tokens_dir(&self) -> PathBuf {
+    pub(crate) fn tokens_dir(&self) -> PathBuf {
         self.dir.path().join("tokens")
     }
 
-    fn serve(&self) -> Server {
+    /// SoftHSM2's folder of the token labelled `label`.
+    pub(crate) fn token_dir(&self, label: &str) -> PathBuf {
+        std::fs::read_dir(self.tokens_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|d| {
+                // The label attribute: its length (32, as a 64-bit number), then the label
+                // padded with spaces to 32 bytes.
+                let mut field = vec![0, 0, 0, 0, 0, 0, 0, 0x20];
+                field.extend_from_slice(format!("{label:<32}").as_bytes());
+                let obj = std::fs::read(d.join("token.object")).unwrap_or_default();
+                obj.windows(field.len()).any(|w| w == field)
+            })
+            .unwrap_or_else(|| panic!("no token folder for `{label}`"))
+    }
+
+    pub(crate) fn serve(&self) -> Server {
         self.serve_with("rotation_check_secs = 1\n")
     }
 
     /// Serves with the server key on this token; `pki` is the body of the [pki] table.
-    fn serve_with(&self, pki: &str) -> Server {
+    pub(crate) fn serve_with(&self, pki: &str) -> Server {
         let config = format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[pki]\n{pki}\n[authorization]\nvlan = \"100\"\n\n[[client]]\nname = \"it-nas\"\naddress = \"127.0.0.1\"\nsecret = \"{SECRET}\"\n"
         );
@@ -111,7 +136,7 @@ impl Token {
 }
 
 /// Runs an eapol-tests scenario from `dir`; true on SUCCESS with eapol_test's MPPE check passing.
-fn eapol(server: &Server, dir: &Path, scenario: &str) -> bool {
+pub(crate) fn eapol(server: &Server, dir: &Path, scenario: &str) -> bool {
     let text = eapol_test(server, dir, scenario, &[]);
     let success = text.lines().any(|l| l.trim() == "SUCCESS");
     assert!(
@@ -126,12 +151,20 @@ fn init_makes_sensitive_never_extractable_sign_only_keys() {
     let t = Token::new();
     let out = t.ok(&["pki", "init"]);
     assert!(
-        out.contains("anchord-root-ca, anchord-issuing-ca, anchord-server@1"),
+        out.contains("made on CA token `ca-anchord` (keys sensitive, non-extractable, sign only): anchord-root-ca, anchord-issuing-ca\n"),
         "{out}"
     );
-    // OpenSC's view of the token, independent of anchord's code.
-    let listing = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        out.contains("made on server token `anchord` (server key only; CA certificates as public objects): anchord-server@1\n"),
+        "{out}"
+    );
+    // OpenSC's view of both tokens, independent of anchord's code.
+    let mut listing = String::new();
+    for (label, pin) in [("ca-anchord", CA_PIN), ("anchord", PIN)] {
+        let out = t.pkcs11_tool_on(label, pin, &["--list-objects", "--type", "privkey"]);
+        assert!(out.status.success(), "{label}");
+        listing += &String::from_utf8_lossy(&out.stdout);
+    }
     assert_eq!(
         listing.matches("Private Key Object; EC").count(),
         3,
@@ -315,12 +348,7 @@ fn token_that_disappears_fails_closed_and_is_found_again() {
 /// the same keys on another token.
 fn clone_token(t: &Token, from: &str, to: &str) {
     assert_eq!(from.len(), to.len(), "labels are patched in place");
-    let src = std::fs::read_dir(t.tokens_dir())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let src = t.token_dir(from);
     let dst = t.tokens_dir().join("replica");
     std::fs::create_dir(&dst).unwrap();
     for f in std::fs::read_dir(&src).unwrap() {
@@ -353,28 +381,15 @@ fn signing_fails_over_to_the_next_token_with_the_same_key() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().display().to_string();
     t.ok(&["pki", "init", "--token", "anchord-a"]);
-    t.ok(&[
-        "pki",
-        "issue",
-        "--token",
-        "anchord-a",
-        "--device",
-        "device-ecdsa",
-        "--out",
-        &out,
-    ]);
+    // Devices come from the CA token, whichever server token the server uses.
+    t.ok(&["pki", "issue", "--device", "device-ecdsa", "--out", &out]);
     t.ok(&["pki", "export-ca", "--token", "anchord-a", "--out", &out]);
     clone_token(&t, "anchord-a", "anchord-b");
     let s = t.serve_with("token = \"anchord-a\"\nfallback = [{ token = \"anchord-b\" }]\n");
     assert!(eapol(&s, work.path(), "tls12-ecdsa"));
     s.wait_log(&["hsm_sign", "token=anchord-a", "result=\"ok\""]);
     // Token a goes away; the replica signs, and no device is turned away for it.
-    let a = std::fs::read_dir(t.tokens_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| !p.ends_with("replica"))
-        .unwrap();
-    std::fs::remove_dir_all(a).unwrap();
+    std::fs::remove_dir_all(t.token_dir("anchord-a")).unwrap();
     assert!(
         eapol(&s, work.path(), "tls13-ecdsa"),
         "the replica must sign"

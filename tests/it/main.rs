@@ -15,6 +15,7 @@ mod eapol;
 mod forged_chain;
 mod harness;
 mod hsm;
+mod hsm_layout;
 mod ocsp;
 mod responder;
 mod revocation;
