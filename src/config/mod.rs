@@ -124,9 +124,6 @@ pub struct Config {
     pub pki: Option<Arc<PkiRuntime>>,
     /// OCSP checking, when `[revocation]` is set (and not `mode = "off"`).
     pub revocation: Option<Arc<Checker>>,
-    /// The CA certificates devices chain to (DER): issuers for revocation checks of devices
-    /// issued directly by a root.
-    pub anchors: Vec<Vec<u8>>,
 }
 
 /// The server key in a token, as the running server uses it.
@@ -352,7 +349,6 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         .revocation
         .as_ref()
         .and_then(|r| revocation_settings(ctx, r));
-    let anchors = anchor_ders(ctx, &raw.tls, pki.as_ref());
     let dictionary = load_dictionary(ctx, s.dictionary.as_ref());
 
     let vlan = raw.authorization.vlan.as_ref().map(|v| {
@@ -459,31 +455,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         dictionary: Arc::new(dictionary?),
         pki,
         revocation,
-        anchors,
     })
-}
-
-fn anchor_ders(ctx: &mut Ctx<'_>, t: &raw::RawTls, pki: Option<&Arc<PkiRuntime>>) -> Vec<Vec<u8>> {
-    if let Some(p) = pki {
-        return p
-            .server
-            .server_material()
-            .map(|m| vec![m.root])
-            .unwrap_or_default();
-    }
-    let mut out = Vec::new();
-    for path in
-        t.ca.as_ref()
-            .map(|c| c.get_ref().clone())
-            .unwrap_or_default()
-    {
-        if let Ok(certs) = CertificateDer::pem_file_iter(ctx.path(&path))
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        {
-            out.extend(certs.into_iter().map(|c| c.to_vec()));
-        }
-    }
-    out
 }
 
 fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<Checker>> {
