@@ -7,6 +7,8 @@
 #   bench/compare.sh soak       # anchord RSS over a 5-minute steady load (SOAK_SECS, SOAK_RATE)
 #   bench/compare.sh hsm        # anchord with the server key in SoftHSM2 against in a file
 #   bench/compare.sh ocsp       # anchord with OCSP on (warm cache) against OCSP off
+#   bench/compare.sh flood      # one NAS's devices while another NAS floods half-open
+#                               # conversations (FLOOD_RATE, GOOD_RATE): success and p99
 #
 # Servers are pinned to core 0 and the load generator (`anchord bench`, which verifies every
 # reply: authenticators, EAP-Success, MS-MPPE keys against its own MSK, VLAN; and the
@@ -224,6 +226,62 @@ if [ "$mode" = hsm ]; then
     read -r h_rate h_cpu _ h_err < <(median_sat "${h[@]}")
     pair "$tls" "$f_rate" "$f_cpu" "$f_err" "$h_rate" "$h_cpu" "$h_err"
   done
+  exit 0
+fi
+
+if [ "$mode" = flood ]; then
+  # Fairness under a flood of unauthenticated devices (issue 9): NAS "bench" (127.0.0.1)
+  # floods half-open conversations, each costing a handshake signature on the SoftHSM2
+  # token, while NAS "good" (127.0.0.2) authenticates devices at a steady rate. Its success
+  # rate and latency are compared with the same load and no flood.
+  export SOFTHSM2_CONF=$work/softhsm2.conf ANCHORD_HSM_PIN=bench-pin ANCHORD_CA_PIN=bench-ca-pin ANCHORD_HSM_SO_PIN=bench-so-pin
+  mkdir -p "$work/tokens" "$work/hsm-dev"
+  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$SOFTHSM2_CONF"
+  "$A" pki init --token anchord-bench >/dev/null
+  "$A" pki issue --device device-ecdsa --out "$work/hsm-dev" >/dev/null
+  "$A" pki export-ca --token anchord-bench --out "$work/hsm-dev" >/dev/null
+  FLOOD_RATE=${FLOOD_RATE:-3000} GOOD_RATE=${GOOD_RATE:-50}
+  good_client=$'[[client]]\nname = "good"\naddress = "127.0.0.2"\nsecret = "'"$SECRET"'"'
+  # "completed errors p50 p99" of the good NAS's run
+  good() { pki=$work/hsm-dev load "$APORT" device-ecdsa 1.3 --bind 127.0.0.2 --rate "$GOOD_RATE" --duration "$D" |
+    jget "'%d %d %.2f %.2f' % (d['completed'], sum(d['errors'].values()), d['latency_ms']['p50'], d['latency_ms']['p99'])"; }
+  base=() flooded=() flood_out=()
+  steal0=$(steal_ticks)
+  for _ in 1 2 3; do
+    EXTRA=$good_client start_anchord hsm
+    pki=$work/hsm-dev warm "$APORT" device-ecdsa 1.3 --bind 127.0.0.2 >/dev/null 2>&1 || true
+    base+=("$(good)"); stop
+    EXTRA=$good_client start_anchord hsm
+    pki=$work/hsm-dev nice -n 10 taskset -c 1 "$A" bench --server "127.0.0.1:$APORT" --secret "$SECRET" \
+      --cert "$work/hsm-dev/device-ecdsa.pem" --key "$work/hsm-dev/device-ecdsa.key" --ca "$work/hsm-dev/root-ca.pem" \
+      --tls 1.3 --rate "$FLOOD_RATE" --abandon --timeout-ms 500 --retries 0 --duration "$((D + 2))" --json --quiet \
+      >"$work/flood.json" 2>/dev/null &
+    fp=$!
+    sleep 1
+    flooded+=("$(good)")
+    wait "$fp" || true
+    flood_out+=("$(jget "'%d' % d['completed']" <"$work/flood.json")")
+    stop
+  done
+  python3 - "$GOOD_RATE" "$FLOOD_RATE" "$(steal_pct "$steal0")" "${flood_out[*]}" "${base[@]}" -- "${flooded[@]}" <<'PY'
+import statistics, sys
+good_rate, flood_rate, steal, flood_done = sys.argv[1:5]
+rest = sys.argv[5:]
+cut = rest.index("--")
+runs = lambda xs: [list(map(float, x.split())) for x in xs]
+base, flooded = runs(rest[:cut]), runs(rest[cut + 1:])
+def summary(rs):
+    ok = [r[0] / max(r[0] + r[1], 1) * 100 for r in rs]
+    return statistics.median(ok), statistics.median(r[2] for r in rs), statistics.median(r[3] for r in rs)
+b, f = summary(base), summary(flooded)
+print(f"good NAS at {good_rate} auth/s (TLS 1.3, server key in SoftHSM2), medians of 3 runs;")
+print(f"flood NAS offering {flood_rate} half-open conversations/s (served per run: {flood_done})")
+print(f"{'metric':<28} {'no flood':>10} {'flood':>10} {'ratio':>8}")
+print(f"{'success %':<28} {b[0]:>10.1f} {f[0]:>10.1f} {f[0] / max(b[0], 1e-9):>7.2f}x")
+print(f"{'p50 ms':<28} {b[1]:>10.2f} {f[1]:>10.2f} {f[1] / max(b[1], 1e-9):>7.2f}x")
+print(f"{'p99 ms':<28} {b[2]:>10.2f} {f[2]:>10.2f} {f[2] / max(b[2], 1e-9):>7.2f}x")
+print(f"host steal % (noise): {steal}")
+PY
   exit 0
 fi
 
