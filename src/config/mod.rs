@@ -358,8 +358,22 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
 
     let mut clients = Vec::new();
     let mut inline_secrets = Vec::new();
+    // Conversations and per-client counts are bound to the client entry and logs name it:
+    // two entries under one name would share them.
+    let mut names: std::collections::HashMap<&str, Range<usize>> = std::collections::HashMap::new();
     for (i, c) in raw.client.iter().enumerate() {
         let key = |k: &str| format!("client[{i}].{k}");
+        let name = c.name.get_ref();
+        if let Some(first) = names.get(name.as_str()) {
+            let first_line = ctx.line_of(first.clone()).unwrap_or(0);
+            ctx.err(
+                c.name.span(),
+                key("name"),
+                format!("duplicate client name `{name}` (first used at line {first_line}): names must be unique"),
+            );
+        } else {
+            names.insert(name, c.name.span());
+        }
         let network = match parse_network(c.address.get_ref()) {
             Some(n) => n,
             None => {
@@ -373,7 +387,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         };
         let secret = match (&c.secret, &c.secret_file) {
             (Some(s), None) => {
-                inline_secrets.push(c.name.clone());
+                inline_secrets.push(c.name.get_ref().clone());
                 Some((s.span(), s.get_ref().as_bytes().to_vec()))
             }
             (None, Some(f)) => match std::fs::read(ctx.path(f.get_ref())) {
@@ -417,7 +431,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
             continue;
         }
         clients.push(Client {
-            name: c.name.clone(),
+            name: c.name.get_ref().clone(),
             network,
             secret: SharedSecret::new(secret),
             require_message_authenticator: c.require_message_authenticator,

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::checks;
 use super::clock;
-use super::sessions::SessionEntry;
+use super::sessions::{SessionEntry, TakeError};
 use super::{AuditRecord, Shared};
 use crate::config::{Client, Config};
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
@@ -118,13 +118,23 @@ async fn access_request(
             }
         },
         Some(state) => {
-            let Some(entry) = shared.sessions.take(state).filter(|e| e.nas == client.name) else {
-                shared.metrics.inc("reject_unknown_state");
-                info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
-                return Some(reject(
-                    req,
-                    EapPacket::outcome(EapCode::Failure, eap.identifier),
-                ));
+            let entry = match shared.sessions.take(state, client) {
+                Ok(entry) => entry,
+                Err(TakeError::OtherClient) => {
+                    // Another NAS cannot continue, or by a Reject end, a conversation it
+                    // merely saw: drop its copy and leave the conversation alone.
+                    shared.metrics.inc("drop_state_of_other_client");
+                    debug!(nas = %client.name, reason = "state_of_other_client", "request dropped: its State belongs to another client's conversation");
+                    return None;
+                }
+                Err(TakeError::Unknown) => {
+                    shared.metrics.inc("reject_unknown_state");
+                    info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
+                    return Some(reject(
+                        req,
+                        EapPacket::outcome(EapCode::Failure, eap.identifier),
+                    ));
+                }
             };
             let (entry, result) = match step_session(config, entry, eap.clone()).await {
                 Some(r) => r,
@@ -233,6 +243,7 @@ fn start(
         session,
         identity,
         nas: client.name.clone(),
+        nas_network: client.network,
         started: clock::now(),
         cert: None,
         vlan: None,

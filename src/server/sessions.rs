@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::fifo::Fifo;
+use ipnet::IpNet;
+
+use super::fifo::{Fifo, Removal};
+use crate::config::Client;
 use crate::eap::Session;
 use crate::tls::CertSummary;
 
@@ -20,8 +23,13 @@ pub struct SessionEntry {
     pub session: Session,
     /// EAP identity the device gave.
     pub identity: String,
-    /// The client (NAS) the conversation belongs to; another client's State is not honoured.
+    /// Name of the client entry (NAS) the conversation belongs to. Names are unique in a
+    /// config (`check` refuses duplicates).
     pub nas: String,
+    /// Address block of that client entry. With the name it identifies the entry, so only
+    /// requests matched to the same entry may continue the conversation, and a reload that
+    /// keeps the entry keeps its conversations.
+    pub nas_network: IpNet,
     /// When the conversation started.
     pub started: Instant,
     /// The verified client certificate, once known.
@@ -30,6 +38,22 @@ pub struct SessionEntry {
     pub vlan: Option<String>,
     /// Revocation result, once checked.
     pub revocation: Option<String>,
+}
+
+impl SessionEntry {
+    /// True when `client` is the entry this conversation started with.
+    pub fn belongs_to(&self, client: &Client) -> bool {
+        self.nas == client.name && self.nas_network == client.network
+    }
+}
+
+/// Why [`SessionTable::take`] gave no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeError {
+    /// No conversation under this State.
+    Unknown,
+    /// The State belongs to a conversation of another client entry; it was left alone.
+    OtherClient,
 }
 
 /// The table.
@@ -74,12 +98,25 @@ impl SessionTable {
         }
     }
 
-    /// Takes the session for a State out of the table.
-    pub fn take(&self, state: &[u8]) -> Option<SessionEntry> {
-        let key: [u8; 16] = state.try_into().ok()?;
-        let (entry, expired) = self.table.remove(&key);
-        self.forget(expired.iter().chain(&entry).map(|b| &**b));
-        entry.map(|b| *b)
+    /// Takes the session for a State out of the table, if it belongs to `client`. A State
+    /// of another client entry leaves the conversation untouched: a NAS that saw another
+    /// NAS's State cannot end that conversation.
+    ///
+    /// # Errors
+    /// [`TakeError::Unknown`] for a State not held (never issued, used, expired or evicted);
+    /// [`TakeError::OtherClient`] for a State issued to a different client entry.
+    pub fn take(&self, state: &[u8], client: &Client) -> Result<SessionEntry, TakeError> {
+        let key: [u8; 16] = state.try_into().map_err(|_| TakeError::Unknown)?;
+        let (removal, expired) = self.table.remove_if(&key, |e| e.belongs_to(client));
+        self.forget(expired.iter().map(|b| &**b));
+        match removal {
+            Removal::Removed(e) => {
+                self.forget([&*e]);
+                Ok(*e)
+            }
+            Removal::Refused => Err(TakeError::OtherClient),
+            Removal::Absent => Err(TakeError::Unknown),
+        }
     }
 
     /// Stores a session under a State; the least recently used one leaves if the table is

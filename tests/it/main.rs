@@ -15,6 +15,7 @@ mod eapol;
 mod harness;
 mod hsm;
 mod ocsp;
+mod replay;
 mod responder;
 mod revocation;
 mod wire;
