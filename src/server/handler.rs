@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::checks;
 use super::clock;
+use super::logsafe::Escaped;
 use super::sessions::{SessionEntry, TakeError};
 use super::{AuditRecord, Shared};
 use crate::config::{Client, Config};
@@ -406,15 +407,15 @@ fn finished(
         outcome = record.outcome,
         reason = record.reason,
         nas = %record.nas,
-        identity = %record.identity,
-        cert.subject = %record.cert_subject,
-        cert.serial = %record.cert_serial,
-        cert.issuer = %record.cert_issuer,
+        identity = %Escaped(&record.identity),
+        cert.subject = %Escaped(&record.cert_subject),
+        cert.serial = %Escaped(&record.cert_serial),
+        cert.issuer = %Escaped(&record.cert_issuer),
         tls = record.tls_version,
         rounds = record.rounds,
         duration_ms = record.duration_ms as u64,
         vlan = record.vlan.as_deref().unwrap_or("-"),
-        revocation = %record.revocation,
+        revocation = %Escaped(&record.revocation),
         detail,
         "authentication finished"
     );

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod dedup;
 pub mod fifo;
 mod handler;
+pub mod logsafe;
 pub mod metrics;
 pub mod sessions;
 
