@@ -264,3 +264,56 @@ secret = "two"
         ]
     );
 }
+
+#[test]
+fn second_state_or_split_eap_message_is_dropped_with_its_reason() {
+    let s = Server::start();
+    let a = socket("127.0.0.1:0", &s);
+    a.send(&request(1, 1, &[(79, identity_response(1))], SECRET))
+        .unwrap();
+    let challenge = replies_until(&a, 1).pop().unwrap();
+    let state = attribute(&challenge, 24).unwrap();
+    let eap_id = attribute(&challenge, 79).unwrap()[1];
+    // Both carry the live State: processed, either would end the conversation.
+    a.send(&request(
+        1,
+        2,
+        &[
+            (24, state.clone()),
+            (79, tls_ack(eap_id)),
+            (24, state.clone()),
+        ],
+        SECRET,
+    ))
+    .unwrap();
+    let ack = tls_ack(eap_id);
+    a.send(&request(
+        1,
+        3,
+        &[
+            (79, ack[..3].to_vec()),
+            (24, state.clone()),
+            (79, ack[3..].to_vec()),
+        ],
+        SECRET,
+    ))
+    .unwrap();
+    a.send(&request(12, 4, &[], SECRET)).unwrap();
+    let got = replies_until(&a, 4);
+    assert_eq!(
+        got.iter().map(|r| (r[0], r[1])).collect::<Vec<_>>(),
+        vec![(2, 4)]
+    );
+    s.wait_log(&["datagram dropped", "reason=\"duplicate_state\""]);
+    s.wait_log(&["datagram dropped", "reason=\"split_eap_message\""]);
+    // The conversation was not touched: its framing error, not unknown_state.
+    a.send(&request(
+        1,
+        5,
+        &[(79, tls_ack(eap_id)), (24, state)],
+        SECRET,
+    ))
+    .unwrap();
+    assert_eq!(replies_until(&a, 5).pop().unwrap()[0], 3);
+    s.wait_log(&["reason=\"eap_tls_framing\""]);
+}
