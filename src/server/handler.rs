@@ -95,6 +95,8 @@ async fn access_request(
             ));
         }
     };
+    // Holds the State of the conversation being worked on until this request is answered.
+    let mut _in_use = None;
     let mut step = match req.first(AttrType::State) {
         None if config
             .max_sessions_per_client
@@ -120,7 +122,17 @@ async fn access_request(
         },
         Some(state) => {
             let entry = match shared.sessions.take(state, client) {
-                Ok(entry) => entry,
+                Ok((entry, in_use)) => {
+                    _in_use = Some(in_use);
+                    entry
+                }
+                Err(TakeError::InUse) => {
+                    // A copy of a request still being worked on (a NAS's retransmission
+                    // under a new Identifier): the first one will answer.
+                    shared.metrics.inc("drop_state_in_use");
+                    debug!(nas = %client.name, reason = "state_in_use", "request dropped: a request with this State is being processed");
+                    return None;
+                }
                 Err(TakeError::OtherClient) => {
                     // Another NAS cannot continue, or by a Reject end, a conversation it
                     // merely saw: drop its copy and leave the conversation alone.

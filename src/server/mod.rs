@@ -368,8 +368,8 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
         identifier: req.identifier,
         authenticator: req.authenticator,
     };
-    match shared.dedup.begin(key) {
-        Begin::New => {}
+    let pending = match shared.dedup.begin(key) {
+        Begin::New(pending) => pending,
         Begin::InProgress => {
             shared.metrics.inc("duplicate_in_progress");
             debug!(nas = %client.name, radius.id = req.identifier, "retransmission while in progress: dropped");
@@ -381,7 +381,7 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
             send(sock, src, &reply).await;
             return;
         }
-    }
+    };
     match handler::process(shared, &live.config, client, src, &req).await {
         Some(reply) => {
             if tracing::enabled!(tracing::Level::DEBUG) {
@@ -395,10 +395,11 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
             }
             // Exact-size copy: the builder's buffer has spare capacity the cache would keep.
             let reply: Arc<[u8]> = Arc::from(reply);
-            shared.dedup.answered(key, reply.clone());
+            pending.answered(reply.clone());
             send(sock, src, &reply).await;
         }
-        None => shared.dedup.abandon(&key),
+        // No reply: the ticket is dropped, so a retransmission is processed afresh.
+        None => drop(pending),
     }
 }
 

@@ -14,6 +14,7 @@ mod demo;
 mod eapol;
 mod harness;
 mod hsm;
+mod inprogress;
 mod logsafe;
 mod ocsp;
 mod replay;
