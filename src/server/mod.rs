@@ -299,6 +299,9 @@ fn warn_inline_secrets(config: &Config) {
     for name in &config.inline_secrets {
         warn!(client = %name, "shared secret is inline in the config: use secret_file outside dev/demo");
     }
+    for w in &config.warnings {
+        warn!(warning = %w, "configuration warning");
+    }
 }
 
 async fn recv_loop(

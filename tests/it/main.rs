@@ -20,4 +20,5 @@ mod ocsp;
 mod replay;
 mod responder;
 mod revocation;
+mod secrets;
 mod wire;
