@@ -8,6 +8,7 @@ pub mod clock;
 pub mod dedup;
 pub mod fifo;
 mod handler;
+pub mod loglimit;
 pub mod logsafe;
 pub mod metrics;
 pub mod sessions;
@@ -30,6 +31,7 @@ use crate::radius::summary::summarize;
 use crate::radius::UnverifiedRequest;
 use clients::ClientTable;
 use dedup::{Begin, Dedup, RequestKey};
+use loglimit::LogLimiter;
 use metrics::Metrics;
 use sessions::SessionTable;
 
@@ -87,6 +89,8 @@ pub struct Shared {
     live: RwLock<Arc<Live>>,
     dedup: Dedup,
     pub(crate) sessions: SessionTable,
+    /// Limits repeated per-request reject lines in the log.
+    log_limit: LogLimiter,
     /// Counters.
     pub metrics: Metrics,
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
@@ -131,6 +135,7 @@ impl Server {
                 config.duplicate_window,
             ),
             sessions: SessionTable::new(config.max_sessions, config.session_idle_timeout),
+            log_limit: LogLimiter::default(),
             metrics: Metrics::default(),
             audit,
         });
