@@ -289,6 +289,7 @@ async fn step_session(
         return Some((entry, result));
     };
     let slots = pki.signing_slots.clone();
+    let runtime = pki.clone();
     let step = async move {
         // The permit lives as long as the blocking work, even past our deadline.
         let permit = slots.acquire_owned().await.ok()?;
@@ -300,7 +301,14 @@ async fn step_session(
         .await
         .ok()
     };
-    tokio::time::timeout(pki.sign_timeout, step).await.ok()?
+    let result = tokio::time::timeout(pki.sign_timeout, step).await;
+    // A signature that failed on every token asks for its module to be re-initialised;
+    // that waits for every signing permit, so it runs apart from this request.
+    let modules = crate::pki::hsm::take_reinit_requests();
+    if !modules.is_empty() {
+        tokio::spawn(super::reinitialize_modules(runtime, modules));
+    }
+    result.ok()?
 }
 
 fn eap_identifier(bytes: &[u8]) -> u8 {
