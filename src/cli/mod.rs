@@ -152,7 +152,11 @@ async fn wait_for_signal() {
 
 #[allow(clippy::print_stdout, reason = "check reports to the admin on stdout")]
 fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
+    let (config, warnings) = Config::load_reporting(path);
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    match config {
         Ok(c) => {
             println!(
                 "{}: OK ({} client(s), listen {})",

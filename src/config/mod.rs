@@ -118,6 +118,9 @@ pub struct Config {
     pub clients: Vec<Client>,
     /// Clients whose secret is written inline (dev/demo only; warned at startup).
     pub inline_secrets: Vec<String>,
+    /// Problems that do not stop the server, e.g. a secret file others may read; logged at
+    /// startup and reload, reported by `check`.
+    pub warnings: Vec<ConfigError>,
     /// Attribute names for logs.
     pub dictionary: Arc<Dictionary>,
     /// The token holding the server key and trust anchors, when `[pki]` is set.
@@ -217,6 +220,7 @@ struct Ctx<'a> {
     dir: &'a Path,
     text: &'a str,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
@@ -233,6 +237,27 @@ impl Ctx<'_> {
             key: key.into(),
             message: message.into(),
         });
+    }
+
+    /// Reads a file holding a secret, noting a warning when group or others may read it.
+    fn read_secret(&mut self, f: &Spanned<String>, key: &str) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.path(f.get_ref());
+        let bytes = std::fs::read(&path)?;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            let line = self.line_of(f.span());
+            self.warnings.push(ConfigError {
+                file: self.file.to_path_buf(),
+                line,
+                key: key.to_owned(),
+                message: format!(
+                    "{} is readable by group or others (mode {mode:04o}): chmod 600 it",
+                    path.display()
+                ),
+            });
+        }
+        Ok(bytes)
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -258,15 +283,24 @@ impl Config {
     /// # Errors
     /// Every problem found, each with file, line and key.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
-        Self::parse(path, &text)
+        Self::load_reporting(path).0
+    }
+
+    /// Like [`Self::load`], and also hands back the warnings, found even when the config
+    /// has errors (for `check`, which reports everything at once).
+    pub fn load_reporting(path: &Path) -> (Result<Self, ConfigErrors>, Vec<ConfigError>) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse_reporting(path, &text),
+            Err(e) => (
+                Err(ConfigErrors(vec![ConfigError {
+                    file: path.to_path_buf(),
+                    line: None,
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                }])),
+                Vec::new(),
+            ),
+        }
     }
 
     /// Validates config text as if read from `path`.
@@ -274,30 +308,40 @@ impl Config {
     /// # Errors
     /// Every problem found, each with file, line and key.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        Self::parse_reporting(path, text).0
+    }
+
+    fn parse_reporting(path: &Path, text: &str) -> (Result<Self, ConfigErrors>, Vec<ConfigError>) {
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut ctx = Ctx {
             file: path,
             dir,
             text,
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
         let raw: raw::RawConfig = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
                 let line = ctx.line_of(span.start..span.start + 1);
-                return Err(ConfigErrors(vec![ConfigError {
+                let error = ConfigError {
                     file: path.to_path_buf(),
                     line,
                     key: String::new(),
                     message: e.message().to_owned(),
-                }]));
+                };
+                return (Err(ConfigErrors(vec![error])), Vec::new());
             }
         };
         let cfg = validate(&mut ctx, raw);
+        let warnings = ctx.warnings;
         match cfg {
-            Some(c) if ctx.errors.is_empty() => Ok(c),
-            _ => Err(ConfigErrors(ctx.errors)),
+            Some(mut c) if ctx.errors.is_empty() => {
+                c.warnings.clone_from(&warnings);
+                (Ok(c), warnings)
+            }
+            _ => (Err(ConfigErrors(ctx.errors)), warnings),
         }
     }
 }
@@ -365,8 +409,22 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
 
     let mut clients = Vec::new();
     let mut inline_secrets = Vec::new();
+    // Conversations and per-client counts are bound to the client entry and logs name it:
+    // two entries under one name would share them.
+    let mut names: std::collections::HashMap<&str, Range<usize>> = std::collections::HashMap::new();
     for (i, c) in raw.client.iter().enumerate() {
         let key = |k: &str| format!("client[{i}].{k}");
+        let name = c.name.get_ref();
+        if let Some(first) = names.get(name.as_str()) {
+            let first_line = ctx.line_of(first.clone()).unwrap_or(0);
+            ctx.err(
+                c.name.span(),
+                key("name"),
+                format!("duplicate client name `{name}` (first used at line {first_line}): names must be unique"),
+            );
+        } else {
+            names.insert(name, c.name.span());
+        }
         let network = match parse_network(c.address.get_ref()) {
             Some(n) => n,
             None => {
@@ -380,10 +438,10 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         };
         let secret = match (&c.secret, &c.secret_file) {
             (Some(s), None) => {
-                inline_secrets.push(c.name.clone());
+                inline_secrets.push(c.name.get_ref().clone());
                 Some((s.span(), s.get_ref().as_bytes().to_vec()))
             }
-            (None, Some(f)) => match std::fs::read(ctx.path(f.get_ref())) {
+            (None, Some(f)) => match ctx.read_secret(f, &key("secret_file")) {
                 Ok(mut bytes) => {
                     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                         bytes.pop();
@@ -424,7 +482,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
             continue;
         }
         clients.push(Client {
-            name: c.name.clone(),
+            name: c.name.get_ref().clone(),
             network,
             secret: SharedSecret::new(secret),
             require_message_authenticator: c.require_message_authenticator,
@@ -452,6 +510,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         vlan,
         clients,
         inline_secrets,
+        warnings: Vec::new(),
         dictionary: Arc::new(dictionary?),
         pki,
         revocation,
@@ -620,7 +679,10 @@ fn pki_settings(ctx: &mut Ctx<'_>, table: &Spanned<raw::RawPki>) -> Option<Arc<P
     let sign_timeout = ctx.bounded(&p.sign_timeout_ms, "pki.sign_timeout_ms", 50..60_001);
     let rotation = ctx.bounded(&p.rotation_check_secs, "pki.rotation_check_secs", 1..86_401);
     let pin = match &p.pin_file {
-        Some(f) => match std::fs::read_to_string(ctx.path(f.get_ref())) {
+        Some(f) => match ctx
+            .read_secret(f, "pki.pin_file")
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        {
             Ok(t) => Pin::new(t),
             Err(e) => {
                 ctx.err(

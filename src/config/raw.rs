@@ -266,7 +266,7 @@ pub(crate) struct RawAuthorization {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClient {
-    pub(crate) name: String,
+    pub(crate) name: Spanned<String>,
     pub(crate) address: Spanned<String>,
     pub(crate) secret: Option<Spanned<String>>,
     pub(crate) secret_file: Option<Spanned<String>>,

@@ -89,8 +89,8 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
         &format!("{}{}", issuing.cert.pem(), root.cert.pem()),
     )?;
     // The issuing CA's key, so tests can run OpenSSL's OCSP responder as the CA. Dev only.
-    write(dir, "issuing-ca.key", &issuing.key.serialize_pem())?;
-    write(dir, "root-ca.key", &root.key.serialize_pem())?;
+    write_key(dir, "issuing-ca.key", &issuing.key.serialize_pem())?;
+    write_key(dir, "root-ca.key", &root.key.serialize_pem())?;
 
     let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut p = leaf("radius.anchord.test", now, 10)?;
@@ -104,7 +104,7 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
         "server.pem",
         &format!("{}{}", server.pem(), issuing.cert.pem()),
     )?;
-    write(dir, "server.key", &server_key.serialize_pem())?;
+    write_key(dir, "server.key", &server_key.serialize_pem())?;
     // The same server with an RSA-2048 key, for RSA benchmarks.
     let rsa_key = KeyPair::generate_for(&PKCS_RSA_SHA256)?;
     p.serial_number = Some(SerialNumber::from(vec![0x10, 0x0B]));
@@ -114,7 +114,7 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
         "server-rsa.pem",
         &format!("{}{}", server_rsa.pem(), issuing.cert.pem()),
     )?;
-    write(dir, "server-rsa.key", &rsa_key.serialize_pem())?;
+    write_key(dir, "server-rsa.key", &rsa_key.serialize_pem())?;
 
     for (i, d) in DEVICES.iter().enumerate() {
         let alg: &SignatureAlgorithm = if d.name == "device-rsa" {
@@ -147,7 +147,7 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
             &format!("{}.pem", d.name),
             &format!("{}{}", cert.pem(), issuer.cert.pem()),
         )?;
-        write(dir, &format!("{}.key", d.name), &key.serialize_pem())?;
+        write_key(dir, &format!("{}.key", d.name), &key.serialize_pem())?;
     }
     // For revocation tests: a device that an OCSP responder will call revoked, a delegated
     // responder (id-kp-OCSPSigning) and a responder certificate without that EKU.
@@ -169,7 +169,7 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
             &format!("{name}.pem"),
             &format!("{}{}", cert.pem(), issuing.cert.pem()),
         )?;
-        write(dir, &format!("{name}.key"), &key.serialize_pem())?;
+        write_key(dir, &format!("{name}.key"), &key.serialize_pem())?;
     }
     Ok(())
 }
@@ -217,4 +217,76 @@ fn leaf(cn: &str, now: OffsetDateTime, serial: u8) -> Result<CertificateParams, 
 
 fn write(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     fs::write(dir.join(name), text)
+}
+
+/// Writes a private key readable by its owner only. The mode is set when the file is made
+/// (never a readable file chmod-ed later), and a file left from an earlier run is replaced,
+/// not reused with its old mode.
+fn write_key(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_keys_are_written_owner_only_even_over_old_readable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key left world-readable by an earlier run is replaced, not reused.
+        fs::write(dir.path().join("server.key"), "old").unwrap();
+        fs::set_permissions(
+            dir.path().join("server.key"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        generate(dir.path(), OffsetDateTime::now_utc()).unwrap();
+        let mut keys = Vec::new();
+        for e in fs::read_dir(dir.path()).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "key") {
+                keys.push((path.file_name().unwrap().to_owned(), mode(&path)));
+            }
+        }
+        keys.sort();
+        let expected: Vec<_> = [
+            "device-ecdsa.key",
+            "device-expired.key",
+            "device-revoked.key",
+            "device-rsa.key",
+            "device-unknown-ca.key",
+            "device-wrong-eku.key",
+            "issuing-ca.key",
+            "ocsp-noeku.key",
+            "ocsp-responder.key",
+            "root-ca.key",
+            "server-rsa.key",
+            "server.key",
+        ]
+        .iter()
+        .map(|n| (std::ffi::OsString::from(n), 0o600))
+        .collect();
+        assert_eq!(keys, expected);
+        assert!(fs::read_to_string(dir.path().join("server.key"))
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
+    }
 }

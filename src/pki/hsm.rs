@@ -150,16 +150,44 @@ pub fn module(path: &Path) -> Result<Arc<Pkcs11>, HsmError> {
     Ok(p)
 }
 
+/// When each module was last re-initialised.
+static LAST_REINIT: Mutex<Vec<(PathBuf, Instant)>> = Mutex::new(Vec::new());
+
+/// Modules a failed signature asked to re-initialise; see [`take_reinit_requests`].
+static REINIT_WANTED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Asks for `path` to be re-initialised by whoever can do it safely (the server, holding
+/// every signing permit). Blocking signers call this instead of [`reinitialize`].
+pub fn request_reinit(path: &Path) {
+    let mut wanted = REINIT_WANTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !wanted.iter().any(|p| p == path) {
+        wanted.push(path.to_path_buf());
+    }
+}
+
+/// The modules asked for since the last call, emptying the list.
+pub fn take_reinit_requests() -> Vec<PathBuf> {
+    std::mem::take(
+        &mut *REINIT_WANTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
 /// Finalises and re-initialises a module so that it scans its slots again: how a token that
 /// was removed (or a module that failed) comes back without restarting the server. Every
 /// session of this process on the module becomes invalid. At most once a second per module.
 ///
+/// The caller must make sure no other thread uses the module meanwhile (the server holds
+/// every signing permit: `server::reinitialize_modules`).
+///
 /// # Errors
 /// The module cannot be re-initialised.
 pub fn reinitialize(path: &Path, now: Instant) -> Result<bool, HsmError> {
-    static LAST: Mutex<Vec<(PathBuf, Instant)>> = Mutex::new(Vec::new());
     {
-        let mut last = LAST
+        let mut last = LAST_REINIT
             .lock()
             .map_err(|_| HsmError::Unsupported("reinit table poisoned".into()))?;
         match last.iter_mut().find(|(p, _)| p == path) {
@@ -762,6 +790,15 @@ impl SigningPool {
         }
     }
 
+    /// Closes the idle sessions (before a re-initialisation invalidates them).
+    pub fn close_idle(&self) {
+        for t in &self.tokens {
+            if let Ok(mut idle) = t.idle.lock() {
+                idle.clear();
+            }
+        }
+    }
+
     /// Key label.
     pub fn label(&self) -> &str {
         &self.label
@@ -823,18 +860,12 @@ impl SigningPool {
         // No token could sign. Unless the PIN is wrong (a restart with the right one is
         // needed), drop our sessions and re-initialise the modules so that a token that
         // comes back is found again; this request still fails closed.
+        // Not here: other threads may be signing on the module, and C_Finalize under their
+        // C_Sign is undefined. The server does it once it holds every signing permit.
         if !matches!(last, Some(HsmError::Login { .. })) {
             for t in &self.tokens {
-                if let Ok(mut idle) = t.idle.lock() {
-                    idle.clear();
-                }
-                match reinitialize(&t.token.module, crate::server::clock::now()) {
-                    Ok(true) => {
-                        warn!(module = %t.token.module.display(), "PKCS#11 module re-initialised to find the token again")
-                    }
-                    Ok(false) => {}
-                    Err(e) => warn!(error = %e, "PKCS#11 module re-initialisation failed"),
-                }
+                self.close_idle();
+                request_reinit(&t.token.module);
             }
         }
         Err(last.unwrap_or_else(|| HsmError::Unavailable(self.label.clone())))
@@ -899,5 +930,32 @@ mod tests {
             };
             assert!(allowed_mechanisms(alg, role).contains(&mech), "{mode:?}");
         }
+    }
+
+    #[test]
+    fn a_signer_that_finds_no_token_asks_for_reinitialisation_instead_of_finalising() {
+        let module = PathBuf::from("/nonexistent/anchord-test-pkcs11.so");
+        let pool = SigningPool::new(
+            vec![TokenRef {
+                module: module.clone(),
+                label: "t".into(),
+            }],
+            Pin::new("1234".into()),
+            "k",
+            1,
+        );
+        let e = pool
+            .sign(SignMode::EcdsaSha256, b"m", crate::server::clock::now())
+            .unwrap_err();
+        assert!(
+            matches!(e, HsmError::Module { ref path, .. } if *path == module),
+            "{e:?}"
+        );
+        // Left for the server, which re-initialises holding every signing permit; and not
+        // re-initialised here (that would have stamped the once-a-second limit).
+        assert!(take_reinit_requests().contains(&module));
+        assert!(REINIT_WANTED.lock().unwrap().iter().all(|p| *p != module));
+        let last = LAST_REINIT.lock().unwrap();
+        assert!(last.iter().all(|(p, _)| *p != module));
     }
 }

@@ -90,6 +90,14 @@ pub enum DecodeError {
     /// Message-Authenticator does not verify: wrong secret or altered packet.
     #[error("Message-Authenticator invalid (wrong shared secret?)")]
     BadMessageAuthenticator,
+    /// More than one State attribute: which conversation is meant is ambiguous (RFC 2865
+    /// §5.24 sends back the one State received).
+    #[error("more than one State attribute")]
+    DuplicateState,
+    /// EAP-Message attributes with another attribute between them: RFC 3579 §3.1 requires
+    /// them consecutive, and a split packet could be read differently by another parser.
+    #[error("EAP-Message attributes are not consecutive")]
+    SplitEapMessage,
 }
 
 impl DecodeError {
@@ -105,6 +113,8 @@ impl DecodeError {
             Self::MissingMessageAuthenticator => "missing_message_authenticator",
             Self::MalformedMessageAuthenticator => "malformed_message_authenticator",
             Self::BadMessageAuthenticator => "bad_message_authenticator",
+            Self::DuplicateState => "duplicate_state",
+            Self::SplitEapMessage => "split_eap_message",
         }
     }
 }
@@ -138,6 +148,14 @@ pub fn parse_attributes(bytes: &[u8]) -> Result<Vec<Attribute<'_>>, DecodeError>
         });
     }
     Ok(attributes)
+}
+
+/// Where the EAP-Message attributes of a request stand while its attributes are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EapRun {
+    NotStarted,
+    Open,
+    Ended,
 }
 
 /// A structurally valid Access-Request or Status-Server that is not yet authenticated.
@@ -183,7 +201,22 @@ impl<'a> UnverifiedRequest<'a> {
         let attributes = parse_attributes(packet.get(MIN_PACKET..).unwrap_or_default())?;
         let mut message_authenticator_at = None;
         let mut offset = MIN_PACKET;
+        let mut states = 0u32;
+        // EAP-Message run: not started, started (the previous attribute was one), ended.
+        let mut eap_run = EapRun::NotStarted;
         for a in &attributes {
+            match (a.ty, eap_run) {
+                (AttrType::EapMessage, EapRun::Ended) => return Err(DecodeError::SplitEapMessage),
+                (AttrType::EapMessage, _) => eap_run = EapRun::Open,
+                (_, EapRun::Open) => eap_run = EapRun::Ended,
+                _ => {}
+            }
+            if a.ty == AttrType::State {
+                states += 1;
+                if states > 1 {
+                    return Err(DecodeError::DuplicateState);
+                }
+            }
             if a.ty == AttrType::MessageAuthenticator {
                 if a.value.len() != AUTHENTICATOR_LEN || message_authenticator_at.is_some() {
                     return Err(DecodeError::MalformedMessageAuthenticator);
@@ -466,6 +499,62 @@ mod tests {
             UnverifiedRequest::parse(&p).unwrap_err(),
             DecodeError::MalformedMessageAuthenticator
         );
+    }
+
+    #[test]
+    fn rejects_a_second_state() {
+        let p = signed_request(
+            &secret(),
+            &[
+                (24, vec![1; 16]),
+                (79, vec![2, 1, 0, 6, 13, 0]),
+                (24, vec![2; 16]),
+            ],
+            true,
+        );
+        assert_eq!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::DuplicateState
+        );
+        assert_eq!(DecodeError::DuplicateState.reason(), "duplicate_state");
+    }
+
+    #[test]
+    fn rejects_eap_message_split_by_another_attribute() {
+        let p = signed_request(
+            &secret(),
+            &[
+                (79, vec![2, 1, 0, 7]),
+                (1, b"dev".to_vec()),
+                (79, vec![13, 0, 0]),
+            ],
+            true,
+        );
+        assert_eq!(
+            UnverifiedRequest::parse(&p).unwrap_err(),
+            DecodeError::SplitEapMessage
+        );
+        assert_eq!(DecodeError::SplitEapMessage.reason(), "split_eap_message");
+    }
+
+    #[test]
+    fn accepts_consecutive_eap_messages_anywhere_in_the_packet() {
+        let p = signed_request(
+            &secret(),
+            &[
+                (1, b"dev".to_vec()),
+                (79, vec![2, 1, 0, 7]),
+                (79, vec![13, 0, 0]),
+                (24, vec![1; 16]),
+            ],
+            true,
+        );
+        let req = UnverifiedRequest::parse(&p)
+            .unwrap()
+            .verify(&secret(), true)
+            .unwrap();
+        assert_eq!(req.eap_message(), Some(vec![2, 1, 0, 7, 13, 0, 0]));
+        assert_eq!(req.first(AttrType::State), Some(&[1u8; 16][..]));
     }
 
     #[test]

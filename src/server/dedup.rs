@@ -1,13 +1,17 @@
 //! Duplicate detection (RFC 5080 §2.2.2): a retransmission (same source address and port,
 //! Identifier and Request Authenticator) gets the cached reply; one still being processed
-//! is dropped, never processed twice.
+//! is dropped, never processed twice, however long it takes.
 
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::fifo::Fifo;
+
+/// Locks over the requests being processed.
+const BUSY_SHARDS: usize = 16;
 
 /// Identifies one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,59 +42,103 @@ impl Hash for RequestKey {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Slot {
-    InProgress,
-    Answered(Arc<[u8]>),
-}
-
 /// What to do with a request.
 #[derive(Debug)]
-pub enum Begin {
-    /// First sight: process it, then call [`Dedup::answered`] or [`Dedup::abandon`].
-    New,
+pub enum Begin<'a> {
+    /// First sight: process it, then hand the reply to [`Pending::answered`]; dropping the
+    /// ticket without a reply forgets the request, so a retransmission is processed afresh.
+    New(Pending<'a>),
     /// Being processed right now: drop this copy.
     InProgress,
     /// Already answered: send this reply again.
     Replay(Arc<[u8]>),
 }
 
+/// A request being processed. While it exists, copies of the request are dropped however
+/// long processing takes (revocation timeouts, CRL fallback, signing deadlines): only a
+/// reply ages out of the window. Each is held by the task working on its request, so there
+/// are never more than the server's in-flight cap.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    dedup: &'a Dedup,
+    key: RequestKey,
+}
+
+impl Pending<'_> {
+    /// Stores the reply sent for the request; copies get it for the window from now.
+    pub fn answered(self, reply: Arc<[u8]>) {
+        let mut busy = self.dedup.busy_shard(&self.key);
+        drop(self.dedup.replies.insert(self.key, reply));
+        busy.remove(&self.key);
+        drop(busy);
+        // Already removed: nothing left for Drop to do.
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.dedup.busy_shard(&self.key).remove(&self.key);
+    }
+}
+
 /// The cache of recent requests and replies.
 pub struct Dedup {
-    cache: Fifo<RequestKey, Slot>,
+    /// Answered requests, each kept for the window from its answer.
+    replies: Fifo<RequestKey, Arc<[u8]>>,
+    /// Requests being processed, sharded like the replies so tasks rarely wait on one lock.
+    busy: Box<[Mutex<HashSet<RequestKey>>]>,
+    hasher: RandomState,
+}
+
+impl std::fmt::Debug for Dedup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedup").finish_non_exhaustive()
+    }
 }
 
 impl Dedup {
-    /// A cache holding at most `capacity` requests, each for `window` from its first sight.
+    /// A cache holding at most `capacity` replies, each for `window` from its answer.
     pub fn new(capacity: u64, window: Duration) -> Self {
         Self {
-            cache: Fifo::new(capacity, window),
+            replies: Fifo::new(capacity, window),
+            busy: (0..BUSY_SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
         }
     }
 
-    /// Registers a request atomically.
-    pub fn begin(&self, key: RequestKey) -> Begin {
-        let (begin, _) = self.cache.get_or_insert_with(
-            key,
-            || Slot::InProgress,
-            |slot, fresh| match slot {
-                _ if fresh => Begin::New,
-                Slot::InProgress => Begin::InProgress,
-                Slot::Answered(reply) => Begin::Replay(reply.clone()),
-            },
-        );
-        begin
+    fn busy_shard(&self, key: &RequestKey) -> MutexGuard<'_, HashSet<RequestKey>> {
+        let n = self.busy.len().max(1);
+        let i = usize::try_from(self.hasher.hash_one(key)).unwrap_or(0) % n;
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "i < busy.len(), which is BUSY_SHARDS"
+        )]
+        let m = &self.busy[i];
+        // A panic while holding a shard leaves plain data behind; keep serving.
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Stores the reply sent for a request (kept for the window from the request's first
-    /// sight).
-    pub fn answered(&self, key: RequestKey, reply: Arc<[u8]>) {
-        drop(self.cache.set(key, Slot::Answered(reply)));
+    /// Registers a request atomically: a reply is looked up and the request marked as being
+    /// processed under one lock, so two copies never both see [`Begin::New`].
+    pub fn begin(&self, key: RequestKey) -> Begin<'_> {
+        let mut busy = self.busy_shard(&key);
+        if busy.contains(&key) {
+            return Begin::InProgress;
+        }
+        if let Some(reply) = self.replies.get(&key) {
+            return Begin::Replay(reply);
+        }
+        busy.insert(key);
+        Begin::New(Pending { dedup: self, key })
     }
 
-    /// Forgets a request that got no reply, so a retransmission is processed afresh.
-    pub fn abandon(&self, key: &RequestKey) {
-        drop(self.cache.remove(key));
+    /// Requests being processed now.
+    pub fn in_progress(&self) -> usize {
+        self.busy
+            .iter()
+            .map(|m| m.lock().map_or(0, |s| s.len()))
+            .sum()
     }
 }
 
@@ -98,24 +146,63 @@ impl Dedup {
 mod tests {
     use super::*;
 
+    fn key(identifier: u8) -> RequestKey {
+        RequestKey {
+            src: "127.0.0.1:1000".parse().unwrap(),
+            identifier,
+            authenticator: [7; 16],
+        }
+    }
+
     #[test]
     fn second_copy_waits_then_replays() {
         let d = Dedup::new(100, Duration::from_secs(30));
-        let key = RequestKey {
-            src: "127.0.0.1:1000".parse().unwrap(),
-            identifier: 1,
-            authenticator: [7; 16],
+        let Begin::New(pending) = d.begin(key(1)) else {
+            panic!("first sight is new");
         };
-        assert!(matches!(d.begin(key), Begin::New));
-        assert!(matches!(d.begin(key), Begin::InProgress));
-        d.answered(key, Arc::from([1, 2, 3]));
-        assert!(matches!(d.begin(key), Begin::Replay(r) if *r == [1, 2, 3]));
-        let other = RequestKey {
-            identifier: 2,
-            ..key
+        assert!(matches!(d.begin(key(1)), Begin::InProgress));
+        pending.answered(Arc::from([1, 2, 3]));
+        assert!(matches!(d.begin(key(1)), Begin::Replay(r) if *r == [1, 2, 3]));
+        assert_eq!(d.in_progress(), 0);
+        let Begin::New(other) = d.begin(key(2)) else {
+            panic!("another identifier is another request");
         };
-        assert!(matches!(d.begin(other), Begin::New));
-        d.abandon(&other);
-        assert!(matches!(d.begin(other), Begin::New));
+        drop(other);
+        assert!(matches!(d.begin(key(2)), Begin::New(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_never_expires_but_its_reply_does() {
+        let d = Dedup::new(100, Duration::from_secs(5));
+        let Begin::New(pending) = d.begin(key(1)) else {
+            panic!("first sight is new");
+        };
+        // Far past the window (an OCSP timeout, a CRL fallback, a signing deadline), and
+        // with other requests coming and going meanwhile: a copy is still dropped.
+        for i in 0..60u8 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            drop(d.begin(key(100 + i)));
+        }
+        assert!(matches!(d.begin(key(1)), Begin::InProgress));
+        pending.answered(Arc::from([9]));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(matches!(d.begin(key(1)), Begin::Replay(r) if *r == [9]));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(d.begin(key(1)), Begin::New(_)));
+    }
+
+    #[test]
+    fn requests_in_progress_are_held_whatever_the_reply_capacity() {
+        let d = Dedup::new(2, Duration::from_secs(30));
+        let held: Vec<_> = (0..10)
+            .map(|i| match d.begin(key(i)) {
+                Begin::New(p) => p,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(d.in_progress(), 10);
+        assert!((0..10).all(|i| matches!(d.begin(key(i)), Begin::InProgress)));
+        drop(held);
+        assert_eq!(d.in_progress(), 0);
     }
 }

@@ -21,6 +21,17 @@ const MAX_SHARDS: u64 = 16;
 /// Entries per shard below which a table is not split further.
 const MIN_PER_SHARD: u64 = 1024;
 
+/// What [`Fifo::remove_if`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal<V> {
+    /// Nothing (live) under the key.
+    Absent,
+    /// A value is there but was refused; it stays.
+    Refused,
+    /// The value, now out of the map.
+    Removed(V),
+}
+
 /// The map.
 pub struct Fifo<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
@@ -164,6 +175,17 @@ impl<K: Hash + Eq + Clone, V> Fifo<K, V> {
         (r, gone)
     }
 
+    /// A copy of the value under `key`, if it is there and not expired.
+    pub fn get(&self, key: &K) -> Option<V>
+    where
+        V: Clone,
+    {
+        let now = clock::now();
+        let mut s = self.shard(key);
+        drop(s.trim(now, self.ttl, self.per_shard));
+        s.map.get(key).map(|(_, v)| v.clone())
+    }
+
     /// Removes and returns the value under `key`, if it is there and not expired, and the
     /// values that expired meanwhile (see [`Self::insert`]).
     pub fn remove(&self, key: &K) -> (Option<V>, Vec<V>) {
@@ -171,6 +193,24 @@ impl<K: Hash + Eq + Clone, V> Fifo<K, V> {
         let mut s = self.shard(key);
         let gone = s.trim(now, self.ttl, self.per_shard);
         (s.map.remove(key).map(|(_, v)| v), gone)
+    }
+
+    /// Removes the value under `key` only if `accept` approves it; a refused value stays
+    /// where it was, with its age. Returns what happened and the values that expired
+    /// meanwhile (see [`Self::insert`]).
+    pub fn remove_if(&self, key: &K, accept: impl FnOnce(&V) -> bool) -> (Removal<V>, Vec<V>) {
+        let now = clock::now();
+        let mut s = self.shard(key);
+        let gone = s.trim(now, self.ttl, self.per_shard);
+        let removal = match s.map.get(key) {
+            None => Removal::Absent,
+            Some((_, v)) if !accept(v) => Removal::Refused,
+            Some(_) => s
+                .map
+                .remove(key)
+                .map_or(Removal::Absent, |(_, v)| Removal::Removed(v)),
+        };
+        (removal, gone)
     }
 
     /// Drops every expired entry now (other operations do so only on their own shard);
@@ -261,6 +301,22 @@ mod tests {
         assert_eq!(fresh, ("a", true));
         let (again, _) = f.get_or_insert_with(7, || "b", |v, fresh| (*v, fresh));
         assert_eq!(again, ("a", false));
+    }
+
+    #[test]
+    fn remove_if_leaves_a_refused_value_in_place() {
+        let f: Fifo<u32, &str> = Fifo::new(2, Duration::from_secs(60));
+        assert!(f.insert(1, "one").is_empty());
+        assert!(f.insert(2, "two").is_empty());
+        assert_eq!(f.remove_if(&1, |v| *v == "uno"), (Removal::Refused, vec![]));
+        assert_eq!(f.len(), 2);
+        // Still the oldest: refusing did not refresh its place.
+        assert_eq!(f.insert(3, "three"), vec!["one"]);
+        assert_eq!(f.remove_if(&1, |_| true), (Removal::Absent, vec![]));
+        assert_eq!(
+            f.remove_if(&2, |v| *v == "two"),
+            (Removal::Removed("two"), vec![])
+        );
     }
 
     #[tokio::test(start_paused = true)]

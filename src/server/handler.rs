@@ -11,7 +11,9 @@ use tracing::{debug, info, warn};
 
 use super::checks;
 use super::clock;
-use super::sessions::SessionEntry;
+use super::loglimit::Verdict;
+use super::logsafe::Escaped;
+use super::sessions::{SessionEntry, TakeError};
 use super::{AuditRecord, Shared};
 use crate::config::{Client, Config};
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
@@ -73,7 +75,9 @@ async fn access_request(
     };
     let Some(eap_bytes) = req.eap_message() else {
         shared.metrics.inc("reject_no_eap");
-        info!(outcome = "reject", reason = "no_eap", nas = %client.name, "access rejected: only EAP-TLS is offered");
+        if log_allowed(shared, "no_eap", &client.name) {
+            info!(outcome = "reject", reason = "no_eap", nas = %client.name, "access rejected: only EAP-TLS is offered");
+        }
         return Some(ReplyBuilder::new(Code::AccessReject, req.identifier));
     };
     if eap_bytes.is_empty() {
@@ -94,13 +98,17 @@ async fn access_request(
             ));
         }
     };
+    // Holds the State of the conversation being worked on until this request is answered.
+    let mut _in_use = None;
     let mut step = match req.first(AttrType::State) {
         None if config
             .max_sessions_per_client
             .is_some_and(|cap| shared.sessions.count(&client.name) >= cap) =>
         {
             shared.metrics.inc("reject_too_many_sessions");
-            warn!(nas = %client.name, outcome = "reject", reason = "too_many_sessions", "access rejected: this client holds max_sessions_per_client conversations");
+            if log_allowed(shared, "too_many_sessions", &client.name) {
+                warn!(nas = %client.name, outcome = "reject", reason = "too_many_sessions", "access rejected: this client holds max_sessions_per_client conversations");
+            }
             return Some(reject(
                 req,
                 EapPacket::outcome(EapCode::Failure, eap.identifier),
@@ -118,19 +126,43 @@ async fn access_request(
             }
         },
         Some(state) => {
-            let Some(entry) = shared.sessions.take(state).filter(|e| e.nas == client.name) else {
-                shared.metrics.inc("reject_unknown_state");
-                info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
-                return Some(reject(
-                    req,
-                    EapPacket::outcome(EapCode::Failure, eap.identifier),
-                ));
+            let entry = match shared.sessions.take(state, client) {
+                Ok((entry, in_use)) => {
+                    _in_use = Some(in_use);
+                    entry
+                }
+                Err(TakeError::InUse) => {
+                    // A copy of a request still being worked on (a NAS's retransmission
+                    // under a new Identifier): the first one will answer.
+                    shared.metrics.inc("drop_state_in_use");
+                    debug!(nas = %client.name, reason = "state_in_use", "request dropped: a request with this State is being processed");
+                    return None;
+                }
+                Err(TakeError::OtherClient) => {
+                    // Another NAS cannot continue, or by a Reject end, a conversation it
+                    // merely saw: drop its copy and leave the conversation alone.
+                    shared.metrics.inc("drop_state_of_other_client");
+                    debug!(nas = %client.name, reason = "state_of_other_client", "request dropped: its State belongs to another client's conversation");
+                    return None;
+                }
+                Err(TakeError::Unknown) => {
+                    shared.metrics.inc("reject_unknown_state");
+                    if log_allowed(shared, "unknown_state", &client.name) {
+                        info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
+                    }
+                    return Some(reject(
+                        req,
+                        EapPacket::outcome(EapCode::Failure, eap.identifier),
+                    ));
+                }
             };
             let (entry, result) = match step_session(config, entry, eap.clone()).await {
                 Some(r) => r,
                 None => {
                     shared.metrics.inc("reject_hsm_timeout");
-                    warn!(nas = %client.name, outcome = "reject", reason = "hsm_timeout", "access rejected: the token did not sign in time");
+                    if log_allowed(shared, "hsm_timeout", &client.name) {
+                        warn!(nas = %client.name, outcome = "reject", reason = "hsm_timeout", "access rejected: the token did not sign in time");
+                    }
                     return Some(reject(
                         req,
                         EapPacket::outcome(EapCode::Failure, eap.identifier),
@@ -233,6 +265,7 @@ fn start(
         session,
         identity,
         nas: client.name.clone(),
+        nas_network: client.network,
         started: clock::now(),
         cert: None,
         vlan: None,
@@ -256,6 +289,7 @@ async fn step_session(
         return Some((entry, result));
     };
     let slots = pki.signing_slots.clone();
+    let runtime = pki.clone();
     let step = async move {
         // The permit lives as long as the blocking work, even past our deadline.
         let permit = slots.acquire_owned().await.ok()?;
@@ -267,7 +301,14 @@ async fn step_session(
         .await
         .ok()
     };
-    tokio::time::timeout(pki.sign_timeout, step).await.ok()?
+    let result = tokio::time::timeout(pki.sign_timeout, step).await;
+    // A signature that failed on every token asks for its module to be re-initialised;
+    // that waits for every signing permit, so it runs apart from this request.
+    let modules = crate::pki::hsm::take_reinit_requests();
+    if !modules.is_empty() {
+        tokio::spawn(super::reinitialize_modules(runtime, modules));
+    }
+    result.ok()?
 }
 
 fn eap_identifier(bytes: &[u8]) -> u8 {
@@ -391,23 +432,132 @@ fn finished(
             None
         },
     };
+    // Every authentication is counted and audited; repeated reject lines are rate limited.
+    if outcome == "accept" || log_allowed(shared, reason, &client.name) {
+        log_finished(&record, detail);
+    }
+    if let Some(tx) = &shared.audit {
+        let _ = tx.send(record);
+    }
+}
+
+/// True when a per-request reject line for `reason` and client `nas` may be written now
+/// (see [`super::loglimit`]); first writes the summary of lines suppressed before it.
+fn log_allowed(shared: &Shared, reason: &'static str, nas: &str) -> bool {
+    match shared.log_limit.check(clock::now(), reason, nas) {
+        Verdict::Suppress => false,
+        Verdict::Log { suppressed: 0 } => true,
+        Verdict::Log { suppressed } => {
+            info!(reason, nas = %nas, suppressed, "suppressed {suppressed} similar log lines");
+            true
+        }
+    }
+}
+
+fn log_finished(record: &AuditRecord, detail: &str) {
     info!(
         outcome = record.outcome,
         reason = record.reason,
         nas = %record.nas,
-        identity = %record.identity,
-        cert.subject = %record.cert_subject,
-        cert.serial = %record.cert_serial,
-        cert.issuer = %record.cert_issuer,
+        identity = %Escaped(&record.identity),
+        cert.subject = %Escaped(&record.cert_subject),
+        cert.serial = %Escaped(&record.cert_serial),
+        cert.issuer = %Escaped(&record.cert_issuer),
         tls = record.tls_version,
         rounds = record.rounds,
         duration_ms = record.duration_ms as u64,
         vlan = record.vlan.as_deref().unwrap_or("-"),
-        revocation = %record.revocation,
+        revocation = %Escaped(&record.revocation),
         detail,
         "authentication finished"
     );
-    if let Some(tx) = &shared.audit {
-        let _ = tx.send(record);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::radius::reply::tests::signed_request;
+    use crate::radius::{SharedSecret, UnverifiedRequest};
+    use crate::server::loglimit::BURST;
+    use crate::server::Server;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn config(dir: &Path) -> Config {
+        crate::pki::dev::generate(dir, time::OffsetDateTime::now_utc()).unwrap();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[tls]\ncertificate = \"{d}/server.pem\"\n\
+             private_key = \"{d}/server.key\"\nca = [\"{d}/root-ca.pem\"]\n\n[[client]]\n\
+             name = \"nas\"\naddress = \"127.0.0.1\"\nsecret = \"s\"\n",
+            d = dir.display()
+        );
+        Config::parse(&dir.join("anchord.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn repeated_rejects_are_all_counted_and_answered_but_logged_up_to_the_burst() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(config(dir.path()));
+        let log = Captured::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt.block_on(async { Server::bind(config.clone(), None).unwrap() });
+        let shared = server.shared();
+        let client = config.clients.first().unwrap();
+        let secret = SharedSecret::new(b"s".to_vec());
+        let src = "127.0.0.1:5000".parse().unwrap();
+        let n = u64::from(BURST) * 3;
+        let mut rejects = 0;
+        for i in 0..n {
+            let state = [u8::try_from(i).unwrap(); 16];
+            let bytes = signed_request(
+                &secret,
+                &[(79, vec![2, 1, 0, 6, 13, 0]), (24, state.to_vec())],
+                true,
+            );
+            let req = UnverifiedRequest::parse(&bytes)
+                .unwrap()
+                .verify(&secret, true)
+                .unwrap();
+            let reply = rt
+                .block_on(process(&shared, &config, client, src, &req))
+                .unwrap();
+            rejects += u64::from(reply.first() == Some(&3));
+        }
+        assert_eq!(rejects, n, "every request is answered");
+        assert_eq!(
+            shared.metrics.snapshot().get("reject_unknown_state"),
+            Some(&n),
+            "every reject is counted"
+        );
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let lines = text
+            .lines()
+            .filter(|l| l.contains("reason=\"unknown_state\""))
+            .count();
+        assert_eq!(lines, usize::try_from(BURST).unwrap(), "{text}");
     }
 }

@@ -8,11 +8,14 @@ pub mod clock;
 pub mod dedup;
 pub mod fifo;
 mod handler;
+pub mod loglimit;
+pub mod logsafe;
 pub mod metrics;
 pub mod sessions;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,12 +26,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, PkiRuntime};
 use crate::radius::packet::parse_attributes;
 use crate::radius::summary::summarize;
 use crate::radius::UnverifiedRequest;
 use clients::ClientTable;
 use dedup::{Begin, Dedup, RequestKey};
+use loglimit::LogLimiter;
 use metrics::Metrics;
 use sessions::SessionTable;
 
@@ -86,6 +90,8 @@ pub struct Shared {
     live: RwLock<Arc<Live>>,
     dedup: Dedup,
     pub(crate) sessions: SessionTable,
+    /// Limits repeated per-request reject lines in the log.
+    log_limit: LogLimiter,
     /// Counters.
     pub metrics: Metrics,
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
@@ -130,6 +136,7 @@ impl Server {
                 config.duplicate_window,
             ),
             sessions: SessionTable::new(config.max_sessions, config.session_idle_timeout),
+            log_limit: LogLimiter::default(),
             metrics: Metrics::default(),
             audit,
         });
@@ -250,20 +257,84 @@ async fn watch_rotation(shared: Arc<Shared>, shutdown: CancellationToken) {
         let check = pki.clone();
         match tokio::task::spawn_blocking(move || check.refresh()).await {
             Ok(Ok(Some(label))) => info!(key = %label, "server key rotated: new handshakes use it"),
-            Ok(Ok(None)) => {}
+            // A signature that failed after its deadline asked for a re-initialisation
+            // that no request has picked up.
+            Ok(Ok(None)) => {
+                let modules = crate::pki::hsm::take_reinit_requests();
+                if !modules.is_empty() {
+                    reinitialize_modules(pki.clone(), modules).await;
+                }
+            }
             Ok(Err(e)) => {
                 warn!(error = %e, "checking the token for a rotated server key failed; keeping the current key");
                 // The token may be gone: re-initialise the module so that it is found again
                 // as soon as it is back, before the next device needs a signature.
-                let module = pki.server.token.module.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    crate::pki::hsm::reinitialize(&module, clock::now())
-                })
-                .await;
+                let mut modules = vec![pki.server.token.module.clone()];
+                modules.extend(crate::pki::hsm::take_reinit_requests());
+                reinitialize_modules(pki.clone(), modules).await;
             }
             Err(e) => warn!(error = %e, "rotation check task failed"),
         }
     }
+}
+
+/// Re-initialises PKCS#11 modules (`hsm::reinitialize`) once no signature is in flight:
+/// every signing permit is taken first, so C_Finalize never runs under another thread's
+/// C_Sign, and signing steps that arrive meanwhile wait behind it (the semaphore is fair).
+/// Gives up, logging why, if the permits are not all free within the signing deadline (a
+/// hung token holds its permit; finalising under it is what this avoids).
+pub(crate) async fn reinitialize_modules(pki: Arc<PkiRuntime>, mut modules: Vec<PathBuf>) {
+    modules.sort();
+    modules.dedup();
+    let permits = u32::try_from(pki.sessions.max(1)).unwrap_or(u32::MAX);
+    let pool = pki.pool();
+    let work = move || {
+        // Idle sessions die with the module; close them while it is still alive.
+        if let Some(p) = pool {
+            p.close_idle();
+        }
+        modules
+            .into_iter()
+            .map(|m| (crate::pki::hsm::reinitialize(&m, clock::now()), m))
+            .collect::<Vec<_>>()
+    };
+    match with_every_permit(&pki.signing_slots, permits, pki.sign_timeout, work).await {
+        None => warn!(
+            "PKCS#11 module not re-initialised: signatures still in flight after the signing deadline"
+        ),
+        Some(results) => {
+            for (result, module) in results {
+                match result {
+                    Ok(true) => {
+                        warn!(module = %module.display(), "PKCS#11 module re-initialised to find the token again");
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "PKCS#11 module re-initialisation failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Runs blocking `work` while holding `permits` permits of `slots` (all of them, for the
+/// callers here); `None` if they are not all free within `wait`.
+async fn with_every_permit<T: Send + 'static>(
+    slots: &Arc<Semaphore>,
+    permits: u32,
+    wait: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let all = tokio::time::timeout(wait, slots.clone().acquire_many_owned(permits))
+        .await
+        .ok()?
+        .ok()?;
+    tokio::task::spawn_blocking(move || {
+        let result = work();
+        drop(all);
+        result
+    })
+    .await
+    .ok()
 }
 
 impl Shared {
@@ -297,6 +368,9 @@ impl Shared {
 fn warn_inline_secrets(config: &Config) {
     for name in &config.inline_secrets {
         warn!(client = %name, "shared secret is inline in the config: use secret_file outside dev/demo");
+    }
+    for w in &config.warnings {
+        warn!(warning = %w, "configuration warning");
     }
 }
 
@@ -367,8 +441,8 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
         identifier: req.identifier,
         authenticator: req.authenticator,
     };
-    match shared.dedup.begin(key) {
-        Begin::New => {}
+    let pending = match shared.dedup.begin(key) {
+        Begin::New(pending) => pending,
         Begin::InProgress => {
             shared.metrics.inc("duplicate_in_progress");
             debug!(nas = %client.name, radius.id = req.identifier, "retransmission while in progress: dropped");
@@ -380,7 +454,7 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
             send(sock, src, &reply).await;
             return;
         }
-    }
+    };
     match handler::process(shared, &live.config, client, src, &req).await {
         Some(reply) => {
             if tracing::enabled!(tracing::Level::DEBUG) {
@@ -394,10 +468,11 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
             }
             // Exact-size copy: the builder's buffer has spare capacity the cache would keep.
             let reply: Arc<[u8]> = Arc::from(reply);
-            shared.dedup.answered(key, reply.clone());
+            pending.answered(reply.clone());
             send(sock, src, &reply).await;
         }
-        None => shared.dedup.abandon(&key),
+        // No reply: the ticket is dropped, so a retransmission is processed afresh.
+        None => drop(pending),
     }
 }
 
@@ -409,3 +484,57 @@ async fn send(sock: &UdpSocket, dst: SocketAddr, bytes: &[u8]) {
 
 /// How long `serve` callers should wait for in-flight work at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reinitialisation_waits_for_the_signature_in_flight() {
+        let slots = Arc::new(Semaphore::new(2));
+        let signing = slots.clone().acquire_owned().await.unwrap();
+        let finalized = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (slots, finalized) = (slots.clone(), finalized.clone());
+            tokio::spawn(async move {
+                with_every_permit(&slots, 2, Duration::from_secs(5), move || {
+                    finalized.store(true, Ordering::SeqCst);
+                    "reinitialised"
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !finalized.load(Ordering::SeqCst),
+            "not while a signature runs"
+        );
+        // A new signing step queues behind it instead of starting on the module.
+        assert!(slots.clone().try_acquire_owned().is_err());
+        drop(signing);
+        assert_eq!(task.await.unwrap(), Some("reinitialised"));
+        assert!(finalized.load(Ordering::SeqCst));
+        assert_eq!(slots.available_permits(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reinitialisation_gives_up_when_a_signature_never_ends() {
+        let slots = Arc::new(Semaphore::new(2));
+        let _hung = slots.clone().acquire_owned().await.unwrap();
+        let finalized = Arc::new(AtomicBool::new(false));
+        let flag = finalized.clone();
+        let r = with_every_permit(&slots, 2, Duration::from_secs(5), move || {
+            flag.store(true, Ordering::SeqCst);
+        })
+        .await;
+        assert_eq!(r, None);
+        assert!(!finalized.load(Ordering::SeqCst));
+        assert_eq!(
+            slots.available_permits(),
+            1,
+            "nothing kept from the attempt"
+        );
+    }
+}

@@ -5,11 +5,14 @@
 //! memory. A session is taken out while a request works on it and put back under a new
 //! State, so two requests never work on one session at once and old States stop working.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::fifo::Fifo;
+use ipnet::IpNet;
+
+use super::fifo::{Fifo, Removal};
+use crate::config::Client;
 use crate::eap::Session;
 use crate::tls::CertSummary;
 
@@ -20,8 +23,13 @@ pub struct SessionEntry {
     pub session: Session,
     /// EAP identity the device gave.
     pub identity: String,
-    /// The client (NAS) the conversation belongs to; another client's State is not honoured.
+    /// Name of the client entry (NAS) the conversation belongs to. Names are unique in a
+    /// config (`check` refuses duplicates).
     pub nas: String,
+    /// Address block of that client entry. With the name it identifies the entry, so only
+    /// requests matched to the same entry may continue the conversation, and a reload that
+    /// keeps the entry keeps its conversations.
+    pub nas_network: IpNet,
     /// When the conversation started.
     pub started: Instant,
     /// The verified client certificate, once known.
@@ -32,6 +40,37 @@ pub struct SessionEntry {
     pub revocation: Option<String>,
 }
 
+impl SessionEntry {
+    /// True when `client` is the entry this conversation started with.
+    pub fn belongs_to(&self, client: &Client) -> bool {
+        self.nas == client.name && self.nas_network == client.network
+    }
+}
+
+/// Why [`SessionTable::take`] gave no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeError {
+    /// No conversation under this State.
+    Unknown,
+    /// The State belongs to a conversation of another client entry; it was left alone.
+    OtherClient,
+    /// A request with this State is being processed right now (a NAS's retransmission with
+    /// a new Identifier, say): the conversation is out of the table, not gone.
+    InUse,
+}
+
+/// Marks a State as being worked on until dropped; see [`SessionTable::take`].
+pub struct InUse<'a> {
+    table: &'a SessionTable,
+    state: [u8; 16],
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.table.busy().remove(&self.state);
+    }
+}
+
 /// The table.
 pub struct SessionTable {
     /// Each round trip takes a session out and puts it back under a new State, so the
@@ -39,6 +78,9 @@ pub struct SessionTable {
     /// Boxed: the hash table's spare capacity then costs a pointer per slot, not a session.
     table: Fifo<[u8; 16], Box<SessionEntry>>,
     per_nas: Mutex<HashMap<String, u64>>,
+    /// States whose conversation a request is working on; one per such request, so bounded
+    /// by the server's in-flight cap.
+    busy: Mutex<HashSet<[u8; 16]>>,
 }
 
 impl SessionTable {
@@ -47,6 +89,7 @@ impl SessionTable {
         Self {
             table: Fifo::new(max, idle),
             per_nas: Mutex::default(),
+            busy: Mutex::default(),
         }
     }
 
@@ -74,12 +117,49 @@ impl SessionTable {
         }
     }
 
-    /// Takes the session for a State out of the table.
-    pub fn take(&self, state: &[u8]) -> Option<SessionEntry> {
-        let key: [u8; 16] = state.try_into().ok()?;
-        let (entry, expired) = self.table.remove(&key);
-        self.forget(expired.iter().chain(&entry).map(|b| &**b));
-        entry.map(|b| *b)
+    /// Takes the session for a State out of the table, if it belongs to `client`, and marks
+    /// the State in use until the returned [`InUse`] is dropped. A State of another client
+    /// entry leaves the conversation untouched: a NAS that saw another NAS's State cannot
+    /// end that conversation.
+    ///
+    /// # Errors
+    /// [`TakeError::Unknown`] for a State not held (never issued, used, expired or evicted);
+    /// [`TakeError::OtherClient`] for a State issued to a different client entry;
+    /// [`TakeError::InUse`] while another request works on the conversation.
+    pub fn take(
+        &self,
+        state: &[u8],
+        client: &Client,
+    ) -> Result<(SessionEntry, InUse<'_>), TakeError> {
+        let key: [u8; 16] = state.try_into().map_err(|_| TakeError::Unknown)?;
+        let mut busy = self.busy();
+        if busy.contains(&key) {
+            return Err(TakeError::InUse);
+        }
+        let (removal, expired) = self.table.remove_if(&key, |e| e.belongs_to(client));
+        self.forget(expired.iter().map(|b| &**b));
+        match removal {
+            Removal::Removed(e) => {
+                self.forget([&*e]);
+                busy.insert(key);
+                Ok((
+                    *e,
+                    InUse {
+                        table: self,
+                        state: key,
+                    },
+                ))
+            }
+            Removal::Refused => Err(TakeError::OtherClient),
+            Removal::Absent => Err(TakeError::Unknown),
+        }
+    }
+
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 16]>> {
+        // A panic while holding it leaves plain data behind; keep serving.
+        self.busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stores a session under a State; the least recently used one leaves if the table is
