@@ -16,6 +16,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::crl::{Crl, CrlStore};
 use super::ocsp::{self, Answer, IdHash, Status};
+use crate::logsafe::Escaped;
 
 /// One OCSP responder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,7 +376,7 @@ impl Checker {
                 Some((crl, ttl))
             }
             Err(e) => {
-                tracing::warn!(url, error = %e, "CRL distribution point gave no CRL");
+                tracing::warn!(url, error = %Escaped(&e), "CRL distribution point gave no CRL");
                 None
             }
         }
@@ -439,13 +440,13 @@ impl Checker {
             if hostile {
                 // Not "no answer": someone answered, and the answer is false or broken.
                 // Asking the next responder could only turn an attack into an Accept.
-                tracing::warn!(alert = "ocsp_answer_invalid", responder = %r.url, kind, error = %e, "OCSP answer failed verification");
+                tracing::warn!(alert = "ocsp_answer_invalid", responder = ?r.url, kind, error = %Escaped(&e), "OCSP answer failed verification");
                 return Cached {
                     state: State::Invalid(format!("{}: {e}", r.url)),
                     ttl: self.settings.negative_ttl,
                 };
             }
-            tracing::warn!(responder = %r.url, kind, error = %e, "OCSP responder gave no answer");
+            tracing::warn!(responder = ?r.url, kind, error = %Escaped(&e), "OCSP responder gave no answer");
             last = format!("{}: {e}", r.url);
         }
         self.failure(last)

@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::eap::{PeerInfo, Verdict};
+use crate::logsafe::Escaped;
 use crate::pki::revocation::{Checker, Report, State};
 use crate::tls::CertSummary;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -81,9 +82,9 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
                 State::Invalid(_) => {
                     tracing::warn!(
                         alert = "revocation_answer_invalid",
-                        cert.serial = %cert.serial,
-                        cert.issuer = %cert.issuer,
-                        revocation = %text,
+                        cert.serial = %Escaped(&cert.serial),
+                        cert.issuer = %Escaped(&cert.issuer),
+                        revocation = %Escaped(&text),
                         "revocation answer failed verification: rejected"
                     );
                     return deny("revocation_invalid", cert, text);

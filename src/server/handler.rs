@@ -12,12 +12,12 @@ use tracing::{debug, info, warn};
 use super::checks;
 use super::clock;
 use super::loglimit::Verdict;
-use super::logsafe::Escaped;
 use super::sessions::{SessionEntry, TakeError};
 use super::{AuditRecord, Shared};
 use crate::config::{Client, Config};
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
 use crate::eap::{Action, EapError, EapPacket, Event, Outcome, Session};
+use crate::logsafe::Escaped;
 use crate::radius::attr::{
     MS_MPPE_RECV_KEY, MS_MPPE_SEND_KEY, TUNNEL_MEDIUM_IEEE_802, TUNNEL_TYPE_VLAN,
 };

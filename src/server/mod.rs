@@ -9,7 +9,6 @@ pub mod dedup;
 pub mod fifo;
 mod handler;
 pub mod loglimit;
-pub mod logsafe;
 pub mod metrics;
 pub mod sessions;
 
