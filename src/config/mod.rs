@@ -101,13 +101,20 @@ pub struct Config {
     /// Most EAP sessions kept at once; the least recently used is evicted beyond it.
     pub max_sessions: u64,
     /// Most EAP sessions one client (NAS entry) may hold, if set; new conversations beyond
-    /// it are rejected, so one NAS cannot crowd out the others. Unset: only the table's own
+    /// it are rejected, so one NAS cannot crowd out the others. Defaults to half the table
+    /// when more than one client is configured; unset (one client): only the table's own
     /// bound applies (least recently used evicted).
     pub max_sessions_per_client: Option<u64>,
+    /// Most conversations one device (Calling-Station-Id, per client) may have going; a new
+    /// one beyond it is rejected.
+    pub max_conversations_per_device: u64,
     /// An EAP session unused for this long is dropped.
     pub session_idle_timeout: Duration,
     /// Most requests processed concurrently; beyond it datagrams are dropped and counted.
     pub max_inflight: usize,
+    /// Most of those from one client, if set (default: half, when more than one client is
+    /// configured), so one NAS's flood cannot take every slot.
+    pub max_inflight_per_client: Option<usize>,
     /// How long a reply is kept for retransmissions (RFC 5080 §2.2.2).
     pub duplicate_window: Duration,
     /// EAP-TLS settings, shared by every session.
@@ -376,6 +383,15 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         1..3601,
     );
     let max_inflight = ctx.bounded(&s.max_inflight, "server.max_inflight", 1..65_537);
+    let max_inflight_per_client = s
+        .max_inflight_per_client
+        .as_ref()
+        .map(|v| ctx.bounded(v, "server.max_inflight_per_client", 1..max_inflight + 1));
+    let max_conversations_per_device = ctx.bounded(
+        &s.max_conversations_per_device,
+        "server.max_conversations_per_device",
+        1..10_001,
+    );
     let dup = ctx.bounded(
         &s.duplicate_window_secs,
         "server.duplicate_window_secs",
@@ -497,14 +513,25 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     }
     // Most specific network first, so a host entry wins over its subnet.
     clients.sort_by_key(|c| std::cmp::Reverse(c.network.prefix_len()));
+    // With several NASes, none may take more than half of the session table or of the
+    // in-flight slots unless the admin says otherwise: a flood of unauthenticated devices
+    // behind one NAS then leaves room for the others.
+    let shared = clients.len() > 1;
+    let max_sessions_per_client =
+        max_sessions_per_client.or_else(|| shared.then_some((max_sessions / 2).max(1)));
+    let max_inflight_per_client = max_inflight_per_client
+        .or_else(|| shared.then_some((max_inflight / 2).max(1)))
+        .and_then(|n| usize::try_from(n).ok());
 
     Some(Config {
         path: ctx.file.to_path_buf(),
         listen,
         max_sessions,
         max_sessions_per_client,
+        max_conversations_per_device,
         session_idle_timeout: Duration::from_secs(idle),
         max_inflight: usize::try_from(max_inflight).unwrap_or(1024),
+        max_inflight_per_client,
         duplicate_window: Duration::from_secs(dup),
         eap: eap?,
         vlan,

@@ -166,6 +166,9 @@ pub(crate) struct RawServer {
     pub(crate) session_idle_timeout_secs: Spanned<u64>,
     #[serde(default = "default_max_inflight")]
     pub(crate) max_inflight: Spanned<u64>,
+    pub(crate) max_inflight_per_client: Option<Spanned<u64>>,
+    #[serde(default = "default_max_conversations_per_device")]
+    pub(crate) max_conversations_per_device: Spanned<u64>,
     #[serde(default = "default_duplicate_window_secs")]
     pub(crate) duplicate_window_secs: Spanned<u64>,
     /// FreeRADIUS-format dictionary; the shipped one is built in.
@@ -180,6 +183,8 @@ impl Default for RawServer {
             max_sessions_per_client: None,
             session_idle_timeout_secs: default_session_idle_timeout_secs(),
             max_inflight: default_max_inflight(),
+            max_inflight_per_client: None,
+            max_conversations_per_device: default_max_conversations_per_device(),
             duplicate_window_secs: default_duplicate_window_secs(),
             dictionary: None,
         }
@@ -204,6 +209,11 @@ fn default_session_idle_timeout_secs() -> Spanned<u64> {
 }
 fn default_max_inflight() -> Spanned<u64> {
     unspanned(1024)
+}
+fn default_max_conversations_per_device() -> Spanned<u64> {
+    // A device has one conversation going; a few more cover a supplicant that restarts
+    // before its abandoned attempts idle out.
+    unspanned(4)
 }
 fn default_duplicate_window_secs() -> Spanned<u64> {
     // NASes retransmit within a few seconds (RFC 5080 §2.2.2); FreeRADIUS keeps replies

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::checks;
 use super::clock;
+use super::fairness;
 use super::loglimit::Verdict;
 use super::sessions::{SessionEntry, TakeError};
 use super::{AuditRecord, Shared};
@@ -114,6 +115,18 @@ async fn access_request(
                 EapPacket::outcome(EapCode::Failure, eap.identifier),
             ));
         }
+        None if config.max_conversations_per_device
+            <= device_conversations(shared, client, req) =>
+        {
+            shared.metrics.inc("reject_too_many_device_conversations");
+            if log_allowed(shared, "too_many_device_conversations", &client.name) {
+                warn!(nas = %client.name, outcome = "reject", reason = "too_many_device_conversations", "access rejected: this device already has max_conversations_per_device conversations going");
+            }
+            return Some(reject(
+                req,
+                EapPacket::outcome(EapCode::Failure, eap.identifier),
+            ));
+        }
         None => match start(config, client, req, &eap) {
             Ok(step) => step,
             Err(e) => {
@@ -156,12 +169,24 @@ async fn access_request(
                     ));
                 }
             };
-            let (entry, result) = match step_session(config, entry, eap.clone()).await {
-                Some(r) => r,
-                None => {
-                    shared.metrics.inc("reject_hsm_timeout");
-                    if log_allowed(shared, "hsm_timeout", &client.name) {
-                        warn!(nas = %client.name, outcome = "reject", reason = "hsm_timeout", "access rejected: the token did not sign in time");
+            let share = shared.shares.of(&client.name);
+            let (entry, result) = match step_session(config, &share, entry, eap.clone()).await {
+                Ok(r) => r,
+                Err(missed) => {
+                    let (reason, why) = match missed {
+                        Missed::Signing => ("hsm_timeout", "the token did not sign in time"),
+                        Missed::Turn => (
+                            "server_busy",
+                            "this client's TLS steps did not get a turn in time",
+                        ),
+                    };
+                    shared.metrics.inc(if reason == "hsm_timeout" {
+                        "reject_hsm_timeout"
+                    } else {
+                        "reject_server_busy"
+                    });
+                    if log_allowed(shared, reason, &client.name) {
+                        warn!(nas = %client.name, outcome = "reject", reason, "access rejected: {why}");
                     }
                     return Some(reject(
                         req,
@@ -266,6 +291,9 @@ fn start(
         identity,
         nas: client.name.clone(),
         nas_network: client.network,
+        station: req
+            .first(AttrType::CallingStationId)
+            .map(super::sessions::station_id),
         started: clock::now(),
         cert: None,
         vlan: None,
@@ -274,28 +302,58 @@ fn start(
     Ok(Step { entry, action })
 }
 
-/// Feeds a response to the session. With the server key in a token, the step that answers
-/// the ClientHello signs through PKCS#11, which blocks: it runs on the blocking pool, at most
-/// `[pki] sessions` such steps at once, with a deadline that includes waiting for a slot; a
-/// missed deadline fails closed (`None`: the conversation is dropped and the device
-/// rejected). Every other step runs inline.
+/// Conversations the requesting device (its Calling-Station-Id) already has going with this
+/// client; 0 when the NAS sent none.
+fn device_conversations(shared: &Shared, client: &Client, req: &Request<'_>) -> u64 {
+    req.first(AttrType::CallingStationId).map_or(0, |raw| {
+        shared
+            .sessions
+            .count_device(&client.name, &super::sessions::station_id(raw))
+    })
+}
+
+/// Why a step did not run.
+enum Missed {
+    /// The token did not sign within `[pki]`'s deadline (waiting included).
+    Signing,
+    /// The client's turn at a TLS step did not come within [`fairness::STEP_WAIT`].
+    Turn,
+}
+
+/// Feeds a response to the session, in the client's turn (see [`super::fairness`]). With
+/// the server key in a token, the step that answers the ClientHello signs through PKCS#11,
+/// which blocks: it runs on the blocking pool, at most `[pki] sessions` such steps at once,
+/// with a deadline that includes waiting for the turn and for a slot; a missed deadline
+/// fails closed (the conversation is dropped and the device rejected). Every other step runs
+/// inline once its turn has come.
 async fn step_session(
     config: &Config,
+    share: &Arc<fairness::Share>,
     mut entry: SessionEntry,
     eap: EapPacket,
-) -> Option<(SessionEntry, Result<Action, EapError>)> {
+) -> Result<(SessionEntry, Result<Action, EapError>), Missed> {
     let Some(pki) = config.pki.as_ref().filter(|_| entry.session.may_sign()) else {
+        let turn = tokio::time::timeout(fairness::STEP_WAIT, share.step())
+            .await
+            .ok()
+            .flatten()
+            .ok_or(Missed::Turn)?;
         let result = entry.session.handle(Event::Response(&eap));
-        return Some((entry, result));
+        drop(turn);
+        return Ok((entry, result));
     };
     let slots = pki.signing_slots.clone();
     let runtime = pki.clone();
+    let share = share.clone();
     let step = async move {
-        // The permit lives as long as the blocking work, even past our deadline.
+        // The client's turn first, then a signing slot: one client's queue of signatures
+        // waits behind its own turns, not in front of other clients'. Both permits live as
+        // long as the blocking work, even past our deadline.
+        let turn = share.step().await?;
         let permit = slots.acquire_owned().await.ok()?;
         tokio::task::spawn_blocking(move || {
             let result = entry.session.handle(Event::Response(&eap));
-            drop(permit);
+            drop((permit, turn));
             (entry, result)
         })
         .await
@@ -308,7 +366,7 @@ async fn step_session(
     if !modules.is_empty() {
         tokio::spawn(super::reinitialize_modules(runtime, modules));
     }
-    result.ok()?
+    result.ok().flatten().ok_or(Missed::Signing)
 }
 
 fn eap_identifier(bytes: &[u8]) -> u8 {

@@ -6,6 +6,7 @@ pub mod checks;
 pub mod clients;
 pub mod clock;
 pub mod dedup;
+pub mod fairness;
 pub mod fifo;
 mod handler;
 pub mod loglimit;
@@ -31,6 +32,7 @@ use crate::radius::summary::summarize;
 use crate::radius::UnverifiedRequest;
 use clients::ClientTable;
 use dedup::{Begin, Dedup, RequestKey};
+use fairness::Shares;
 use loglimit::LogLimiter;
 use metrics::Metrics;
 use sessions::SessionTable;
@@ -91,6 +93,8 @@ pub struct Shared {
     pub(crate) sessions: SessionTable,
     /// Limits repeated per-request reject lines in the log.
     log_limit: LogLimiter,
+    /// Each client's share of requests in flight and of TLS steps.
+    pub(crate) shares: Shares,
     /// Counters.
     pub metrics: Metrics,
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
@@ -136,6 +140,7 @@ impl Server {
             ),
             sessions: SessionTable::new(config.max_sessions, config.session_idle_timeout),
             log_limit: LogLimiter::default(),
+            shares: Shares::default(),
             metrics: Metrics::default(),
             audit,
         });
@@ -392,11 +397,22 @@ async fn recv_loop(
             },
             () = shutdown.cancelled() => break,
         };
-        if shared.live().clients.lookup(src.ip()).is_none() {
+        let live = shared.live();
+        let Some(client) = live.clients.lookup(src.ip()) else {
             shared.metrics.inc("drop_unknown_client");
             debug!(%src, "datagram from unknown client dropped");
             continue;
         };
+        let Some(counted) = shared
+            .shares
+            .of(&client.name)
+            .enter(live.config.max_inflight_per_client)
+        else {
+            shared.metrics.inc("drop_client_overloaded");
+            debug!(nas = %client.name, reason = "client_overloaded", "datagram dropped: this client has max_inflight_per_client requests in flight");
+            continue;
+        };
+        drop(live);
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
             shared.metrics.inc("drop_overloaded");
             continue;
@@ -407,7 +423,7 @@ async fn recv_loop(
         tasks.spawn(
             async move {
                 handle_datagram(&shared, &sock, src, &datagram).await;
-                drop(permit);
+                drop((permit, counted));
             }
             .instrument(span),
         );

@@ -30,6 +30,9 @@ pub struct SessionEntry {
     /// requests matched to the same entry may continue the conversation, and a reload that
     /// keeps the entry keeps its conversations.
     pub nas_network: IpNet,
+    /// The device's Calling-Station-Id (normalised MAC, see [`station_id`]), if the NAS
+    /// sent one.
+    pub station: Option<String>,
     /// When the conversation started.
     pub started: Instant,
     /// The verified client certificate, once known.
@@ -71,13 +74,70 @@ impl Drop for InUse<'_> {
     }
 }
 
+/// Conversations held, per client entry and per device.
+#[derive(Default)]
+struct Counts {
+    nas: HashMap<String, u64>,
+    device: HashMap<(String, String), u64>,
+}
+
+impl Counts {
+    fn add(&mut self, e: &SessionEntry) {
+        *self.nas.entry(e.nas.clone()).or_default() += 1;
+        if let Some(station) = &e.station {
+            *self
+                .device
+                .entry((e.nas.clone(), station.clone()))
+                .or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, e: &SessionEntry) {
+        fn down<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u64>, k: &K) {
+            if let Some(n) = m.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(k);
+                }
+            }
+        }
+        down(&mut self.nas, &e.nas);
+        if let Some(station) = &e.station {
+            down(&mut self.device, &(e.nas.clone(), station.clone()));
+        }
+    }
+}
+
+/// A Calling-Station-Id in one form: a MAC address in any common notation
+/// (`00:11:22:AA:BB:CC`, `0011.22aa.bbcc`, `001122aabbcc`, ...) becomes the IEEE form
+/// `00-11-22-AA-BB-CC` (RFC 3580 §3.21); anything else is kept as sent (lossy UTF-8, at most
+/// 64 characters).
+pub fn station_id(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let hex: Vec<char> = text.chars().filter(char::is_ascii_hexdigit).collect();
+    let separators_only = text
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'));
+    if hex.len() == 12 && separators_only {
+        let up: String = hex.iter().map(char::to_ascii_uppercase).collect();
+        return up
+            .as_bytes()
+            .chunks(2)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect::<Vec<_>>()
+            .join("-");
+    }
+    text.chars().take(64).collect()
+}
+
 /// The table.
 pub struct SessionTable {
     /// Each round trip takes a session out and puts it back under a new State, so the
     /// table's insertion order is least-recently-used order and age is idle time.
     /// Boxed: the hash table's spare capacity then costs a pointer per slot, not a session.
     table: Fifo<[u8; 16], Box<SessionEntry>>,
-    per_nas: Mutex<HashMap<String, u64>>,
+    /// Conversations held per client entry, and per (client, Calling-Station-Id).
+    per_nas: Mutex<Counts>,
     /// States whose conversation a request is working on; one per such request, so bounded
     /// by the server's in-flight cap.
     busy: Mutex<HashSet<[u8; 16]>>,
@@ -100,19 +160,25 @@ impl SessionTable {
         self.per_nas
             .lock()
             .ok()
-            .and_then(|m| m.get(nas).copied())
+            .and_then(|m| m.nas.get(nas).copied())
+            .unwrap_or(0)
+    }
+
+    /// Conversations held for one device (Calling-Station-Id) of one client.
+    pub fn count_device(&self, nas: &str, station: &str) -> u64 {
+        let expired = self.table.expire();
+        self.forget(expired.iter().map(|b| &**b));
+        self.per_nas
+            .lock()
+            .ok()
+            .and_then(|m| m.device.get(&(nas.to_owned(), station.to_owned())).copied())
             .unwrap_or(0)
     }
 
     fn forget<'a>(&self, left: impl IntoIterator<Item = &'a SessionEntry>) {
         if let Ok(mut m) = self.per_nas.lock() {
             for e in left {
-                if let Some(n) = m.get_mut(&e.nas) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        m.remove(&e.nas);
-                    }
-                }
+                m.remove(e);
             }
         }
     }
@@ -166,11 +232,7 @@ impl SessionTable {
     /// full.
     pub fn put(&self, state: [u8; 16], entry: SessionEntry) {
         if let Ok(mut m) = self.per_nas.lock() {
-            if let Some(n) = m.get_mut(&entry.nas) {
-                *n += 1;
-            } else {
-                m.insert(entry.nas.clone(), 1);
-            }
+            m.add(&entry);
         }
         let left = self.table.insert(state, Box::new(entry));
         if !left.is_empty() {
@@ -186,5 +248,25 @@ impl SessionTable {
     /// True when no session is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn station_ids_in_every_mac_notation_read_the_same() {
+        for raw in [
+            "00:11:22:aa:bb:cc",
+            "00-11-22-AA-BB-CC",
+            "0011.22aa.bbcc",
+            "001122AABBCC",
+        ] {
+            assert_eq!(station_id(raw.as_bytes()), "00-11-22-AA-BB-CC", "{raw}");
+        }
+        assert_eq!(station_id(b"not a mac"), "not a mac");
+        assert_eq!(station_id(b"00:11:22:aa:bb:cc:dd"), "00:11:22:aa:bb:cc:dd");
+        assert_eq!(station_id(&[b'x'; 300]).len(), 64);
     }
 }

@@ -12,6 +12,7 @@ mod bench;
 mod check;
 mod demo;
 mod eapol;
+mod fairness;
 mod forged_chain;
 mod harness;
 mod hsm;
