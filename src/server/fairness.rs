@@ -5,7 +5,7 @@
 //! the devices of every other NAS wait behind it. Here every client entry gets:
 //! - a cap on its requests in flight (`server.max_inflight_per_client`); past it its
 //!   datagrams are dropped and counted, as past the global cap;
-//! - at most [`Shares::steps`] TLS steps at once (the machine's cores, at least two). A step
+//! - at most [`Shares::steps`] TLS steps at once (the cores the process may use). A step
 //!   waits for its client's turn, not behind other clients' queues, so however many requests
 //!   one NAS has queued, another NAS's step competes with at most that many of them.
 //!
@@ -77,10 +77,9 @@ impl Shares {
 }
 
 impl Default for Shares {
-    /// As many steps per client as the machine has cores, at least two.
+    /// As many steps per client as the process may use cores.
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Self::new(cores.max(2))
+        Self::new(std::thread::available_parallelism().map_or(2, usize::from))
     }
 }
 
