@@ -212,22 +212,81 @@ fn wrong_eku_is_rejected() {
     s.wait_log(&["outcome=\"reject\"", "reason=\"wrong_eku\""]);
 }
 
+/// Runs eapol-tests/run.sh against `server` with certificates from `certs`.
+fn run_script(server: &Server, certs: &std::path::Path) -> std::process::Output {
+    Command::new(repo().join("eapol-tests/run.sh"))
+        .args(["127.0.0.1", &server.addr.port().to_string(), SECRET])
+        .arg(certs)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The (verdict, scenario, got) columns of run.sh's report lines.
+fn verdicts(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .filter(|l| l.contains(" expect="))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_owned(), f[1].to_owned(), f[3].to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn runner_script_reports_every_scenario() {
     let s = Server::start();
-    let out = Command::new(repo().join("eapol-tests/run.sh"))
-        .args(["127.0.0.1", &s.addr.port().to_string(), SECRET])
-        .arg(pki_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_script(&s, pki_dir());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "runner failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("7 passed, 0 failed"), "{text}");
+    let got: Vec<_> = verdicts(&text)
+        .into_iter()
+        .map(|(v, name, got)| format!("{v} {name} {got}"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "PASS expired got=reject",
+            "PASS fragment-200 got=accept",
+            "PASS tls12-ecdsa got=accept",
+            "PASS tls12-rsa got=accept",
+            "PASS tls13-ecdsa got=accept",
+            "PASS unknown-ca got=reject",
+            "PASS wrong-eku got=reject",
+        ],
+        "{text}"
+    );
+    assert!(text.contains("7 passed, 0 failed, 0 errors"), "{text}");
+}
+
+#[test]
+fn runner_script_reports_a_run_without_an_outcome_as_an_error() {
+    // A certificate directory that does not exist: eapol_test never runs. That is no
+    // Access-Reject, so no scenario may pass, the reject ones included.
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(&s, &dir.path().join("missing"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let got = verdicts(&text);
+    assert_eq!(got.len(), 7, "{text}");
+    for (verdict, name, result) in &got {
+        assert_eq!(
+            (verdict.as_str(), result.as_str()),
+            ("ERROR", "got=error"),
+            "{name}: {text}"
+        );
+    }
+    assert!(text.contains("0 passed, 0 failed, 7 errors"), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expired: eapol_test exit status "),
+        "{stderr}"
+    );
 }
 
 #[test]
