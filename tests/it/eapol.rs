@@ -315,3 +315,58 @@ fn sighup_reload_refuses_a_broken_config_and_applies_a_good_one() {
     s.wait_log(&["configuration reloaded"]);
     assert_accept(&eapol(&s, "tls12-ecdsa", &[]), "00323030");
 }
+
+#[test]
+fn tls12_only_device_is_rejected_by_a_tls13_only_server() {
+    let s = Server::start_with(|c| c.replace("[tls]\n", "[tls]\nversions = [\"1.3\"]\n"));
+    assert_reject(&eapol(&s, "tls12-ecdsa", &[]));
+    let line = s.wait_log(&["outcome=\"reject\"", "reason=\"tls_incompatible\""]);
+    assert!(line.contains("identity=device-ecdsa"), "{line}");
+    // A TLS 1.2 ClientHello has no supported_versions extension: rustls says exactly that.
+    assert!(
+        line.contains("detail=\"TLS: peer is incompatible: SupportedVersionsExtensionRequired\""),
+        "{line}"
+    );
+    assert!(!s.log().iter().any(|l| l.contains("outcome=\"accept\"")));
+}
+
+#[test]
+fn device_certificate_not_yet_valid_is_rejected() {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+    // From the dev issuing CA, valid from tomorrow: everything else about it is right.
+    let pki = pki_dir();
+    let ca_pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key")).unwrap()).unwrap();
+    let ca = CertificateParams::from_ca_cert_pem(&ca_pem)
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["device-future.test".to_owned()]).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "device-future");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now + time::Duration::days(1);
+    p.not_after = now + time::Duration::days(365);
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(pki.join("root-ca.pem"), dir.path().join("root-ca.pem")).unwrap();
+    std::fs::write(
+        dir.path().join("device-ecdsa.pem"),
+        format!("{}{ca_pem}", cert.pem()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("device-ecdsa.key"), key.serialize_pem()).unwrap();
+    let s = Server::start();
+    let run = EapolRun {
+        stdout: eapol_test(&s, dir.path(), "tls12-ecdsa", &[]),
+    };
+    assert_reject(&run);
+    s.wait_log(&[
+        "outcome=\"reject\"",
+        "reason=\"certificate_not_yet_valid\"",
+        "identity=device-ecdsa",
+    ]);
+}
