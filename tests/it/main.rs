@@ -14,6 +14,7 @@ mod demo;
 mod eapol;
 mod harness;
 mod hsm;
+mod keys;
 mod ocsp;
 mod responder;
 mod revocation;
