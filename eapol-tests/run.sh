@@ -14,7 +14,7 @@
 # config file) is reported as ERROR and fails the run: it says nothing about the server.
 set -uo pipefail
 if [ $# -ne 4 ]; then
-  sed -n '2,15p' "$0" >&2
+  sed -n '2,14p' "$0" >&2
   exit 2
 fi
 host=$1 port=$2 secret=$3 certs=$4
