@@ -45,6 +45,13 @@ pub enum CaError {
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// A certificate request (CSR) whose self-signature does not verify with the key it
+    /// carries: its holder did not prove possession of that key (RFC 2986 §3).
+    #[error("certificate request: its signature does not verify with the key it carries")]
+    CsrSignature,
+    /// A certificate request that is not a well-formed PKCS#10 request in PEM.
+    #[error("certificate request: not a PKCS#10 request in PEM: {0}")]
+    CsrMalformed(rcgen::Error),
     /// The token already holds a CA.
     #[error("token `{0}` already holds an anchord CA (use `pki rotate-server` or a new token)")]
     AlreadyInitialised(String),
@@ -374,7 +381,13 @@ impl TokenCa {
             self.issuer(ISSUING).map_err(|e| self.not_initialised(e))?;
         let csr = spec
             .csr_pem
-            .map(rcgen::CertificateSigningRequestParams::from_pem)
+            .map(|pem| {
+                // rcgen reports a failed self-signature check as `RingUnspecified`.
+                rcgen::CertificateSigningRequestParams::from_pem(pem).map_err(|e| match e {
+                    rcgen::Error::RingUnspecified => CaError::CsrSignature,
+                    other => CaError::CsrMalformed(other),
+                })
+            })
             .transpose()?;
         let device_key = match (&csr, spec.key) {
             (Some(_), _) => None,

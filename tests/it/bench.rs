@@ -50,6 +50,9 @@ fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
     report
 }
 
+// How many authentications fit in a run depends on the machine and its load; these tests
+// assert only that some completed and that every one of them was right: no errors, the
+// expected exchanges per authentication, and the server's own record of each.
 #[test]
 fn load_generator_completes_verified_authentications_without_errors() {
     let s = Server::start();
@@ -58,9 +61,20 @@ fn load_generator_completes_verified_authentications_without_errors() {
             &s,
             &["--tls", tls, "--concurrency", "4", "--duration", "1.5"],
         );
-        assert!(r["completed"].as_u64().unwrap() >= 10, "{r}");
+        let completed = r["completed"].as_u64().unwrap();
+        assert!(completed >= 1, "{r}");
         assert_eq!(r["errors"].as_object().unwrap().len(), 0, "{r}");
-        assert!(r["round_trips"].as_u64().unwrap() >= 5 * r["completed"].as_u64().unwrap());
+        assert!(r["round_trips"].as_u64().unwrap() >= 5 * completed, "{r}");
+        // Each completed authentication is an Access-Accept the server logged, in the
+        // version asked for (more may be logged: conversations cut off by the end of the run).
+        let tls_field = format!("tls=\"{tls}\"");
+        s.wait_log_lines(&["outcome=\"accept\"", &tls_field], completed as usize);
+        if tls == "1.2" {
+            assert!(
+                !s.log().iter().any(|l| l.contains("tls=\"1.3\"")),
+                "a TLS 1.2 run negotiated 1.3"
+            );
+        }
     }
     // Small fragments both ways, and open loop.
     let r = bench(
@@ -76,11 +90,10 @@ fn load_generator_completes_verified_authentications_without_errors() {
             "1",
         ],
     );
-    assert!(r["completed"].as_u64().unwrap() >= 10, "{r}");
-    assert!(
-        r["round_trips"].as_u64().unwrap() >= 10 * r["completed"].as_u64().unwrap(),
-        "{r}"
-    );
+    let completed = r["completed"].as_u64().unwrap();
+    assert!(completed >= 1, "{r}");
+    assert_eq!(r["errors"].as_object().unwrap().len(), 0, "{r}");
+    assert!(r["round_trips"].as_u64().unwrap() >= 10 * completed, "{r}");
 }
 
 #[test]

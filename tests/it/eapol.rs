@@ -212,22 +212,81 @@ fn wrong_eku_is_rejected() {
     s.wait_log(&["outcome=\"reject\"", "reason=\"wrong_eku\""]);
 }
 
+/// Runs eapol-tests/run.sh against `server` with certificates from `certs`.
+fn run_script(server: &Server, certs: &std::path::Path) -> std::process::Output {
+    Command::new(repo().join("eapol-tests/run.sh"))
+        .args(["127.0.0.1", &server.addr.port().to_string(), SECRET])
+        .arg(certs)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The (verdict, scenario, got) columns of run.sh's report lines.
+fn verdicts(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .filter(|l| l.contains(" expect="))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_owned(), f[1].to_owned(), f[3].to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn runner_script_reports_every_scenario() {
     let s = Server::start();
-    let out = Command::new(repo().join("eapol-tests/run.sh"))
-        .args(["127.0.0.1", &s.addr.port().to_string(), SECRET])
-        .arg(pki_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_script(&s, pki_dir());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "runner failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("7 passed, 0 failed"), "{text}");
+    let got: Vec<_> = verdicts(&text)
+        .into_iter()
+        .map(|(v, name, got)| format!("{v} {name} {got}"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "PASS expired got=reject",
+            "PASS fragment-200 got=accept",
+            "PASS tls12-ecdsa got=accept",
+            "PASS tls12-rsa got=accept",
+            "PASS tls13-ecdsa got=accept",
+            "PASS unknown-ca got=reject",
+            "PASS wrong-eku got=reject",
+        ],
+        "{text}"
+    );
+    assert!(text.contains("7 passed, 0 failed, 0 errors"), "{text}");
+}
+
+#[test]
+fn runner_script_reports_a_run_without_an_outcome_as_an_error() {
+    // A certificate directory that does not exist: eapol_test never runs. That is no
+    // Access-Reject, so no scenario may pass, the reject ones included.
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(&s, &dir.path().join("missing"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let got = verdicts(&text);
+    assert_eq!(got.len(), 7, "{text}");
+    for (verdict, name, result) in &got {
+        assert_eq!(
+            (verdict.as_str(), result.as_str()),
+            ("ERROR", "got=error"),
+            "{name}: {text}"
+        );
+    }
+    assert!(text.contains("0 passed, 0 failed, 7 errors"), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expired: eapol_test exit status "),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -255,4 +314,59 @@ fn sighup_reload_refuses_a_broken_config_and_applies_a_good_one() {
     s.hangup();
     s.wait_log(&["configuration reloaded"]);
     assert_accept(&eapol(&s, "tls12-ecdsa", &[]), "00323030");
+}
+
+#[test]
+fn tls12_only_device_is_rejected_by_a_tls13_only_server() {
+    let s = Server::start_with(|c| c.replace("[tls]\n", "[tls]\nversions = [\"1.3\"]\n"));
+    assert_reject(&eapol(&s, "tls12-ecdsa", &[]));
+    let line = s.wait_log(&["outcome=\"reject\"", "reason=\"tls_incompatible\""]);
+    assert!(line.contains("identity=device-ecdsa"), "{line}");
+    // A TLS 1.2 ClientHello has no supported_versions extension: rustls says exactly that.
+    assert!(
+        line.contains("detail=\"TLS: peer is incompatible: SupportedVersionsExtensionRequired\""),
+        "{line}"
+    );
+    assert!(!s.log().iter().any(|l| l.contains("outcome=\"accept\"")));
+}
+
+#[test]
+fn device_certificate_not_yet_valid_is_rejected() {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+    // From the dev issuing CA, valid from tomorrow: everything else about it is right.
+    let pki = pki_dir();
+    let ca_pem = std::fs::read_to_string(pki.join("issuing-ca.pem")).unwrap();
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(pki.join("issuing-ca.key")).unwrap()).unwrap();
+    let ca = CertificateParams::from_ca_cert_pem(&ca_pem)
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["device-future.test".to_owned()]).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "device-future");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now + time::Duration::days(1);
+    p.not_after = now + time::Duration::days(365);
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(pki.join("root-ca.pem"), dir.path().join("root-ca.pem")).unwrap();
+    std::fs::write(
+        dir.path().join("device-ecdsa.pem"),
+        format!("{}{ca_pem}", cert.pem()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("device-ecdsa.key"), key.serialize_pem()).unwrap();
+    let s = Server::start();
+    let run = EapolRun {
+        stdout: eapol_test(&s, dir.path(), "tls12-ecdsa", &[]),
+    };
+    assert_reject(&run);
+    s.wait_log(&[
+        "outcome=\"reject\"",
+        "reason=\"certificate_not_yet_valid\"",
+        "identity=device-ecdsa",
+    ]);
 }

@@ -137,6 +137,29 @@ secret = "{SECRET}"
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Waits until at least `n` log lines contain every needle; returns all such lines, in
+    /// the order the server wrote them.
+    pub(crate) fn wait_log_lines(&self, needles: &[&str], n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lines: Vec<String> = self
+                .log()
+                .into_iter()
+                .filter(|l| needles.iter().all(|x| l.contains(x)))
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} log lines with {needles:?} in {:#?}",
+                lines.len(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Server {

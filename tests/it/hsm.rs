@@ -282,24 +282,80 @@ fn device_from_a_ca_not_on_the_token_is_rejected() {
 }
 
 #[test]
-fn wrong_pin_and_missing_token_are_refused_with_a_clear_error() {
+fn wrong_pin_and_missing_token_are_refused_by_check_and_serve() {
     let t = Token::new();
     t.ok(&["pki", "init"]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("anchord.toml");
+    let cfg_s = cfg.display().to_string();
     std::fs::write(dir.path().join("pin"), "9999\n").unwrap();
     let text = "[pki]\npin_file = \"pin\"\n\n[[client]]\nname = \"n\"\naddress = \"127.0.0.1\"\nsecret = \"s\"\n";
-    std::fs::write(&cfg, text).unwrap();
-    let out = t.anchord(&["check", "--config", &cfg.display().to_string()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
-    assert!(
-        stdout.contains("anchord.toml:2: pki.pin_file:") && stdout.contains("wrong PIN?"),
-        "{stdout}"
-    );
-    std::fs::write(&cfg, text.replace("[pki]\n", "[pki]\ntoken = \"nope\"\n")).unwrap();
-    let out = t.anchord(&["check", "--config", &cfg.display().to_string()]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no token labelled `nope`"));
+    let cases = [
+        (
+            text.to_owned(),
+            format!("{cfg_s}:2: pki.pin_file: login to token `anchord` failed: "),
+            "(wrong PIN?)",
+        ),
+        (
+            text.replace("[pki]\n", "[pki]\ntoken = \"nope\"\n"),
+            format!("{cfg_s}:2: pki.token: no token labelled `nope` "),
+            "(is the token present and initialised?)",
+        ),
+    ];
+    for (config, at, hint) in cases {
+        std::fs::write(&cfg, &config).unwrap();
+        let out = t.anchord(&["check", "--config", &cfg_s]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{stdout}");
+        assert!(
+            lines[0].starts_with(&at) && lines[0].ends_with(hint),
+            "{stdout}"
+        );
+        assert_eq!(lines[1], "1 error(s)");
+        // `serve` refuses to start the same way: the error with file and line, exit 1.
+        let (code, stderr) = serve_until_exit(&t, &cfg);
+        assert_eq!(code, Some(1), "{stderr}");
+        let line = format!("anchord: {at}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&line) && l.ends_with(hint)),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
+}
+
+/// Runs `anchord serve` with `cfg`, expecting it to exit by itself within 30 s; returns its
+/// exit code and standard error.
+fn serve_until_exit(t: &Token, cfg: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anchord"))
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .envs(t.envs())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve kept running with a config it cannot use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr)
 }
 
 #[test]
@@ -461,23 +517,59 @@ fn device_with_its_own_key_is_issued_from_its_request_and_authenticates() {
     let s = t.serve();
     assert!(eapol(&s, work.path(), "tls12-ecdsa"));
     s.wait_log(&["outcome=\"accept\"", "identity=device-ecdsa"]);
-    // A request whose signature does not match its key is refused.
-    let mut pem = std::fs::read_to_string(work.path().join("device.csr")).unwrap();
-    let i = pem.len() - 60;
-    pem.replace_range(
-        i..i + 4,
-        if &pem[i..i + 4] == "AAAA" {
-            "BBBB"
-        } else {
-            "AAAA"
-        },
+    // A request whose signature does not match its key is refused. The DER ends with the
+    // signature BIT STRING, whose last byte is the last byte of ECDSA's `s`: flipping it keeps
+    // the encoding valid and breaks only the signature (OpenSSL agrees, below).
+    let bad = work.path().join("bad.csr");
+    std::fs::write(&bad, flip_last_der_byte(&work.path().join("device.csr"))).unwrap();
+    let verify = Command::new("openssl")
+        .args(["req", "-verify", "-noout", "-in"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&verify.stderr).contains("self-signature verify failure"),
+        "{verify:?}"
     );
-    std::fs::write(work.path().join("bad.csr"), pem).unwrap();
-    let bad = work.path().join("bad.csr").display().to_string();
-    assert!(!t
-        .anchord(&["pki", "issue", "--device", "x", "--csr", &bad, "--out", &out])
-        .status
-        .success());
+    let bad = bad.display().to_string();
+    let refused = t.anchord(&[
+        "pki", "issue", "--device", "x", "--csr", &bad, "--out", &out,
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(CSR_SIGNATURE_ERROR), "{stderr}");
+    assert!(!work.path().join("x.pem").exists());
+}
+
+/// What `pki issue --csr` says about a request whose self-signature does not verify.
+const CSR_SIGNATURE_ERROR: &str =
+    "anchord: certificate request: its signature does not verify with the key it carries";
+
+/// Decodes a PEM file, flips the last byte of its DER and encodes it again (64-column lines).
+fn flip_last_der_byte(pem_path: &Path) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = std::fs::read_to_string(pem_path).unwrap();
+    let mut lines = text.lines();
+    let (begin, body): (&str, Vec<&str>) = (
+        lines.next().unwrap(),
+        lines
+            .clone()
+            .take_while(|l| !l.starts_with("-----"))
+            .collect(),
+    );
+    let end = lines.find(|l| l.starts_with("-----END")).unwrap();
+    let mut der = b64.decode(body.concat()).unwrap();
+    *der.last_mut().unwrap() ^= 0x01;
+    let encoded = b64.encode(&der);
+    let mut out = format!("{begin}\n");
+    for chunk in encoded.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(end);
+    out.push('\n');
+    out
 }
 
 #[test]

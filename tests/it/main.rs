@@ -18,6 +18,7 @@ mod harness;
 mod hsm;
 mod hsm_layout;
 mod inprogress;
+mod keys;
 mod logsafe;
 mod ocsp;
 mod replay;

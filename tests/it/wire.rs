@@ -52,15 +52,18 @@ impl Client {
         self.sock.send(p).unwrap();
     }
 
-    /// Every reply that arrives within `wait`.
-    fn replies(&self, wait: Duration) -> Vec<Vec<u8>> {
-        self.sock.set_read_timeout(Some(wait)).unwrap();
-        let mut out = Vec::new();
+    /// Insists that no datagram is waiting. Called once the server has logged the drop of
+    /// every bad request and answered a later good one, so a reply to a bad request would be
+    /// here already: no quiet window to guess.
+    fn assert_nothing_queued(&self) {
+        self.sock.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 4096];
-        while let Ok(n) = self.sock.recv(&mut buf) {
-            out.push(buf[..n].to_vec());
+        let r = self.sock.recv(&mut buf);
+        self.sock.set_nonblocking(false).unwrap();
+        match r {
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            Ok(n) => panic!("unexpected reply {:?}", &buf[..n]),
         }
-        out
     }
 
     fn exchange(&self, p: &[u8]) -> Vec<u8> {
@@ -111,6 +114,22 @@ fn assert_authentic(reply: &[u8], request: &[u8]) -> Vec<(u8, Vec<u8>)> {
     attrs
 }
 
+/// The first value of attribute `ty`.
+fn attr(attrs: &[(u8, Vec<u8>)], ty: u8) -> Vec<u8> {
+    attrs.iter().find(|a| a.0 == ty).unwrap().1.clone()
+}
+
+/// The `reason="..."` of each log line, in order.
+fn reasons(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let rest = l.split("reason=\"").nth(1).unwrap();
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect()
+}
+
 fn status_server(id: u8) -> Vec<u8> {
     request(12, id, &[], SECRET, true)
 }
@@ -153,11 +172,19 @@ fn retransmission_gets_the_identical_cached_reply() {
     let c = Client::new(&s);
     let req = request(1, 3, &[(79, EAP_IDENTITY.to_vec())], SECRET, true);
     let first = c.exchange(&req);
+    let first_state = attr(&assert_authentic(&first, &req), 24);
     let again = c.exchange(&req);
     assert_eq!(first, again, "same bytes, same State: not processed twice");
     // A new request (new authenticator) is new work: a fresh State.
-    let fresh = c.exchange(&request(1, 3, &[(79, EAP_IDENTITY.to_vec())], SECRET, true));
-    assert_ne!(first[20..], fresh[20..]);
+    let req2 = request(1, 3, &[(79, EAP_IDENTITY.to_vec())], SECRET, true);
+    let fresh = c.exchange(&req2);
+    let fresh_state = attr(&assert_authentic(&fresh, &req2), 24);
+    assert_eq!((first_state.len(), fresh_state.len()), (16, 16));
+    assert_ne!(first_state, fresh_state);
+    // Two conversations started, not three: the retransmission only resent the reply. The
+    // second challenge line is written after everything logged for the retransmission.
+    let challenges = s.wait_log_lines(&["challenge", "round="], 2);
+    assert_eq!(challenges.len(), 2, "{challenges:#?}");
     s.wait_log(&["retransmission", "cached reply resent"]);
 }
 
@@ -172,11 +199,10 @@ fn wrong_shared_secret_gets_no_answer() {
         "not-the-secret",
         true,
     ));
-    c.send(&status_server(2));
-    let replies = c.replies(Duration::from_millis(500));
-    assert_eq!(replies.len(), 1);
-    assert_eq!(replies[0][1], 2, "only the good request is answered");
-    s.wait_log(&["datagram dropped", "bad_message_authenticator"]);
+    s.wait_log(&["datagram dropped", "reason=\"bad_message_authenticator\""]);
+    let good = status_server(2);
+    assert_authentic(&c.exchange(&good), &good);
+    c.assert_nothing_queued();
 }
 
 #[test]
@@ -195,16 +221,16 @@ fn eap_without_message_authenticator_gets_no_answer() {
         SECRET,
         false,
     ));
+    s.wait_log(&[
+        "datagram dropped",
+        "reason=\"missing_message_authenticator\"",
+    ]);
     // With the per-client switch off, a non-EAP request without it is still answered.
-    c.send(&request(1, 2, &[(1, b"pap-user".to_vec())], SECRET, false));
-    let replies = c.replies(Duration::from_millis(500));
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    assert_eq!(replies[0][1], 2);
-    assert_eq!(
-        replies[0][0], 3,
-        "non-EAP is rejected: only EAP-TLS is offered"
-    );
-    s.wait_log(&["datagram dropped", "missing_message_authenticator"]);
+    let reply = c.exchange(&request(1, 2, &[(1, b"pap-user".to_vec())], SECRET, false));
+    assert_eq!(reply[1], 2);
+    assert_eq!(reply[0], 3, "non-EAP is rejected: only EAP-TLS is offered");
+    s.wait_log(&["reason=\"no_eap\""]);
+    c.assert_nothing_queued();
 }
 
 #[test]
@@ -212,9 +238,32 @@ fn message_authenticator_is_required_by_default() {
     let s = Server::start();
     let c = Client::new(&s);
     c.send(&request(1, 1, &[(1, b"pap-user".to_vec())], SECRET, false));
-    c.send(&status_server(2));
-    let replies = c.replies(Duration::from_millis(500));
-    assert_eq!(replies.iter().map(|r| r[1]).collect::<Vec<_>>(), vec![2]);
+    s.wait_log(&[
+        "datagram dropped",
+        "reason=\"missing_message_authenticator\"",
+    ]);
+    let good = status_server(2);
+    assert_authentic(&c.exchange(&good), &good);
+    c.assert_nothing_queued();
+}
+
+#[test]
+fn status_server_without_message_authenticator_gets_no_answer() {
+    // RFC 5997 §3: Message-Authenticator is mandatory on Status-Server, whatever the
+    // per-client switch says.
+    let s = Server::start_with(|c| {
+        c.replace(
+            "secret = ",
+            "require_message_authenticator = false\nsecret = ",
+        )
+    });
+    let c = Client::new(&s);
+    c.send(&request(12, 1, &[], SECRET, false));
+    let drop = s.wait_log(&["datagram dropped"]);
+    assert_eq!(reasons(&[drop]), vec!["missing_message_authenticator"]);
+    let good = status_server(2);
+    assert_authentic(&c.exchange(&good), &good);
+    c.assert_nothing_queued();
 }
 
 #[test]
@@ -236,28 +285,34 @@ fn malformed_datagrams_get_no_answer_and_the_next_request_is_served() {
     };
     let mut reply_code = status_server(203);
     reply_code[0] = 2; // an Access-Accept sent to the server
-    for bad in [
+    let bad = [
         &[0xFFu8; 10][..],
         &truncated,
         &overflowing,
         &huge,
         &bad_length,
         &reply_code,
-    ] {
-        c.send(bad);
+    ];
+    for b in bad {
+        c.send(b);
     }
-    c.send(&status_server(202));
-    let replies = c.replies(Duration::from_millis(700));
-    assert_eq!(replies.iter().map(|r| r[1]).collect::<Vec<_>>(), vec![202]);
-    for reason in [
-        "too_short",
-        "truncated",
-        "attribute_overflow",
-        "bad_length",
-        "unexpected_code",
-    ] {
-        s.wait_log(&["datagram dropped", reason]);
-    }
+    // Datagrams are handled concurrently: compare the reasons as a sorted list.
+    let mut got = reasons(&s.wait_log_lines(&["datagram dropped"], bad.len()));
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "attribute_overflow",
+            "bad_length",
+            "bad_length",
+            "too_short",
+            "truncated",
+            "unexpected_code"
+        ]
+    );
+    let good = status_server(202);
+    assert_authentic(&c.exchange(&good), &good);
+    c.assert_nothing_queued();
 }
 
 #[test]
@@ -266,8 +321,9 @@ fn unknown_client_gets_no_answer() {
         Server::start_with(|c| c.replace("address = \"127.0.0.1\"", "address = \"127.0.0.2/32\""));
     let c = Client::new(&s);
     c.send(&status_server(1));
-    assert!(c.replies(Duration::from_millis(500)).is_empty());
-    s.wait_log(&["unknown client"]);
+    // Logged before the datagram is even parsed; nothing is sent after it.
+    s.wait_log(&["datagram from unknown client dropped"]);
+    c.assert_nothing_queued();
 }
 
 #[test]
@@ -326,57 +382,122 @@ fn session_table_is_bounded_and_the_oldest_conversation_is_evicted() {
     for i in 0..50u8 {
         let req = request(1, i, &[(79, eap_identity(i))], SECRET, true);
         let attrs = assert_authentic(&c.exchange(&req), &req);
-        states.push(attrs.iter().find(|a| a.0 == 24).unwrap().1.clone());
-        eap_ids.push(attrs.iter().find(|a| a.0 == 79).unwrap().1[1]);
+        states.push(attr(&attrs, 24));
+        eap_ids.push(attr(&attrs, 79)[1]);
     }
-    // The newest conversation is alive: an ACK where TLS data is due is a framing error.
-    let ack = |eap_id: u8| vec![2, eap_id, 0, 6, 13, 0];
-    let newest = request(
-        1,
-        100,
-        &[(79, ack(eap_ids[49])), (24, states[49].clone())],
-        SECRET,
-        true,
-    );
-    assert_eq!(c.exchange(&newest)[0], 3);
-    s.wait_log(&["reason=\"eap_tls_framing\""]);
-    // The oldest was evicted.
-    let oldest = request(
-        1,
-        101,
-        &[(79, ack(eap_ids[0])), (24, states[0].clone())],
-        SECRET,
-        true,
-    );
-    assert_eq!(c.exchange(&oldest)[0], 3);
-    s.wait_log(&["reason=\"unknown_state\""]);
+    // Probe every conversation, oldest first, with an ACK where TLS data is due: a live one
+    // fails with a framing error, an evicted one is an unknown State. Probes are sequential
+    // and each reject is logged before its reply, so the log holds the reasons in order.
+    for i in 0..50u8 {
+        let ack = vec![2, eap_ids[usize::from(i)], 0, 6, 13, 0];
+        let probe = request(
+            1,
+            100 + i,
+            &[(79, ack), (24, states[usize::from(i)].clone())],
+            SECRET,
+            true,
+        );
+        assert_eq!(c.exchange(&probe)[0], 3);
+    }
+    let got = reasons(&s.wait_log_lines(&["outcome=\"reject\""], 50));
+    let mut want = vec!["unknown_state"; 45];
+    want.extend(["eap_tls_framing"; 5]);
+    assert_eq!(got, want, "exactly the 5 newest conversations survive");
+}
+
+/// Every way the log could print `bytes`: hex (either case, with or without separators),
+/// Rust's `{:?}` and `{:02x?}` of a byte slice, base64, the raw bytes and their escaped forms.
+fn printed_forms(bytes: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    let hex = hex::encode(bytes);
+    let pairs: Vec<&str> = (0..hex.len()).step_by(2).map(|i| &hex[i..i + 2]).collect();
+    let raw = String::from_utf8_lossy(bytes).into_owned();
+    let mut forms = vec![
+        hex.clone(),
+        hex.to_uppercase(),
+        pairs.join(":"),
+        pairs.join(":").to_uppercase(),
+        pairs.join(" "),
+        format!("{bytes:?}"),
+        format!("{bytes:02x?}"),
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+        format!("{raw:?}").trim_matches('"').to_owned(),
+        bytes.escape_ascii().to_string(),
+        raw,
+    ];
+    // An 8-byte prefix in hex is a leak as well (a truncated State is still most of one).
+    if bytes.len() > 8 {
+        forms.push(hex[..16].to_owned());
+    }
+    forms
 }
 
 #[test]
 fn debug_log_summarises_packets_without_payloads() {
     let s = Server::start();
     let c = Client::new(&s);
+    let eap = eap_identity(1);
     let req = request(
         1,
         1,
         &[
             (1, b"dev".to_vec()),
             (12, vec![0, 0, 5, 0]),
-            (79, eap_identity(1)),
+            (79, eap.clone()),
         ],
         SECRET,
         true,
     );
-    c.exchange(&req);
-    let line = s.wait_log(&[
+    let reply = c.exchange(&req);
+    let attrs = assert_authentic(&reply, &req);
+    let (state, reply_eap) = (attr(&attrs, 24), attr(&attrs, 79));
+    s.wait_log(&[
         "request",
         "User-Name=\"dev\"",
         "Framed-MTU=1280",
         "EAP-Message(len=8)",
         "Message-Authenticator(len=16)",
     ]);
-    assert!(!line.contains(SECRET));
     s.wait_log(&["reply", "code=11", "State(len=16)"]);
+    // A second round carries the State back (an ACK where TLS data is due: rejected).
+    let ack = vec![2, reply_eap[1], 0, 6, 13, 0];
+    let req2 = request(
+        1,
+        2,
+        &[(79, ack.clone()), (24, state.clone())],
+        SECRET,
+        true,
+    );
+    let reply2 = c.exchange(&req2);
+    assert_authentic(&reply2, &req2);
+    s.wait_log(&["request", "radius.id=2", "State(len=16)"]);
+    s.wait_log(&["reply", "code=3"]);
+    let secrets = [
+        ("request EAP-Message", eap),
+        (
+            "request Message-Authenticator",
+            req[req.len() - 16..].to_vec(),
+        ),
+        ("reply Message-Authenticator", reply[22..38].to_vec()),
+        ("reply EAP-Message", reply_eap),
+        ("State", state),
+        ("second request EAP-Message", ack),
+        (
+            "second request Message-Authenticator",
+            req2[req2.len() - 16..].to_vec(),
+        ),
+        (
+            "second reply Message-Authenticator",
+            reply2[22..38].to_vec(),
+        ),
+        ("shared secret", SECRET.as_bytes().to_vec()),
+    ];
+    let log = s.log().join("\n");
+    for (what, bytes) in &secrets {
+        for form in printed_forms(bytes) {
+            assert!(!log.contains(&form), "{what} printed as {form:?} in\n{log}");
+        }
+    }
 }
 
 #[test]
