@@ -16,7 +16,11 @@ fn example_setup() -> (tempfile::TempDir, String) {
     }
     std::fs::create_dir(dir.path().join("secrets")).unwrap();
     for f in ["wlc-campus.secret", "lab-switch.secret"] {
-        std::fs::write(dir.path().join("secrets").join(f), "s3cret\n").unwrap();
+        let path = dir.path().join("secrets").join(f);
+        std::fs::write(&path, "s3cret\n").unwrap();
+        // As an admin keeps them (others' read access is warned about, secrets.rs).
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
     }
     (dir, text)
 }

@@ -289,6 +289,11 @@ fn wrong_pin_and_missing_token_are_refused_by_check_and_serve() {
     let cfg = dir.path().join("anchord.toml");
     let cfg_s = cfg.display().to_string();
     std::fs::write(dir.path().join("pin"), "9999\n").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("pin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let text = "[pki]\npin_file = \"pin\"\n\n[[client]]\nname = \"n\"\naddress = \"127.0.0.1\"\nsecret = \"s\"\n";
     let cases = [
         (

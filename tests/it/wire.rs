@@ -385,10 +385,11 @@ fn session_table_is_bounded_and_the_oldest_conversation_is_evicted() {
         states.push(attr(&attrs, 24));
         eap_ids.push(attr(&attrs, 79)[1]);
     }
-    // Probe every conversation, oldest first, with an ACK where TLS data is due: a live one
+    // Probe every conversation, newest first, with an ACK where TLS data is due: a live one
     // fails with a framing error, an evicted one is an unknown State. Probes are sequential
-    // and each reject is logged before its reply, so the log holds the reasons in order.
-    for i in 0..50u8 {
+    // and each reject is logged (rate-limited per reason: the first 10 in 10 s) before its
+    // reply, so the log holds the reasons in order.
+    for i in (0..50u8).rev() {
         let ack = vec![2, eap_ids[usize::from(i)], 0, 6, 13, 0];
         let probe = request(
             1,
@@ -399,10 +400,15 @@ fn session_table_is_bounded_and_the_oldest_conversation_is_evicted() {
         );
         assert_eq!(c.exchange(&probe)[0], 3);
     }
-    let got = reasons(&s.wait_log_lines(&["outcome=\"reject\""], 50));
-    let mut want = vec!["unknown_state"; 45];
-    want.extend(["eap_tls_framing"; 5]);
-    assert_eq!(got, want, "exactly the 5 newest conversations survive");
+    // Ten unknown-State lines (the limiter's share) come after every framing line there is.
+    let got = reasons(&s.wait_log_lines(&["outcome=\"reject\""], 15));
+    let mut want = vec!["eap_tls_framing"; 5];
+    want.extend(["unknown_state"; 10]);
+    assert_eq!(
+        got, want,
+        "exactly the 5 newest conversations survive (a sixth framing line would come before \
+         the unknown States)"
+    );
 }
 
 /// Every way the log could print `bytes`: hex (either case, with or without separators),
