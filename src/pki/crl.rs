@@ -21,8 +21,22 @@ pub struct Crl {
     revoked: HashMap<Vec<u8>, (i64, Option<String>)>,
     this_update: i64,
     next_update: Option<i64>,
-    /// SHA-256 of the issuer key this CRL's signature was verified with.
-    verified_with: Mutex<Option<[u8; 32]>>,
+    /// SHA-256 of the issuer key this CRL's signature was last checked with, and whether it
+    /// verified: checked once per key, whatever the outcome.
+    verified_with: Mutex<Option<([u8; 32], bool)>>,
+}
+
+/// Why a CRL says nothing about a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silent {
+    /// Another issuer's list.
+    OtherIssuer,
+    /// The issuer's list, but not current: stale, from the future, or without nextUpdate
+    /// and older than allowed.
+    NotCurrent,
+    /// Names the issuer and is current, but the issuer's key did not sign it: forged, or
+    /// a broken file. Never read as "no CRL".
+    BadSignature,
 }
 
 /// The CRLs in a set of files.
@@ -88,23 +102,6 @@ impl CrlStore {
     pub fn crls(&self) -> Vec<Arc<Crl>> {
         self.loaded.read().map(|l| l.clone()).unwrap_or_default()
     }
-
-    /// What the CRLs say about `cert` (issued by `issuer`, both DER) at `now`: `None` when
-    /// no current, correctly signed CRL of that issuer is loaded.
-    pub fn lookup(
-        &self,
-        cert: &[u8],
-        issuer: &[u8],
-        now: i64,
-        skew: i64,
-        max_age: i64,
-    ) -> Option<State> {
-        let (_, c) = X509Certificate::from_der(cert).ok()?;
-        let (_, i) = X509Certificate::from_der(issuer).ok()?;
-        self.crls()
-            .iter()
-            .find_map(|l| l.state_of(&c, &i, now, skew, max_age))
-    }
 }
 
 impl Crl {
@@ -116,10 +113,13 @@ impl Crl {
         parse(std::path::Path::new(source), bytes)
     }
 
-    /// What this CRL says about `cert` (issued by `issuer`): `None` unless it is that
+    /// What this CRL says about `cert` (issued by `issuer`): an answer only if it is that
     /// issuer's CRL, current at `now` (with `skew`: thisUpdate not in the future, nextUpdate
     /// not passed, or without nextUpdate thisUpdate at most `max_age` seconds old), and its
-    /// signature verifies.
+    /// signature verifies with the issuer's key.
+    ///
+    /// # Errors
+    /// Why the CRL says nothing about `cert`.
     pub fn state_of(
         &self,
         cert: &X509Certificate<'_>,
@@ -127,25 +127,67 @@ impl Crl {
         now: i64,
         skew: i64,
         max_age: i64,
-    ) -> Option<State> {
-        let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
+    ) -> Result<State, Silent> {
+        if self.issuer != cert.issuer().as_raw() {
+            return Err(Silent::OtherIssuer);
+        }
         let fresh = match self.next_update {
             Some(next) => next >= now.saturating_sub(skew),
             None => now.saturating_sub(self.this_update) <= max_age.saturating_add(skew),
         };
-        let current = self.issuer == cert.issuer().as_raw()
-            && self.this_update <= now.saturating_add(skew)
-            && fresh;
-        if !current || !verified(self, issuer, key_hash) {
-            return None;
+        if !fresh || self.this_update > now.saturating_add(skew) {
+            return Err(Silent::NotCurrent);
         }
-        Some(match self.revoked.get(cert.raw_serial()) {
+        if !self.signed_by(issuer) {
+            return Err(Silent::BadSignature);
+        }
+        Ok(match self.revoked.get(cert.raw_serial()) {
             Some((at, reason)) => State::Revoked {
                 at: *at,
                 reason: reason.clone(),
             },
             None => State::Good,
         })
+    }
+
+    /// True if `issuer` is the CA this CRL names as its issuer.
+    pub fn names(&self, issuer: &X509Certificate<'_>) -> bool {
+        self.issuer == issuer.subject().as_raw()
+    }
+
+    /// True if `issuer` names this CRL's issuer and its key signed the CRL (checked once
+    /// per key; the outcome is kept).
+    pub fn signed_by(&self, issuer: &X509Certificate<'_>) -> bool {
+        if !self.names(issuer) {
+            return false;
+        }
+        let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
+        if let Ok(v) = self.verified_with.lock() {
+            if let Some((k, ok)) = *v {
+                if k == key_hash {
+                    return ok;
+                }
+            }
+        }
+        let ok = CertificateRevocationList::from_der(&self.der).is_ok_and(|(_, crl)| {
+            crl.signature_algorithm.algorithm == crl.tbs_cert_list.signature.algorithm
+                && super::ocsp::verify_signature(
+                    &crl.signature_algorithm.algorithm.to_id_string(),
+                    issuer.public_key(),
+                    crl.tbs_cert_list.as_ref(),
+                    crl.signature_value.data.as_ref(),
+                )
+                .is_ok()
+        });
+        if let Ok(mut v) = self.verified_with.lock() {
+            *v = Some((key_hash, ok));
+        }
+        ok
+    }
+
+    /// Where this CRL came from (file or URL), for messages.
+    pub fn source(&self) -> String {
+        self.path.display().to_string()
     }
 
     /// nextUpdate, Unix seconds.
@@ -212,22 +254,6 @@ fn check_scope(crl: &CertificateRevocationList<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn verified(l: &Crl, issuer: &X509Certificate<'_>, key_hash: [u8; 32]) -> bool {
-    if let Ok(v) = l.verified_with.lock() {
-        if *v == Some(key_hash) {
-            return true;
-        }
-    }
-    let ok = CertificateRevocationList::from_der(&l.der)
-        .is_ok_and(|(_, crl)| crl.verify_signature(issuer.public_key()).is_ok());
-    if ok {
-        if let Ok(mut v) = l.verified_with.lock() {
-            *v = Some(key_hash);
-        }
-    }
-    ok
-}
-
 fn parse(path: &std::path::Path, bytes: &[u8]) -> Result<Crl, String> {
     let der = match pem::parse(bytes) {
         Ok(p) if p.tag() == "X509 CRL" => p.into_contents(),
@@ -286,7 +312,7 @@ mod tests {
             revoked: HashMap::new(),
             this_update,
             next_update,
-            verified_with: Mutex::new(Some(Sha256::digest(issuer.public_key().raw).into())),
+            verified_with: Mutex::new(Some((Sha256::digest(issuer.public_key().raw).into(), true))),
         }
     }
 
@@ -297,19 +323,20 @@ mod tests {
         let (_, dev) = X509Certificate::from_der(&dev).unwrap();
         let now = 1_800_000_000;
         let state = |c: &Crl| c.state_of(&dev, &ca, now, 60, 86_400);
-        assert_eq!(
-            state(&crl(&ca, now - 10, Some(now + 10))),
-            Some(State::Good)
-        );
+        assert_eq!(state(&crl(&ca, now - 10, Some(now + 10))), Ok(State::Good));
         assert_eq!(
             state(&crl(&ca, now - 100, Some(now - 30))),
-            Some(State::Good),
+            Ok(State::Good),
             "skew"
         );
-        assert_eq!(state(&crl(&ca, now - 100, Some(now - 61))), None, "stale");
+        assert_eq!(
+            state(&crl(&ca, now - 100, Some(now - 61))),
+            Err(Silent::NotCurrent),
+            "stale"
+        );
         assert_eq!(
             state(&crl(&ca, now + 61, Some(now + 100))),
-            None,
+            Err(Silent::NotCurrent),
             "from the future"
         );
     }
@@ -321,10 +348,10 @@ mod tests {
         let (_, dev) = X509Certificate::from_der(&dev).unwrap();
         let now = 1_800_000_000;
         let state = |c: &Crl| c.state_of(&dev, &ca, now, 0, 3600);
-        assert_eq!(state(&crl(&ca, now - 3600, None)), Some(State::Good));
+        assert_eq!(state(&crl(&ca, now - 3600, None)), Ok(State::Good));
         assert_eq!(
             state(&crl(&ca, now - 3601, None)),
-            None,
+            Err(Silent::NotCurrent),
             "never current forever"
         );
     }

@@ -40,9 +40,18 @@ pub enum OcspError {
     /// No SingleResponse for our CertID.
     #[error("response is not about the certificate asked for")]
     CertIdMismatch,
-    /// The nonce was not echoed or differs.
+    /// A nonce was sent and the response carries none: a responder that does not echo
+    /// nonces (pre-produced answers), or a replay.
     #[error("nonce not echoed")]
+    NonceMissing,
+    /// The response carries a nonce other than the one sent: an answer to someone else's
+    /// request.
+    #[error("nonce in the response differs from the one sent")]
     NonceMismatch,
+    /// The response or its answer for our certificate has a critical extension we do not
+    /// understand, so it cannot be read as a plain good/revoked (RFC 5280 §4.2).
+    #[error("unsupported critical extension {0}")]
+    UnsupportedCritical(String),
     /// thisUpdate in the future.
     #[error("response from the future (thisUpdate)")]
     NotYetValid,
@@ -65,7 +74,9 @@ impl OcspError {
             Self::UntrustedSigner(_) => "ocsp_untrusted_signer",
             Self::BadSignature => "ocsp_bad_signature",
             Self::CertIdMismatch => "ocsp_certid_mismatch",
+            Self::NonceMissing => "ocsp_nonce_missing",
             Self::NonceMismatch => "ocsp_nonce_mismatch",
+            Self::UnsupportedCritical(_) => "ocsp_unsupported_critical_extension",
             Self::NotYetValid => "ocsp_not_yet_valid",
             Self::Stale => "ocsp_stale",
             Self::TooOld => "ocsp_too_old",
@@ -73,9 +84,11 @@ impl OcspError {
     }
 
     /// True for an answer that came back and is false or broken (malformed, signed by no
-    /// one we trust, bad signature, about another certificate, wrong nonce): never a reason
-    /// to soft-fail. False for a responder that only could not help (tryLater and the other
-    /// error statuses, which are unsigned; a stale or not-yet-valid answer).
+    /// one we trust, bad signature, about another certificate, another request's nonce):
+    /// never a reason to soft-fail. False for a responder that only could not help (tryLater
+    /// and the other error statuses, which are unsigned; a stale, too old or not-yet-valid
+    /// answer; no nonce echoed; an extension we cannot read): none of these says "good", and
+    /// an attacker able to replay them could as well drop the answer.
     pub fn is_hostile(&self) -> bool {
         match self {
             Self::Malformed(_)
@@ -83,7 +96,12 @@ impl OcspError {
             | Self::BadSignature
             | Self::CertIdMismatch
             | Self::NonceMismatch => true,
-            Self::NotSuccessful(_) | Self::NotYetValid | Self::Stale | Self::TooOld => false,
+            Self::NotSuccessful(_)
+            | Self::NonceMissing
+            | Self::UnsupportedCritical(_)
+            | Self::NotYetValid
+            | Self::Stale
+            | Self::TooOld => false,
         }
     }
 }
@@ -258,24 +276,29 @@ pub fn verify(
         .iter()
         .find(|r| r.cert_id == query.cert_id)
         .ok_or(OcspError::CertIdMismatch)?;
+    let response_extensions = basic.tbs_response_data.response_extensions.iter().flatten();
     if let Some(sent) = &query.nonce {
-        let echoed = basic
-            .tbs_response_data
-            .response_extensions
-            .iter()
-            .flatten()
+        let echoed = response_extensions
+            .clone()
             .find(|e| e.extn_id.to_string() == OCSP_NONCE)
-            .map(|e| e.extn_value.as_bytes().to_vec());
+            .map(|e| e.extn_value.as_bytes().to_vec())
+            .ok_or(OcspError::NonceMissing)?;
         // The extension value is the DER OCTET STRING holding the nonce.
-        let matches = echoed.is_some_and(|v| {
-            der::asn1::OctetString::from_der(&v)
-                .map(|o| o.as_bytes() == sent.as_slice())
-                .unwrap_or(false)
-                || v == *sent
-        });
+        let matches = der::asn1::OctetString::from_der(&echoed)
+            .map(|o| o.as_bytes() == sent.as_slice())
+            .unwrap_or(false)
+            || echoed == *sent;
         if !matches {
             return Err(OcspError::NonceMismatch);
         }
+    }
+    // The nonce is the only response extension read; no single-response extension is.
+    let unsupported = response_extensions
+        .filter(|e| e.extn_id.to_string() != OCSP_NONCE)
+        .chain(single.single_extensions.iter().flatten())
+        .find(|e| e.critical);
+    if let Some(e) = unsupported {
+        return Err(OcspError::UnsupportedCritical(e.extn_id.to_string()));
     }
     let this_update = unix(&single.this_update.0);
     if this_update > now + skew {
@@ -359,8 +382,10 @@ fn check_delegated(
     .map_err(|_| OcspError::UntrustedSigner("responder certificate signature does not verify"))
 }
 
-/// Verifies `signature` over `message` with the key in `spki`, for the algorithm OID.
-fn verify_signature(
+/// Verifies `signature` over `message` with the key in `spki`, for the algorithm OID:
+/// ECDSA P-256/P-384 with SHA-256/384 and RSA PKCS#1 v1.5 (2048 bits and up) with
+/// SHA-256/384/512; SHA-1 and everything else is refused. Used for CRLs too.
+pub(crate) fn verify_signature(
     alg_oid: &str,
     spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
     message: &[u8],

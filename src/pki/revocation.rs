@@ -14,7 +14,7 @@ use moka::future::Cache;
 use moka::Expiry;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::crl::{Crl, CrlStore};
+use super::crl::{Crl, CrlStore, Silent};
 use super::ocsp::{self, Answer, IdHash, Status};
 use crate::logsafe::Escaped;
 
@@ -102,7 +102,7 @@ pub enum State {
 pub struct Report {
     /// The state.
     pub state: State,
-    /// "ocsp" (fetched now), "cache" or "crl".
+    /// "ocsp" (fetched now), "cache", "crl", or [`CRL_AFTER_OCSP`].
     pub source: &'static str,
 }
 
@@ -129,6 +129,11 @@ impl Report {
     }
 }
 
+/// The source of an answer from a CRL when OCSP is configured and gave none: the audit line
+/// shows that the device was let on by a CRL (fresh to its nextUpdate) rather than a
+/// nonce-fresh OCSP answer.
+pub const CRL_AFTER_OCSP: &str = "crl, OCSP gave no answer";
+
 #[derive(Clone)]
 struct Cached {
     state: State,
@@ -148,23 +153,32 @@ impl Expiry<(Vec<u8>, Vec<u8>), Arc<Cached>> for TtlPolicy {
     }
 }
 
+/// A CRL distribution point's answer, kept per (URL, issuer key).
+enum Fetched {
+    /// A CRL, its signature already checked if it names the issuer, kept this long.
+    Crl(Crl, Duration),
+    /// Nothing usable: unreachable, HTTP error, too large, not a CRL, not a complete CRL.
+    Failed,
+    /// A current CRL naming the issuer whose signature does not verify: kept briefly, so an
+    /// attacker's answer neither stays nor is fetched on every authentication.
+    Forged(String),
+}
+
 struct CrlTtl {
     negative: Duration,
 }
 
-impl Expiry<String, Arc<Option<(Crl, Duration)>>> for CrlTtl {
+impl Expiry<(String, [u8; 32]), Arc<Fetched>> for CrlTtl {
     fn expire_after_create(
         &self,
-        _key: &String,
-        value: &Arc<Option<(Crl, Duration)>>,
+        _key: &(String, [u8; 32]),
+        value: &Arc<Fetched>,
         _at: Instant,
     ) -> Option<Duration> {
-        Some(
-            value
-                .as_ref()
-                .as_ref()
-                .map_or(self.negative, |(_, ttl)| *ttl),
-        )
+        Some(match value.as_ref() {
+            Fetched::Crl(_, ttl) => *ttl,
+            Fetched::Failed | Fetched::Forged(_) => self.negative,
+        })
     }
 }
 
@@ -193,8 +207,8 @@ pub struct Checker {
     settings: Settings,
     http: reqwest::Client,
     cache: Cache<(Vec<u8>, Vec<u8>), Arc<Cached>>,
-    /// CRLs fetched from distribution points, by URL (None: the fetch failed).
-    cdp_cache: Cache<String, Arc<Option<(Crl, Duration)>>>,
+    /// CRLs fetched from distribution points, by URL and SHA-256 of the issuer's key.
+    cdp_cache: Cache<(String, [u8; 32]), Arc<Fetched>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -227,8 +241,11 @@ impl Checker {
             .expire_after(TtlPolicy)
             .build();
         let cdp_cache = Cache::builder()
-            .weigher(|_url: &String, crl: &Arc<Option<(Crl, Duration)>>| {
-                let bytes = crl.as_ref().as_ref().map_or(0, |(c, _)| c.weight());
+            .weigher(|_key: &(String, [u8; 32]), fetched: &Arc<Fetched>| {
+                let bytes = match fetched.as_ref() {
+                    Fetched::Crl(c, _) => c.weight(),
+                    Fetched::Failed | Fetched::Forged(_) => 0,
+                };
                 u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX)
             })
             .max_capacity(MAX_CDP_CACHE_BYTES / 1024)
@@ -284,6 +301,7 @@ impl Checker {
             return self
                 .check_crls(
                     cert_parsed,
+                    issuer,
                     issuer_parsed,
                     now,
                     "no current CRL from the issuer".into(),
@@ -298,11 +316,18 @@ impl Checker {
                 if self.settings.crls.is_some() || self.settings.crl_distribution_points =>
             {
                 let why = format!("{why}; no current CRL from the issuer");
-                let fallback = self.check_crls(cert_parsed, issuer_parsed, now, why).await;
-                if matches!(fallback.state, State::NoAnswer(_)) {
-                    report
-                } else {
-                    fallback
+                let fallback = self
+                    .check_crls(cert_parsed, issuer, issuer_parsed, now, why)
+                    .await;
+                match fallback.state {
+                    State::NoAnswer(_) => report,
+                    state => {
+                        tracing::debug!("no OCSP answer: the issuer's CRL answers instead");
+                        Report {
+                            state,
+                            source: CRL_AFTER_OCSP,
+                        }
+                    }
                 }
             }
             _ => report,
@@ -311,9 +336,12 @@ impl Checker {
 
     /// The CRLs' answer: configured files first, then the certificate's CRL distribution
     /// points (fetched once, kept until the CRL's nextUpdate bounded by the refresh interval).
+    /// A current CRL naming the issuer whose signature does not verify is an invalid answer
+    /// (Reject and alert, never soft-failed) unless another CRL answers.
     async fn check_crls(
         &self,
         cert: &X509Certificate<'_>,
+        issuer_der: &[u8],
         issuer: &X509Certificate<'_>,
         now: i64,
         why: String,
@@ -323,36 +351,58 @@ impl Checker {
             state,
             source: "crl",
         };
+        let mut forged: Option<String> = None;
         if let Some(store) = &self.settings.crls {
-            let loaded = store.crls();
-            if let Some(state) = loaded
-                .iter()
-                .find_map(|c| c.state_of(cert, issuer, now, skew, self.max_age()))
-            {
-                return report(state);
+            for crl in store.crls() {
+                match crl.state_of(cert, issuer, now, skew, self.max_age()) {
+                    Ok(state) => return report(state),
+                    Err(Silent::BadSignature) => {
+                        forged.get_or_insert_with(|| crl.source());
+                    }
+                    Err(Silent::OtherIssuer | Silent::NotCurrent) => {}
+                }
             }
         }
         if self.settings.crl_distribution_points {
+            use sha2::{Digest, Sha256};
+            let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
             for url in crl_distribution_points(cert) {
                 let fetched = self
                     .cdp_cache
-                    .get_with(url.clone(), async {
-                        Arc::new(self.fetch_crl(&url, now).await)
+                    .get_with((url.clone(), key_hash), async {
+                        Arc::new(self.fetch_crl(&url, issuer_der, now).await)
                     })
                     .await;
-                if let Some(state) = fetched
-                    .as_ref()
-                    .as_ref()
-                    .and_then(|(c, _)| c.state_of(cert, issuer, now, skew, self.max_age()))
-                {
-                    return report(state);
+                match fetched.as_ref() {
+                    Fetched::Crl(crl, _) => {
+                        match crl.state_of(cert, issuer, now, skew, self.max_age()) {
+                            Ok(state) => return report(state),
+                            Err(Silent::BadSignature) => {
+                                forged.get_or_insert_with(|| crl.source());
+                            }
+                            Err(Silent::OtherIssuer | Silent::NotCurrent) => {}
+                        }
+                    }
+                    Fetched::Forged(source) => {
+                        forged.get_or_insert_with(|| source.clone());
+                    }
+                    Fetched::Failed => {}
                 }
             }
+        }
+        if let Some(source) = forged {
+            let e = format!(
+                "CRL {source} names the issuer but is not signed by its key (forged, or an algorithm not accepted such as SHA-1)"
+            );
+            tracing::warn!(alert = "crl_signature_invalid", issuer = %Escaped(&issuer.subject().to_string()), error = %Escaped(&e), "CRL failed verification");
+            return report(State::Invalid(e));
         }
         report(State::NoAnswer(why))
     }
 
-    async fn fetch_crl(&self, url: &str, now: i64) -> Option<(Crl, Duration)> {
+    /// Fetches, parses and (if it names `issuer`, DER) verifies the CRL at a distribution
+    /// point; the parsing and the signature check run off the async workers.
+    async fn fetch_crl(&self, url: &str, issuer: &[u8], now: i64) -> Fetched {
         let fetched = async {
             let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
             if !resp.status().is_success() {
@@ -362,22 +412,31 @@ impl Checker {
             let body = read_capped(resp, MAX_CRL_BYTES)
                 .await
                 .map_err(|e| e.to_string())?;
-            Crl::parse(url, &body)
+            let (url, issuer) = (url.to_owned(), issuer.to_vec());
+            tokio::task::spawn_blocking(move || {
+                let crl = Crl::parse(&url, &body)?;
+                let (_, issuer) = X509Certificate::from_der(&issuer).map_err(|e| e.to_string())?;
+                let forged = crl.names(&issuer) && !crl.signed_by(&issuer);
+                Ok((crl, forged))
+            })
+            .await
+            .map_err(|e| e.to_string())?
         }
         .await;
         match fetched {
-            Ok(crl) => {
+            Ok((crl, true)) => Fetched::Forged(crl.source()),
+            Ok((crl, false)) => {
                 let until_next = crl.next_update().map_or(self.settings.crl_refresh, |n| {
                     Duration::from_secs(u64::try_from(n - now).unwrap_or(0))
                 });
                 let ttl = until_next
                     .min(self.settings.crl_refresh)
                     .max(Duration::from_secs(1));
-                Some((crl, ttl))
+                Fetched::Crl(crl, ttl)
             }
             Err(e) => {
                 tracing::warn!(url, error = %Escaped(&e), "CRL distribution point gave no CRL");
-                None
+                Fetched::Failed
             }
         }
     }
@@ -431,7 +490,7 @@ impl Checker {
             let (kind, e, hostile) = match self.ask(r, cert, issuer, now).await {
                 Ok(answer) => return self.answered(&answer, now),
                 Err(Failure::Transport(kind, e)) => (kind, e, false),
-                Err(Failure::Invalid(e)) => (e.label(), e.to_string(), true),
+                Err(Failure::Invalid(kind, e)) => (kind, e, true),
             };
             self.stats.responder_errors.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut m) = self.stats.errors_by_kind.lock() {
@@ -525,12 +584,13 @@ impl Checker {
             .await
             .map_err(|e| match e {
                 ReadError::Http(e) => http_err(e),
-                e @ ReadError::TooLarge(_) => Failure::Transport("too_large", e.to_string()),
+                // Real answers are a few kilobytes: this is no OCSP response.
+                e @ ReadError::TooLarge(_) => Failure::Invalid("ocsp_too_large", e.to_string()),
             })?;
         let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
         ocsp::verify(&body, &q, issuer, now, skew, self.max_age()).map_err(|e| {
             if e.is_hostile() {
-                Failure::Invalid(e)
+                Failure::Invalid(e.label(), e.to_string())
             } else {
                 Failure::Transport(e.label(), e.to_string())
             }
@@ -542,8 +602,8 @@ impl Checker {
 enum Failure {
     /// Nothing usable came back: unreachable, timeout, HTTP error, tryLater, stale.
     Transport(&'static str, String),
-    /// An answer came back and failed verification.
-    Invalid(ocsp::OcspError),
+    /// An answer came back and failed verification, or is no OCSP response at all.
+    Invalid(&'static str, String),
 }
 
 /// Why a body could not be read.

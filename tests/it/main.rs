@@ -10,6 +10,7 @@
 
 mod bench;
 mod check;
+mod crl;
 mod demo;
 mod eapol;
 mod fairness;

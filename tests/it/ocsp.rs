@@ -252,14 +252,20 @@ fn nonce_must_be_echoed_and_cert_id_must_match() {
         ocsp::verify(&resp, &other_nonce, &ca, p.now, 300, 86_400),
         Err(OcspError::NonceMismatch)
     );
-    // A responder that does not echo (no nonce asked, none given) fails a query that sent one.
+    assert!(
+        OcspError::NonceMismatch.is_hostile(),
+        "an answer to another request"
+    );
+    // A responder that does not echo (no nonce asked, none given) fails a query that sent
+    // one: no answer (such responders exist), not an attack.
     let without = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, None).unwrap();
     let resp = p.respond(&without.der, "ca", &[]);
     assert!(ocsp::verify(&resp, &without, &ca, p.now, 300, 86_400).is_ok());
     assert_eq!(
         ocsp::verify(&resp, &with_nonce, &ca, p.now, 300, 86_400),
-        Err(OcspError::NonceMismatch)
+        Err(OcspError::NonceMissing)
     );
+    assert!(!OcspError::NonceMissing.is_hostile());
     let other_cert = ocsp::query(&p.cert("revoked"), &ca, IdHash::Sha1, None).unwrap();
     assert_eq!(
         ocsp::verify(&resp, &other_cert, &ca, p.now, 300, 86_400),
@@ -289,4 +295,78 @@ fn sha256_cert_ids_work_and_tampering_is_caught() {
         ocsp::verify(&resp, &q, &ca, p.now, 300, 86_400),
         Err(OcspError::BadSignature)
     );
+}
+
+/// Re-signs an OpenSSL response with the CA's key after `edit` changed its signed data.
+fn resign(p: &Pki, resp: &[u8], edit: impl FnOnce(&mut x509_ocsp::BasicOcspResponse)) -> Vec<u8> {
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    use der::{Decode, Encode};
+    let mut outer = x509_ocsp::OcspResponse::from_der(resp).unwrap();
+    let bytes = outer.response_bytes.as_mut().unwrap();
+    let mut basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+    edit(&mut basic);
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &p.ca.key.serialize_der())
+        .unwrap();
+    let tbs = basic.tbs_response_data.to_der().unwrap();
+    let sig = key
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), &tbs)
+        .unwrap();
+    basic.signature = der::asn1::BitString::from_bytes(sig.as_ref()).unwrap();
+    bytes.response = der::asn1::OctetString::new(basic.to_der().unwrap()).unwrap();
+    outer.to_der().unwrap()
+}
+
+/// A critical extension of an OID nobody knows.
+fn unknown_critical() -> x509_cert::ext::Extension {
+    x509_cert::ext::Extension {
+        extn_id: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.55555.1"),
+        critical: true,
+        extn_value: der::asn1::OctetString::new(vec![5, 0]).unwrap(),
+    }
+}
+
+#[test]
+fn unknown_critical_extensions_make_a_good_answer_no_answer() {
+    let p = pki();
+    let ca = p.cert("ca");
+    let q = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, Some([9; 16])).unwrap();
+    let resp = p.respond(&q.der, "ca", &[]);
+    // Re-signing alone changes nothing: the helper is sound.
+    let same = resign(&p, &resp, |_| {});
+    assert_eq!(
+        ocsp::verify(&same, &q, &ca, p.now, 300, 86_400)
+            .unwrap()
+            .status,
+        Status::Good
+    );
+    let in_response = resign(&p, &resp, |b| {
+        b.tbs_response_data
+            .response_extensions
+            .get_or_insert_with(Vec::new)
+            .push(unknown_critical());
+    });
+    let in_single = resign(&p, &resp, |b| {
+        b.tbs_response_data.responses[0]
+            .single_extensions
+            .get_or_insert_with(Vec::new)
+            .push(unknown_critical());
+    });
+    for r in [in_response, in_single] {
+        let e = ocsp::verify(&r, &q, &ca, p.now, 300, 86_400).unwrap_err();
+        assert_eq!(
+            e,
+            OcspError::UnsupportedCritical("1.3.6.1.4.1.55555.1".to_owned())
+        );
+        assert!(
+            !e.is_hostile(),
+            "signed by the responder: unknown, not forged"
+        );
+    }
+    // Not critical: ignored, as RFC 5280 says.
+    let lenient = resign(&p, &resp, |b| {
+        let mut e = unknown_critical();
+        e.critical = false;
+        b.tbs_response_data.responses[0].single_extensions = Some(vec![e]);
+    });
+    assert!(ocsp::verify(&lenient, &q, &ca, p.now, 300, 86_400).is_ok());
 }

@@ -211,13 +211,17 @@ fn crl_is_the_fallback_when_no_responder_answers() {
         crl.display()
     ));
     assert!(auth(&s, "device-ecdsa", "tls12-ecdsa"));
-    s.wait_log(&["outcome=\"accept\"", "revocation=good (crl)"]);
+    // The audit line says the CRL stood in for OCSP (fresh to its nextUpdate, not by nonce).
+    s.wait_log(&[
+        "outcome=\"accept\"",
+        "revocation=good (crl, OCSP gave no answer)",
+    ]);
     assert!(!auth(&s, "device-revoked", "tls12-ecdsa"));
-    s.wait_log(&["reason=\"revoked\"", "(crl)"]);
+    s.wait_log(&["reason=\"revoked\"", "(crl, OCSP gave no answer)"]);
 }
 
 #[test]
-fn crl_whose_signature_does_not_verify_is_not_trusted() {
+fn crl_whose_signature_does_not_verify_is_rejected_even_under_soft_fail() {
     let dir = tempfile::tempdir().unwrap();
     let crl = write_crl(dir.path(), &[]);
     // Flip one byte of the signature (the DER ends with it).
@@ -228,12 +232,18 @@ fn crl_whose_signature_does_not_verify_is_not_trusted() {
     der[last] ^= 0x55;
     let forged = dir.path().join("forged.der");
     std::fs::write(&forged, der).unwrap();
-    let s = server(&format!(
-        "mode = \"crl\"\ncrl_files = [\"{}\"]\n",
-        forged.display()
-    ));
-    assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
-    s.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
+    for soft in ["", "soft_fail = true\n"] {
+        let s = server(&format!(
+            "{soft}mode = \"crl\"\ncrl_files = [\"{}\"]\n",
+            forged.display()
+        ));
+        assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"), "{soft}");
+        s.wait_log(&[
+            "reason=\"revocation_invalid\"",
+            "forged.der names the issuer but is not signed by its key",
+        ]);
+        s.wait_log(&["alert=\"crl_signature_invalid\""]);
+    }
 }
 
 #[test]
@@ -251,8 +261,9 @@ fn nonce_can_be_switched_off_for_a_responder_that_does_not_echo_it() {
     r.ignore_nonces(pki_dir(), "device-ecdsa", "issuing-ca");
     let with_nonce = server(&responders(&[&r.url]));
     assert!(!auth(&with_nonce, "device-ecdsa", "tls12-ecdsa"));
-    // An answer that does not echo our nonce may be a replay: never soft-failed.
-    with_nonce.wait_log(&["reason=\"revocation_invalid\"", "nonce not echoed"]);
+    // An answer that does not echo our nonce may be a replay, or a responder that never
+    // echoes: no answer (an attacker able to replay one could as well drop it).
+    with_nonce.wait_log(&["reason=\"revocation_unknown\"", "nonce not echoed"]);
     let without = server(&format!(
         "responders = [{{ url = \"{}\", nonce = false }}]\n",
         r.url
@@ -360,6 +371,26 @@ fn serve_file(
     (url, count)
 }
 
+/// Authenticates the device `name` whose certificate and key are in `devices`; true on Accept.
+fn auth_files(s: &Server, devices: &Path, name: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        pki_dir().join("root-ca.pem"),
+        dir.path().join("root-ca.pem"),
+    )
+    .unwrap();
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            devices.join(format!("{name}.{ext}")),
+            dir.path().join(format!("device-ecdsa.{ext}")),
+        )
+        .unwrap();
+    }
+    eapol_test(s, dir.path(), "tls12-ecdsa", &[])
+        .lines()
+        .any(|l| l.trim() == "SUCCESS")
+}
+
 /// Issues a device certificate from the dev PKI's issuing CA with a CRL distribution point.
 fn device_with_cdp(dir: &Path, name: &str, serial: u8, cdp: &str) {
     use rcgen::{
@@ -393,24 +424,7 @@ fn crl_distribution_point_is_fetched_once_and_used() {
     device_with_cdp(devices.path(), "cdp-good", 0x40, &url);
     device_with_cdp(devices.path(), "cdp-revoked", 0x41, &url);
     let s = server("mode = \"crl\"\n");
-    let auth_dev = |name: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            pki_dir().join("root-ca.pem"),
-            dir.path().join("root-ca.pem"),
-        )
-        .unwrap();
-        for ext in ["pem", "key"] {
-            std::fs::copy(
-                devices.path().join(format!("{name}.{ext}")),
-                dir.path().join(format!("device-ecdsa.{ext}")),
-            )
-            .unwrap();
-        }
-        eapol_test(&s, dir.path(), "tls12-ecdsa", &[])
-            .lines()
-            .any(|l| l.trim() == "SUCCESS")
-    };
+    let auth_dev = |name: &str| auth_files(&s, devices.path(), name);
     assert!(!auth_dev("cdp-revoked"));
     s.wait_log(&["reason=\"revoked\"", "cert.subject=CN=cdp-revoked", "(crl)"]);
     assert!(auth_dev("cdp-good"));
@@ -428,6 +442,46 @@ fn crl_distribution_point_is_fetched_once_and_used() {
     // Without a distribution point (and no files), there is nothing to go on: hard-fail.
     assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
     s.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
+}
+
+#[test]
+fn forged_crl_at_a_distribution_point_is_rejected_and_not_kept() {
+    let work = tempfile::tempdir().unwrap();
+    let real = write_crl(work.path(), &["41"]);
+    let real_der = pem::parse(std::fs::read(&real).unwrap())
+        .unwrap()
+        .into_contents();
+    let mut forged = real_der.clone();
+    let last = forged.len() - 3;
+    forged[last] ^= 0x55;
+    let served = work.path().join("served.crl");
+    std::fs::write(&served, &forged).unwrap();
+    let (url, count) = serve_file(served.clone());
+    let devices = tempfile::tempdir().unwrap();
+    device_with_cdp(devices.path(), "cdp-good", 0x40, &url);
+    let s = server("mode = \"crl\"\nsoft_fail = true\nnegative_ttl_secs = 5\n");
+    let auth_dev = || auth_files(&s, devices.path(), "cdp-good");
+    assert!(!auth_dev(), "a forged CRL is never soft-failed");
+    s.wait_log(&[
+        "reason=\"revocation_invalid\"",
+        "/issuing.crl names the issuer but is not signed by its key",
+    ]);
+    s.wait_log(&["alert=\"crl_signature_invalid\""]);
+    assert!(!auth_dev());
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the forged answer is remembered, not fetched on every authentication"
+    );
+    // The real CRL comes back: once the forged one's short life ends, it is used.
+    std::fs::write(&served, &real_der).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    assert!(auth_dev());
+    s.wait_log(&[
+        "outcome=\"accept\"",
+        "cert.subject=CN=cdp-good",
+        "revocation=good (crl)",
+    ]);
 }
 
 #[test]
@@ -660,7 +714,8 @@ fn oversized_responses_are_refused_as_they_arrive() {
         let s = server(&format!("timeout_ms = 20000\n{}", responders(&[&url])));
         let started = std::time::Instant::now();
         assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
-        s.wait_log(&["reason=\"revocation_unknown\"", "body over 65536 bytes"]);
+        // Real answers are a few kilobytes: this is no OCSP answer, and never soft-failed.
+        s.wait_log(&["reason=\"revocation_invalid\"", "body over 65536 bytes"]);
         assert!(
             started.elapsed() < std::time::Duration::from_secs(15),
             "refused at the cap, not after the 20 s timeout"
