@@ -8,7 +8,9 @@
 #   bench/compare.sh hsm        # anchord with the server key in SoftHSM2 against in a file
 #   bench/compare.sh ocsp       # anchord with OCSP on (warm cache) against OCSP off
 #   bench/compare.sh flood      # one NAS's devices while another NAS floods half-open
-#                               # conversations (FLOOD_RATE, GOOD_RATE): success and p99
+#                               # conversations (FLOOD_RATE, GOOD_RATE): success and p99;
+#                               # FLOOD_TARGET=separate floods a second anchord on the same
+#                               # core instead: what the machine alone costs the good NAS
 #
 # Servers are pinned to core 0 and the load generator (`anchord bench`, which verifies every
 # reply: authenticators, EAP-Success, MS-MPPE keys against its own MSK, VLAN; and the
@@ -49,10 +51,12 @@ start_anchord() { # STEM, or "hsm" for the key on the SoftHSM2 token
   else
     key=$'[tls]\ncertificate = "pki/'"$1"$'.pem"\nprivate_key = "pki/'"$1"$'.key"\nca = ["pki/root-ca.pem"]\nfragment_size = 1024'
   fi
-  cat >"$work/anchord.toml" <<TOML
+  local inst=${INST:-anchord}
+  cat >"$work/$inst.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$APORT"]
 max_sessions = $((HALF_OPEN * 2))
+${SERVER_EXTRA:-}
 $key
 [authorization]
 vlan = "100"
@@ -62,11 +66,11 @@ address = "127.0.0.1"
 secret = "$SECRET"
 ${EXTRA:-}
 TOML
-  taskset -c 0 "$A" serve --config "$work/anchord.toml" 2>"$work/anchord.log" &
+  taskset -c 0 "$A" serve --config "$work/$inst.toml" 2>"$work/$inst.log" &
   pid=$!
   pids+=("$pid")
-  for _ in $(seq 100); do grep -q listening "$work/anchord.log" && return; sleep 0.05; done
-  echo "anchord did not start:" >&2; cat "$work/anchord.log" >&2; exit 1
+  for _ in $(seq 100); do grep -q listening "$work/$inst.log" && return; sleep 0.05; done
+  echo "anchord did not start:" >&2; cat "$work/$inst.log" >&2; exit 1
 }
 
 start_freeradius() { # STEM
@@ -259,7 +263,13 @@ if [ "$mode" = flood ]; then
     pki=$devpki warm "$APORT" device-ecdsa 1.3 --bind 127.0.0.2 >/dev/null 2>&1 || true
     base+=("$(good)"); stop
     EXTRA=$good_client start_anchord "$flood_key"
-    nice -n 19 taskset -c 1 "$A" bench --server "127.0.0.1:$APORT" --secret "$SECRET" \
+    fport=$APORT
+    if [ "${FLOOD_TARGET:-same}" = separate ]; then
+      main=$pid fport=$((APORT + 2))
+      APORT=$fport INST=flooded start_anchord "$flood_key"
+      flooded_pid=$pid pid=$main
+    fi
+    nice -n 19 taskset -c 1 "$A" bench --server "127.0.0.1:$fport" --secret "$SECRET" \
       --cert "$devpki/device-ecdsa.pem" --key "$devpki/device-ecdsa.key" --ca "$devpki/root-ca.pem" \
       --tls 1.3 --rate "$FLOOD_RATE" --abandon --timeout-ms 500 --retries 0 --duration "$((D + 2))" --json --quiet \
       >"$work/flood.json" 2>/dev/null &
@@ -269,9 +279,10 @@ if [ "$mode" = flood ]; then
     wait "$fp" || true
     flood_out+=("$(jget "'%d' % d['completed']" <"$work/flood.json")")
     stop
+    if [ "${FLOOD_TARGET:-same}" = separate ]; then pid=$flooded_pid; stop; fi
   done
   python3 - "$GOOD_RATE" "$FLOOD_RATE" "$(steal_pct "$steal0")" "${flood_out[*]}" "${base[@]}" -- "${flooded[@]}" <<'PY'
-import statistics, sys
+import os, statistics, sys
 good_rate, flood_rate, steal, flood_done = sys.argv[1:5]
 rest = sys.argv[5:]
 cut = rest.index("--")
@@ -282,7 +293,8 @@ def summary(rs):
     return statistics.median(ok), statistics.median(r[2] for r in rs), statistics.median(r[3] for r in rs)
 b, f = summary(base), summary(flooded)
 print(f"good NAS at {good_rate} auth/s (TLS 1.3), medians of 3 runs;")
-print(f"flood NAS offering {flood_rate} half-open conversations/s (served per run: {flood_done})")
+target = "a second anchord on the same core" if os.environ.get("FLOOD_TARGET") == "separate" else "the same anchord"
+print(f"flood NAS offering {flood_rate} half-open conversations/s to {target} (served per run: {flood_done})")
 print(f"{'metric':<28} {'no flood':>10} {'flood':>10} {'ratio':>8}")
 print(f"{'success %':<28} {b[0]:>10.1f} {f[0]:>10.1f} {f[0] / max(b[0], 1e-9):>7.2f}x")
 print(f"{'p50 ms':<28} {b[1]:>10.2f} {f[1]:>10.2f} {f[1] / max(b[1], 1e-9):>7.2f}x")
