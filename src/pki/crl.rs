@@ -21,10 +21,16 @@ pub struct Crl {
     revoked: HashMap<Vec<u8>, (i64, Option<String>)>,
     this_update: i64,
     next_update: Option<i64>,
-    /// SHA-256 of the issuer key this CRL's signature was last checked with, and whether it
+    /// The authorityKeyIdentifier's keyIdentifier, if any: which of several same-named CA
+    /// keys signed it (a CA re-keys under its old name, RFC 5280 §5.2.1).
+    aki: Option<Vec<u8>>,
+    /// SHA-256 of the issuer keys this CRL's signature was checked with, and whether it
     /// verified: checked once per key, whatever the outcome.
-    verified_with: Mutex<Option<([u8; 32], bool)>>,
+    verified_with: Mutex<Vec<([u8; 32], bool)>>,
 }
+
+/// Issuer keys whose signature check outcome a CRL keeps.
+const KEYS_REMEMBERED: usize = 4;
 
 /// Why a CRL says nothing about a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +134,7 @@ impl Crl {
         skew: i64,
         max_age: i64,
     ) -> Result<State, Silent> {
-        if self.issuer != cert.issuer().as_raw() {
+        if self.issuer != cert.issuer().as_raw() || !self.names(issuer) {
             return Err(Silent::OtherIssuer);
         }
         let fresh = match self.next_update {
@@ -150,9 +156,10 @@ impl Crl {
         })
     }
 
-    /// True if `issuer` is the CA this CRL names as its issuer.
+    /// True if `issuer` is the CA this CRL names as its issuer (by name, and by key
+    /// identifier where both carry one).
     pub fn names(&self, issuer: &X509Certificate<'_>) -> bool {
-        self.issuer == issuer.subject().as_raw()
+        self.issuer == issuer.subject().as_raw() && self.same_key_id(issuer)
     }
 
     /// True if `issuer` names this CRL's issuer and its key signed the CRL (checked once
@@ -163,10 +170,8 @@ impl Crl {
         }
         let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
         if let Ok(v) = self.verified_with.lock() {
-            if let Some((k, ok)) = *v {
-                if k == key_hash {
-                    return ok;
-                }
+            if let Some((_, ok)) = v.iter().find(|(k, _)| *k == key_hash) {
+                return *ok;
             }
         }
         let ok = CertificateRevocationList::from_der(&self.der).is_ok_and(|(_, crl)| {
@@ -180,9 +185,34 @@ impl Crl {
                 .is_ok()
         });
         if let Ok(mut v) = self.verified_with.lock() {
-            *v = Some((key_hash, ok));
+            if v.len() >= KEYS_REMEMBERED {
+                v.remove(0);
+            }
+            v.push((key_hash, ok));
         }
         ok
+    }
+
+    /// False when both this CRL's authorityKeyIdentifier and the issuer's
+    /// subjectKeyIdentifier are present and differ: the CRL is another key's of that name.
+    fn same_key_id(&self, issuer: &X509Certificate<'_>) -> bool {
+        use x509_parser::extensions::ParsedExtension;
+        let ski = issuer
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
+                _ => None,
+            });
+        match (&self.aki, ski) {
+            (Some(aki), Some(ski)) => aki.as_slice() == ski,
+            _ => true,
+        }
+    }
+
+    /// thisUpdate, Unix seconds.
+    pub fn this_update(&self) -> i64 {
+        self.this_update
     }
 
     /// Where this CRL came from (file or URL), for messages.
@@ -279,7 +309,16 @@ fn parse(path: &std::path::Path, bytes: &[u8]) -> Result<Crl, String> {
         revoked,
         this_update: crl.last_update().timestamp(),
         next_update: crl.next_update().map(|t| t.timestamp()),
-        verified_with: Mutex::new(None),
+        aki: crl
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                _ => None,
+            }),
+        verified_with: Mutex::new(Vec::new()),
         der: der.clone(),
     })
 }
@@ -312,7 +351,8 @@ mod tests {
             revoked: HashMap::new(),
             this_update,
             next_update,
-            verified_with: Mutex::new(Some((Sha256::digest(issuer.public_key().raw).into(), true))),
+            aki: None,
+            verified_with: Mutex::new(vec![(Sha256::digest(issuer.public_key().raw).into(), true)]),
         }
     }
 

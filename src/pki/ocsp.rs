@@ -276,6 +276,24 @@ pub fn verify(
         .iter()
         .find(|r| r.cert_id == query.cert_id)
         .ok_or(OcspError::CertIdMismatch)?;
+    let this_update = unix(&single.this_update.0);
+    let next_update = single.next_update.as_ref().map(|t| unix(&t.0));
+    // A signed "revoked" about this very certificate stands whatever else is off (no nonce,
+    // stale, an extension we cannot read): revocation is for good, so dropping it would
+    // only let a revoked device on. certificateHold can be lifted: that one must be current.
+    if let x509_ocsp::CertStatus::Revoked(info) = &single.cert_status {
+        if info.revocation_reason != Some(x509_cert::ext::pkix::CrlReason::CertificateHold) {
+            return Ok(Answer {
+                status: Status::Revoked {
+                    at: unix(&info.revocation_time.0),
+                    reason: info.revocation_reason.map(|r| format!("{r:?}")),
+                },
+                this_update,
+                next_update,
+                signer,
+            });
+        }
+    }
     let response_extensions = basic.tbs_response_data.response_extensions.iter().flatten();
     if let Some(sent) = &query.nonce {
         let echoed = response_extensions
@@ -300,11 +318,9 @@ pub fn verify(
     if let Some(e) = unsupported {
         return Err(OcspError::UnsupportedCritical(e.extn_id.to_string()));
     }
-    let this_update = unix(&single.this_update.0);
     if this_update > now + skew {
         return Err(OcspError::NotYetValid);
     }
-    let next_update = single.next_update.as_ref().map(|t| unix(&t.0));
     if next_update.is_some_and(|n| n < now - skew) {
         return Err(OcspError::Stale);
     }

@@ -155,9 +155,10 @@ impl Expiry<(Vec<u8>, Vec<u8>), Arc<Cached>> for TtlPolicy {
 
 /// A CRL distribution point's answer, kept per (URL, issuer key).
 enum Fetched {
-    /// A CRL, its signature already checked if it names the issuer, kept this long.
-    Crl(Crl, Duration),
-    /// Nothing usable: unreachable, HTTP error, too large, not a CRL, not a complete CRL.
+    /// The issuer's current CRL, its signature checked, kept this long.
+    Crl(Arc<Crl>, Duration),
+    /// Nothing usable: unreachable, HTTP error, too large, not a CRL, not a complete CRL,
+    /// another issuer's, or not current.
     Failed,
     /// A current CRL naming the issuer whose signature does not verify: kept briefly, so an
     /// attacker's answer neither stays nor is fetched on every authentication.
@@ -182,6 +183,8 @@ impl Expiry<(String, [u8; 32]), Arc<Fetched>> for CrlTtl {
     }
 }
 
+/// Issuer keys whose newest CRL is remembered.
+const MAX_ISSUERS_REMEMBERED: usize = 256;
 /// Memory the CRLs fetched from distribution points may take, all together.
 const MAX_CDP_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 /// Largest CRL fetched from a distribution point.
@@ -209,6 +212,10 @@ pub struct Checker {
     cache: Cache<(Vec<u8>, Vec<u8>), Arc<Cached>>,
     /// CRLs fetched from distribution points, by URL and SHA-256 of the issuer's key.
     cdp_cache: Cache<(String, [u8; 32]), Arc<Fetched>>,
+    /// The newest verified CRL seen from each issuer key (by thisUpdate): an older one, from
+    /// a file put back or replayed at a distribution point, never outranks it while it is
+    /// current.
+    newest: std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Crl>>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -258,6 +265,7 @@ impl Checker {
             http,
             cache,
             cdp_cache,
+            newest: std::sync::Mutex::default(),
             stats: Stats::default(),
         })
     }
@@ -336,6 +344,8 @@ impl Checker {
 
     /// The CRLs' answer: configured files first, then the certificate's CRL distribution
     /// points (fetched once, kept until the CRL's nextUpdate bounded by the refresh interval).
+    /// Of the current, correctly signed CRLs, the newest answers (so an older CRL cannot
+    /// hide a later revocation), including the newest one seen before from this issuer key.
     /// A current CRL naming the issuer whose signature does not verify is an invalid answer
     /// (Reject and alert, never soft-failed) unless another CRL answers.
     async fn check_crls(
@@ -346,26 +356,44 @@ impl Checker {
         now: i64,
         why: String,
     ) -> Report {
+        use sha2::{Digest, Sha256};
         let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
+        let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
         let report = |state| Report {
             state,
             source: "crl",
         };
+        let mut best: Option<(Arc<Crl>, State)> = None;
         let mut forged: Option<String> = None;
+        let mut consider =
+            |crl: &Arc<Crl>| match crl.state_of(cert, issuer, now, skew, self.max_age()) {
+                Ok(state) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| crl.this_update() > b.this_update())
+                    {
+                        best = Some((crl.clone(), state));
+                    }
+                }
+                Err(Silent::BadSignature) => {
+                    forged.get_or_insert_with(|| crl.source());
+                }
+                Err(Silent::OtherIssuer | Silent::NotCurrent) => {}
+            };
+        let mut forged_at_cdp: Option<String> = None;
+        let mut from_files = false;
         if let Some(store) = &self.settings.crls {
             for crl in store.crls() {
-                match crl.state_of(cert, issuer, now, skew, self.max_age()) {
-                    Ok(state) => return report(state),
-                    Err(Silent::BadSignature) => {
-                        forged.get_or_insert_with(|| crl.source());
-                    }
-                    Err(Silent::OtherIssuer | Silent::NotCurrent) => {}
+                if crl
+                    .state_of(cert, issuer, now, skew, self.max_age())
+                    .is_ok()
+                {
+                    from_files = true;
                 }
+                consider(&crl);
             }
         }
-        if self.settings.crl_distribution_points {
-            use sha2::{Digest, Sha256};
-            let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
+        if self.settings.crl_distribution_points && !from_files {
             for url in crl_distribution_points(cert) {
                 let fetched = self
                     .cdp_cache
@@ -374,21 +402,36 @@ impl Checker {
                     })
                     .await;
                 match fetched.as_ref() {
-                    Fetched::Crl(crl, _) => {
-                        match crl.state_of(cert, issuer, now, skew, self.max_age()) {
-                            Ok(state) => return report(state),
-                            Err(Silent::BadSignature) => {
-                                forged.get_or_insert_with(|| crl.source());
-                            }
-                            Err(Silent::OtherIssuer | Silent::NotCurrent) => {}
-                        }
-                    }
+                    Fetched::Crl(crl, _) => consider(crl),
                     Fetched::Forged(source) => {
-                        forged.get_or_insert_with(|| source.clone());
+                        forged_at_cdp.get_or_insert_with(|| source.clone());
                     }
                     Fetched::Failed => {}
                 }
             }
+        }
+        // The newest seen before answers only if strictly newer: a CRL re-issued within the
+        // same second (thisUpdate has seconds) by the sources read now is taken as theirs.
+        let remembered = self
+            .newest
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key_hash).cloned());
+        if let Some(crl) = &remembered {
+            consider(crl);
+        }
+        let forged = forged.or(forged_at_cdp);
+        if let Some((crl, state)) = best {
+            let newer = remembered.as_ref().is_none_or(|r| !Arc::ptr_eq(r, &crl));
+            if newer {
+                if let Ok(mut m) = self.newest.lock() {
+                    // Issuers are the trusted CAs on verified paths: few. Bounded anyway.
+                    if m.len() < MAX_ISSUERS_REMEMBERED || m.contains_key(&key_hash) {
+                        m.insert(key_hash, crl);
+                    }
+                }
+            }
+            return report(state);
         }
         if let Some(source) = forged {
             let e = format!(
@@ -403,6 +446,7 @@ impl Checker {
     /// Fetches, parses and (if it names `issuer`, DER) verifies the CRL at a distribution
     /// point; the parsing and the signature check run off the async workers.
     async fn fetch_crl(&self, url: &str, issuer: &[u8], now: i64) -> Fetched {
+        let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
         let fetched = async {
             let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
             if !resp.status().is_success() {
@@ -416,7 +460,21 @@ impl Checker {
             tokio::task::spawn_blocking(move || {
                 let crl = Crl::parse(&url, &body)?;
                 let (_, issuer) = X509Certificate::from_der(&issuer).map_err(|e| e.to_string())?;
-                let forged = crl.names(&issuer) && !crl.signed_by(&issuer);
+                // Kept only if it can answer: another issuer's or a stale CRL would sit in
+                // the cache for the refresh interval and keep the real one out.
+                if !crl.names(&issuer) {
+                    return Err(format!(
+                        "the CRL is not {}'s",
+                        Escaped(&issuer.subject().to_string())
+                    ));
+                }
+                if crl
+                    .next_update()
+                    .is_some_and(|n| n < now.saturating_sub(skew))
+                {
+                    return Err("the CRL is past its nextUpdate".to_owned());
+                }
+                let forged = !crl.signed_by(&issuer);
                 Ok((crl, forged))
             })
             .await
@@ -429,10 +487,12 @@ impl Checker {
                 let until_next = crl.next_update().map_or(self.settings.crl_refresh, |n| {
                     Duration::from_secs(u64::try_from(n - now).unwrap_or(0))
                 });
+                // Never shorter than a failure is kept: a CRL about to go stale is not
+                // fetched again every second.
                 let ttl = until_next
                     .min(self.settings.crl_refresh)
-                    .max(Duration::from_secs(1));
-                Fetched::Crl(crl, ttl)
+                    .max(self.settings.negative_ttl);
+                Fetched::Crl(Arc::new(crl), ttl)
             }
             Err(e) => {
                 tracing::warn!(url, error = %Escaped(&e), "CRL distribution point gave no CRL");

@@ -9,6 +9,11 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// A CA, a device it issued and an empty CRL made by OpenSSL with `key` (`ec` for P-256,
 /// else an `openssl req -newkey` argument) and `md`, all DER.
 fn openssl_pki(key: &str, md: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    openssl_pki_with(key, md, "")
+}
+
+/// The same, with `ca.cnf` lines added to the CA section (e.g. CRL extensions).
+fn openssl_pki_with(key: &str, md: &str, cnf: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| crate::harness::openssl(dir.path(), args);
     let newkey: &[&str] = if key == "ec" {
@@ -52,7 +57,7 @@ fn openssl_pki(key: &str, md: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     std::fs::write(dir.path().join("index.txt"), "").unwrap();
     std::fs::write(
         dir.path().join("ca.cnf"),
-        format!("[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ndefault_md = {md}\ndefault_crl_days = 1\n"),
+        format!("[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ndefault_md = {md}\ndefault_crl_days = 1\n{cnf}"),
     )
     .unwrap();
     run(&[
@@ -113,4 +118,23 @@ fn sha1_signed_crls_are_refused_as_ocsp_answers_are() {
     let (_, dev) = X509Certificate::from_der(&dev).unwrap();
     let crl = Crl::parse("sha256.crl", &sha256).unwrap();
     assert_eq!(crl.state_of(&dev, &ca, now(), 60, 3600), Ok(State::Good));
+}
+
+#[test]
+fn a_crl_of_another_key_of_the_same_name_is_silent_not_forged() {
+    // A CA re-keyed under its old name: its CRL carries the new key's identifier
+    // (authorityKeyIdentifier), so it is not about devices of the old key.
+    let aki = "crl_extensions = crlext\n[crlext]\nauthorityKeyIdentifier = keyid:always\n";
+    let (new_ca, _, crl_der) = openssl_pki_with("ec", "sha256", aki);
+    let (old_ca, old_dev, _) = openssl_pki("ec", "sha256");
+    let (_, new_ca) = X509Certificate::from_der(&new_ca).unwrap();
+    let (_, old_ca) = X509Certificate::from_der(&old_ca).unwrap();
+    let (_, old_dev) = X509Certificate::from_der(&old_dev).unwrap();
+    let crl = Crl::parse("new-key.crl", &crl_der).unwrap();
+    assert!(crl.names(&new_ca) && crl.signed_by(&new_ca));
+    assert!(!crl.names(&old_ca));
+    assert_eq!(
+        crl.state_of(&old_dev, &old_ca, now(), 60, 3600),
+        Err(Silent::OtherIssuer)
+    );
 }

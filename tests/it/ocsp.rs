@@ -370,3 +370,66 @@ fn unknown_critical_extensions_make_a_good_answer_no_answer() {
     });
     assert!(ocsp::verify(&lenient, &q, &ca, p.now, 300, 86_400).is_ok());
 }
+
+#[test]
+fn a_signed_revoked_answer_stands_without_nonce_when_stale_or_with_unknown_extensions() {
+    let p = pki();
+    let ca = p.cert("ca");
+    let without = ocsp::query(&p.cert("revoked"), &ca, IdHash::Sha1, None).unwrap();
+    let resp = p.respond(&without.der, "ca", &[]);
+    let with_nonce = ocsp::query(&p.cert("revoked"), &ca, IdHash::Sha1, Some([4; 16])).unwrap();
+    let revoked = |r: Result<ocsp::Answer, OcspError>| {
+        matches!(
+            r,
+            Ok(ocsp::Answer {
+                status: Status::Revoked { .. },
+                ..
+            })
+        )
+    };
+    assert!(
+        revoked(ocsp::verify(&resp, &with_nonce, &ca, p.now, 300, 86_400)),
+        "no nonce"
+    );
+    assert!(
+        revoked(ocsp::verify(
+            &resp,
+            &without,
+            &ca,
+            p.now + 3 * 86_400,
+            300,
+            86_400
+        )),
+        "stale"
+    );
+    let odd = resign(&p, &resp, |b| {
+        b.tbs_response_data.responses[0].single_extensions = Some(vec![unknown_critical()]);
+    });
+    assert!(
+        revoked(ocsp::verify(&odd, &without, &ca, p.now, 300, 86_400)),
+        "extension"
+    );
+    // Still about this certificate and signed by the CA only: anything else is refused.
+    let mut tampered = resp.clone();
+    let at = tampered
+        .windows(15)
+        .position(|w| w == b"20240101000000Z")
+        .unwrap();
+    tampered[at + 3] = b'5';
+    assert_eq!(
+        ocsp::verify(&tampered, &without, &ca, p.now, 300, 86_400),
+        Err(OcspError::BadSignature)
+    );
+    let good = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, None).unwrap();
+    assert_eq!(
+        ocsp::verify(&resp, &good, &ca, p.now, 300, 86_400),
+        Err(OcspError::CertIdMismatch)
+    );
+    // A good answer without the nonce stays no answer.
+    let g = p.respond(&good.der, "ca", &[]);
+    let good_nonce = ocsp::query(&p.cert("good"), &ca, IdHash::Sha1, Some([4; 16])).unwrap();
+    assert_eq!(
+        ocsp::verify(&g, &good_nonce, &ca, p.now, 300, 86_400),
+        Err(OcspError::NonceMissing)
+    );
+}

@@ -273,6 +273,24 @@ fn nonce_can_be_switched_off_for_a_responder_that_does_not_echo_it() {
 }
 
 #[test]
+fn a_signed_revoked_answer_counts_even_without_the_nonce_or_past_its_next_update() {
+    let r = responder("issuing-ca");
+    // A fixed answer without our nonce, whose nextUpdate (one minute) has passed by the time
+    // it is served: neither makes "revoked" soft-failable.
+    r.fixed(pki_dir(), "device-revoked", "issuing-ca", &["-nmin", "1"]);
+    std::thread::sleep(std::time::Duration::from_secs(62));
+    let s = server(&format!(
+        "soft_fail = true\nskew_secs = 0\ncrl_distribution_points = false\n{}",
+        responders(&[&r.url])
+    ));
+    assert!(!auth(&s, "device-revoked", "tls12-ecdsa"));
+    s.wait_log(&[
+        "reason=\"revoked\"",
+        "revoked at 1704067200 (KeyCompromise) (ocsp)",
+    ]);
+}
+
+#[test]
 fn stalled_responder_delays_only_the_device_that_needs_it() {
     // Accepts connections and never answers.
     let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -439,9 +457,70 @@ fn crl_distribution_point_is_fetched_once_and_used() {
         1,
         "the CRL is fetched once"
     );
-    // Without a distribution point (and no files), there is nothing to go on: hard-fail.
-    assert!(!auth(&s, "device-ecdsa", "tls12-ecdsa"));
-    s.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
+    // A device of the same issuer without a distribution point: the issuer's complete CRL,
+    // current and verified, covers it too.
+    assert!(auth(&s, "device-ecdsa", "tls12-ecdsa"));
+    s.wait_log(&[
+        "outcome=\"accept\"",
+        "identity=device-ecdsa",
+        "revocation=good (crl)",
+    ]);
+    // With no CRL seen at all, there is nothing to go on: hard-fail.
+    let fresh = server("mode = \"crl\"\n");
+    assert!(!auth(&fresh, "device-ecdsa", "tls12-ecdsa"));
+    fresh.wait_log(&["reason=\"revocation_unknown\"", "no current CRL"]);
+}
+
+#[test]
+fn an_older_crl_put_back_does_not_hide_a_revocation_seen_in_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = write_crl(dir.path(), &["1030"]);
+    let s = server(&format!(
+        "soft_fail = true\nmode = \"crl\"\ncrl_files = [\"{}\"]\ncrl_refresh_secs = 1\ncrl_distribution_points = false\n",
+        crl.display()
+    ));
+    assert!(!auth(&s, "device-revoked", "tls12-ecdsa"));
+    s.wait_log(&["reason=\"revoked\"", "cert.subject=CN=device-revoked"]);
+    // An hour older, still current, listing nothing: what a replay of last week's CRL is.
+    let (last, next) = (openssl_time(-3600), openssl_time(86_400));
+    write_ca_crl_with(
+        dir.path(),
+        "issuing-ca",
+        &[],
+        &["-crl_lastupdate", &last, "-crl_nextupdate", &next],
+        "",
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3)); // re-read every second
+    assert!(!auth(&s, "device-revoked", "tls13-ecdsa"));
+    s.wait_log(&[
+        "reason=\"revoked\"",
+        "tls=\"1.3\"",
+        "cert.subject=CN=device-revoked",
+    ]);
+}
+
+#[test]
+fn another_issuers_crl_at_a_distribution_point_is_kept_only_briefly() {
+    let work = tempfile::tempdir().unwrap();
+    let issuing = tempfile::tempdir().unwrap();
+    let real = write_crl(issuing.path(), &["41"]);
+    // The root's CRL: signed and current, but not the device's issuer's.
+    let other = write_ca_crl(work.path(), "root-ca", &[]);
+    let served = work.path().join("served.crl");
+    std::fs::copy(&other, &served).unwrap();
+    let (url, _) = serve_file(served.clone());
+    let devices = tempfile::tempdir().unwrap();
+    device_with_cdp(devices.path(), "cdp-revoked", 0x41, &url);
+    let s = server("mode = \"crl\"\nnegative_ttl_secs = 2\ncrl_refresh_secs = 300\n");
+    assert!(!auth_files(&s, devices.path(), "cdp-revoked"));
+    s.wait_log(&[
+        "reason=\"revocation_unknown\"",
+        "cert.subject=CN=cdp-revoked",
+    ]);
+    std::fs::copy(&real, &served).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!auth_files(&s, devices.path(), "cdp-revoked"));
+    s.wait_log(&["reason=\"revoked\"", "cert.subject=CN=cdp-revoked", "(crl)"]);
 }
 
 #[test]
