@@ -280,6 +280,11 @@ impl Checker {
         i64::try_from(self.settings.max_age.as_secs()).unwrap_or(i64::MAX)
     }
 
+    /// Allowed clock skew, seconds.
+    fn skew(&self) -> i64 {
+        i64::try_from(self.settings.skew.as_secs()).unwrap_or(300)
+    }
+
     /// Intermediates are checked too.
     pub fn check_intermediates(&self) -> bool {
         self.settings.check_intermediates
@@ -357,7 +362,7 @@ impl Checker {
         why: String,
     ) -> Report {
         use sha2::{Digest, Sha256};
-        let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
+        let skew = self.skew();
         let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
         let report = |state| Report {
             state,
@@ -365,6 +370,7 @@ impl Checker {
         };
         let mut best: Option<(Arc<Crl>, State)> = None;
         let mut forged: Option<String> = None;
+        // Takes `crl` into account; true if it answers.
         let mut consider =
             |crl: &Arc<Crl>| match crl.state_of(cert, issuer, now, skew, self.max_age()) {
                 Ok(state) => {
@@ -374,23 +380,19 @@ impl Checker {
                     {
                         best = Some((crl.clone(), state));
                     }
+                    true
                 }
                 Err(Silent::BadSignature) => {
                     forged.get_or_insert_with(|| crl.source());
+                    false
                 }
-                Err(Silent::OtherIssuer | Silent::NotCurrent) => {}
+                Err(Silent::OtherIssuer | Silent::NotCurrent) => false,
             };
         let mut forged_at_cdp: Option<String> = None;
         let mut from_files = false;
         if let Some(store) = &self.settings.crls {
             for crl in store.crls() {
-                if crl
-                    .state_of(cert, issuer, now, skew, self.max_age())
-                    .is_ok()
-                {
-                    from_files = true;
-                }
-                consider(&crl);
+                from_files |= consider(&crl);
             }
         }
         if self.settings.crl_distribution_points && !from_files {
@@ -402,7 +404,9 @@ impl Checker {
                     })
                     .await;
                 match fetched.as_ref() {
-                    Fetched::Crl(crl, _) => consider(crl),
+                    Fetched::Crl(crl, _) => {
+                        consider(crl);
+                    }
                     Fetched::Forged(source) => {
                         forged_at_cdp.get_or_insert_with(|| source.clone());
                     }
@@ -446,7 +450,7 @@ impl Checker {
     /// Fetches, parses and (if it names `issuer`, DER) verifies the CRL at a distribution
     /// point; the parsing and the signature check run off the async workers.
     async fn fetch_crl(&self, url: &str, issuer: &[u8], now: i64) -> Fetched {
-        let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
+        let skew = self.skew();
         let fetched = async {
             let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
             if !resp.status().is_success() {
@@ -647,8 +651,7 @@ impl Checker {
                 // Real answers are a few kilobytes: this is no OCSP response.
                 e @ ReadError::TooLarge(_) => Failure::Invalid("ocsp_too_large", e.to_string()),
             })?;
-        let skew = i64::try_from(self.settings.skew.as_secs()).unwrap_or(300);
-        ocsp::verify(&body, &q, issuer, now, skew, self.max_age()).map_err(|e| {
+        ocsp::verify(&body, &q, issuer, now, self.skew(), self.max_age()).map_err(|e| {
             if e.is_hostile() {
                 Failure::Invalid(e.label(), e.to_string())
             } else {

@@ -278,7 +278,7 @@ fn sha256_cert_ids_work_and_tampering_is_caught() {
     let p = pki();
     let ca = p.cert("ca");
     let q = ocsp::query(&p.cert("revoked"), &ca, IdHash::Sha256, None).unwrap();
-    let mut resp = p.respond(&q.der, "ca", &[]);
+    let resp = p.respond(&q.der, "ca", &[]);
     assert!(matches!(
         ocsp::verify(&resp, &q, &ca, p.now, 300, 86_400)
             .unwrap()
@@ -286,15 +286,22 @@ fn sha256_cert_ids_work_and_tampering_is_caught() {
         Status::Revoked { .. }
     ));
     // Turn "revoked" into something else by flipping a byte inside the signed data.
-    let at = resp
-        .windows(15)
-        .position(|w| w == b"20240101000000Z")
-        .unwrap();
-    resp[at + 3] = b'5';
+    let resp = tamper_revocation_time(&resp);
     assert_eq!(
         ocsp::verify(&resp, &q, &ca, p.now, 300, 86_400),
         Err(OcspError::BadSignature)
     );
+}
+
+/// A copy of a "revoked" response with its (signed) revocation time changed: 2024 → 2025.
+fn tamper_revocation_time(resp: &[u8]) -> Vec<u8> {
+    let mut out = resp.to_vec();
+    let at = out
+        .windows(15)
+        .position(|w| w == b"20240101000000Z")
+        .unwrap();
+    out[at + 3] = b'5';
+    out
 }
 
 /// Re-signs an OpenSSL response with the CA's key after `edit` changed its signed data.
@@ -410,12 +417,7 @@ fn a_signed_revoked_answer_stands_without_nonce_when_stale_or_with_unknown_exten
         "extension"
     );
     // Still about this certificate and signed by the CA only: anything else is refused.
-    let mut tampered = resp.clone();
-    let at = tampered
-        .windows(15)
-        .position(|w| w == b"20240101000000Z")
-        .unwrap();
-    tampered[at + 3] = b'5';
+    let tampered = tamper_revocation_time(&resp);
     assert_eq!(
         ocsp::verify(&tampered, &without, &ca, p.now, 300, 86_400),
         Err(OcspError::BadSignature)
