@@ -117,6 +117,9 @@ pub struct Config {
     pub max_inflight_per_client: Option<usize>,
     /// How long a reply is kept for retransmissions (RFC 5080 §2.2.2).
     pub duplicate_window: Duration,
+    /// Bytes of datagrams each listening socket may hold unread (SO_RCVBUF; the kernel caps
+    /// it at `net.core.rmem_max`). Read when the sockets are bound.
+    pub receive_buffer: usize,
     /// EAP-TLS settings, shared by every session.
     pub eap: Arc<SessionConfig>,
     /// VLAN for accepted devices, if any.
@@ -392,6 +395,11 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         "server.max_conversations_per_device",
         1..10_001,
     );
+    let receive_buffer_kib = ctx.bounded(
+        &s.receive_buffer_kib,
+        "server.receive_buffer_kib",
+        64..262_145,
+    );
     let dup = ctx.bounded(
         &s.duplicate_window_secs,
         "server.duplicate_window_secs",
@@ -533,6 +541,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         max_inflight: usize::try_from(max_inflight).unwrap_or(1024),
         max_inflight_per_client,
         duplicate_window: Duration::from_secs(dup),
+        receive_buffer: usize::try_from(receive_buffer_kib * 1024).unwrap_or(4 << 20),
         eap: eap?,
         vlan,
         clients,

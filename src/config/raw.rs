@@ -171,6 +171,8 @@ pub(crate) struct RawServer {
     pub(crate) max_conversations_per_device: Spanned<u64>,
     #[serde(default = "default_duplicate_window_secs")]
     pub(crate) duplicate_window_secs: Spanned<u64>,
+    #[serde(default = "default_receive_buffer_kib")]
+    pub(crate) receive_buffer_kib: Spanned<u64>,
     /// FreeRADIUS-format dictionary; the shipped one is built in.
     pub(crate) dictionary: Option<Spanned<String>>,
 }
@@ -186,6 +188,7 @@ impl Default for RawServer {
             max_inflight_per_client: None,
             max_conversations_per_device: default_max_conversations_per_device(),
             duplicate_window_secs: default_duplicate_window_secs(),
+            receive_buffer_kib: default_receive_buffer_kib(),
             dictionary: None,
         }
     }
@@ -214,6 +217,11 @@ fn default_max_conversations_per_device() -> Spanned<u64> {
     // A device has one conversation going; a few more cover a supplicant that restarts
     // before its abandoned attempts idle out.
     unspanned(4)
+}
+fn default_receive_buffer_kib() -> Spanned<u64> {
+    // About 1,800 full-size requests: a second of a heavy flood queued while a burst is
+    // worked off, without another NAS's requests being dropped by the kernel.
+    unspanned(4096)
 }
 fn default_duplicate_window_secs() -> Spanned<u64> {
     // NASes retransmit within a few seconds (RFC 5080 §2.2.2); FreeRADIUS keeps replies

@@ -11,27 +11,105 @@
 //!
 //! Waiting for a turn does not run on the CPU; the deadline of the step (the signing deadline
 //! with a token, else [`STEP_WAIT`]) bounds it, and a step that misses it fails closed.
+//!
+//! Turns alone still let a flooding client keep the cores busy whenever nobody else is
+//! stepping, and the operating system then time-shares every other client's step with it.
+//! So the processor time each client's requests take is also counted (their tasks' own
+//! running time, see [`charged`], and their steps on the blocking pools; decaying over
+//! [`USAGE_WINDOW`]), and a client that used more than an equal share of it among the
+//! clients active has its requests, and its steps, run on the background runtime
+//! ([`background`]), which the kernel runs only when nothing else wants the CPU
+//! (`SCHED_IDLE`). Alone, such a client still gets every idle cycle; beside a flood, the
+//! other clients' devices do not wait for it. Counting whole requests, not only TLS steps,
+//! keeps a flood that has hit its session cap (every request a cheap reject) where it is.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+
+use super::clock;
 
 /// How long a step without a token may wait for its client's turn.
 pub const STEP_WAIT: Duration = Duration::from_secs(2);
 
+/// The time constant of the step-time counts: a client's usage is, roughly, the step time
+/// it used in the last this long.
+pub const USAGE_WINDOW: Duration = Duration::from_secs(1);
+
+/// A client whose requests used less than this in the window is within its share whatever
+/// the others use: a few devices never go to the background.
+const LIGHT_USE: Duration = Duration::from_millis(20);
+
+/// How far over an equal share a client must be to be over it: clients that use about the
+/// same (two busy NASes, or a flood held to cheap rejects by its session cap beside a NAS
+/// of devices) stay where they are instead of trading places.
+const OVER_FACTOR: f64 = 1.25;
+
+/// A client counts as active when its requests used at least this in the window.
+const ACTIVE_USE: Duration = Duration::from_millis(1);
+
+/// How often the number of active clients is counted again.
+const RECOUNT: Duration = Duration::from_millis(100);
+
 /// The shares of every client entry seen, by name (names are unique in a config).
 pub struct Shares {
     by_client: Mutex<HashMap<String, Arc<Share>>>,
+    common: Arc<Common>,
+}
+
+/// What every share sees: the step count per client, the usage of all clients and how many
+/// are active.
+struct Common {
     steps: usize,
+    total: Mutex<Usage>,
+    /// Active clients, and when they were counted.
+    active: Mutex<(usize, Option<Instant>)>,
 }
 
 /// One client's share.
 pub struct Share {
     inflight: AtomicUsize,
+    /// Whether its requests were last sent to the background runtime.
+    in_background: AtomicBool,
     steps: Arc<Semaphore>,
+    usage: Mutex<Usage>,
+    common: Arc<Common>,
+}
+
+/// Processor time used, decaying exponentially with [`USAGE_WINDOW`].
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    /// Seconds used, as of `at`.
+    secs: f64,
+    at: Option<Instant>,
+}
+
+impl Usage {
+    /// The usage as of `now`.
+    fn at(self, now: Instant) -> f64 {
+        match self.at {
+            None => 0.0,
+            Some(at) => {
+                let age = now.saturating_duration_since(at).as_secs_f64();
+                self.secs * (-age / USAGE_WINDOW.as_secs_f64()).exp()
+            }
+        }
+    }
+
+    fn add(&mut self, now: Instant, used: Duration) {
+        self.secs = self.at(now) + used.as_secs_f64();
+        self.at = Some(now);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A request in flight, counted against its client until dropped.
@@ -48,31 +126,51 @@ impl Drop for InFlight {
 impl Shares {
     /// Shares allowing `steps` TLS steps at once per client.
     pub fn new(steps: usize) -> Self {
+        let steps = steps.max(1);
         Self {
             by_client: Mutex::default(),
-            steps: steps.max(1),
+            common: Arc::new(Common {
+                steps,
+                total: Mutex::default(),
+                active: Mutex::new((0, None)),
+            }),
         }
     }
 
     /// Steps one client may run at once.
     pub fn steps(&self) -> usize {
-        self.steps
+        self.common.steps
     }
 
     /// The share of the client entry named `client`.
     pub fn of(&self, client: &str) -> Arc<Share> {
-        let mut m = self
-            .by_client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.entry(client.to_owned())
+        let mut m = lock(&self.by_client);
+        let share = m
+            .entry(client.to_owned())
             .or_insert_with(|| {
                 Arc::new(Share {
                     inflight: AtomicUsize::new(0),
-                    steps: Arc::new(Semaphore::new(self.steps)),
+                    in_background: AtomicBool::new(false),
+                    steps: Arc::new(Semaphore::new(self.common.steps)),
+                    usage: Mutex::default(),
+                    common: self.common.clone(),
                 })
             })
-            .clone()
+            .clone();
+        let now = clock::now();
+        let mut active = lock(&self.common.active);
+        if active
+            .1
+            .is_none_or(|at| now.saturating_duration_since(at) >= RECOUNT)
+        {
+            let floor = ACTIVE_USE.as_secs_f64();
+            let n = m
+                .values()
+                .filter(|s| lock(&s.usage).at(now) >= floor)
+                .count();
+            *active = (n, Some(now));
+        }
+        share
     }
 }
 
@@ -106,6 +204,100 @@ impl Share {
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
     }
+
+    /// Whether this client's requests used clearly more ([`OVER_FACTOR`]) than an equal
+    /// share of the time of the active clients, and more than [`LIGHT_USE`], in the last
+    /// [`USAGE_WINDOW`] or so.
+    pub fn over(&self) -> bool {
+        let now = clock::now();
+        let own = lock(&self.usage).at(now);
+        if own < LIGHT_USE.as_secs_f64() {
+            return false;
+        }
+        let active = lock(&self.common.active).0;
+        let total = lock(&self.common.total).at(now);
+        // An equal share among the active clients; alone, a client is never over it.
+        #[allow(clippy::cast_precision_loss, reason = "a count of clients")]
+        let over = active >= 2 && own * active as f64 > total * OVER_FACTOR;
+        over
+    }
+
+    /// Records where this client's requests go now; true when that changed.
+    pub fn mark_background(&self, background: bool) -> bool {
+        self.in_background.swap(background, Ordering::AcqRel) != background
+    }
+
+    /// Counts `used` of processor time against this client.
+    pub fn charge(&self, used: Duration) {
+        let now = clock::now();
+        lock(&self.usage).add(now, used);
+        lock(&self.common.total).add(now, used);
+    }
+
+    /// Runs blocking `work` on the background runtime ([`background`]); None if there is
+    /// none or the work panicked.
+    pub async fn in_background<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        background()?.spawn_blocking(work).await.ok()
+    }
+}
+
+/// Runs `request`, charging the time spent inside its polls (the task's own running time,
+/// without its waits) to `share`.
+pub async fn charged<F: Future>(share: Arc<Share>, request: F) -> F::Output {
+    let mut request = std::pin::pin!(request);
+    std::future::poll_fn(|cx| {
+        let started = clock::now();
+        let poll = request.as_mut().poll(cx);
+        share.charge(clock::now().saturating_duration_since(started));
+        poll
+    })
+    .await
+}
+
+/// The background runtime: threads the kernel schedules only when no other thread of the
+/// machine wants the CPU (Linux `SCHED_IDLE`; elsewhere they run at normal priority), for
+/// the requests and steps of clients over their share. Their blocking pool inherits the
+/// policy. One per process, started on first use and never stopped (a runtime cannot be
+/// dropped from async code); None if it could not be started, and everything then runs at
+/// normal priority. A thread never changes its policy back: an unprivileged process could
+/// not.
+pub fn background() -> Option<&'static Handle> {
+    static BACKGROUND: OnceLock<Option<Runtime>> = OnceLock::new();
+    BACKGROUND
+        .get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(2, usize::from);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("anchord-bg")
+                .on_thread_start(lower_priority)
+                .enable_all()
+                .build()
+                .inspect_err(|e| warn!(error = %e, "could not start the background runtime"))
+                .ok()
+        })
+        .as_ref()
+        .map(Runtime::handle)
+}
+
+/// Makes the calling thread run only when nothing else wants the CPU.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        debug!(error = ?e, "background step thread keeps normal priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {
+    debug!("background step threads run at normal priority on this system");
 }
 
 #[cfg(test)]
@@ -142,5 +334,90 @@ mod tests {
         let turn = tokio::time::timeout(Duration::from_millis(100), b.step()).await;
         assert!(matches!(turn, Ok(Some(_))));
         waiting.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_over_an_equal_share_of_step_time_is_over_only_while_others_are_active() {
+        let shares = Shares::new(1);
+        let (flood, good) = (shares.of("flood"), shares.of("good"));
+        flood.charge(Duration::from_millis(800));
+        good.charge(Duration::from_millis(100));
+        tokio::time::advance(RECOUNT).await;
+        shares.of("good");
+        assert!(flood.over(), "80% of the step time with two clients active");
+        assert!(!good.over(), "10% is within an equal share");
+        // Two clients using about the same stay where they are.
+        let even = Shares::new(1);
+        let (x, y) = (even.of("x"), even.of("y"));
+        x.charge(Duration::from_millis(60));
+        y.charge(Duration::from_millis(75));
+        tokio::time::advance(RECOUNT).await;
+        even.of("x");
+        assert!(!x.over() && !y.over());
+
+        // Three clients, two of them heavy: each heavy one is over a third.
+        let other = shares.of("other");
+        other.charge(Duration::from_millis(800));
+        tokio::time::advance(RECOUNT).await;
+        shares.of("good");
+        assert!(flood.over() && other.over() && !good.over());
+
+        // Alone (the others' use decayed away), the flood is not over anything.
+        let alone = Shares::new(1);
+        let a = alone.of("a");
+        alone.of("b").charge(Duration::from_millis(5));
+        a.charge(Duration::from_millis(900));
+        tokio::time::advance(RECOUNT).await;
+        alone.of("a");
+        assert!(a.over(), "b is still active");
+        tokio::time::advance(USAGE_WINDOW * 8).await;
+        a.charge(Duration::from_millis(900));
+        alone.of("a");
+        assert!(!a.over(), "b's use has decayed: a is alone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_light_client_is_never_over() {
+        let shares = Shares::new(1);
+        let (a, b) = (shares.of("a"), shares.of("b"));
+        a.charge(LIGHT_USE / 2);
+        b.charge(LIGHT_USE / 10);
+        tokio::time::advance(RECOUNT).await;
+        shares.of("a");
+        assert!(!a.over());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn background_steps_run_at_idle_priority() {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let shares = Shares::new(2);
+        let policy = shares
+            .of("a")
+            .in_background(|| thread_priority::unix::thread_schedule_policy().ok())
+            .await
+            .flatten();
+        assert_eq!(
+            policy,
+            Some(ThreadSchedulePolicy::Normal(
+                NormalThreadSchedulePolicy::Idle
+            ))
+        );
+        let here = thread_priority::unix::thread_schedule_policy().ok();
+        assert_ne!(here, policy, "the caller's thread keeps its policy");
+    }
+
+    #[tokio::test]
+    async fn a_requests_own_running_time_is_charged_and_its_waits_are_not() {
+        let shares = Shares::new(1);
+        let a = shares.of("a");
+        charged(a.clone(), async {
+            std::thread::sleep(Duration::from_millis(30)); // running on the thread
+            tokio::time::sleep(Duration::from_millis(200)).await; // waiting
+        })
+        .await;
+        let used = lock(&a.usage).at(clock::now());
+        // 30 ms, decayed over the 200 ms wait; counting the wait would be far more.
+        assert!((0.02..0.1).contains(&used), "{used}");
     }
 }

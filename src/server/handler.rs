@@ -325,7 +325,9 @@ enum Missed {
 /// which blocks: it runs on the blocking pool, at most `[pki] sessions` such steps at once,
 /// with a deadline that includes waiting for the turn and for a slot; a missed deadline
 /// fails closed (the conversation is dropped and the device rejected). Every other step runs
-/// inline once its turn has come.
+/// inline once its turn has come. The steps of a client over its share run on the
+/// background runtime instead; the time of a step off the request's task is charged to its
+/// client here (inline, [`fairness::charged`] counts it).
 async fn step_session(
     config: &Config,
     share: &Arc<fairness::Share>,
@@ -333,14 +335,29 @@ async fn step_session(
     eap: EapPacket,
 ) -> Result<(SessionEntry, Result<Action, EapError>), Missed> {
     let Some(pki) = config.pki.as_ref().filter(|_| entry.session.may_sign()) else {
-        let turn = tokio::time::timeout(fairness::STEP_WAIT, share.step())
+        let step = async {
+            let turn = share.step().await?;
+            if share.over() {
+                let charged = share.clone();
+                return share
+                    .in_background(move || {
+                        let result =
+                            timed(&charged, || entry.session.handle(Event::Response(&eap)));
+                        drop(turn);
+                        (entry, result)
+                    })
+                    .await;
+            }
+            // Inline, the step is charged with the rest of the request's own time.
+            let result = entry.session.handle(Event::Response(&eap));
+            drop(turn);
+            Some((entry, result))
+        };
+        return tokio::time::timeout(fairness::STEP_WAIT, step)
             .await
             .ok()
             .flatten()
-            .ok_or(Missed::Turn)?;
-        let result = entry.session.handle(Event::Response(&eap));
-        drop(turn);
-        return Ok((entry, result));
+            .ok_or(Missed::Turn);
     };
     let slots = pki.signing_slots.clone();
     let runtime = pki.clone();
@@ -351,13 +368,17 @@ async fn step_session(
         // long as the blocking work, even past our deadline.
         let turn = share.step().await?;
         let permit = slots.acquire_owned().await.ok()?;
-        tokio::task::spawn_blocking(move || {
-            let result = entry.session.handle(Event::Response(&eap));
+        let charged = share.clone();
+        let work = move || {
+            let result = timed(&charged, || entry.session.handle(Event::Response(&eap)));
             drop((permit, turn));
             (entry, result)
-        })
-        .await
-        .ok()
+        };
+        if share.over() {
+            share.in_background(work).await
+        } else {
+            tokio::task::spawn_blocking(work).await.ok()
+        }
     };
     let result = tokio::time::timeout(pki.sign_timeout, step).await;
     // A signature that failed on every token asks for its module to be re-initialised;
@@ -367,6 +388,14 @@ async fn step_session(
         tokio::spawn(super::reinitialize_modules(runtime, modules));
     }
     result.ok().flatten().ok_or(Missed::Signing)
+}
+
+/// Runs one step off the request's task and charges its time to the client.
+fn timed<T>(share: &fairness::Share, step: impl FnOnce() -> T) -> T {
+    let started = clock::now();
+    let result = step();
+    share.charge(clock::now().saturating_duration_since(started));
+    result
 }
 
 fn eap_identifier(bytes: &[u8]) -> u8 {
@@ -501,7 +530,7 @@ fn finished(
 
 /// True when a per-request reject line for `reason` and client `nas` may be written now
 /// (see [`super::loglimit`]); first writes the summary of lines suppressed before it.
-fn log_allowed(shared: &Shared, reason: &'static str, nas: &str) -> bool {
+pub(super) fn log_allowed(shared: &Shared, reason: &'static str, nas: &str) -> bool {
     match shared.log_limit.check(clock::now(), reason, nas) {
         Verdict::Suppress => false,
         Verdict::Log { suppressed: 0 } => true,

@@ -100,6 +100,26 @@ pub struct Shared {
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
 }
 
+/// Asks for `bytes` of receive buffer on a listening socket, so a burst from one NAS
+/// queues instead of the kernel dropping every NAS's datagrams; says so when the kernel
+/// grants less (Linux caps it at `net.core.rmem_max`; it reports twice what it grants).
+fn set_receive_buffer(s: &Socket, addr: SocketAddr, bytes: usize) {
+    if let Err(e) = s.set_recv_buffer_size(bytes) {
+        warn!(socket = %addr, error = %e, "could not set the socket's receive buffer");
+        return;
+    }
+    match s.recv_buffer_size() {
+        Ok(got) if got < bytes => warn!(
+            socket = %addr,
+            asked_kib = bytes / 1024,
+            granted_kib = got / 2 / 1024,
+            "the kernel capped the receive buffer (server.receive_buffer_kib); raise net.core.rmem_max"
+        ),
+        Ok(got) => debug!(socket = %addr, granted_kib = got / 2 / 1024, "receive buffer"),
+        Err(e) => debug!(socket = %addr, error = %e, "receive buffer size unknown"),
+    }
+}
+
 /// A bound, not yet running server.
 pub struct Server {
     shared: Arc<Shared>,
@@ -128,6 +148,7 @@ impl Server {
                 s.set_only_v6(true)?;
             }
             s.set_nonblocking(true)?;
+            set_receive_buffer(&s, *addr, config.receive_buffer);
             s.bind(&(*addr).into())
                 .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
             sockets.push(Arc::new(UdpSocket::from_std(s.into())?));
@@ -403,30 +424,44 @@ async fn recv_loop(
             debug!(%src, "datagram from unknown client dropped");
             continue;
         };
-        let Some(counted) = shared
-            .shares
-            .of(&client.name)
-            .enter(live.config.max_inflight_per_client)
-        else {
+        let share = shared.shares.of(&client.name);
+        let Some(counted) = share.enter(live.config.max_inflight_per_client) else {
             shared.metrics.inc("drop_client_overloaded");
             debug!(nas = %client.name, reason = "client_overloaded", "datagram dropped: this client has max_inflight_per_client requests in flight");
             continue;
         };
+        let over = share.over() && fairness::background().is_some();
+        if share.mark_background(over) && handler::log_allowed(&shared, "background", &client.name)
+        {
+            if over {
+                info!(nas = %client.name, "this client is over its share of the server's processor time: its requests run at background priority");
+            } else {
+                info!(nas = %client.name, "this client is back within its share: its requests run at normal priority");
+            }
+        }
         drop(live);
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
             shared.metrics.inc("drop_overloaded");
             continue;
         };
         let datagram = buf.get(..len).unwrap_or_default().to_vec();
-        let (shared, sock) = (shared.clone(), sock.clone());
+        let (task_shared, sock) = (shared.clone(), sock.clone());
         let span = tracing::debug_span!("request", %src);
-        tasks.spawn(
-            async move {
-                handle_datagram(&shared, &sock, src, &datagram).await;
-                drop((permit, counted));
+        let request = fairness::charged(share, async move {
+            handle_datagram(&task_shared, &sock, src, &datagram).await;
+            drop((permit, counted));
+        })
+        .instrument(span);
+        // A client over its share of step time is served by the background runtime, all of
+        // its request and not only its TLS steps, so a flood's packets do not delay the
+        // other clients' either (see `fairness`).
+        match fairness::background().filter(|_| over) {
+            Some(background) => {
+                shared.metrics.inc("requests_in_background");
+                tasks.spawn_on(request, background)
             }
-            .instrument(span),
-        );
+            None => tasks.spawn(request),
+        };
     }
     tasks.shutdown().await;
     Ok(())
@@ -505,6 +540,17 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[test]
+    fn listening_sockets_get_the_configured_receive_buffer() {
+        let asked = 96 * 1024;
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        let before = s.recv_buffer_size().unwrap();
+        set_receive_buffer(&s, "127.0.0.1:0".parse().unwrap(), asked);
+        let got = s.recv_buffer_size().unwrap();
+        // Linux reports twice what it grants; 96 KiB is under every default rmem_max.
+        assert!(got >= asked && got != before, "{before} -> {got}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn reinitialisation_waits_for_the_signature_in_flight() {

@@ -79,6 +79,7 @@ fn every_bad_value_is_reported_at_once_with_file_line_and_key() {
         .replace("\"0.0.0.0:1812\"", "\"0.0.0.0\"")
         .replace("\"192.0.2.0/24\"", "\"192.0.2.300/24\"")
         .replace("fragment_size = 1024", "fragment_size = 9000")
+        .replace("receive_buffer_kib = 4096", "receive_buffer_kib = 16")
         .replace("secrets/lab-switch.secret", "secrets/missing.secret");
     let (ok, out) = check(dir.path(), &broken);
     assert!(!ok);
@@ -89,6 +90,10 @@ fn every_bad_value_is_reported_at_once_with_file_line_and_key() {
             line_of(&broken, "fragment_size = 9000"),
             "tls.fragment_size",
         ),
+        (
+            line_of(&broken, "receive_buffer_kib = 16"),
+            "server.receive_buffer_kib",
+        ),
         (line_of(&broken, "missing.secret"), "client[1].secret_file"),
     ];
     for (line, key) in expect {
@@ -97,7 +102,7 @@ fn every_bad_value_is_reported_at_once_with_file_line_and_key() {
             "{key} at {line}:\n{out}"
         );
     }
-    assert!(out.contains("4 error(s)"), "{out}");
+    assert!(out.contains("5 error(s)"), "{out}");
 }
 
 #[test]

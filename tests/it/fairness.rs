@@ -1,6 +1,7 @@
 //! One NAS, or one device, cannot take the server from the others: the per-device limit on
-//! conversations, the per-client share of the session table and of requests in flight.
-//! (The share of TLS steps and signing slots is measured by `bench/compare.sh flood`.)
+//! conversations, the per-client share of the session table and of requests in flight, and
+//! background priority for a client over its share of processor time. (What that is worth
+//! to the other NAS's latency is measured by `bench/compare.sh flood`.)
 
 use std::time::Duration;
 
@@ -135,4 +136,54 @@ fn a_client_at_its_in_flight_cap_is_dropped_while_others_are_served() {
     a.send(&status(9)).unwrap();
     let n = a.recv(&mut buf).expect("it-nas is served again");
     assert_eq!((buf[0], buf[1], n >= 20), (2, 9, true));
+}
+
+#[test]
+fn a_client_flooding_handshakes_runs_in_the_background_while_another_is_served() {
+    let s = std::sync::Arc::new(two_nas_server("", ""));
+    let bench = |args: &'static [&'static str]| {
+        let s = s.clone();
+        std::thread::spawn(move || crate::bench::run_bench_from(pki_dir(), &s, SECRET, args))
+    };
+    // nas-b: a steady trickle of full authentications, every one verified.
+    let good = bench(&[
+        "--bind",
+        "127.0.0.2",
+        "--tls",
+        "1.3",
+        "--rate",
+        "20",
+        "--duration",
+        "5",
+        "--expect-vlan",
+        "100",
+    ]);
+    // it-nas: a flood of half-open handshakes, each a key exchange and a signature.
+    let flood = bench(&[
+        "--bind",
+        "127.0.0.1",
+        "--tls",
+        "1.3",
+        "--rate",
+        "1500",
+        "--abandon",
+        "--timeout-ms",
+        "500",
+        "--retries",
+        "0",
+        "--duration",
+        "5",
+    ]);
+    s.wait_log(&["nas=it-nas", "over its share"]);
+    let (ok, report) = good.join().unwrap();
+    assert!(ok, "{report}");
+    assert!(report["completed"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let _ = flood.join().unwrap();
+    let log = s.log();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("nas=nas-b") && l.contains("over its share")),
+        "the light client stays at normal priority"
+    );
 }
