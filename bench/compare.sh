@@ -8,9 +8,9 @@
 #   bench/compare.sh hsm        # anchord with the server key in SoftHSM2 against in a file
 #   bench/compare.sh ocsp       # anchord with OCSP on (warm cache) against OCSP off
 #   bench/compare.sh flood      # one NAS's devices while another NAS floods half-open
-#                               # conversations (FLOOD_RATE, GOOD_RATE, FLOOD_RUNS): success, p99;
-#                               # FLOOD_TARGET=separate floods a second anchord on the same
-#                               # core instead: what the machine alone costs the good NAS
+#                               # conversations (FLOOD_RATE, GOOD_RATE, FLOOD_RUNS): success, p99,
+#                               # against no flood and against the machine's floor (the flood
+#                               # on a second anchord on the same core under SCHED_IDLE)
 #
 # Servers are pinned to core 0 and the load generator (`anchord bench`, which verifies every
 # reply: authenticators, EAP-Success, MS-MPPE keys against its own MSK, VLAN; and the
@@ -66,7 +66,7 @@ address = "127.0.0.1"
 secret = "$SECRET"
 ${EXTRA:-}
 TOML
-  taskset -c 0 "$A" serve --config "$work/$inst.toml" 2>"$work/$inst.log" &
+  ${PREFIX:-} taskset -c 0 "$A" serve --config "$work/$inst.toml" 2>"$work/$inst.log" &
   pid=$!
   pids+=("$pid")
   for _ in $(seq 100); do grep -q listening "$work/$inst.log" && return; sleep 0.05; done
@@ -258,50 +258,55 @@ if [ "$mode" = flood ]; then
       --cert "$devpki/device-ecdsa.pem" --key "$devpki/device-ecdsa.key" --ca "$devpki/root-ca.pem" \
       --tls 1.3 --expect-vlan 100 --bind 127.0.0.2 --rate "$GOOD_RATE" --duration "$D" --json --quiet |
     jget "'%d %d %.2f %.2f' % (d['completed'], sum(d['errors'].values()), d['latency_ms']['p50'], d['latency_ms']['p99'])"; }
-  base=() flooded=() flood_out=()
+  # flood TARGET_PORT: the half-open flood from NAS "bench" for D + 2 seconds, in the
+  # background; its report goes to $work/flood.json.
+  flood() { chrt -i 0 taskset -c 1 "$A" bench --server "127.0.0.1:$1" --secret "$SECRET" \
+      --cert "$devpki/device-ecdsa.pem" --key "$devpki/device-ecdsa.key" --ca "$devpki/root-ca.pem" \
+      --tls 1.3 --rate "$FLOOD_RATE" --abandon --timeout-ms 500 --retries 0 --duration "$((D + 2))" --json --quiet \
+      >"$work/flood.json" 2>/dev/null & fp=$!; sleep 1; }
+  # Three phases a round: no flood; the flood on the same anchord; and the machine's floor,
+  # the flood on a second anchord on the same core run entirely under SCHED_IDLE, which
+  # shares nothing with the measured one but the core (what any flood costs here at best).
+  base=() flooded=() floor=() flood_out=()
   steal0=$(steal_ticks)
   for _ in $(seq "${FLOOD_RUNS:-5}"); do
     EXTRA=$good_client start_anchord "$flood_key"
     pki=$devpki warm "$APORT" device-ecdsa 1.3 --bind 127.0.0.2 >/dev/null 2>&1 || true
     base+=("$(good)"); stop
     EXTRA=$good_client start_anchord "$flood_key"
-    fport=$APORT
-    if [ "${FLOOD_TARGET:-same}" = separate ]; then
-      main=$pid fport=$((APORT + 2))
-      APORT=$fport INST=flooded start_anchord "$flood_key"
-      flooded_pid=$pid pid=$main
-    fi
-    chrt -i 0 taskset -c 1 "$A" bench --server "127.0.0.1:$fport" --secret "$SECRET" \
-      --cert "$devpki/device-ecdsa.pem" --key "$devpki/device-ecdsa.key" --ca "$devpki/root-ca.pem" \
-      --tls 1.3 --rate "$FLOOD_RATE" --abandon --timeout-ms 500 --retries 0 --duration "$((D + 2))" --json --quiet \
-      >"$work/flood.json" 2>/dev/null &
-    fp=$!
-    sleep 1
+    flood "$APORT"
     flooded+=("$(good)")
     wait "$fp" || true
     flood_out+=("$(jget "'%d' % d['completed']" <"$work/flood.json")")
     stop
-    if [ "${FLOOD_TARGET:-same}" = separate ]; then pid=$flooded_pid; stop; fi
+    EXTRA=$good_client start_anchord "$flood_key"
+    main=$pid fport=$((APORT + 2))
+    PREFIX="chrt -i 0" APORT=$fport INST=flooded start_anchord "$flood_key"
+    idle_pid=$pid pid=$main
+    flood "$fport"
+    floor+=("$(good)")
+    wait "$fp" || true
+    stop; pid=$idle_pid; stop
   done
-  python3 - "$GOOD_RATE" "$FLOOD_RATE" "$(steal_pct "$steal0")" "${flood_out[*]}" "${base[@]}" -- "${flooded[@]}" <<'PY'
-import os, statistics, sys
+  python3 - "$GOOD_RATE" "$FLOOD_RATE" "$(steal_pct "$steal0")" "${flood_out[*]}" "${base[@]}" -- "${flooded[@]}" -- "${floor[@]}" <<'PY'
+import statistics, sys
 good_rate, flood_rate, steal, flood_done = sys.argv[1:5]
-rest = sys.argv[5:]
-cut = rest.index("--")
+args = sys.argv[5:]
+cuts = [i for i, a in enumerate(args) if a == "--"]
 runs = lambda xs: [list(map(float, x.split())) for x in xs]
-base, flooded = runs(rest[:cut]), runs(rest[cut + 1:])
+base, flooded, floor = runs(args[:cuts[0]]), runs(args[cuts[0] + 1:cuts[1]]), runs(args[cuts[1] + 1:])
 def summary(rs):
     ok = [r[0] / max(r[0] + r[1], 1) * 100 for r in rs]
     return statistics.median(ok), statistics.median(r[2] for r in rs), statistics.median(r[3] for r in rs)
-b, f = summary(base), summary(flooded)
-print(f"good NAS at {good_rate} auth/s (TLS 1.3), medians of {len(base)} runs;")
-target = "a second anchord on the same core" if os.environ.get("FLOOD_TARGET") == "separate" else "the same anchord"
-print(f"flood NAS offering {flood_rate} half-open conversations/s to {target} (served per run: {flood_done})")
-print(f"{'metric':<28} {'no flood':>10} {'flood':>10} {'ratio':>8}")
-print(f"{'success %':<28} {b[0]:>10.1f} {f[0]:>10.1f} {f[0] / max(b[0], 1e-9):>7.2f}x")
-print(f"{'p50 ms':<28} {b[1]:>10.2f} {f[1]:>10.2f} {f[1] / max(b[1], 1e-9):>7.2f}x")
-print(f"{'p99 ms':<28} {b[2]:>10.2f} {f[2]:>10.2f} {f[2] / max(b[2], 1e-9):>7.2f}x")
-print(f"{'p99 ms of each run':<28} {' '.join(f'{r[3]:.1f}' for r in base)}  |  {' '.join(f'{r[3]:.1f}' for r in flooded)}")
+b, f, fl = summary(base), summary(flooded), summary(floor)
+print(f"good NAS at {good_rate} auth/s (TLS 1.3), medians of {len(base)} runs; flood NAS offering")
+print(f"{flood_rate} half-open conversations/s (served by the measured anchord per run: {flood_done})")
+print(f"{'metric':<12} {'no flood':>9} {'flood':>9} {'floor':>9} {'flood/none':>11} {'flood/floor':>12}")
+for name, i, fmt in (("success %", 0, ".1f"), ("p50 ms", 1, ".2f"), ("p99 ms", 2, ".2f")):
+    print(f"{name:<12} {b[i]:>9{fmt}} {f[i]:>9{fmt}} {fl[i]:>9{fmt}} {f[i] / max(b[i], 1e-9):>10.2f}x {f[i] / max(fl[i], 1e-9):>11.2f}x")
+each = lambda rs: " ".join(f"{r[3]:.1f}" for r in rs)
+print(f"p99 ms of each run: none {each(base)} | flood {each(flooded)} | floor {each(floor)}")
+print("floor: the flood sent to a second anchord on the same core under SCHED_IDLE instead")
 print(f"host steal % (noise): {steal}")
 PY
   exit 0

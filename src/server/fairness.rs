@@ -77,6 +77,8 @@ pub struct Share {
     inflight: AtomicUsize,
     /// Whether its requests were last sent to the background runtime.
     in_background: AtomicBool,
+    /// When a new conversation of it was last refused for its share of the session table.
+    capped: Mutex<Option<Instant>>,
     steps: Arc<Semaphore>,
     usage: Mutex<Usage>,
     common: Arc<Common>,
@@ -151,6 +153,7 @@ impl Shares {
                 Arc::new(Share {
                     inflight: AtomicUsize::new(0),
                     in_background: AtomicBool::new(false),
+                    capped: Mutex::new(None),
                     steps: Arc::new(Semaphore::new(self.common.steps)),
                     usage: Mutex::default(),
                     common: self.common.clone(),
@@ -205,21 +208,35 @@ impl Share {
         self.inflight.load(Ordering::Acquire)
     }
 
-    /// Whether this client's requests used clearly more ([`OVER_FACTOR`]) than an equal
-    /// share of the time of the active clients, and more than [`LIGHT_USE`], in the last
-    /// [`USAGE_WINDOW`] or so.
+    /// Whether, with other clients active, this client was refused a conversation for its
+    /// share of the session table in the last [`USAGE_WINDOW`], or its requests used
+    /// clearly more ([`OVER_FACTOR`]) than an equal share of the time of the active clients
+    /// (and more than [`LIGHT_USE`]) in about that time.
     pub fn over(&self) -> bool {
         let now = clock::now();
+        let active = lock(&self.common.active).0;
+        // Holding its whole share of the session table is being over a share, however
+        // cheap its refused requests are.
+        let capped =
+            lock(&self.capped).is_some_and(|at| now.saturating_duration_since(at) < USAGE_WINDOW);
+        if capped && active >= 2 {
+            return true;
+        }
         let own = lock(&self.usage).at(now);
         if own < LIGHT_USE.as_secs_f64() {
             return false;
         }
-        let active = lock(&self.common.active).0;
         let total = lock(&self.common.total).at(now);
         // An equal share among the active clients; alone, a client is never over it.
         #[allow(clippy::cast_precision_loss, reason = "a count of clients")]
         let over = active >= 2 && own * active as f64 > total * OVER_FACTOR;
         over
+    }
+
+    /// Records that a new conversation of this client was refused because it holds its
+    /// share of the session table: for [`USAGE_WINDOW`], it is over its share.
+    pub fn note_session_cap(&self) {
+        *lock(&self.capped) = Some(clock::now());
     }
 
     /// Records where this client's requests go now; true when that changed.
@@ -374,6 +391,32 @@ mod tests {
         a.charge(Duration::from_millis(900));
         alone.of("a");
         assert!(!a.over(), "b's use has decayed: a is alone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_at_its_session_cap_is_over_while_others_are_active() {
+        let shares = Shares::new(1);
+        let (flood, good) = (shares.of("flood"), shares.of("good"));
+        // Cheap refusals: about the same time as the other client's devices.
+        flood.charge(Duration::from_millis(60));
+        good.charge(Duration::from_millis(75));
+        tokio::time::advance(RECOUNT).await;
+        shares.of("good");
+        assert!(!flood.over());
+        flood.note_session_cap();
+        assert!(flood.over() && !good.over());
+        tokio::time::advance(USAGE_WINDOW).await;
+        flood.charge(Duration::from_millis(60));
+        good.charge(Duration::from_millis(75));
+        assert!(!flood.over(), "no refusal for a window");
+        // Alone, being at the cap is not over anything.
+        let alone = Shares::new(1);
+        let a = alone.of("a");
+        a.charge(Duration::from_millis(60));
+        tokio::time::advance(RECOUNT).await;
+        alone.of("a");
+        a.note_session_cap();
+        assert!(!a.over());
     }
 
     #[tokio::test(start_paused = true)]

@@ -107,6 +107,7 @@ async fn access_request(
             .is_some_and(|cap| shared.sessions.count(&client.name) >= cap) =>
         {
             shared.metrics.inc("reject_too_many_sessions");
+            shared.shares.of(&client.name).note_session_cap();
             if log_allowed(shared, "too_many_sessions", &client.name) {
                 warn!(nas = %client.name, outcome = "reject", reason = "too_many_sessions", "access rejected: this client holds max_sessions_per_client conversations");
             }
