@@ -261,17 +261,22 @@ impl Share {
     }
 }
 
-/// Runs `request`, charging the time spent inside its polls (the task's own running time,
-/// without its waits) to `share`.
-pub async fn charged<F: Future>(share: Arc<Share>, request: F) -> F::Output {
+/// Runs `request` and, if it says it was authentic, charges the time spent inside its polls
+/// (the task's own running time, without its waits) to `share`: datagrams forged with a
+/// client's address must not push that client over its share.
+pub async fn charged<F: Future<Output = bool>>(share: Arc<Share>, request: F) {
     let mut request = std::pin::pin!(request);
-    std::future::poll_fn(|cx| {
+    let mut used = Duration::ZERO;
+    let authentic = std::future::poll_fn(|cx| {
         let started = clock::now();
         let poll = request.as_mut().poll(cx);
-        share.charge(clock::now().saturating_duration_since(started));
+        used += clock::now().saturating_duration_since(started);
         poll
     })
-    .await
+    .await;
+    if authentic {
+        share.charge(used);
+    }
 }
 
 /// The background runtime: threads the kernel schedules only when no other thread of the
@@ -451,16 +456,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_requests_own_running_time_is_charged_and_its_waits_are_not() {
+    async fn an_authentic_requests_own_running_time_is_charged_and_its_waits_are_not() {
         let shares = Shares::new(1);
         let a = shares.of("a");
         charged(a.clone(), async {
             std::thread::sleep(Duration::from_millis(30)); // running on the thread
             tokio::time::sleep(Duration::from_millis(200)).await; // waiting
+            true
         })
         .await;
         let used = lock(&a.usage).at(clock::now());
-        // 30 ms, decayed over the 200 ms wait; counting the wait would be far more.
-        assert!((0.02..0.1).contains(&used), "{used}");
+        // 30 ms (charged at the end); counting the wait would be far more.
+        assert!((0.025..0.1).contains(&used), "{used}");
+        // A forged datagram (not authentic) is not charged to the client it claims.
+        let b = shares.of("b");
+        charged(b.clone(), async {
+            std::thread::sleep(Duration::from_millis(30));
+            false
+        })
+        .await;
+        assert!(lock(&b.usage).at(clock::now()) < f64::EPSILON);
     }
 }

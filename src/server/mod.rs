@@ -448,8 +448,9 @@ async fn recv_loop(
         let (task_shared, sock) = (shared.clone(), sock.clone());
         let span = tracing::debug_span!("request", %src);
         let request = fairness::charged(share, async move {
-            handle_datagram(&task_shared, &sock, src, &datagram).await;
+            let authentic = handle_datagram(&task_shared, &sock, src, &datagram).await;
             drop((permit, counted));
+            authentic
         })
         .instrument(span);
         // A client over its share of step time is served by the background runtime, all of
@@ -467,10 +468,17 @@ async fn recv_loop(
     Ok(())
 }
 
-async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr, datagram: &[u8]) {
+/// Handles one datagram; true when it was an authentic request of its client (only those
+/// are charged to the client's share: a forged source address must not spend it).
+async fn handle_datagram(
+    shared: &Arc<Shared>,
+    sock: &UdpSocket,
+    src: SocketAddr,
+    datagram: &[u8],
+) -> bool {
     let live = shared.live();
     let Some(client) = live.clients.lookup(src.ip()) else {
-        return;
+        return false;
     };
     let req = match UnverifiedRequest::parse(datagram)
         .and_then(|u| u.verify(&client.secret, client.require_message_authenticator))
@@ -479,7 +487,7 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
         Err(e) => {
             shared.metrics.inc(e.reason());
             debug!(nas = %client.name, reason = e.reason(), error = %e, "datagram dropped");
-            return;
+            return false;
         }
     };
     if tracing::enabled!(tracing::Level::DEBUG) {
@@ -496,13 +504,13 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
         Begin::InProgress => {
             shared.metrics.inc("duplicate_in_progress");
             debug!(nas = %client.name, radius.id = req.identifier, "retransmission while in progress: dropped");
-            return;
+            return true;
         }
         Begin::Replay(reply) => {
             shared.metrics.inc("duplicate_replayed");
             debug!(nas = %client.name, radius.id = req.identifier, "retransmission: cached reply resent");
             send(sock, src, &reply).await;
-            return;
+            return true;
         }
     };
     match handler::process(shared, &live.config, client, src, &req).await {
@@ -524,6 +532,7 @@ async fn handle_datagram(shared: &Arc<Shared>, sock: &UdpSocket, src: SocketAddr
         // No reply: the ticket is dropped, so a retransmission is processed afresh.
         None => drop(pending),
     }
+    true
 }
 
 async fn send(sock: &UdpSocket, dst: SocketAddr, bytes: &[u8]) {
