@@ -17,11 +17,14 @@
 //! So the processor time each client's requests take is also counted (their tasks' own
 //! running time, see [`charged`], and their steps on the blocking pools; decaying over
 //! [`USAGE_WINDOW`]), and a client that used more than an equal share of it among the
-//! clients active has its requests, and its steps, run on the background runtime
-//! ([`background`]), which the kernel runs only when nothing else wants the CPU
-//! (`SCHED_IDLE`). Alone, such a client still gets every idle cycle; beside a flood, the
-//! other clients' devices do not wait for it. Counting whole requests, not only TLS steps,
-//! keeps a flood that has hit its session cap (every request a cheap reject) where it is.
+//! clients active, while together they keep at least half a core busy, has its requests,
+//! and its steps, run on the background runtime ([`background`]): nice 19, `SCHED_BATCH`,
+//! so the kernel runs the other clients' work first, yet still gives these threads a small
+//! share and so never leaves a lock or permit they hold stuck. Alone, or on an idle server,
+//! a client is never over; beside a flood, the other clients' devices do not wait for it.
+//! Counting whole requests, not only TLS steps, and counting a client refused conversations
+//! for its session-table share as over, keeps a flood that has hit its session cap (every
+//! request a cheap reject) where it is.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,6 +53,11 @@ const LIGHT_USE: Duration = Duration::from_millis(20);
 /// same (two busy NASes, or a flood held to cheap rejects by its session cap beside a NAS
 /// of devices) stay where they are instead of trading places.
 const OVER_FACTOR: f64 = 1.25;
+
+/// Below this much processor time used by all clients together in the window the server
+/// is not contended, and nobody is over a share of it: a big controller beside a quiet
+/// switch keeps normal priority.
+const CONTENDED: Duration = Duration::from_millis(500);
 
 /// A client counts as active when its requests used at least this in the window.
 const ACTIVE_USE: Duration = Duration::from_millis(1);
@@ -209,9 +217,10 @@ impl Share {
     }
 
     /// Whether, with other clients active, this client was refused a conversation for its
-    /// share of the session table in the last [`USAGE_WINDOW`], or its requests used
-    /// clearly more ([`OVER_FACTOR`]) than an equal share of the time of the active clients
-    /// (and more than [`LIGHT_USE`]) in about that time.
+    /// share of the session table in the last [`USAGE_WINDOW`], or, with the server
+    /// contended ([`CONTENDED`]), its requests used clearly more ([`OVER_FACTOR`]) than an
+    /// equal share of the time of the active clients (and more than [`LIGHT_USE`]) in about
+    /// that time.
     pub fn over(&self) -> bool {
         let now = clock::now();
         let active = lock(&self.common.active).0;
@@ -227,6 +236,9 @@ impl Share {
             return false;
         }
         let total = lock(&self.common.total).at(now);
+        if total < CONTENDED.as_secs_f64() {
+            return false;
+        }
         // An equal share among the active clients; alone, a client is never over it.
         #[allow(clippy::cast_precision_loss, reason = "a count of clients")]
         let over = active >= 2 && own * active as f64 > total * OVER_FACTOR;
@@ -261,6 +273,27 @@ impl Share {
     }
 }
 
+/// The runtime the server's ordinary work runs on (set by the server when it starts).
+static FOREGROUND: OnceLock<Handle> = OnceLock::new();
+
+/// Remembers the current runtime as the foreground one; the first call wins.
+pub fn set_foreground(handle: Handle) {
+    let _ = FOREGROUND.set(handle);
+}
+
+/// Spawns `work` on the foreground runtime (the current one if none was set): work a
+/// background request asks for on behalf of every client, such as re-initialising an HSM
+/// module with every signing slot held, must not run at background priority.
+pub fn spawn_foreground<F>(work: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match FOREGROUND.get() {
+        Some(handle) => drop(handle.spawn(work)),
+        None => drop(tokio::spawn(work)),
+    }
+}
+
 /// Runs `request` and, if it says it was authentic, charges the time spent inside its polls
 /// (the task's own running time, without its waits) to `share`: datagrams forged with a
 /// client's address must not push that client over its share.
@@ -279,13 +312,14 @@ pub async fn charged<F: Future<Output = bool>>(share: Arc<Share>, request: F) {
     }
 }
 
-/// The background runtime: threads the kernel schedules only when no other thread of the
-/// machine wants the CPU (Linux `SCHED_IDLE`; elsewhere they run at normal priority), for
-/// the requests and steps of clients over their share. Their blocking pool inherits the
-/// policy. One per process, started on first use and never stopped (a runtime cannot be
-/// dropped from async code); None if it could not be started, and everything then runs at
-/// normal priority. A thread never changes its policy back: an unprivileged process could
-/// not.
+/// The background runtime, for the requests and steps of clients over their share: threads
+/// at nice 19 under `SCHED_BATCH` (Linux; elsewhere they run at normal priority), which the
+/// kernel runs after normal threads but never starves outright (weight 15 against 1024),
+/// so a lock or permit one holds is released even on a busy machine. Not `SCHED_IDLE`: an
+/// idle thread holding an HSM signing slot could wait behind any other load indefinitely.
+/// One per process, started on first use and never stopped (a runtime cannot be dropped
+/// from async code); None if it could not be started, and everything then runs at normal
+/// priority. A thread never raises its priority back: an unprivileged process could not.
 pub fn background() -> Option<&'static Handle> {
     static BACKGROUND: OnceLock<Option<Runtime>> = OnceLock::new();
     BACKGROUND
@@ -304,15 +338,15 @@ pub fn background() -> Option<&'static Handle> {
         .map(Runtime::handle)
 }
 
-/// Makes the calling thread run only when nothing else wants the CPU.
+/// Makes the calling thread run after normal threads: nice 19, `SCHED_BATCH`.
 #[cfg(target_os = "linux")]
 fn lower_priority() {
     use thread_priority::{
         set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
         ThreadPriority, ThreadSchedulePolicy,
     };
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+    let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, batch) {
         debug!(error = ?e, "background step thread keeps normal priority");
     }
 }
@@ -435,24 +469,49 @@ mod tests {
         assert!(!a.over());
     }
 
+    /// The calling thread's scheduling policy and nice value.
+    #[cfg(target_os = "linux")]
+    fn scheduling() -> (Option<thread_priority::ThreadSchedulePolicy>, i64) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after = stat.rsplit_once(") ").unwrap().1;
+        let nice = after.split(' ').nth(16).unwrap().parse().unwrap();
+        (thread_priority::unix::thread_schedule_policy().ok(), nice)
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn background_steps_run_at_idle_priority() {
+    async fn background_steps_run_at_nice_19_batch_and_foreground_work_does_not() {
         use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let batch = Some(ThreadSchedulePolicy::Normal(
+            NormalThreadSchedulePolicy::Batch,
+        ));
         let shares = Shares::new(2);
-        let policy = shares
-            .of("a")
-            .in_background(|| thread_priority::unix::thread_schedule_policy().ok())
-            .await
-            .flatten();
-        assert_eq!(
-            policy,
-            Some(ThreadSchedulePolicy::Normal(
-                NormalThreadSchedulePolicy::Idle
-            ))
-        );
-        let here = thread_priority::unix::thread_schedule_policy().ok();
-        assert_ne!(here, policy, "the caller's thread keeps its policy");
+        let there = shares.of("a").in_background(scheduling).await.unwrap();
+        assert_eq!(there, (batch, 19));
+        // Work a background request hands to the foreground runs at the caller's priority.
+        set_foreground(Handle::current());
+        let here = scheduling();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        background().unwrap().spawn(async move {
+            spawn_foreground(async move {
+                let _ = tx.send(scheduling());
+            });
+        });
+        assert_eq!(rx.await.unwrap(), here);
+        assert_ne!(here, there);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_client_beside_a_quiet_one_on_an_uncontended_server_is_not_over() {
+        let shares = Shares::new(1);
+        let (big, tiny) = (shares.of("big"), shares.of("tiny"));
+        big.charge(Duration::from_millis(300));
+        tiny.charge(Duration::from_millis(2));
+        tokio::time::advance(RECOUNT).await;
+        shares.of("big");
+        assert!(!big.over(), "300 ms of a second is not contention");
+        big.charge(Duration::from_millis(400));
+        assert!(big.over(), "700 ms is, and big has nearly all of it");
     }
 
     #[tokio::test]

@@ -338,7 +338,7 @@ async fn step_session(
     let Some(pki) = config.pki.as_ref().filter(|_| entry.session.may_sign()) else {
         let step = async {
             let turn = share.step().await?;
-            if share.over() {
+            if share.over() && fairness::background().is_some() {
                 let charged = share.clone();
                 return share
                     .in_background(move || {
@@ -375,7 +375,7 @@ async fn step_session(
             drop((permit, turn));
             (entry, result)
         };
-        if share.over() {
+        if share.over() && fairness::background().is_some() {
             share.in_background(work).await
         } else {
             tokio::task::spawn_blocking(work).await.ok()
@@ -386,7 +386,7 @@ async fn step_session(
     // that waits for every signing permit, so it runs apart from this request.
     let modules = crate::pki::hsm::take_reinit_requests();
     if !modules.is_empty() {
-        tokio::spawn(super::reinitialize_modules(runtime, modules));
+        fairness::spawn_foreground(super::reinitialize_modules(runtime, modules));
     }
     result.ok().flatten().ok_or(Missed::Signing)
 }
