@@ -154,6 +154,11 @@ pub struct PkiRuntime {
     /// finds a logged-in session instead of opening (and searching the token on) a new one,
     /// and a hung token ties up at most that many blocking threads.
     pub signing_slots: Arc<tokio::sync::Semaphore>,
+    /// Signing slots clients over their share may hold together: one fewer than
+    /// `signing_slots` (when there are two or more), so a flood's signatures, which run at
+    /// background priority and may be slow to finish on a busy machine, never hold every
+    /// slot while other NASes' devices wait.
+    pub background_signing: Arc<tokio::sync::Semaphore>,
     /// How often the token is checked for a rotated server key.
     pub rotation_check: Duration,
     /// Hands rustls the current certificate and key.
@@ -787,6 +792,9 @@ fn pki_settings(ctx: &mut Ctx<'_>, table: &Spanned<raw::RawPki>) -> Option<Arc<P
             sessions,
             sign_timeout: Duration::from_millis(sign_timeout),
             signing_slots: Arc::new(tokio::sync::Semaphore::new(sessions.max(1))),
+            background_signing: Arc::new(tokio::sync::Semaphore::new(
+                sessions.saturating_sub(1).max(1),
+            )),
             rotation_check: Duration::from_secs(rotation),
             resolver: Arc::new(RotatingResolver::new(key)),
             current: std::sync::Mutex::new((m.label, pool)),

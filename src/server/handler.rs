@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::checks;
@@ -360,7 +361,7 @@ async fn step_session(
             .flatten()
             .ok_or(Missed::Turn);
     };
-    let slots = pki.signing_slots.clone();
+    let (slots, reserved) = (pki.signing_slots.clone(), pki.background_signing.clone());
     let runtime = pki.clone();
     let share = share.clone();
     let step = async move {
@@ -368,14 +369,15 @@ async fn step_session(
         // waits behind its own turns, not in front of other clients'. Both permits live as
         // long as the blocking work, even past our deadline.
         let turn = share.step().await?;
-        let permit = slots.acquire_owned().await.ok()?;
+        let over = share.over() && fairness::background().is_some();
+        let permit = signing_permit(&slots, &reserved, over).await?;
         let charged = share.clone();
         let work = move || {
             let result = timed(&charged, || entry.session.handle(Event::Response(&eap)));
             drop((permit, turn));
             (entry, result)
         };
-        if share.over() && fairness::background().is_some() {
+        if over {
             share.in_background(work).await
         } else {
             tokio::task::spawn_blocking(work).await.ok()
@@ -389,6 +391,22 @@ async fn step_session(
         fairness::spawn_foreground(super::reinitialize_modules(runtime, modules));
     }
     result.ok().flatten().ok_or(Missed::Signing)
+}
+
+/// A signing slot: for a client over its share, only within the slots such clients may hold
+/// together (see `PkiRuntime::background_signing`), so one stays for the others.
+async fn signing_permit(
+    slots: &Arc<Semaphore>,
+    reserved: &Arc<Semaphore>,
+    over: bool,
+) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+    let limit = if over {
+        Some(reserved.clone().acquire_owned().await.ok()?)
+    } else {
+        None
+    };
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    Some((slot, limit))
 }
 
 /// Runs one step off the request's task and charges its time to the client.
@@ -647,5 +665,32 @@ mod tests {
             .filter(|l| l.contains("reason=\"unknown_state\""))
             .count();
         assert_eq!(lines, usize::try_from(BURST).unwrap(), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_over_their_share_never_hold_every_signing_slot() {
+        let slots = Arc::new(Semaphore::new(2));
+        let reserved = Arc::new(Semaphore::new(1));
+        let flood = signing_permit(&slots, &reserved, true).await.unwrap();
+        // A second background signature waits, though a slot is free...
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            signing_permit(&slots, &reserved, true),
+        )
+        .await;
+        assert!(
+            waiting.is_err(),
+            "the last slot is kept for clients within their share"
+        );
+        // ...which another NAS's device gets at once.
+        let good = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            signing_permit(&slots, &reserved, false),
+        )
+        .await;
+        assert!(matches!(good, Ok(Some(_))));
+        drop((flood, good));
+        assert_eq!(slots.available_permits(), 2);
+        assert_eq!(reserved.available_permits(), 1);
     }
 }
