@@ -7,6 +7,11 @@ pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Processor time the calling thread has used so far; None where the system cannot say.
+pub fn thread_cpu() -> Option<cpu_time::ThreadTime> {
+    cpu_time::ThreadTime::try_now().ok()
+}
+
 /// Now as Unix seconds, for certificate and OCSP validity.
 #[allow(
     clippy::disallowed_methods,

@@ -409,11 +409,11 @@ async fn signing_permit(
     Some((slot, limit))
 }
 
-/// Runs one step off the request's task and charges its time to the client.
+/// Runs one step off the request's task and charges its processor time to the client.
 fn timed<T>(share: &fairness::Share, step: impl FnOnce() -> T) -> T {
-    let started = clock::now();
+    let meter = fairness::Meter::start();
     let result = step();
-    share.charge(clock::now().saturating_duration_since(started));
+    share.charge(meter.used());
     result
 }
 
