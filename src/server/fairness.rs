@@ -155,19 +155,21 @@ impl Shares {
     /// The share of the client entry named `client`.
     pub fn of(&self, client: &str) -> Arc<Share> {
         let mut m = lock(&self.by_client);
-        let share = m
-            .entry(client.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Share {
-                    inflight: AtomicUsize::new(0),
-                    in_background: AtomicBool::new(false),
-                    capped: Mutex::new(None),
-                    steps: Arc::new(Semaphore::new(self.common.steps)),
-                    usage: Mutex::default(),
-                    common: self.common.clone(),
-                })
-            })
-            .clone();
+        // Called for every datagram: look up by &str, and own the name only the first time.
+        let share = if let Some(share) = m.get(client) {
+            share.clone()
+        } else {
+            let share = Arc::new(Share {
+                inflight: AtomicUsize::new(0),
+                in_background: AtomicBool::new(false),
+                capped: Mutex::new(None),
+                steps: Arc::new(Semaphore::new(self.common.steps)),
+                usage: Mutex::default(),
+                common: self.common.clone(),
+            });
+            m.insert(client.to_owned(), share.clone());
+            share
+        };
         let now = clock::now();
         let mut active = lock(&self.common.active);
         if active
