@@ -442,8 +442,10 @@ async fn recv_loop(
             continue;
         };
         let over = share.over() && fairness::background().is_some();
-        if share.mark_background(over) && handler::log_allowed(&shared, "background", &client.name)
-        {
+        // Each direction has its own log-limit key, so a suppressed "over" line can never
+        // hide the "back within" line that follows it (or the other way round).
+        let change = if over { "background" } else { "foreground" };
+        if share.mark_background(over) && handler::log_allowed(&shared, change, &client.name) {
             if over {
                 info!(nas = %client.name, "this client is over its share of the server's processor time: its requests run at background priority");
             } else {
