@@ -6,6 +6,7 @@
 //! - [`tls`]: rustls glue: server config, client-certificate verifier, certificate summaries.
 //! - [`pki`]: certificates and keys (dev PKI now; HSM and OCSP later).
 //! - [`config`]: `config/*.toml` into validated types, errors with file, line and key.
+//! - [`clock`]: the one module that reads the clock (everything else asks it or is passed `now`).
 //! - [`logsafe`]: peer-supplied text escaped for one log line.
 //! - [`server`]: tokio UDP loop, client table, duplicate cache, session table, checks.
 //! - [`bench`]: the load generator behind `anchord bench`.
@@ -16,6 +17,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod eap;
 pub mod logsafe;

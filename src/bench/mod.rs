@@ -18,11 +18,11 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
+use crate::clock;
 use crate::eap::packet::{EapCode, EapPacket};
 use crate::radius::attr::AttrType;
 use crate::radius::crypto::SharedSecret;
 use crate::radius::{Code, ReplyBuilder};
-use crate::server::clock;
 use peer::{Peer, PeerError};
 use verify::{check_accept, verify_reply, ReplyError};
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use super::revocation::State;
+use super::status::State;
 
 /// One parsed CRL; its signature is verified when first used against an issuer.
 pub struct Crl {

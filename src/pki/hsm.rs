@@ -836,7 +836,7 @@ impl SigningPool {
                 },
             };
             let result = sign_with(&session, key, mode, message);
-            let micros = crate::server::clock::now()
+            let micros = crate::clock::now()
                 .saturating_duration_since(now)
                 .as_micros();
             match result {
@@ -945,7 +945,7 @@ mod tests {
             1,
         );
         let e = pool
-            .sign(SignMode::EcdsaSha256, b"m", crate::server::clock::now())
+            .sign(SignMode::EcdsaSha256, b"m", crate::clock::now())
             .unwrap_err();
         assert!(
             matches!(e, HsmError::Module { ref path, .. } if *path == module),

@@ -7,3 +7,4 @@ pub mod dev;
 pub mod hsm;
 pub mod ocsp;
 pub mod revocation;
+pub mod status;

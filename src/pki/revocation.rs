@@ -16,6 +16,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::crl::{Crl, CrlStore, Silent};
 use super::ocsp::{self, Answer, IdHash, Status};
+pub use super::status::{Report, Source, State};
 use crate::logsafe::Escaped;
 
 /// One OCSP responder.
@@ -73,66 +74,6 @@ pub struct Settings {
     /// Fetch CRLs from the certificate's CRL distribution points (http).
     pub crl_distribution_points: bool,
 }
-
-/// The revocation state of one certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    /// Not revoked.
-    Good,
-    /// Revoked at a time (Unix seconds) for a reason.
-    Revoked {
-        /// When.
-        at: i64,
-        /// CRLReason, if given.
-        reason: Option<String>,
-    },
-    /// The responder does not know the certificate.
-    Unknown,
-    /// No responder could be reached or gave a usable answer (timeout, connection refused,
-    /// HTTP error, tryLater, stale): soft-fail may let the device on.
-    NoAnswer(String),
-    /// A responder answered with something that failed verification (malformed, badly
-    /// signed, signed by someone not authorised, about another certificate, wrong nonce):
-    /// an attack or a broken responder. Always a Reject, whatever soft-fail says.
-    Invalid(String),
-}
-
-/// A check's result, for the decision and the audit line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// The state.
-    pub state: State,
-    /// "ocsp" (fetched now), "cache", "crl", or [`CRL_AFTER_OCSP`].
-    pub source: &'static str,
-}
-
-impl Report {
-    /// One phrase for the audit line, e.g. `good (ocsp)` or `revoked at 1704067200
-    /// (KeyCompromise) (cache)`.
-    pub fn describe(&self) -> String {
-        let what = match &self.state {
-            State::Good => "good".to_owned(),
-            State::Revoked { at, reason } => {
-                format!(
-                    "revoked at {at}{}",
-                    reason
-                        .as_ref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                )
-            }
-            State::Unknown => "unknown".to_owned(),
-            State::NoAnswer(e) => format!("no answer: {e}"),
-            State::Invalid(e) => format!("invalid answer: {e}"),
-        };
-        format!("{what} ({})", self.source)
-    }
-}
-
-/// The source of an answer from a CRL when OCSP is configured and gave none: the audit line
-/// shows that the device was let on by a CRL (fresh to its nextUpdate) rather than a
-/// nonce-fresh OCSP answer.
-pub const CRL_AFTER_OCSP: &str = "crl, OCSP gave no answer";
 
 #[derive(Clone)]
 struct Cached {
@@ -338,7 +279,7 @@ impl Checker {
                         tracing::debug!("no OCSP answer: the issuer's CRL answers instead");
                         Report {
                             state,
-                            source: CRL_AFTER_OCSP,
+                            source: Source::CrlAfterOcsp,
                         }
                     }
                 }
@@ -366,7 +307,7 @@ impl Checker {
         let key_hash: [u8; 32] = Sha256::digest(issuer.public_key().raw).into();
         let report = |state| Report {
             state,
-            source: "crl",
+            source: Source::Crl,
         };
         let mut best: Option<(Arc<Crl>, State)> = None;
         let mut forged: Option<String> = None;
@@ -523,10 +464,10 @@ impl Checker {
             })
             .await;
         let source = if fetched.load(Ordering::Relaxed) {
-            "ocsp"
+            Source::Ocsp
         } else {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            "cache"
+            Source::Cache
         };
         Report {
             state: cached.state.clone(),

@@ -36,7 +36,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use super::clock;
+use crate::clock;
 
 /// How long a step without a token may wait for its client's turn.
 pub const STEP_WAIT: Duration = Duration::from_secs(2);

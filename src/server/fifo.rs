@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::clock;
+use crate::clock;
 
 /// At most this many shards; small tables get fewer so the bound stays close to LRU.
 const MAX_SHARDS: u64 = 16;

@@ -11,11 +11,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::checks;
-use super::clock;
 use super::fairness;
 use super::loglimit::Verdict;
 use super::sessions::{SessionEntry, TakeError};
 use super::{AuditRecord, Shared};
+use crate::clock;
 use crate::config::{Client, Config};
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
 use crate::eap::{Action, EapError, EapPacket, Event, Outcome, Session};

@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn first_lines_are_written_then_counted_and_summarised_next_interval() {
         let l = LogLimiter::new(3, Duration::from_secs(10));
-        let t0 = crate::server::clock::now();
+        let t0 = crate::clock::now();
         let verdicts: Vec<_> = (0..5u64)
             .map(|i| l.check(t0 + Duration::from_secs(i), "unknown_state", "nas-a"))
             .collect();
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn reasons_and_clients_are_limited_separately() {
         let l = LogLimiter::new(1, Duration::from_secs(10));
-        let t0 = crate::server::clock::now();
+        let t0 = crate::clock::now();
         assert_eq!(l.check(t0, "a", "n1"), Verdict::Log { suppressed: 0 });
         assert_eq!(l.check(t0, "a", "n1"), Verdict::Suppress);
         assert_eq!(l.check(t0, "b", "n1"), Verdict::Log { suppressed: 0 });
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn idle_pairs_are_pruned_but_pending_counts_kept() {
         let l = LogLimiter::new(1, Duration::from_secs(10));
-        let t0 = crate::server::clock::now();
+        let t0 = crate::clock::now();
         assert_eq!(l.check(t0, "a", "keep"), Verdict::Log { suppressed: 0 });
         assert_eq!(l.check(t0, "a", "keep"), Verdict::Suppress);
         for i in 0..MAX_KEYS {

@@ -4,7 +4,6 @@
 
 pub mod checks;
 pub mod clients;
-pub mod clock;
 pub mod dedup;
 pub mod fairness;
 pub mod fifo;
@@ -26,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::clock;
 use crate::config::{Config, ConfigErrors, PkiRuntime};
 use crate::radius::packet::parse_attributes;
 use crate::radius::summary::summarize;

@@ -12,8 +12,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
+use crate::clock;
 use crate::pki::hsm::{KeyAlgorithm, SignMode, SigningPool};
-use crate::server::clock;
 
 /// A private key held by a token.
 pub struct HsmSigningKey {
