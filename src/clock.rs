@@ -22,3 +22,12 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+/// Now as a UTC date and time, for audit records.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the one place that reads the wall clock"
+)]
+pub fn utc_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::from(std::time::SystemTime::now())
+}

@@ -9,12 +9,14 @@
 //! - [`clock`]: the one module that reads the clock (everything else asks it or is passed `now`).
 //! - [`logsafe`]: peer-supplied text escaped for one log line.
 //! - [`server`]: tokio UDP loop, client table, duplicate cache, session table, checks.
+//! - [`admin`]: the admin HTTP listener (`/metrics`).
 //! - [`bench`]: the load generator behind `anchord bench`.
 //! - [`cli`]: the `anchord` command (serve, check, demo).
 //!
 //! Request flow: `server` recv → `radius` verify + decode → duplicate check → session
 //! lookup → `eap::Session::handle` → checks → `radius` encode → send.
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod clock;

@@ -12,9 +12,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::Config;
+use crate::server::audit::{Audit, AuditLayer};
 use crate::server::Server;
 
 /// anchord: EAP-TLS RADIUS server.
@@ -77,10 +80,17 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
+    // The log (filtered by level) and the audit trail (every `target: "audit"` event, into
+    // the `[audit]` sink once `serve` installs one), each with its own filter.
+    let audit_only = tracing_subscriber::filter::filter_fn(|m| m.target() == "audit");
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .with_filter(filter),
+        )
+        .with(AuditLayer.with_filter(audit_only))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -100,6 +110,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin = match config.admin {
+        Some(addr) => Some(crate::admin::bind(addr).await?),
+        None => None,
+    };
+    if let Some(sink) = &config.audit {
+        crate::server::audit::install(Audit::start(sink)?);
+    }
     let server = Server::bind(Arc::new(config), None).context("binding sockets")?;
     let shared = server.shared();
     tokio::spawn(async move {
@@ -108,13 +125,23 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             return;
         };
         while hup.recv().await.is_some() {
+            // logrotate moved the audit file: write to a new one.
+            let audit = crate::server::audit::current();
+            if let Some(audit) = &audit {
+                audit.reopen();
+            }
             // Loading may talk to an HSM (PKCS#11 blocks): off the reactor.
             let target = shared.clone();
             let Ok(result) = tokio::task::spawn_blocking(move || target.reload()).await else {
                 continue;
             };
             match result {
-                Ok(()) => info!("configuration reloaded"),
+                Ok(()) => {
+                    info!("configuration reloaded");
+                    if shared.live().config.audit.as_ref() != audit.as_ref().map(Audit::sink) {
+                        warn!("[audit] changed: the audit sink is read at start; restart to use the new one");
+                    }
+                }
                 Err(errors) => {
                     for e in &errors.0 {
                         warn!(error = %e, "reload refused");
@@ -131,6 +158,13 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         info!("shutting down");
         stop.cancel();
     });
+    if let Some(listener) = admin {
+        let (shared, stop) = (server.shared(), shutdown.clone());
+        tokio::spawn(async move {
+            // A failed admin listener is logged; RADIUS service goes on without it.
+            let _ = crate::admin::serve(listener, shared, stop).await;
+        });
+    }
     server.serve(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

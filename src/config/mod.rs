@@ -137,7 +137,42 @@ pub struct Config {
     pub pki: Option<Arc<PkiRuntime>>,
     /// OCSP checking, when `[revocation]` is set (and not `mode = "off"`).
     pub revocation: Option<Arc<Checker>>,
+    /// The admin HTTP listener (`/metrics`), when `[admin]` is set. Read at start.
+    pub admin: Option<SocketAddr>,
+    /// Where audit records go, when `[audit]` is set.
+    pub audit: Option<AuditSink>,
 }
+
+/// Where audit records are written, one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// Appended to a file, reopened on SIGHUP (for logrotate).
+    File(PathBuf),
+    /// Standard output.
+    Stdout,
+    /// Syslog (RFC 5424) over UDP, one datagram per record.
+    Syslog {
+        /// The collector.
+        address: SocketAddr,
+        /// Facility code (RFC 5424 §6.2.1), e.g. 10 for authpriv.
+        facility: u8,
+    },
+}
+
+/// Syslog facility names and codes (RFC 5424 §6.2.1) that an audit trail may use.
+const FACILITIES: &[(&str, u8)] = &[
+    ("auth", 4),
+    ("authpriv", 10),
+    ("daemon", 3),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
 
 /// The server key in a token, as the running server uses it.
 pub struct PkiRuntime {
@@ -411,6 +446,8 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         1..301,
     );
 
+    let admin = raw.admin.as_ref().and_then(|a| admin_settings(ctx, a));
+    let audit = raw.audit.as_ref().and_then(|a| audit_settings(ctx, a));
     let pki = raw.pki.as_ref().and_then(|p| pki_settings(ctx, p));
     let eap = tls_settings(
         ctx,
@@ -555,7 +592,91 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         dictionary: Arc::new(dictionary?),
         pki,
         revocation,
+        admin,
+        audit,
     })
+}
+
+fn admin_settings(ctx: &mut Ctx<'_>, a: &raw::RawAdmin) -> Option<SocketAddr> {
+    let Ok(addr) = a.listen.get_ref().parse::<SocketAddr>() else {
+        ctx.err(
+            a.listen.span(),
+            "admin.listen",
+            format!(
+                "`{}` is not an address:port (e.g. 127.0.0.1:9812)",
+                a.listen.get_ref()
+            ),
+        );
+        return None;
+    };
+    if !addr.ip().is_loopback() {
+        let line = ctx.line_of(a.listen.span());
+        ctx.warnings.push(ConfigError {
+            file: ctx.file.to_path_buf(),
+            line,
+            key: "admin.listen".into(),
+            message: format!(
+                "{addr} is not a loopback address: anyone who can reach it reads the metrics \
+                 (client names, counts); keep it on 127.0.0.1 or firewall it"
+            ),
+        });
+    }
+    Some(addr)
+}
+
+fn audit_settings(ctx: &mut Ctx<'_>, a: &raw::RawAudit) -> Option<AuditSink> {
+    match a.sink.get_ref().as_str() {
+        "stdout" => Some(AuditSink::Stdout),
+        "file" => {
+            let Some(path) = &a.path else {
+                ctx.err(
+                    a.sink.span(),
+                    "audit.path",
+                    "sink = \"file\" needs path = \"...\" (the file records are appended to)",
+                );
+                return None;
+            };
+            Some(AuditSink::File(ctx.path(path.get_ref())))
+        }
+        "syslog" => {
+            let Ok(address) = a.address.get_ref().parse::<SocketAddr>() else {
+                ctx.err(
+                    a.address.span(),
+                    "audit.address",
+                    format!(
+                        "`{}` is not an address:port (e.g. 127.0.0.1:514)",
+                        a.address.get_ref()
+                    ),
+                );
+                return None;
+            };
+            let Some(&(_, facility)) = FACILITIES
+                .iter()
+                .find(|(name, _)| name == a.facility.get_ref())
+            else {
+                let names: Vec<&str> = FACILITIES.iter().map(|(n, _)| *n).collect();
+                ctx.err(
+                    a.facility.span(),
+                    "audit.facility",
+                    format!(
+                        "`{}` is not one of {}",
+                        a.facility.get_ref(),
+                        names.join(", ")
+                    ),
+                );
+                return None;
+            };
+            Some(AuditSink::Syslog { address, facility })
+        }
+        other => {
+            ctx.err(
+                a.sink.span(),
+                "audit.sink",
+                format!("`{other}` is not one of file, stdout, syslog"),
+            );
+            None
+        }
+    }
 }
 
 fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<Checker>> {
@@ -946,5 +1067,117 @@ fn load_certs(
             ctx.err(p.span(), key, format!("{}: {e}", path.display()));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid config with `extra` appended, in a folder holding a dev PKI.
+    fn parse(extra: &str) -> (Result<Config, ConfigErrors>, Vec<ConfigError>) {
+        use std::sync::OnceLock;
+        static PKI: OnceLock<tempfile::TempDir> = OnceLock::new();
+        let dir = PKI.get_or_init(|| {
+            let d = tempfile::tempdir().unwrap();
+            crate::pki::dev::generate(d.path(), time::OffsetDateTime::now_utc()).unwrap();
+            d
+        });
+        let text = format!(
+            "[tls]\ncertificate = \"server.pem\"\nprivate_key = \"server.key\"\n\
+             ca = [\"root-ca.pem\"]\n\n[[client]]\nname = \"nas\"\naddress = \"127.0.0.1\"\n\
+             secret = \"s\"\n{extra}"
+        );
+        Config::parse_reporting(&dir.path().join("anchord.toml"), &text)
+    }
+
+    fn errors(extra: &str) -> Vec<(Option<usize>, String, String)> {
+        match parse(extra).0 {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| (e.line, e.key, e.message))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn admin_and_audit_are_off_unless_asked_for() {
+        let c = parse("").0.unwrap();
+        assert_eq!(c.admin, None);
+        assert_eq!(c.audit, None);
+    }
+
+    #[test]
+    fn the_admin_listener_defaults_to_loopback() {
+        let (c, warnings) = parse("[admin]\n");
+        assert_eq!(c.unwrap().admin, Some("127.0.0.1:9812".parse().unwrap()));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_is_taken_with_a_warning_naming_its_line() {
+        let (c, warnings) = parse("[admin]\nlisten = \"0.0.0.0:9812\"\n");
+        assert_eq!(c.unwrap().admin, Some("0.0.0.0:9812".parse().unwrap()));
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].key, "admin.listen");
+        assert_eq!(warnings[0].line, Some(11));
+        assert!(warnings[0].message.contains("not a loopback"));
+    }
+
+    #[test]
+    fn a_bad_admin_address_is_refused_with_its_line() {
+        assert_eq!(
+            errors("[admin]\nlisten = \"localhost\"\n"),
+            [(
+                Some(11),
+                "admin.listen".to_owned(),
+                "`localhost` is not an address:port (e.g. 127.0.0.1:9812)".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn audit_sinks_parse_with_relative_paths_and_named_facilities() {
+        let c = parse("[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n")
+            .0
+            .unwrap();
+        let Some(AuditSink::File(path)) = c.audit else {
+            panic!("{:?}", c.audit)
+        };
+        assert!(
+            path.is_absolute() && path.ends_with("audit.jsonl"),
+            "{path:?}"
+        );
+        let c = parse("[audit]\nsink = \"stdout\"\n").0.unwrap();
+        assert_eq!(c.audit, Some(AuditSink::Stdout));
+        let c = parse("[audit]\nsink = \"syslog\"\nfacility = \"local3\"\n")
+            .0
+            .unwrap();
+        assert_eq!(
+            c.audit,
+            Some(AuditSink::Syslog {
+                address: "127.0.0.1:514".parse().unwrap(),
+                facility: 19
+            })
+        );
+    }
+
+    #[test]
+    fn bad_audit_settings_are_refused_with_key_and_line() {
+        let e = errors("[audit]\nsink = \"journal\"\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].0, e[0].1.as_str()), (Some(11), "audit.sink"));
+        let e = errors("[audit]\nsink = \"file\"\n");
+        assert_eq!((e[0].0, e[0].1.as_str()), (Some(11), "audit.path"));
+        let e = errors("[audit]\nsink = \"syslog\"\nfacility = \"kern\"\n");
+        assert_eq!((e[0].0, e[0].1.as_str()), (Some(12), "audit.facility"));
+        assert!(e[0].2.contains("authpriv"), "{}", e[0].2);
+        let e = errors("[audit]\nsink = \"syslog\"\naddress = \"collector\"\n");
+        assert_eq!((e[0].0, e[0].1.as_str()), (Some(12), "audit.address"));
+        let e = errors("[audit]\nsink = \"stdout\"\nformat = \"cef\"\n");
+        assert_eq!(e.len(), 1, "unknown keys are errors: {e:?}");
+        assert_eq!(e[0].0, Some(12));
     }
 }

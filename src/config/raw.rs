@@ -20,6 +20,39 @@ pub(crate) struct RawConfig {
     /// Spanned: errors about a defaulted key (such as `token`) point at the `[pki]` line.
     pub(crate) pki: Option<Spanned<RawPki>>,
     pub(crate) revocation: Option<RawRevocation>,
+    pub(crate) admin: Option<RawAdmin>,
+    pub(crate) audit: Option<RawAudit>,
+}
+
+/// `[admin]`: the admin HTTP listener (`/metrics`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    pub(crate) listen: Spanned<String>,
+}
+
+fn default_admin_listen() -> Spanned<String> {
+    unspanned("127.0.0.1:9812".to_owned())
+}
+
+/// `[audit]`: where the JSON audit records go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub(crate) sink: Spanned<String>,
+    pub(crate) path: Option<Spanned<String>>,
+    #[serde(default = "default_syslog_address")]
+    pub(crate) address: Spanned<String>,
+    #[serde(default = "default_syslog_facility")]
+    pub(crate) facility: Spanned<String>,
+}
+
+fn default_syslog_address() -> Spanned<String> {
+    unspanned("127.0.0.1:514".to_owned())
+}
+fn default_syslog_facility() -> Spanned<String> {
+    unspanned("authpriv".to_owned())
 }
 
 /// `[revocation]`: OCSP for every device certificate before it is told it succeeded.

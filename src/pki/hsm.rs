@@ -15,9 +15,11 @@
 //! Every signature is counted and logged as an audit event (key label, mechanism, result,
 //! duration; never data or PIN).
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -735,13 +737,48 @@ fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, HsmError> {
     }))
 }
 
-/// Signature counters, for metrics and tests.
-#[derive(Debug, Default)]
+/// Signature counters and latency, for metrics and tests.
+#[derive(Debug)]
 pub struct SignStats {
     /// Signatures made.
-    pub ok: AtomicU64,
+    pub ok: Counter,
     /// Signatures that failed on every token.
-    pub failed: AtomicU64,
+    pub failed: Counter,
+    /// Seconds each attempt on a token took (C_SignInit + C_Sign), failures included.
+    pub latency: Histogram,
+}
+
+impl Default for SignStats {
+    fn default() -> Self {
+        Self {
+            ok: Counter::default(),
+            failed: Counter::default(),
+            // 10 µs to ~10 s.
+            latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+        }
+    }
+}
+
+impl SignStats {
+    /// Puts these counters in a metrics registry (under the caller's prefix).
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "signatures",
+            "Signatures the server key made",
+            self.ok.clone(),
+        );
+        r.register(
+            "signature_failures",
+            "Signatures that failed on every token",
+            self.failed.clone(),
+        );
+        r.register_with_unit(
+            "signature_duration",
+            "One signing attempt on a token (C_SignInit + C_Sign)",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+    }
 }
 
 struct Slotted {
@@ -836,12 +873,12 @@ impl SigningPool {
                 },
             };
             let result = sign_with(&session, key, mode, message);
-            let micros = crate::clock::now()
-                .saturating_duration_since(now)
-                .as_micros();
+            let took = crate::clock::now().saturating_duration_since(now);
+            self.stats.latency.observe(took.as_secs_f64());
+            let micros = took.as_micros();
             match result {
                 Ok(sig) => {
-                    self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                    self.stats.ok.inc();
                     info!(target: "audit", event = "hsm_sign", key = %self.label, token = %t.token.label, mechanism = mode.name(), result = "ok", duration_us = micros as u64, "HSM signature");
                     if let Ok(mut idle) = t.idle.lock() {
                         if idle.len() < self.max_idle {
@@ -856,7 +893,7 @@ impl SigningPool {
                 }
             }
         }
-        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.stats.failed.inc();
         // No token could sign. Unless the PIN is wrong (a restart with the right one is
         // needed), drop our sessions and re-initialise the modules so that a token that
         // comes back is found again; this request still fails closed.

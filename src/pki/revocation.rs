@@ -6,12 +6,16 @@
 //! order with a timeout each, and a stalled responder delays only the devices that need it.
 //! Hard-fail by default: no valid answer means Reject unless `soft_fail` says otherwise.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::Expiry;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::crl::{Crl, CrlStore, Silent};
@@ -137,13 +141,36 @@ const MAX_OCSP_RESPONSE_BYTES: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct Stats {
     /// OCSP requests sent.
-    pub requests: AtomicU64,
+    pub requests: Counter,
     /// Checks answered from the cache.
-    pub cache_hits: AtomicU64,
-    /// Responder failures (timeouts, HTTP errors, invalid responses).
-    pub responder_errors: AtomicU64,
-    /// Responder failures by kind (`timeout`, `connect`, `http_status`, `ocsp_nonce_mismatch`, ...).
-    pub errors_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub cache_hits: Counter,
+    /// Responder failures (timeouts, HTTP errors, invalid responses), by kind (`timeout`,
+    /// `connect`, `http_status`, `ocsp_nonce_mismatch`, ...).
+    pub responder_errors: Family<ErrorKind, Counter>,
+}
+
+/// The kind of a responder failure, as a metrics label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorKind {
+    /// Stable label.
+    pub kind: &'static str,
+}
+
+impl Stats {
+    /// Puts these counters in a metrics registry (under the caller's prefix).
+    pub fn register(&self, r: &mut Registry) {
+        r.register("ocsp_requests", "OCSP requests sent", self.requests.clone());
+        r.register(
+            "cache_hits",
+            "Revocation checks answered from the OCSP cache",
+            self.cache_hits.clone(),
+        );
+        r.register(
+            "responder_errors",
+            "OCSP responder failures, by kind",
+            self.responder_errors.clone(),
+        );
+    }
 }
 
 /// Checks certificates, sharing answers between authentications.
@@ -466,7 +493,7 @@ impl Checker {
         let source = if fetched.load(Ordering::Relaxed) {
             Source::Ocsp
         } else {
-            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.stats.cache_hits.inc();
             Source::Cache
         };
         Report {
@@ -497,10 +524,10 @@ impl Checker {
                 Err(Failure::Transport(kind, e)) => (kind, e, false),
                 Err(Failure::Invalid(kind, e)) => (kind, e, true),
             };
-            self.stats.responder_errors.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut m) = self.stats.errors_by_kind.lock() {
-                *m.entry(kind).or_default() += 1;
-            }
+            self.stats
+                .responder_errors
+                .get_or_create(&ErrorKind { kind })
+                .inc();
             if hostile {
                 // Not "no answer": someone answered, and the answer is false or broken.
                 // Asking the next responder could only turn an attack into an Accept.
@@ -555,7 +582,7 @@ impl Checker {
         let nonce = r.nonce.then(rand::random::<[u8; 16]>);
         let q = ocsp::query(cert, issuer, self.settings.hash, nonce)
             .map_err(|e| Failure::Transport(e.label(), e.to_string()))?;
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests.inc();
         let req = match self.settings.method {
             Method::Post => self
                 .http

@@ -24,6 +24,7 @@ use crate::radius::attr::{
     MS_MPPE_RECV_KEY, MS_MPPE_SEND_KEY, TUNNEL_MEDIUM_IEEE_802, TUNNEL_TYPE_VLAN,
 };
 use crate::radius::{crypto, AttrType, Code, EncodeError, ReplyBuilder, Request};
+use crate::tls::CertSummary;
 
 /// Builds the signed reply for an authenticated request; `None` means send nothing.
 pub(crate) async fn process(
@@ -34,10 +35,7 @@ pub(crate) async fn process(
     req: &Request<'_>,
 ) -> Option<Vec<u8>> {
     let mut reply = match req.code {
-        Code::StatusServer => {
-            shared.metrics.inc("status_server");
-            ReplyBuilder::new(Code::AccessAccept, req.identifier)
-        }
+        Code::StatusServer => ReplyBuilder::new(Code::AccessAccept, req.identifier),
         _ => access_request(shared, config, client, src, req).await?,
     };
     // RFC 2865 §5.33: Proxy-State is copied unchanged, in order, into the reply.
@@ -49,7 +47,7 @@ pub(crate) async fn process(
     match reply.finish(&client.secret, &req.authenticator) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
-            shared.metrics.inc("encode_error");
+            shared.metrics.dropped("encode_error");
             warn!(error = %e, "reply could not be encoded; dropped");
             None
         }
@@ -76,10 +74,12 @@ async fn access_request(
         req,
     };
     let Some(eap_bytes) = req.eap_message() else {
-        shared.metrics.inc("reject_no_eap");
-        if log_allowed(shared, "no_eap", &client.name) {
-            info!(outcome = "reject", reason = "no_eap", nas = %client.name, "access rejected: only EAP-TLS is offered");
-        }
+        who.finished(
+            &Conversation::default(),
+            "reject",
+            "no_eap",
+            "only EAP-TLS is offered",
+        );
         return Some(ReplyBuilder::new(Code::AccessReject, req.identifier));
     };
     if eap_bytes.is_empty() {
@@ -92,10 +92,10 @@ async fn access_request(
     let eap = match EapPacket::decode(&eap_bytes) {
         Ok(p) => p,
         Err(e) => {
-            shared.metrics.inc("eap_malformed");
-            debug!(error = %e, "undecodable EAP-Message");
-            return Some(reject(
-                req,
+            return Some(who.reject(
+                None,
+                e.reason(),
+                &e.to_string(),
                 EapPacket::outcome(EapCode::Failure, eap_identifier(&eap_bytes)),
             ));
         }
@@ -107,25 +107,21 @@ async fn access_request(
             .max_sessions_per_client
             .is_some_and(|cap| shared.sessions.count(&client.name) >= cap) =>
         {
-            shared.metrics.inc("reject_too_many_sessions");
             shared.shares.of(&client.name).note_session_cap();
-            if log_allowed(shared, "too_many_sessions", &client.name) {
-                warn!(nas = %client.name, outcome = "reject", reason = "too_many_sessions", "access rejected: this client holds max_sessions_per_client conversations");
-            }
-            return Some(reject(
-                req,
+            return Some(who.reject(
+                None,
+                "too_many_sessions",
+                "this client holds max_sessions_per_client conversations",
                 EapPacket::outcome(EapCode::Failure, eap.identifier),
             ));
         }
         None if config.max_conversations_per_device
             <= device_conversations(shared, client, req) =>
         {
-            shared.metrics.inc("reject_too_many_device_conversations");
-            if log_allowed(shared, "too_many_device_conversations", &client.name) {
-                warn!(nas = %client.name, outcome = "reject", reason = "too_many_device_conversations", "access rejected: this device already has max_conversations_per_device conversations going");
-            }
-            return Some(reject(
-                req,
+            return Some(who.reject(
+                None,
+                "too_many_device_conversations",
+                "this device already has max_conversations_per_device conversations going",
                 EapPacket::outcome(EapCode::Failure, eap.identifier),
             ));
         }
@@ -149,29 +145,33 @@ async fn access_request(
                 Err(TakeError::InUse) => {
                     // A copy of a request still being worked on (a NAS's retransmission
                     // under a new Identifier): the first one will answer.
-                    shared.metrics.inc("drop_state_in_use");
-                    debug!(nas = %client.name, reason = "state_in_use", "request dropped: a request with this State is being processed");
-                    return None;
+                    return who.discard(
+                        None,
+                        "state_in_use",
+                        "a request with this State is being processed",
+                    );
                 }
                 Err(TakeError::OtherClient) => {
                     // Another NAS cannot continue, or by a Reject end, a conversation it
                     // merely saw: drop its copy and leave the conversation alone.
-                    shared.metrics.inc("drop_state_of_other_client");
-                    debug!(nas = %client.name, reason = "state_of_other_client", "request dropped: its State belongs to another client's conversation");
-                    return None;
+                    return who.discard(
+                        None,
+                        "state_of_other_client",
+                        "its State belongs to another client's conversation",
+                    );
                 }
                 Err(TakeError::Unknown) => {
-                    shared.metrics.inc("reject_unknown_state");
-                    if log_allowed(shared, "unknown_state", &client.name) {
-                        info!(outcome = "reject", reason = "unknown_state", nas = %client.name, "access rejected: State unknown or expired");
-                    }
-                    return Some(reject(
-                        req,
+                    return Some(who.reject(
+                        None,
+                        "unknown_state",
+                        "State unknown or expired",
                         EapPacket::outcome(EapCode::Failure, eap.identifier),
                     ));
                 }
             };
             let share = shared.shares.of(&client.name);
+            // What the audit record needs, should the step never hand the entry back.
+            let before = Conversation::of(&entry);
             let (entry, result) = match step_session(config, &share, entry, eap.clone()).await {
                 Ok(r) => r,
                 Err(missed) => {
@@ -182,14 +182,7 @@ async fn access_request(
                             "this client's TLS steps did not get a turn in time",
                         ),
                     };
-                    shared.metrics.inc(if reason == "hsm_timeout" {
-                        "reject_hsm_timeout"
-                    } else {
-                        "reject_server_busy"
-                    });
-                    if log_allowed(shared, reason, &client.name) {
-                        warn!(nas = %client.name, outcome = "reject", reason, "access rejected: {why}");
-                    }
+                    who.finished(&before, "reject", reason, why);
                     return Some(reject(
                         req,
                         EapPacket::outcome(EapCode::Failure, eap.identifier),
@@ -199,10 +192,11 @@ async fn access_request(
             match result {
                 Ok(action) => Step { entry, action },
                 Err(e) if e.is_discard() => {
-                    shared.metrics.inc(e.reason());
-                    debug!(error = %e, "EAP response discarded");
-                    shared.sessions.put(state.try_into().ok()?, entry);
-                    return None;
+                    let ended = who.discard(Some(&entry), e.reason(), &e.to_string());
+                    if let Ok(state) = state.try_into() {
+                        shared.sessions.put(state, entry);
+                    }
+                    return ended;
                 }
                 Err(e) => {
                     return Some(who.reject(
@@ -260,7 +254,7 @@ async fn access_request(
         Action::Finish(Outcome::Success { eap, keys }) => {
             match accept(client, req, &entry, &eap, &keys.msk[..]) {
                 Ok(b) => {
-                    finished(shared, client, src, Some(&entry), "accept", "ok", "");
+                    who.finished(&Conversation::of(&entry), "accept", "ok", "");
                     Some(b)
                 }
                 Err(e) => Some(who.reject(
@@ -475,6 +469,37 @@ struct Who<'a, 'r> {
     req: &'a Request<'r>,
 }
 
+/// What the audit record says about a conversation: taken from its session entry, or
+/// empty when the request ended before it had one.
+#[derive(Debug, Default)]
+struct Conversation {
+    identity: String,
+    cert: Option<CertSummary>,
+    tls_version: &'static str,
+    rounds: u32,
+    started: Option<std::time::Instant>,
+    revocation: Option<String>,
+    vlan: Option<String>,
+}
+
+impl Conversation {
+    fn of(entry: &SessionEntry) -> Self {
+        Self {
+            identity: entry.identity.clone(),
+            cert: entry.cert.clone(),
+            tls_version: entry.session.tls_version().unwrap_or(""),
+            rounds: entry.session.rounds(),
+            started: Some(entry.started),
+            revocation: entry.revocation.clone(),
+            vlan: entry.vlan.clone(),
+        }
+    }
+
+    fn from(entry: Option<&SessionEntry>) -> Self {
+        entry.map(Self::of).unwrap_or_default()
+    }
+}
+
 impl Who<'_, '_> {
     /// Records a rejected authentication and builds its Access-Reject.
     fn reject(
@@ -484,66 +509,83 @@ impl Who<'_, '_> {
         detail: &str,
         failure: EapPacket,
     ) -> ReplyBuilder {
-        finished(
-            self.shared,
-            self.client,
-            self.src,
-            entry,
-            "reject",
-            reason,
-            detail,
-        );
+        self.finished(&Conversation::from(entry), "reject", reason, detail);
         reject(self.req, failure)
     }
-}
 
-/// Logs and records the end of one authentication.
-fn finished(
-    shared: &Arc<Shared>,
-    client: &Client,
-    src: SocketAddr,
-    entry: Option<&SessionEntry>,
-    outcome: &'static str,
-    reason: &'static str,
-    detail: &str,
-) {
-    shared.metrics.inc(if outcome == "accept" {
-        "accept"
-    } else {
-        "reject"
-    });
-    let cert = entry.and_then(|e| e.cert.clone()).unwrap_or_default();
-    let record = AuditRecord {
-        outcome,
-        reason,
-        nas: client.name.clone(),
-        nas_addr: src,
-        identity: entry.map(|e| e.identity.clone()).unwrap_or_default(),
-        cert_subject: cert.subject,
-        cert_serial: cert.serial,
-        cert_issuer: cert.issuer,
-        tls_version: entry.and_then(|e| e.session.tls_version()).unwrap_or(""),
-        rounds: entry.map_or(0, |e| e.session.rounds()),
-        duration_ms: entry.map_or(0, |e| {
-            clock::now()
-                .saturating_duration_since(e.started)
-                .as_millis()
-        }),
-        revocation: entry
-            .and_then(|e| e.revocation.clone())
-            .unwrap_or_else(|| "-".into()),
-        vlan: if outcome == "accept" {
-            entry.and_then(|e| e.vlan.clone())
-        } else {
-            None
-        },
-    };
-    // Every authentication is counted and audited; repeated reject lines are rate limited.
-    if outcome == "accept" || log_allowed(shared, reason, &client.name) {
-        log_finished(&record, detail);
+    /// Records a request answered with nothing (the NAS's copy is dropped; a conversation
+    /// it belongs to, if any, goes on). Always `None`, the reply.
+    fn discard(
+        &self,
+        entry: Option<&SessionEntry>,
+        reason: &'static str,
+        detail: &str,
+    ) -> Option<ReplyBuilder> {
+        self.finished(&Conversation::from(entry), "discard", reason, detail);
+        None
     }
-    if let Some(tx) = &shared.audit {
-        let _ = tx.send(record);
+
+    /// The one end of a request that ends an authentication or is dropped: one counter,
+    /// one audit record, one log line (rate-limited for rejects and at debug for discards).
+    fn finished(
+        &self,
+        conversation: &Conversation,
+        outcome: &'static str,
+        reason: &'static str,
+        detail: &str,
+    ) {
+        let (shared, client) = (self.shared, self.client);
+        let duration = conversation
+            .started
+            .map(|t| clock::now().saturating_duration_since(t))
+            .unwrap_or_default();
+        if outcome == "discard" {
+            shared.metrics.dropped(reason);
+        } else {
+            shared.metrics.finished(
+                outcome,
+                reason,
+                conversation.tls_version,
+                duration.as_secs_f64(),
+                conversation.rounds,
+            );
+        }
+        let cert = conversation.cert.clone().unwrap_or_default();
+        let record = AuditRecord {
+            outcome,
+            reason,
+            nas: client.name.clone(),
+            nas_addr: self.src,
+            identity: conversation.identity.clone(),
+            cert_subject: cert.subject,
+            cert_serial: cert.serial,
+            cert_issuer: cert.issuer,
+            tls_version: conversation.tls_version,
+            rounds: conversation.rounds,
+            duration_ms: duration.as_millis(),
+            revocation: conversation
+                .revocation
+                .clone()
+                .unwrap_or_else(|| "-".into()),
+            vlan: if outcome == "accept" {
+                conversation.vlan.clone()
+            } else {
+                None
+            },
+        };
+        if outcome == "discard" {
+            debug!(nas = %client.name, reason, "request dropped: {detail}");
+        } else if outcome == "accept" || log_allowed(shared, reason, &client.name) {
+            // Every authentication is counted and audited; repeated reject lines are rate
+            // limited.
+            log_finished(&record, detail);
+        }
+        if let Some(audit) = super::audit::current() {
+            audit.record(&record);
+        }
+        if let Some(tx) = &shared.audit {
+            let _ = tx.send(record);
+        }
     }
 }
 
@@ -655,8 +697,8 @@ mod tests {
         }
         assert_eq!(rejects, n, "every request is answered");
         assert_eq!(
-            shared.metrics.snapshot().get("reject_unknown_state"),
-            Some(&n),
+            shared.metrics.authentications("reject", "unknown_state"),
+            n,
             "every reject is counted"
         );
         let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();

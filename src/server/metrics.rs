@@ -1,24 +1,262 @@
-//! Counters by stable reason label (dropped packets, outcomes). Read by logs and tests.
+//! The server's metrics, in one Prometheus registry (prometheus-client), read by the admin
+//! listener's `/metrics` and by tests. Every name starts `anchord_`; label values are
+//! stable reason labels and configured client names, never peer-supplied text, so the
+//! number of series stays bounded whatever devices and NASes send.
+//!
+//! The families here count what the server does; the HSM pool and the revocation checker
+//! keep their own counters (prometheus-client types too, owned by the live configuration,
+//! so a reload that replaces them starts them at zero, which Prometheus reads as a reset).
+//! [`Metrics::render`] puts them all in one registry at each scrape.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
 
-/// A set of named counters.
-#[derive(Debug, Default)]
+use crate::config::Config;
+
+/// A request's code and the client it came from.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `access_request` or `status_server`.
+    pub code: &'static str,
+    /// The `[[client]]` name.
+    pub client: String,
+}
+
+/// Why a datagram or request got no answer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// Stable reason label (`unknown_client`, `bad_message_authenticator`, ...).
+    pub reason: &'static str,
+}
+
+/// How an authentication ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// `accept` or `reject`.
+    pub outcome: &'static str,
+    /// Stable reason label (`ok` for an accept).
+    pub reason: &'static str,
+    /// `1.2`, `1.3`, or `none` when the handshake did not get that far.
+    pub tls: &'static str,
+}
+
+/// An outcome alone (histograms, whose series multiply by bucket).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `accept` or `reject`.
+    pub outcome: &'static str,
+}
+
+/// Success or failure of an operation (reloads, signatures).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// What a duplicate-cache hit did.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DuplicateLabels {
+    /// `resent` (the cached reply went out again) or `in_progress` (dropped: the first
+    /// copy is still being answered).
+    pub answer: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Seconds an authentication took, first request to answer: 1 ms to ~65 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// EAP round trips of one authentication: 1 to 128.
+fn rounds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 8))
+}
+
+/// Every counter and histogram the server keeps (cheap to clone: each is shared).
+#[derive(Debug, Clone)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<&'static str, u64>>,
+    requests: Family<RequestLabels, Counter>,
+    dropped: Family<DropLabels, Counter>,
+    authentications: Family<AuthLabels, Counter>,
+    duration: Family<OutcomeLabels, Histogram>,
+    rounds: Family<OutcomeLabels, Histogram>,
+    duplicates: Family<DuplicateLabels, Counter>,
+    in_background: Counter,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            dropped: Family::default(),
+            authentications: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            rounds: Family::new_with_constructor(rounds_histogram),
+            duplicates: Family::default(),
+            in_background: Counter::default(),
+            reloads: Family::default(),
+        }
+    }
 }
 
 impl Metrics {
-    /// Adds one to a counter.
-    pub fn inc(&self, name: &'static str) {
-        if let Ok(mut c) = self.counters.lock() {
-            *c.entry(name).or_default() += 1;
+    /// An authenticated request from a client.
+    pub fn request(&self, code: &'static str, client: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                code,
+                client: client.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A datagram or request that got no answer.
+    pub fn dropped(&self, reason: &'static str) {
+        self.dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    /// An authentication that ended, with its duration and round trips.
+    pub fn finished(
+        &self,
+        outcome: &'static str,
+        reason: &'static str,
+        tls: &'static str,
+        seconds: f64,
+        rounds: u32,
+    ) {
+        let tls = if tls.is_empty() { "none" } else { tls };
+        self.authentications
+            .get_or_create(&AuthLabels {
+                outcome,
+                reason,
+                tls,
+            })
+            .inc();
+        let o = OutcomeLabels { outcome };
+        self.duration.get_or_create(&o).observe(seconds);
+        if rounds > 0 {
+            self.rounds.get_or_create(&o).observe(f64::from(rounds));
         }
     }
 
-    /// A copy of every counter.
-    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        self.counters.lock().map(|c| c.clone()).unwrap_or_default()
+    /// A retransmission found in the duplicate cache.
+    pub fn duplicate(&self, answer: &'static str) {
+        self.duplicates
+            .get_or_create(&DuplicateLabels { answer })
+            .inc();
+    }
+
+    /// A request sent to the background runtime (its client is over its share).
+    pub fn in_background(&self) {
+        self.in_background.inc();
+    }
+
+    /// A configuration reload, taken or refused.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Authentications that ended with this outcome and reason, over every TLS version.
+    pub fn authentications(&self, outcome: &'static str, reason: &'static str) -> u64 {
+        ["1.2", "1.3", "none"]
+            .iter()
+            .filter_map(|&tls| {
+                self.authentications.get(&AuthLabels {
+                    outcome,
+                    reason,
+                    tls,
+                })
+            })
+            .map(|c| c.get())
+            .sum()
+    }
+
+    /// The text exposition (OpenMetrics) of every metric: these, `sessions` conversations
+    /// in the table, and the counters of the live configuration's HSM pool and revocation
+    /// checker.
+    pub fn render(&self, config: &Config, sessions: u64) -> String {
+        let mut r = Registry::with_prefix("anchord");
+        r.register(
+            "build",
+            "The running anchord's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        r.register(
+            "requests",
+            "Authenticated requests, by code and client",
+            self.requests.clone(),
+        );
+        r.register(
+            "dropped",
+            "Datagrams and requests answered with nothing, by reason",
+            self.dropped.clone(),
+        );
+        r.register(
+            "authentications",
+            "Finished authentications, by outcome, reason and TLS version",
+            self.authentications.clone(),
+        );
+        r.register_with_unit(
+            "authentication_duration",
+            "From an authentication's first request to its answer",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        r.register(
+            "authentication_round_trips",
+            "EAP requests sent in one authentication",
+            self.rounds.clone(),
+        );
+        r.register(
+            "duplicate_hits",
+            "Retransmissions found in the duplicate cache (RFC 5080)",
+            self.duplicates.clone(),
+        );
+        r.register(
+            "requests_in_background",
+            "Requests served at background priority because their client was over its share",
+            self.in_background.clone(),
+        );
+        r.register(
+            "reloads",
+            "Configuration reloads, taken (ok) or refused (error)",
+            self.reloads.clone(),
+        );
+        let table = Gauge::<i64>::default();
+        table.set(i64::try_from(sessions).unwrap_or(i64::MAX));
+        r.register("sessions", "EAP conversations in the session table", table);
+        if let Some(pool) = config.pki.as_ref().and_then(|p| p.pool()) {
+            pool.stats.register(r.sub_registry_with_prefix("hsm"));
+        }
+        if let Some(checker) = &config.revocation {
+            checker
+                .stats
+                .register(r.sub_registry_with_prefix("revocation"));
+        }
+        if let Some(audit) = super::audit::current() {
+            r.register(
+                "audit_dropped",
+                "Audit records lost because the sink's queue was full or its writer failed",
+                audit.dropped,
+            );
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = text::encode(&mut out, &r);
+        out
     }
 }

@@ -2,6 +2,7 @@
 //! task per datagram under a concurrency cap. No protocol logic lives here beyond the
 //! order of checks (STYLE §2.5); a bad datagram is counted and dropped, never fatal.
 
+pub mod audit;
 pub mod checks;
 pub mod clients;
 pub mod dedup;
@@ -29,7 +30,7 @@ use crate::clock;
 use crate::config::{Config, ConfigErrors, PkiRuntime};
 use crate::radius::packet::parse_attributes;
 use crate::radius::summary::summarize;
-use crate::radius::UnverifiedRequest;
+use crate::radius::{Code, UnverifiedRequest};
 use clients::ClientTable;
 use dedup::{Begin, Dedup, RequestKey};
 use fairness::Shares;
@@ -221,30 +222,7 @@ impl Server {
         }
         watcher.abort();
         crl_watcher.abort();
-        if let Some(pool) = self
-            .shared
-            .live()
-            .config
-            .pki
-            .as_ref()
-            .and_then(|p| p.pool())
-        {
-            info!(
-                hsm_signatures = pool.stats.ok.load(std::sync::atomic::Ordering::Relaxed),
-                hsm_failures = pool.stats.failed.load(std::sync::atomic::Ordering::Relaxed),
-                key = pool.label(),
-                "HSM signing totals for the current server key"
-            );
-        }
-        if let Some(r) = &self.shared.live().config.revocation {
-            info!(
-                ocsp_requests = r.stats.requests.load(std::sync::atomic::Ordering::Relaxed),
-                cache_hits = r.stats.cache_hits.load(std::sync::atomic::Ordering::Relaxed),
-                responder_errors = ?r.stats.errors_by_kind.lock().map(|m| m.clone()).unwrap_or_default(),
-                "revocation totals"
-            );
-        }
-        info!(counters = ?self.shared.metrics.snapshot(), "stopped");
+        info!("stopped");
         result
     }
 }
@@ -374,6 +352,12 @@ async fn with_every_permit<T: Send + 'static>(
 }
 
 impl Shared {
+    /// Every metric in the Prometheus text format, for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let live = self.live();
+        self.metrics.render(&live.config, self.sessions.len())
+    }
+
     pub(crate) fn live(&self) -> Arc<Live> {
         match self.live.read() {
             Ok(l) => l.clone(),
@@ -390,7 +374,9 @@ impl Shared {
     /// Every error in the new file.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
         let path = self.live().config.path.clone();
-        let config = Arc::new(Config::load(&path)?);
+        let loaded = Config::load(&path);
+        self.metrics.reload(loaded.is_ok());
+        let config = Arc::new(loaded?);
         warn_inline_secrets(&config);
         let live = Live::new(config);
         match self.live.write() {
@@ -431,13 +417,13 @@ async fn recv_loop(
         };
         let live = shared.live();
         let Some(client) = live.clients.lookup(src.ip()) else {
-            shared.metrics.inc("drop_unknown_client");
+            shared.metrics.dropped("unknown_client");
             debug!(%src, "datagram from unknown client dropped");
             continue;
         };
         let share = shared.shares.of(&client.name);
         let Some(counted) = share.enter(live.config.max_inflight_per_client) else {
-            shared.metrics.inc("drop_client_overloaded");
+            shared.metrics.dropped("client_overloaded");
             debug!(nas = %client.name, reason = "client_overloaded", "datagram dropped: this client has max_inflight_per_client requests in flight");
             continue;
         };
@@ -454,7 +440,7 @@ async fn recv_loop(
         }
         drop(live);
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
-            shared.metrics.inc("drop_overloaded");
+            shared.metrics.dropped("overloaded");
             continue;
         };
         let datagram = buf.get(..len).unwrap_or_default().to_vec();
@@ -471,7 +457,7 @@ async fn recv_loop(
         // other clients' either (see `fairness`).
         match fairness::background().filter(|_| over) {
             Some(background) => {
-                shared.metrics.inc("requests_in_background");
+                shared.metrics.in_background();
                 tasks.spawn_on(request, background)
             }
             None => tasks.spawn(request),
@@ -498,11 +484,16 @@ async fn handle_datagram(
     {
         Ok(r) => r,
         Err(e) => {
-            shared.metrics.inc(e.reason());
+            shared.metrics.dropped(e.reason());
             debug!(nas = %client.name, reason = e.reason(), error = %e, "datagram dropped");
             return false;
         }
     };
+    let code = match req.code {
+        Code::StatusServer => "status_server",
+        _ => "access_request",
+    };
+    shared.metrics.request(code, &client.name);
     if tracing::enabled!(tracing::Level::DEBUG) {
         let attrs = summarize(req.attributes(), &live.config.dictionary);
         debug!(nas = %client.name, radius.id = req.identifier, code = ?req.code, len = datagram.len(), %attrs, "request");
@@ -515,12 +506,12 @@ async fn handle_datagram(
     let pending = match shared.dedup.begin(key) {
         Begin::New(pending) => pending,
         Begin::InProgress => {
-            shared.metrics.inc("duplicate_in_progress");
+            shared.metrics.duplicate("in_progress");
             debug!(nas = %client.name, radius.id = req.identifier, "retransmission while in progress: dropped");
             return true;
         }
         Begin::Replay(reply) => {
-            shared.metrics.inc("duplicate_replayed");
+            shared.metrics.duplicate("resent");
             debug!(nas = %client.name, radius.id = req.identifier, "retransmission: cached reply resent");
             send(sock, src, &reply).await;
             return true;

@@ -1,0 +1,440 @@
+//! The audit trail: one JSON object per line for every finished request and every event
+//! logged with `target: "audit"` (HSM sessions and signatures), written to the `[audit]`
+//! sink: a file (reopened on SIGHUP, for logrotate), standard output, or syslog (RFC 5424
+//! over UDP, one record per datagram).
+//!
+//! Writing happens on one thread of its own behind a bounded queue, so a slow disk or a
+//! dead collector never holds up an authentication; records that do not fit are dropped
+//! and counted (`anchord_audit_dropped_total`). Peer-supplied text (identities, certificate
+//! names) is escaped by the JSON encoder, so it cannot forge a record. Records carry no
+//! secret, key, PIN, MSK or EAP payload: they are built from the fields below only.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::RwLock;
+
+use prometheus_client::metrics::counter::Counter;
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use tracing::field::{Field, Visit};
+use tracing::{warn, Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::Layer;
+
+use super::AuditRecord;
+use crate::clock;
+use crate::config::AuditSink;
+
+/// Records waiting to be written; past it they are dropped and counted.
+pub const QUEUE: usize = 16_384;
+
+/// Largest syslog datagram sent (RFC 5426 §3.2: receivers should take 2048 octets; the
+/// records are a few hundred bytes, an oversized one is cut).
+const MAX_SYSLOG: usize = 2048;
+
+/// Syslog severity (RFC 5424 §6.2.1): informational.
+const INFORMATIONAL: u8 = 6;
+
+enum Message {
+    Line(String, &'static str),
+    Reopen,
+}
+
+/// A running audit sink: a queue to its writer thread.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    tx: SyncSender<Message>,
+    sink: AuditSink,
+    /// Records dropped because the queue was full or the writer is gone.
+    pub dropped: Counter,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Message")
+    }
+}
+
+impl Audit {
+    /// Opens the sink and starts its writer thread.
+    ///
+    /// # Errors
+    /// The file cannot be opened for appending, or the syslog socket cannot be made.
+    pub fn start(sink: &AuditSink) -> io::Result<Self> {
+        let out = Output::open(sink)?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || write_all(out, &rx))?;
+        Ok(Self {
+            tx,
+            sink: sink.clone(),
+            dropped: Counter::default(),
+        })
+    }
+
+    /// The sink this writes to.
+    pub fn sink(&self) -> &AuditSink {
+        &self.sink
+    }
+
+    /// Queues one JSON line; `kind` is its syslog MSGID.
+    fn send(&self, line: String, kind: &'static str) {
+        match self.tx.try_send(Message::Line(line, kind)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+
+    /// Writes one finished request.
+    pub fn record(&self, r: &AuditRecord) {
+        self.send(record_json(r, &timestamp()), "authentication");
+    }
+
+    /// Closes and reopens the file (after logrotate moved it); other sinks ignore it.
+    pub fn reopen(&self) {
+        let _ = self.tx.try_send(Message::Reopen);
+    }
+}
+
+/// The process's audit sink, for the `target: "audit"` events of modules that cannot be
+/// handed one (the HSM pool).
+static CURRENT: RwLock<Option<Audit>> = RwLock::new(None);
+
+/// Makes `audit` the process's sink (`serve` does, once).
+pub fn install(audit: Audit) {
+    if let Ok(mut c) = CURRENT.write() {
+        *c = Some(audit);
+    }
+}
+
+/// The process's sink, if one is installed.
+pub fn current() -> Option<Audit> {
+    CURRENT.read().ok().and_then(|c| c.clone())
+}
+
+/// One finished request as a JSON object.
+pub fn record_json(r: &AuditRecord, time: &str) -> String {
+    let cert = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    json!({
+        "time": time,
+        "event": "authentication",
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "nas": r.nas,
+        "nas_addr": r.nas_addr.to_string(),
+        "identity": r.identity,
+        "cert": {
+            "subject": cert(&r.cert_subject),
+            "serial": cert(&r.cert_serial),
+            "issuer": cert(&r.cert_issuer),
+        },
+        "tls": (!r.tls_version.is_empty()).then_some(r.tls_version),
+        "rounds": r.rounds,
+        "duration_ms": u64::try_from(r.duration_ms).unwrap_or(u64::MAX),
+        "vlan": r.vlan,
+        "revocation": r.revocation,
+    })
+    .to_string()
+}
+
+fn timestamp() -> String {
+    clock::utc_now()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "-".into())
+}
+
+/// A tracing layer that copies every `target: "audit"` event into the installed sink as
+/// a JSON object of its fields.
+#[derive(Debug, Default)]
+pub struct AuditLayer;
+
+impl<S: Subscriber> Layer<S> for AuditLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if event.metadata().target() != "audit" {
+            return;
+        }
+        let Some(audit) = current() else { return };
+        let mut fields = Fields(Map::new());
+        fields.0.insert("time".into(), Value::String(timestamp()));
+        event.record(&mut fields);
+        let kind = match fields.0.get("event").and_then(Value::as_str) {
+            Some("hsm_sign") => "hsm_sign",
+            Some("hsm_session") => "hsm_session",
+            _ => "audit",
+        };
+        audit.send(Value::Object(fields.0).to_string(), kind);
+    }
+}
+
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().into(), Value::String(value.to_owned()));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+}
+
+enum Output {
+    File {
+        path: PathBuf,
+        file: File,
+    },
+    Stdout,
+    Syslog {
+        socket: UdpSocket,
+        to: SocketAddr,
+        facility: u8,
+        host: String,
+    },
+}
+
+impl Output {
+    fn open(sink: &AuditSink) -> io::Result<Self> {
+        Ok(match sink {
+            AuditSink::File(path) => Self::File {
+                file: append(path)?,
+                path: path.clone(),
+            },
+            AuditSink::Stdout => Self::Stdout,
+            AuditSink::Syslog { address, facility } => {
+                let local: SocketAddr = if address.is_ipv4() {
+                    ([0, 0, 0, 0], 0).into()
+                } else {
+                    ([0u16; 8], 0).into()
+                };
+                Self::Syslog {
+                    socket: UdpSocket::bind(local)?,
+                    to: *address,
+                    facility: *facility,
+                    host: hostname(),
+                }
+            }
+        })
+    }
+
+    fn write(&mut self, line: &str, kind: &str) -> io::Result<()> {
+        match self {
+            Self::File { file, .. } => {
+                file.write_all(line.as_bytes())?;
+                file.write_all(b"\n")
+            }
+            Self::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(line.as_bytes())?;
+                out.write_all(b"\n")?;
+                out.flush()
+            }
+            Self::Syslog {
+                socket,
+                to,
+                facility,
+                host,
+            } => {
+                let message = syslog_message(*facility, host, std::process::id(), kind, line);
+                let bytes = message.as_bytes();
+                socket
+                    .send_to(bytes.get(..MAX_SYSLOG).unwrap_or(bytes), *to)
+                    .map(drop)
+            }
+        }
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if let Self::File { path, file } = self {
+            *file = append(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens for appending, creating it readable by its owner only (records name devices).
+fn append(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("audit file {}: {e}", path.display())))
+}
+
+/// An RFC 5424 message: `<PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG`.
+fn syslog_message(facility: u8, host: &str, pid: u32, kind: &str, json: &str) -> String {
+    let pri = u16::from(facility) * 8 + u16::from(INFORMATIONAL);
+    format!(
+        "<{pri}>1 {} {host} anchord {pid} {kind} - {json}",
+        timestamp()
+    )
+}
+
+/// The host's name for the syslog header: printable ASCII without spaces, at most 255
+/// characters (RFC 5424 §6.2.4), or `-`.
+fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        "-".into()
+    } else {
+        name.to_owned()
+    }
+}
+
+fn write_all(mut out: Output, rx: &Receiver<Message>) {
+    let mut failing = false;
+    for message in rx {
+        let result = match message {
+            Message::Line(line, kind) => out.write(&line, kind),
+            Message::Reopen => out.reopen(),
+        };
+        // One warning per run of failures, not one per record.
+        match result {
+            Err(e) if !failing => {
+                failing = true;
+                warn!(error = %e, "audit sink failed: records are being lost");
+            }
+            Err(_) => {}
+            Ok(()) => failing = false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(identity: &str) -> AuditRecord {
+        AuditRecord {
+            outcome: "accept",
+            reason: "ok",
+            nas: "wlc".into(),
+            nas_addr: "192.0.2.1:1812".parse().unwrap(),
+            identity: identity.into(),
+            cert_subject: "CN=laptop-1".into(),
+            cert_serial: "01ab".into(),
+            cert_issuer: "CN=Issuing CA".into(),
+            tls_version: "1.3",
+            rounds: 5,
+            duration_ms: 12,
+            vlan: Some("100".into()),
+            revocation: "good (ocsp)".into(),
+        }
+    }
+
+    #[test]
+    fn a_record_is_one_json_line_and_peer_text_cannot_break_it() {
+        let line = record_json(
+            &record("evil\n{\"outcome\":\"accept\"}\r"),
+            "2026-12-03T00:00:00Z",
+        );
+        assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["identity"], "evil\n{\"outcome\":\"accept\"}\r");
+        assert_eq!(v["outcome"], "accept");
+        assert_eq!(v["cert"]["serial"], "01ab");
+        assert_eq!(v["vlan"], "100");
+        assert_eq!(v["tls"], "1.3");
+        assert_eq!(v["time"], "2026-12-03T00:00:00Z");
+    }
+
+    #[test]
+    fn the_file_sink_appends_and_reopens_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::start(&AuditSink::File(path.clone())).unwrap();
+        audit.record(&record("one"));
+        wait_for(|| {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("one")
+        });
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        audit.reopen();
+        audit.record(&record("two"));
+        wait_for(|| {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("two")
+        });
+        let rotated = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap();
+        assert!(rotated.contains("\"one\"") && !rotated.contains("\"two\""));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn the_syslog_sink_sends_rfc5424_datagrams() {
+        let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+        collector
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let audit = Audit::start(&AuditSink::Syslog {
+            address: collector.local_addr().unwrap(),
+            facility: 10,
+        })
+        .unwrap();
+        audit.record(&record("laptop"));
+        let mut buf = [0u8; 4096];
+        let n = collector.recv(&mut buf).unwrap();
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        // authpriv (10) * 8 + informational (6) = 86; version 1.
+        assert!(text.starts_with("<86>1 "), "{text}");
+        let parts: Vec<&str> = text.splitn(8, ' ').collect();
+        assert_eq!(parts[3], "anchord");
+        assert_eq!(parts[4], std::process::id().to_string());
+        assert_eq!(parts[5], "authentication");
+        assert_eq!(parts[6], "-");
+        let v: Value = serde_json::from_str(parts[7]).unwrap();
+        assert_eq!(v["identity"], "laptop");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let audit = Audit {
+            tx,
+            sink: AuditSink::Stdout,
+            dropped: Counter::default(),
+        };
+        audit.record(&record("a"));
+        audit.record(&record("b"));
+        audit.record(&record("c"));
+        assert_eq!(audit.dropped.get(), 2);
+        drop(rx);
+        audit.record(&record("d"));
+        assert_eq!(audit.dropped.get(), 3);
+    }
+
+    /// Polls for up to ten seconds (the writer is another thread).
+    fn wait_for(done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("timed out");
+    }
+}
