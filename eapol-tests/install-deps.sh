@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages anchord's demo and tests use (Debian 12):
 #   eapoltest (eapol_test, the 802.1X test client), openssl, softhsm2 (PKCS#11 token),
-#   opensc (pkcs11-tool, an independent look at the token in tests).
+#   opensc (pkcs11-tool, an independent look at the token in tests), python3 (OpenSSL's
+#   key export for a known-answer test; POSIX locks that hold a SoftHSM2 token hung).
 # Skips apt when everything is already there. Needs root (or sudo) for apt.
 set -euo pipefail
 need=()
@@ -9,6 +10,7 @@ command -v eapol_test >/dev/null 2>&1 || need+=(eapoltest)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

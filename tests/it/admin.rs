@@ -22,7 +22,7 @@ fn start(dir: &std::path::Path) -> (Server, SocketAddr) {
 }
 
 /// The admin listener's address, from the server's log.
-fn admin_addr(s: &Server) -> SocketAddr {
+pub(crate) fn admin_addr(s: &Server) -> SocketAddr {
     let line = s.wait_log(&["admin listener"]);
     line.split("admin=")
         .nth(1)
@@ -34,7 +34,7 @@ fn admin_addr(s: &Server) -> SocketAddr {
 
 /// The audit file's records once `done` holds for its text (the writer is a thread of
 /// its own); its text too.
-fn audit_records(
+pub(crate) fn audit_records(
     path: &std::path::Path,
     done: impl Fn(&str) -> bool,
 ) -> (Vec<serde_json::Value>, String) {
@@ -54,7 +54,7 @@ fn audit_records(
 }
 
 /// GET `path` over plain HTTP/1.1; (status line, content type, body).
-fn get(admin: SocketAddr, path: &str) -> (String, String, String) {
+pub(crate) fn get(admin: SocketAddr, path: &str) -> (String, String, String) {
     let mut c = TcpStream::connect(admin).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -78,7 +78,7 @@ fn get(admin: SocketAddr, path: &str) -> (String, String, String) {
 }
 
 /// Every sample of the exposition, `name{labels}` -> value.
-fn samples(body: &str) -> BTreeMap<String, f64> {
+pub(crate) fn samples(body: &str) -> BTreeMap<String, f64> {
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {

@@ -14,6 +14,7 @@ mod check;
 mod crl;
 mod demo;
 mod eapol;
+mod endings;
 mod fairness;
 mod forged_chain;
 mod harness;
