@@ -117,6 +117,8 @@ pub struct Config {
     pub max_inflight_per_client: Option<usize>,
     /// How long a reply is kept for retransmissions (RFC 5080 §2.2.2).
     pub duplicate_window: Duration,
+    /// Bytes the replies kept for retransmissions may weigh in all. Read at start.
+    pub duplicate_cache: usize,
     /// Bytes of datagrams each listening socket may hold unread (SO_RCVBUF; the kernel caps
     /// it at `net.core.rmem_max`). Read when the sockets are bound.
     pub receive_buffer: usize,
@@ -445,6 +447,11 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         "server.duplicate_window_secs",
         1..301,
     );
+    let dup_mib = ctx.bounded(
+        &s.duplicate_cache_mib,
+        "server.duplicate_cache_mib",
+        1..65_537,
+    );
 
     let admin = raw.admin.as_ref().and_then(|a| admin_settings(ctx, a));
     let audit = raw.audit.as_ref().and_then(|a| audit_settings(ctx, a));
@@ -583,6 +590,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         max_inflight: usize::try_from(max_inflight).unwrap_or(1024),
         max_inflight_per_client,
         duplicate_window: Duration::from_secs(dup),
+        duplicate_cache: usize::try_from(dup_mib << 20).unwrap_or(128 << 20),
         receive_buffer: usize::try_from(receive_buffer_kib * 1024).unwrap_or(4 << 20),
         eap: eap?,
         vlan,

@@ -206,6 +206,8 @@ pub(crate) struct RawServer {
     pub(crate) duplicate_window_secs: Spanned<u64>,
     #[serde(default = "default_receive_buffer_kib")]
     pub(crate) receive_buffer_kib: Spanned<u64>,
+    #[serde(default = "default_duplicate_cache_mib")]
+    pub(crate) duplicate_cache_mib: Spanned<u64>,
     /// FreeRADIUS-format dictionary; the shipped one is built in.
     pub(crate) dictionary: Option<Spanned<String>>,
 }
@@ -222,9 +224,14 @@ impl Default for RawServer {
             max_conversations_per_device: default_max_conversations_per_device(),
             duplicate_window_secs: default_duplicate_window_secs(),
             receive_buffer_kib: default_receive_buffer_kib(),
+            duplicate_cache_mib: default_duplicate_cache_mib(),
             dictionary: None,
         }
     }
+}
+
+fn default_duplicate_cache_mib() -> Spanned<u64> {
+    unspanned(128)
 }
 
 fn unspanned<T>(v: T) -> Spanned<T> {

@@ -1,10 +1,18 @@
 //! Duplicate detection (RFC 5080 §2.2.2): a retransmission (same source address and port,
 //! Identifier and Request Authenticator) gets the cached reply; one still being processed
 //! is dropped, never processed twice, however long it takes.
+//!
+//! Sized by bytes, not by a count tied to the session table: replies are kept for the
+//! window while their total weight (reply plus bookkeeping) stays within the budget
+//! (`server.duplicate_cache_mib`), so a NAS retransmitting within the window gets the cached
+//! reply at any rate the budget covers (128 MiB: about 100,000 challenges of 1 KiB, 20,000
+//! requests a second over a 5 s window); past it a reply is not cached and its
+//! retransmission is processed afresh. Memory stays within the budget whatever the rate.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,6 +20,15 @@ use super::fifo::Fifo;
 
 /// Locks over the requests being processed.
 const BUSY_SHARDS: usize = 16;
+
+/// Bytes one cached reply costs besides the reply itself: its key in the map and in the
+/// age queue (with its stamp and time), the map slot, and the shared reply's header.
+pub const ENTRY_OVERHEAD: usize = 160;
+
+/// What a cached reply weighs against the budget.
+fn weight(reply: &[u8]) -> usize {
+    reply.len() + ENTRY_OVERHEAD
+}
 
 /// Identifies one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +84,22 @@ pub struct Pending<'a> {
 impl Pending<'_> {
     /// Stores the reply sent for the request; copies get it for the window from now.
     pub fn answered(self, reply: Arc<[u8]>) {
-        let mut busy = self.dedup.busy_shard(&self.key);
-        drop(self.dedup.replies.insert(self.key, reply));
+        let dedup = self.dedup;
+        let mut busy = dedup.busy_shard(&self.key);
+        let w = weight(&reply);
+        // Reserve the reply's weight first: the budget holds even with many answering at once.
+        if dedup
+            .bytes
+            .fetch_add(w, Ordering::Relaxed)
+            .saturating_add(w)
+            <= dedup.budget
+        {
+            let gone = dedup.replies.insert(self.key, reply);
+            dedup.release(&gone);
+        } else {
+            dedup.bytes.fetch_sub(w, Ordering::Relaxed);
+            dedup.over_budget.fetch_add(1, Ordering::Relaxed);
+        }
         busy.remove(&self.key);
         drop(busy);
         // Already removed: nothing left for Drop to do.
@@ -89,6 +120,12 @@ pub struct Dedup {
     /// Requests being processed, sharded like the replies so tasks rarely wait on one lock.
     busy: Box<[Mutex<HashSet<RequestKey>>]>,
     hasher: RandomState,
+    /// Weight of the replies held (expired ones not yet dropped included).
+    bytes: AtomicUsize,
+    /// Most weight held.
+    budget: usize,
+    /// Replies not cached because the budget was spent.
+    over_budget: AtomicUsize,
 }
 
 impl std::fmt::Debug for Dedup {
@@ -98,13 +135,37 @@ impl std::fmt::Debug for Dedup {
 }
 
 impl Dedup {
-    /// A cache holding at most `capacity` replies, each for `window` from its answer.
-    pub fn new(capacity: u64, window: Duration) -> Self {
+    /// A cache holding replies of at most `budget` bytes in all (see [`ENTRY_OVERHEAD`]),
+    /// each for `window` from its answer.
+    pub fn new(budget: usize, window: Duration) -> Self {
+        // As many entries as the budget could hold of the smallest replies (20 bytes).
+        let most = u64::try_from(budget / weight(&[0; crate::radius::MIN_PACKET])).unwrap_or(1);
         Self {
-            replies: Fifo::new(capacity, window),
+            replies: Fifo::new(most, window),
             busy: (0..BUSY_SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
+            bytes: AtomicUsize::new(0),
+            budget,
+            over_budget: AtomicUsize::new(0),
         }
+    }
+
+    /// Gives back the weight of replies that left the cache.
+    fn release(&self, gone: &[Arc<[u8]>]) {
+        let w: usize = gone.iter().map(|r| weight(r)).sum();
+        if w > 0 {
+            self.bytes.fetch_sub(w, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes the cached replies weigh now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Replies not cached so far because the budget was spent.
+    pub fn over_budget(&self) -> usize {
+        self.over_budget.load(Ordering::Relaxed)
     }
 
     fn busy_shard(&self, key: &RequestKey) -> MutexGuard<'_, HashSet<RequestKey>> {
@@ -126,7 +187,9 @@ impl Dedup {
         if busy.contains(&key) {
             return Begin::InProgress;
         }
-        if let Some(reply) = self.replies.get(&key) {
+        let (cached, gone) = self.replies.get(&key);
+        self.release(&gone);
+        if let Some(reply) = cached {
             return Begin::Replay(reply);
         }
         busy.insert(key);
@@ -156,7 +219,7 @@ mod tests {
 
     #[test]
     fn second_copy_waits_then_replays() {
-        let d = Dedup::new(100, Duration::from_secs(30));
+        let d = Dedup::new(100 * weight(&[0; 64]), Duration::from_secs(30));
         let Begin::New(pending) = d.begin(key(1)) else {
             panic!("first sight is new");
         };
@@ -173,7 +236,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_progress_never_expires_but_its_reply_does() {
-        let d = Dedup::new(100, Duration::from_secs(5));
+        let d = Dedup::new(100 * weight(&[0; 64]), Duration::from_secs(5));
         let Begin::New(pending) = d.begin(key(1)) else {
             panic!("first sight is new");
         };
@@ -204,5 +267,34 @@ mod tests {
         assert!((0..10).all(|i| matches!(d.begin(key(i)), Begin::InProgress)));
         drop(held);
         assert_eq!(d.in_progress(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_byte_budget_bounds_the_cache_and_frees_as_replies_expire() {
+        let reply = |i: u8| Arc::<[u8]>::from(vec![i; 1000]);
+        let each = weight(&reply(0));
+        let d = Dedup::new(10 * each, Duration::from_secs(5));
+        let answer = |i: u8| match d.begin(key(i)) {
+            Begin::New(p) => p.answered(reply(i)),
+            other => panic!("{other:?}"),
+        };
+        // Ten fit, all replayable within the window: a retransmission gets its reply.
+        (0..10).for_each(answer);
+        assert!((0..10).all(|i| matches!(d.begin(key(i)), Begin::Replay(r) if r[0] == i)));
+        assert_eq!(d.bytes(), 10 * each);
+        // The eleventh is not cached: the budget holds.
+        answer(10);
+        assert_eq!(d.over_budget(), 1);
+        assert_eq!(d.bytes(), 10 * each);
+        assert!(matches!(d.begin(key(10)), Begin::New(_)));
+        // Past the window the weight is given back and replies are cached again.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        for i in 0..10 {
+            assert!(matches!(d.begin(key(i)), Begin::New(_)));
+        }
+        assert_eq!(d.bytes(), 0);
+        answer(11);
+        assert!(matches!(d.begin(key(11)), Begin::Replay(_)));
+        assert_eq!(d.bytes(), each);
     }
 }

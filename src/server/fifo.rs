@@ -175,15 +175,16 @@ impl<K: Hash + Eq + Clone, V> Fifo<K, V> {
         (r, gone)
     }
 
-    /// A copy of the value under `key`, if it is there and not expired.
-    pub fn get(&self, key: &K) -> Option<V>
+    /// A copy of the value under `key`, if it is there and not expired, and the values that
+    /// expired meanwhile (see [`Self::insert`]).
+    pub fn get(&self, key: &K) -> (Option<V>, Vec<V>)
     where
         V: Clone,
     {
         let now = clock::now();
         let mut s = self.shard(key);
-        drop(s.trim(now, self.ttl, self.per_shard));
-        s.map.get(key).map(|(_, v)| v.clone())
+        let gone = s.trim(now, self.ttl, self.per_shard);
+        (s.map.get(key).map(|(_, v)| v.clone()), gone)
     }
 
     /// Removes and returns the value under `key`, if it is there and not expired, and the

@@ -82,6 +82,17 @@ fn rounds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 8))
 }
 
+/// Levels read at a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Levels {
+    /// EAP conversations in the session table.
+    pub sessions: u64,
+    /// Bytes the duplicate cache's replies weigh.
+    pub duplicate_bytes: u64,
+    /// Replies the duplicate cache could not keep so far.
+    pub not_cached: u64,
+}
+
 /// Every counter and histogram the server keeps (cheap to clone: each is shared).
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -183,10 +194,10 @@ impl Metrics {
             .sum()
     }
 
-    /// The text exposition (OpenMetrics) of every metric: these, `sessions` conversations
-    /// in the table, and the counters of the live configuration's HSM pool and revocation
+    /// The text exposition (OpenMetrics) of every metric: these, the levels read `now`,
+    /// and the counters of the live configuration's HSM pool and revocation
     /// checker.
-    pub fn render(&self, config: &Config, sessions: u64) -> String {
+    pub fn render(&self, config: &Config, now: &Levels) -> String {
         let mut r = Registry::with_prefix("anchord");
         r.register(
             "build",
@@ -236,9 +247,28 @@ impl Metrics {
             "Configuration reloads, taken (ok) or refused (error)",
             self.reloads.clone(),
         );
-        let table = Gauge::<i64>::default();
-        table.set(i64::try_from(sessions).unwrap_or(i64::MAX));
-        r.register("sessions", "EAP conversations in the session table", table);
+        let gauge = |v: u64| {
+            let g = Gauge::<i64>::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            g
+        };
+        r.register(
+            "sessions",
+            "EAP conversations in the session table",
+            gauge(now.sessions),
+        );
+        r.register(
+            "duplicate_cache_bytes",
+            "Weight of the replies the duplicate cache holds (server.duplicate_cache_mib bounds it)",
+            gauge(now.duplicate_bytes),
+        );
+        let not_cached = Counter::<u64>::default();
+        not_cached.inc_by(now.not_cached);
+        r.register(
+            "duplicate_not_cached",
+            "Replies not kept for retransmissions because the duplicate cache's budget was spent",
+            not_cached,
+        );
         if let Some(pool) = config.pki.as_ref().and_then(|p| p.pool()) {
             pool.stats.register(r.sub_registry_with_prefix("hsm"));
         }

@@ -166,10 +166,7 @@ impl Server {
         }
         let shared = Arc::new(Shared {
             live: RwLock::new(Live::new(config.clone())),
-            dedup: Dedup::new(
-                config.max_sessions.saturating_mul(2).max(1024),
-                config.duplicate_window,
-            ),
+            dedup: Dedup::new(config.duplicate_cache, config.duplicate_window),
             sessions: SessionTable::new(config.max_sessions, config.session_idle_timeout),
             log_limit: LogLimiter::default(),
             shares: Shares::default(),
@@ -355,7 +352,12 @@ impl Shared {
     /// Every metric in the Prometheus text format, for `/metrics`.
     pub fn metrics_text(&self) -> String {
         let live = self.live();
-        self.metrics.render(&live.config, self.sessions.len())
+        let levels = metrics::Levels {
+            sessions: self.sessions.len(),
+            duplicate_bytes: u64::try_from(self.dedup.bytes()).unwrap_or(u64::MAX),
+            not_cached: u64::try_from(self.dedup.over_budget()).unwrap_or(u64::MAX),
+        };
+        self.metrics.render(&live.config, &levels)
     }
 
     pub(crate) fn live(&self) -> Arc<Live> {
