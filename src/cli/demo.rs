@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::Runtime;
 use crate::server::{AuditRecord, Server};
 
 /// eapol_test scenarios, shipped in `eapol-tests/` and embedded here.
@@ -128,9 +128,9 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
     };
     let cfg_path = dir.join("anchord.toml");
     std::fs::write(&cfg_path, demo_config("127.0.0.1:0", DEMO_SECRET, hsm))?;
-    let config = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, runtime) = Runtime::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let server = Server::bind(Arc::new(config), Some(tx))?;
+    let server = Server::bind(Arc::new(config), Arc::new(runtime), Some(tx))?;
     let Some(addr) = server.local_addrs().into_iter().next() else {
         bail!("no socket bound")
     };

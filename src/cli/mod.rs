@@ -16,7 +16,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::config::Config;
+use crate::config::{Config, Runtime};
 use crate::server::audit::{Audit, AuditLayer};
 use crate::server::Server;
 
@@ -109,7 +109,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, runtime) = Runtime::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let admin = match config.admin {
         Some(addr) => Some(crate::admin::bind(addr).await?),
         None => None,
@@ -117,7 +117,8 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     if let Some(sink) = &config.audit {
         crate::server::audit::install(Audit::start(sink)?);
     }
-    let server = Server::bind(Arc::new(config), None).context("binding sockets")?;
+    let server =
+        Server::bind(Arc::new(config), Arc::new(runtime), None).context("binding sockets")?;
     let shared = server.shared();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -187,6 +188,9 @@ async fn wait_for_signal() {
 #[allow(clippy::print_stdout, reason = "check reports to the admin on stdout")]
 fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let (config, warnings) = Config::load_reporting(path);
+    // A file without errors is then opened as `serve` would (the token, the checker), so
+    // a token that refuses the PIN or holds the wrong keys is reported here too.
+    let config = config.and_then(|c| Runtime::build(&c, None).map(|_| c));
     for w in &warnings {
         println!("warning: {w}");
     }

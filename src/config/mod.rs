@@ -3,6 +3,9 @@
 //! all of them at once.
 
 mod raw;
+mod runtime;
+
+pub use runtime::{PkiRuntime, Runtime};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,17 +19,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
-use rustls::sign::CertifiedKey;
-
 use crate::eap::SessionConfig;
-use crate::pki::ca::{CaError, ServerMaterial, ServerToken};
+use crate::pki::ca::ServerToken;
 use crate::pki::crl::CrlStore;
-use crate::pki::hsm::{HsmError, Pin, SigningPool, TokenRef};
+use crate::pki::hsm::{Pin, TokenRef};
 use crate::pki::ocsp::IdHash;
-use crate::pki::revocation::{Checker, Method, Responder, Settings};
+use crate::pki::revocation::{Method, Responder, Settings};
 use crate::radius::dictionary::Dictionary;
 use crate::radius::SharedSecret;
-use crate::tls::hsm_key::{HsmSigningKey, RotatingResolver};
 use crate::tls::{self, ServerKey, TlsVersion};
 
 /// Largest fragment: keeps an Access-Challenge well under 4096 bytes.
@@ -122,8 +122,8 @@ pub struct Config {
     /// Bytes of datagrams each listening socket may hold unread (SO_RCVBUF; the kernel caps
     /// it at `net.core.rmem_max`). Read when the sockets are bound.
     pub receive_buffer: usize,
-    /// EAP-TLS settings, shared by every session.
-    pub eap: Arc<SessionConfig>,
+    /// EAP-TLS settings.
+    pub tls: TlsSettings,
     /// VLAN for accepted devices, if any.
     pub vlan: Option<String>,
     /// Clients, most specific network first.
@@ -136,9 +136,9 @@ pub struct Config {
     /// Attribute names for logs.
     pub dictionary: Arc<Dictionary>,
     /// The token holding the server key and trust anchors, when `[pki]` is set.
-    pub pki: Option<Arc<PkiRuntime>>,
-    /// OCSP checking, when `[revocation]` is set (and not `mode = "off"`).
-    pub revocation: Option<Arc<Checker>>,
+    pub pki: Option<PkiSettings>,
+    /// Revocation checking, when `[revocation]` is set (and not `mode = "off"`).
+    pub revocation: Option<RevocationSettings>,
     /// The admin HTTP listener (`/metrics`), when `[admin]` is set. Read at start.
     pub admin: Option<SocketAddr>,
     /// Where audit records go, when `[audit]` is set.
@@ -176,95 +176,82 @@ const FACILITIES: &[(&str, u8)] = &[
     ("local7", 23),
 ];
 
-/// The server key in a token, as the running server uses it.
-pub struct PkiRuntime {
-    /// The server token and its PIN: it holds the server key only (never the CA keys) and
-    /// is used through read-only sessions.
+/// Where a setting is written, to point errors found later (opening a token) at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    file: PathBuf,
+    line: Option<usize>,
+    key: String,
+}
+
+impl Place {
+    /// An error about the setting here.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: self.line,
+            key: self.key.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `[tls]`: how EAP-TLS sessions run.
+#[derive(Debug, Clone)]
+pub enum TlsSettings {
+    /// The server key and trust anchors from files: the session settings, built.
+    Files(Arc<SessionConfig>),
+    /// The server key and trust anchors in the `[pki]` token: the runtime builds the
+    /// session settings around them with these.
+    Token {
+        /// Versions offered.
+        versions: Vec<TlsVersion>,
+        /// Most TLS bytes in one EAP-TLS request.
+        fragment_size: usize,
+        /// Cap on one reassembled TLS message.
+        max_message: usize,
+        /// Cap on round trips.
+        max_rounds: u32,
+    },
+}
+
+/// `[pki]` as written: which token holds the server key and how to use it. Reading it
+/// touches no token; the runtime opens it.
+#[derive(Debug, Clone)]
+pub struct PkiSettings {
+    /// The server token and its PIN.
     pub server: ServerToken,
     /// Further tokens holding the same keys.
     pub fallbacks: Vec<TokenRef>,
-    /// Idle signing sessions kept per token.
+    /// Signing sessions per token.
     pub sessions: usize,
-    /// Deadline for a TLS step that signs on the token.
+    /// Deadline for a TLS step that signs.
     pub sign_timeout: Duration,
-    /// One permit per pooled session: at most `sessions` signing steps run at once, so each
-    /// finds a logged-in session instead of opening (and searching the token on) a new one,
-    /// and a hung token ties up at most that many blocking threads.
-    pub signing_slots: Arc<tokio::sync::Semaphore>,
-    /// Signing slots clients over their share may hold together: one fewer than
-    /// `signing_slots` (when there are two or more), so a flood's signatures, which run at
-    /// background priority and may be slow to finish on a busy machine, never hold every
-    /// slot while other NASes' devices wait.
-    pub background_signing: Arc<tokio::sync::Semaphore>,
     /// How often the token is checked for a rotated server key.
     pub rotation_check: Duration,
-    /// Hands rustls the current certificate and key.
-    pub resolver: Arc<RotatingResolver>,
-    /// Label of the server key in use, and its signing pool.
-    pub current: std::sync::Mutex<(String, Arc<SigningPool>)>,
+    /// Where errors about the token and about the PIN point.
+    pub(crate) token_at: Place,
+    pub(crate) pin_at: Place,
 }
 
-impl fmt::Debug for PkiRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PkiRuntime")
-            .field("token", &self.server.token)
-            .finish_non_exhaustive()
+impl PartialEq for PkiSettings {
+    /// The same token, PIN and use: where errors would point does not matter.
+    fn eq(&self, other: &Self) -> bool {
+        self.server == other.server
+            && self.fallbacks == other.fallbacks
+            && self.sessions == other.sessions
+            && self.sign_timeout == other.sign_timeout
+            && self.rotation_check == other.rotation_check
     }
 }
 
-impl PkiRuntime {
-    /// Loads the newest server key from the token and makes rustls's view of it.
-    ///
-    /// # Errors
-    /// Token errors.
-    pub fn load_server_key(
-        server: &ServerToken,
-        fallbacks: &[TokenRef],
-        sessions: usize,
-    ) -> Result<(ServerMaterial, Arc<SigningPool>, Arc<CertifiedKey>), CaError> {
-        let m = server.server_material()?;
-        let mut tokens = vec![server.token.clone()];
-        tokens.extend(fallbacks.iter().cloned());
-        let pool = Arc::new(SigningPool::new(
-            tokens,
-            server.pin.clone(),
-            &m.label,
-            sessions,
-        ));
-        let chain = m
-            .chain
-            .iter()
-            .map(|d| CertificateDer::from(d.clone()))
-            .collect();
-        let key = Arc::new(CertifiedKey::new(
-            chain,
-            Arc::new(HsmSigningKey::new(pool.clone(), m.alg)),
-        ));
-        Ok((m, pool, key))
-    }
-
-    /// Switches to a newer server key on the token, if there is one. Blocking.
-    ///
-    /// # Errors
-    /// Token errors (the current key stays in use).
-    pub fn refresh(&self) -> Result<Option<String>, CaError> {
-        let (m, pool, key) = Self::load_server_key(&self.server, &self.fallbacks, self.sessions)?;
-        let mut current = self
-            .current
-            .lock()
-            .map_err(|_| CaError::NotInitialised("poisoned".into()))?;
-        if current.0 == m.label {
-            return Ok(None);
-        }
-        self.resolver.set(key);
-        *current = (m.label.clone(), pool);
-        Ok(Some(m.label))
-    }
-
-    /// The signing pool of the key in use.
-    pub fn pool(&self) -> Option<Arc<SigningPool>> {
-        self.current.lock().ok().map(|c| c.1.clone())
-    }
+/// `[revocation]` as written.
+#[derive(Debug, Clone)]
+pub struct RevocationSettings {
+    /// What the checker is built from.
+    pub settings: Settings,
+    /// Where errors building it point.
+    pub(crate) at: Place,
 }
 
 struct Ctx<'a> {
@@ -314,6 +301,14 @@ impl Ctx<'_> {
 
     fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
+    }
+
+    fn place(&self, span: Range<usize>, key: impl Into<String>) -> Place {
+        Place {
+            file: self.file.to_path_buf(),
+            line: self.line_of(span),
+            key: key.into(),
+        }
     }
 
     fn bounded(&mut self, v: &Spanned<u64>, key: &str, range: Range<u64>) -> u64 {
@@ -456,12 +451,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     let admin = raw.admin.as_ref().and_then(|a| admin_settings(ctx, a));
     let audit = raw.audit.as_ref().and_then(|a| audit_settings(ctx, a));
     let pki = raw.pki.as_ref().and_then(|p| pki_settings(ctx, p));
-    let eap = tls_settings(
-        ctx,
-        &raw.tls,
-        raw.pki.as_ref().map(Spanned::get_ref),
-        pki.as_ref(),
-    );
+    let tls = tls_settings(ctx, &raw.tls, raw.pki.as_ref().map(Spanned::get_ref));
     let revocation = raw
         .revocation
         .as_ref()
@@ -592,7 +582,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         duplicate_window: Duration::from_secs(dup),
         duplicate_cache: usize::try_from(dup_mib << 20).unwrap_or(128 << 20),
         receive_buffer: usize::try_from(receive_buffer_kib * 1024).unwrap_or(4 << 20),
-        eap: eap?,
+        tls: tls?,
         vlan,
         clients,
         inline_secrets,
@@ -687,7 +677,7 @@ fn audit_settings(ctx: &mut Ctx<'_>, a: &raw::RawAudit) -> Option<AuditSink> {
     }
 }
 
-fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<Checker>> {
+fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<RevocationSettings> {
     let timeout = ctx.bounded(&r.timeout_ms, "revocation.timeout_ms", 50..60_001);
     let skew = ctx.bounded(&r.skew_secs, "revocation.skew_secs", 0..3601);
     let max_ttl = ctx.bounded(&r.max_ttl_secs, "revocation.max_ttl_secs", 1..604_801);
@@ -799,13 +789,10 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Arc<
         crl_refresh: Duration::from_secs(crl_refresh),
         crl_distribution_points: r.crl_distribution_points,
     };
-    match Checker::new(settings) {
-        Ok(c) => Some(Arc::new(c)),
-        Err(e) => {
-            ctx.err(r.mode.span(), "revocation", e);
-            None
-        }
-    }
+    Some(RevocationSettings {
+        settings,
+        at: ctx.place(r.mode.span(), "revocation"),
+    })
 }
 
 fn load_dictionary(ctx: &mut Ctx<'_>, path: Option<&Spanned<String>>) -> Option<Dictionary> {
@@ -838,7 +825,7 @@ fn parse_network(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-fn pki_settings(ctx: &mut Ctx<'_>, table: &Spanned<raw::RawPki>) -> Option<Arc<PkiRuntime>> {
+fn pki_settings(ctx: &mut Ctx<'_>, table: &Spanned<raw::RawPki>) -> Option<PkiSettings> {
     let p = table.get_ref();
     // A defaulted `token` has no place in the file: point at the table instead.
     let token_span = match p.token.span() {
@@ -891,62 +878,26 @@ fn pki_settings(ctx: &mut Ctx<'_>, table: &Spanned<raw::RawPki>) -> Option<Arc<P
         .iter()
         .map(|f| token(&f.module, &f.token))
         .collect();
-    let sessions = usize::try_from(sessions).unwrap_or(4);
-    // The server must not be able to sign device certificates: refuse a token that holds
-    // CA keys (an error, not a warning, so that `serve` refuses it too). Checked first, so
-    // that a [pki] naming the CA token says so rather than "no server key".
-    let loaded = match server.ca_private_keys() {
-        Ok(ca_keys) if !ca_keys.is_empty() => {
-            ctx.err(
-                token_span.clone(),
-                "pki.token",
-                format!(
-                    "token `{}` holds CA private keys ({}): the server must log into a token \
-                     with only its own key; move the server to a token of its own with \
-                     `anchord pki rotate-server --token <new>` (README, \"The server key in \
-                     an HSM\")",
-                    server.token.label,
-                    ca_keys.join(", ")
-                ),
-            );
-            return None;
-        }
-        Ok(_) => PkiRuntime::load_server_key(&server, &fallbacks, sessions),
-        Err(e) => Err(e),
+    let (pin_span, pin_key) = match &p.pin_file {
+        Some(f) => (f.span(), "pki.pin_file"),
+        None => (p.pin_env.span(), "pki.pin_env"),
     };
-    match loaded {
-        Ok((m, pool, key)) => Some(Arc::new(PkiRuntime {
-            server,
-            fallbacks,
-            sessions,
-            sign_timeout: Duration::from_millis(sign_timeout),
-            signing_slots: Arc::new(tokio::sync::Semaphore::new(sessions.max(1))),
-            background_signing: Arc::new(tokio::sync::Semaphore::new(
-                sessions.saturating_sub(1).max(1),
-            )),
-            rotation_check: Duration::from_secs(rotation),
-            resolver: Arc::new(RotatingResolver::new(key)),
-            current: std::sync::Mutex::new((m.label, pool)),
-        })),
-        Err(e) => {
-            // Point at the setting to fix: the PIN for a refused login, else the token.
-            let (span, key) = match (&e, &p.pin_file) {
-                (CaError::Hsm(HsmError::Login { .. }), Some(f)) => (f.span(), "pki.pin_file"),
-                (CaError::Hsm(HsmError::Login { .. }), None) => (p.pin_env.span(), "pki.pin_env"),
-                _ => (token_span, "pki.token"),
-            };
-            ctx.err(span, key, e.to_string());
-            None
-        }
-    }
+    Some(PkiSettings {
+        token_at: ctx.place(token_span, "pki.token"),
+        pin_at: ctx.place(pin_span, pin_key),
+        server,
+        fallbacks,
+        sessions: usize::try_from(sessions).unwrap_or(4),
+        sign_timeout: Duration::from_millis(sign_timeout),
+        rotation_check: Duration::from_secs(rotation),
+    })
 }
 
 fn tls_settings(
     ctx: &mut Ctx<'_>,
     t: &raw::RawTls,
     raw_pki: Option<&raw::RawPki>,
-    pki: Option<&Arc<PkiRuntime>>,
-) -> Option<Arc<SessionConfig>> {
+) -> Option<TlsSettings> {
     let fragment_size = ctx.bounded(
         &t.fragment_size,
         "tls.fragment_size",
@@ -985,12 +936,15 @@ fn tls_settings(
                 ctx.err(span, key, "with [pki] the server key, its certificate and the trust anchors come from the token: remove this");
             }
         }
-        let pki = pki?;
-        let m = pki.server.server_material().ok()?;
-        (
-            ServerKey::Resolver(pki.resolver.clone()),
-            vec![CertificateDer::from(m.root)],
-        )
+        if versions.is_empty() {
+            return None;
+        }
+        return Some(TlsSettings::Token {
+            versions,
+            fragment_size: usize::try_from(fragment_size).unwrap_or(1024),
+            max_message: usize::try_from(max_message).unwrap_or(65_536),
+            max_rounds: u32::try_from(max_rounds).unwrap_or(100),
+        });
     } else {
         let missing = |ctx: &mut Ctx<'_>, key: &str| {
             ctx.err(0..0, key, "required (or configure [pki] to use a token)")
@@ -1041,12 +995,12 @@ fn tls_settings(
     }
     let span = t.certificate.as_ref().map_or(0..0, Spanned::span);
     match tls::server_config_with(key, &cas, &versions) {
-        Ok(tls) => Some(Arc::new(SessionConfig {
+        Ok(tls) => Some(TlsSettings::Files(Arc::new(SessionConfig {
             tls: Arc::new(tls),
             fragment_size: usize::try_from(fragment_size).unwrap_or(1024),
             max_message: usize::try_from(max_message).unwrap_or(65_536),
             max_rounds: u32::try_from(max_rounds).unwrap_or(100),
-        })),
+        }))),
         Err(e) => {
             ctx.err(span, "tls", format!("certificate, key or CA refused: {e}"));
             None
@@ -1187,5 +1141,60 @@ mod tests {
         let e = errors("[audit]\nsink = \"stdout\"\nformat = \"cef\"\n");
         assert_eq!(e.len(), 1, "unknown keys are errors: {e:?}");
         assert_eq!(e[0].0, Some(12));
+    }
+
+    /// A config with `[pki]` naming a module that does not exist, in a fresh folder.
+    fn pki_config(dir: &Path) -> Result<Config, ConfigErrors> {
+        if !dir.join("hsm.pin").exists() {
+            std::fs::write(dir.join("hsm.pin"), "1234\n").unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.join("hsm.pin"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let text = "[pki]\nmodule = \"/nonexistent/libpkcs11.so\"\ntoken = \"anchord\"\n\
+                    pin_file = \"hsm.pin\"\n\n[[client]]\nname = \"nas\"\n\
+                    address = \"127.0.0.1\"\nsecret = \"s\"\n";
+        Config::parse(&dir.join("anchord.toml"), text)
+    }
+
+    #[test]
+    fn reading_a_config_touches_no_token_and_the_runtime_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        // Parsing succeeds: the module is only opened by the runtime.
+        let config = pki_config(dir.path()).unwrap();
+        let pki = config.pki.as_ref().unwrap();
+        assert_eq!(pki.server.token.label, "anchord");
+        assert!(matches!(config.tls, TlsSettings::Token { .. }));
+        let errors = Runtime::build(&config, None).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].key, "pki.token");
+        assert_eq!(errors.0[0].line, Some(3));
+    }
+
+    #[test]
+    fn unchanged_pki_settings_compare_equal_and_a_changed_pin_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = pki_config(dir.path()).unwrap().pki.unwrap();
+        let b = pki_config(dir.path()).unwrap().pki.unwrap();
+        assert_eq!(a, b);
+        std::fs::write(dir.path().join("hsm.pin"), "4321\n").unwrap();
+        let c = pki_config(dir.path()).unwrap().pki.unwrap();
+        assert_ne!(a, c, "a new PIN opens the token afresh");
+    }
+
+    #[test]
+    fn revocation_settings_are_the_same_only_when_every_setting_is() {
+        let r = |extra: &str| {
+            parse(&format!("[revocation]\nmode = \"ocsp\"\n{extra}"))
+                .0
+                .unwrap()
+                .revocation
+                .unwrap()
+                .settings
+        };
+        assert!(r("").same_as(&r("")));
+        assert!(!r("").same_as(&r("soft_fail = true\n")));
+        assert!(!r("").same_as(&r("timeout_ms = 900\n")));
+        assert!(!r("").same_as(&r("responders = [{ url = \"http://127.0.0.1:9/\" }]\n")));
     }
 }

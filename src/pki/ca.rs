@@ -89,7 +89,7 @@ pub struct TokenCa {
 }
 
 /// The server token (the server's TLS key only) and its PIN: what `[pki]` names.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerToken {
     /// The token.
     pub token: TokenRef,

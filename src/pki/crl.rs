@@ -60,6 +60,11 @@ impl std::fmt::Debug for CrlStore {
 }
 
 impl CrlStore {
+    /// The files it reads.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
     /// A store over `files` (PEM or DER), loaded now.
     ///
     /// # Errors

@@ -107,6 +107,17 @@ impl Pin {
     }
 }
 
+/// Constant-time, so comparing a reloaded PIN with the running one says nothing about it
+/// through timing.
+impl PartialEq for Pin {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for Pin {}
+
 impl fmt::Debug for Pin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Pin(<redacted>)")

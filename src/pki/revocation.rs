@@ -79,6 +79,31 @@ pub struct Settings {
     pub crl_distribution_points: bool,
 }
 
+impl Settings {
+    /// True when `other` asks for exactly the same checking: a reload that keeps these
+    /// settings keeps the running checker, its OCSP answers and its CRLs. CRL stores are
+    /// compared by the files they read (their contents are re-read on their own schedule).
+    pub fn same_as(&self, other: &Self) -> bool {
+        let files = |s: &Self| s.crls.as_ref().map(|c| c.files().to_vec());
+        self.responders == other.responders
+            && self.aia_nonce == other.aia_nonce
+            && self.timeout == other.timeout
+            && self.hash == other.hash
+            && self.method == other.method
+            && self.soft_fail == other.soft_fail
+            && self.skew == other.skew
+            && self.max_age == other.max_age
+            && self.max_ttl == other.max_ttl
+            && self.negative_ttl == other.negative_ttl
+            && self.cache_size == other.cache_size
+            && self.ocsp == other.ocsp
+            && self.check_intermediates == other.check_intermediates
+            && files(self) == files(other)
+            && self.crl_refresh == other.crl_refresh
+            && self.crl_distribution_points == other.crl_distribution_points
+    }
+}
+
 #[derive(Clone)]
 struct Cached {
     state: State,

@@ -5,7 +5,7 @@
 //! A backend failure is a Deny, never an Allow, unless the admin chose soft-fail for that
 //! stage; a soft-failed check is flagged in the audit line.
 
-use crate::config::Config;
+use crate::config::{Config, Runtime};
 use crate::eap::{PeerInfo, Verdict};
 use crate::logsafe::Escaped;
 use crate::pki::revocation::{Checker, Report, State};
@@ -26,7 +26,7 @@ pub struct Decision {
 }
 
 /// Runs every check for a peer whose chain rustls has verified, at `now` (Unix seconds).
-pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
+pub async fn run(peer: &PeerInfo, config: &Config, runtime: &Runtime, now: i64) -> Decision {
     let cert = peer
         .chain
         .first()
@@ -42,7 +42,7 @@ pub async fn run(peer: &PeerInfo, config: &Config, now: i64) -> Decision {
         return deny("no_identity", cert, "off".into());
     }
     let mut revocation = "off".to_owned();
-    if let Some(checker) = &config.revocation {
+    if let Some(checker) = &runtime.revocation {
         // The device certificate, then (if asked) each CA between it and the trust anchor,
         // each asked about with the CA that verifiably issued it: the path webpki checked,
         // never the certificates the device merely sent.

@@ -16,7 +16,7 @@ use super::loglimit::Verdict;
 use super::sessions::{SessionEntry, TakeError};
 use super::{AuditRecord, Shared};
 use crate::clock;
-use crate::config::{Client, Config};
+use crate::config::{Client, Config, Runtime};
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
 use crate::eap::{Action, EapError, EapPacket, Event, Outcome, Session};
 use crate::logsafe::Escaped;
@@ -30,13 +30,14 @@ use crate::tls::CertSummary;
 pub(crate) async fn process(
     shared: &Arc<Shared>,
     config: &Config,
+    runtime: &Runtime,
     client: &Client,
     src: SocketAddr,
     req: &Request<'_>,
 ) -> Option<Vec<u8>> {
     let mut reply = match req.code {
         Code::StatusServer => ReplyBuilder::new(Code::AccessAccept, req.identifier),
-        _ => access_request(shared, config, client, src, req).await?,
+        _ => access_request(shared, config, runtime, client, src, req).await?,
     };
     // RFC 2865 §5.33: Proxy-State is copied unchanged, in order, into the reply.
     for ps in req.all(AttrType::ProxyState) {
@@ -63,6 +64,7 @@ struct Step {
 async fn access_request(
     shared: &Arc<Shared>,
     config: &Config,
+    runtime: &Runtime,
     client: &Client,
     src: SocketAddr,
     req: &Request<'_>,
@@ -125,7 +127,7 @@ async fn access_request(
                 EapPacket::outcome(EapCode::Failure, eap.identifier),
             ));
         }
-        None => match start(config, client, req, &eap) {
+        None => match start(runtime, client, req, &eap) {
             Ok(step) => step,
             Err(e) => {
                 return Some(who.reject(
@@ -172,7 +174,7 @@ async fn access_request(
             let share = shared.shares.of(&client.name);
             // What the audit record needs, should the step never hand the entry back.
             let before = Conversation::of(&entry);
-            let (entry, result) = match step_session(config, &share, entry, eap.clone()).await {
+            let (entry, result) = match step_session(runtime, &share, entry, eap.clone()).await {
                 Ok(r) => r,
                 Err(missed) => {
                     let (reason, why) = match missed {
@@ -210,7 +212,7 @@ async fn access_request(
         }
     };
     if let Action::CheckPeer(peer) = &step.action {
-        let decision = checks::run(peer, config, clock::unix_now()).await;
+        let decision = checks::run(peer, config, runtime, clock::unix_now()).await;
         step.entry.cert = Some(decision.cert.clone());
         step.entry.vlan = decision.vlan.clone();
         step.entry.revocation = Some(decision.revocation.clone());
@@ -269,7 +271,7 @@ async fn access_request(
 }
 
 fn start(
-    config: &Config,
+    runtime: &Runtime,
     client: &Client,
     req: &Request<'_>,
     eap: &EapPacket,
@@ -281,7 +283,7 @@ fn start(
         .chars()
         .take(253)
         .collect();
-    let (session, action) = Session::start(config.eap.clone(), rand::random(), req.framed_mtu())?;
+    let (session, action) = Session::start(runtime.eap.clone(), rand::random(), req.framed_mtu())?;
     let entry = SessionEntry {
         session,
         identity,
@@ -325,12 +327,12 @@ enum Missed {
 /// background runtime instead; the time of a step off the request's task is charged to its
 /// client here (inline, [`fairness::charged`] counts it).
 async fn step_session(
-    config: &Config,
+    runtime: &Runtime,
     share: &Arc<fairness::Share>,
     mut entry: SessionEntry,
     eap: EapPacket,
 ) -> Result<(SessionEntry, Result<Action, EapError>), Missed> {
-    let Some(pki) = config.pki.as_ref().filter(|_| entry.session.may_sign()) else {
+    let Some(pki) = runtime.pki.as_ref().filter(|_| entry.session.may_sign()) else {
         let step = async {
             let turn = share.step().await?;
             if share.over() && fairness::background().is_some() {
@@ -672,7 +674,9 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let server = rt.block_on(async { Server::bind(config.clone(), None).unwrap() });
+        let runtime = Arc::new(Runtime::build(&config, None).unwrap());
+        let server =
+            rt.block_on(async { Server::bind(config.clone(), runtime.clone(), None).unwrap() });
         let shared = server.shared();
         let client = config.clients.first().unwrap();
         let secret = SharedSecret::new(b"s".to_vec());
@@ -691,7 +695,7 @@ mod tests {
                 .verify(&secret, true)
                 .unwrap();
             let reply = rt
-                .block_on(process(&shared, &config, client, src, &req))
+                .block_on(process(&shared, &config, &runtime, client, src, &req))
                 .unwrap();
             rejects += u64::from(reply.first() == Some(&3));
         }

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::config::Config;
+use crate::config::Runtime;
 
 /// A request's code and the client it came from.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,7 +197,7 @@ impl Metrics {
     /// The text exposition (OpenMetrics) of every metric: these, the levels read `now`,
     /// and the counters of the live configuration's HSM pool and revocation
     /// checker.
-    pub fn render(&self, config: &Config, now: &Levels) -> String {
+    pub fn render(&self, runtime: &Runtime, now: &Levels) -> String {
         let mut r = Registry::with_prefix("anchord");
         r.register(
             "build",
@@ -269,10 +269,10 @@ impl Metrics {
             "Replies not kept for retransmissions because the duplicate cache's budget was spent",
             not_cached,
         );
-        if let Some(pool) = config.pki.as_ref().and_then(|p| p.pool()) {
+        if let Some(pool) = runtime.pki.as_ref().and_then(|p| p.pool()) {
             pool.stats.register(r.sub_registry_with_prefix("hsm"));
         }
-        if let Some(checker) = &config.revocation {
+        if let Some(checker) = &runtime.revocation {
             checker
                 .stats
                 .register(r.sub_registry_with_prefix("revocation"));

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::clock;
-use crate::config::{Config, ConfigErrors, PkiRuntime};
+use crate::config::{Config, ConfigErrors, PkiRuntime, Runtime};
 use crate::radius::packet::parse_attributes;
 use crate::radius::summary::summarize;
 use crate::radius::{Code, UnverifiedRequest};
@@ -75,14 +75,16 @@ pub struct AuditRecord {
 /// The part of the configuration a reload replaces.
 pub(crate) struct Live {
     pub(crate) config: Arc<Config>,
+    pub(crate) runtime: Arc<Runtime>,
     clients: ClientTable,
 }
 
 impl Live {
-    fn new(config: Arc<Config>) -> Arc<Self> {
+    fn new(config: Arc<Config>, runtime: Arc<Runtime>) -> Arc<Self> {
         Arc::new(Self {
             clients: ClientTable::new(config.clients.clone()),
             config,
+            runtime,
         })
     }
 }
@@ -145,6 +147,7 @@ impl Server {
     /// A socket that cannot be bound.
     pub fn bind(
         config: Arc<Config>,
+        runtime: Arc<Runtime>,
         audit: Option<mpsc::UnboundedSender<AuditRecord>>,
     ) -> io::Result<Self> {
         let mut sockets = Vec::new();
@@ -165,7 +168,7 @@ impl Server {
             sockets.push(Arc::new(UdpSocket::from_std(s.into())?));
         }
         let shared = Arc::new(Shared {
-            live: RwLock::new(Live::new(config.clone())),
+            live: RwLock::new(Live::new(config.clone(), runtime)),
             dedup: Dedup::new(config.duplicate_cache, config.duplicate_window),
             sessions: SessionTable::new(config.max_sessions, config.session_idle_timeout),
             log_limit: LogLimiter::default(),
@@ -229,7 +232,7 @@ async fn watch_crls(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let crls = shared
             .live()
-            .config
+            .runtime
             .revocation
             .as_ref()
             .and_then(|r| r.crls());
@@ -254,7 +257,7 @@ async fn watch_crls(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// it; handshakes already under way keep the key they started with.
 async fn watch_rotation(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
-        let Some(pki) = shared.live().config.pki.clone() else {
+        let Some(pki) = shared.live().runtime.pki.clone() else {
             // No token now; a reload may add one.
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(5)) => continue,
@@ -357,7 +360,7 @@ impl Shared {
             duplicate_bytes: u64::try_from(self.dedup.bytes()).unwrap_or(u64::MAX),
             not_cached: u64::try_from(self.dedup.over_budget()).unwrap_or(u64::MAX),
         };
-        self.metrics.render(&live.config, &levels)
+        self.metrics.render(&live.runtime, &levels)
     }
 
     pub(crate) fn live(&self) -> Arc<Live> {
@@ -375,12 +378,23 @@ impl Shared {
     /// # Errors
     /// Every error in the new file.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
-        let path = self.live().config.path.clone();
-        let loaded = Config::load(&path);
+        let running = self.live();
+        let loaded = Config::load(&running.config.path).and_then(|config| {
+            let runtime = Runtime::build(&config, Some((&running.config, &running.runtime)))?;
+            Ok((config, runtime))
+        });
         self.metrics.reload(loaded.is_ok());
-        let config = Arc::new(loaded?);
+        let (config, runtime) = loaded?;
+        let config = Arc::new(config);
         warn_inline_secrets(&config);
-        let live = Live::new(config);
+        // A kept checker keeps its CRLs too: read their files now, so a CRL replaced
+        // before the SIGHUP counts from it, not from the next scheduled refresh.
+        if let Some((store, _)) = runtime.revocation.as_ref().and_then(|r| r.crls()) {
+            for e in store.reload() {
+                warn!(error = %e, "CRL not reloaded; keeping the previous one");
+            }
+        }
+        let live = Live::new(config, Arc::new(runtime));
         match self.live.write() {
             Ok(mut l) => *l = live,
             Err(poisoned) => *poisoned.into_inner() = live,
@@ -519,7 +533,7 @@ async fn handle_datagram(
             return true;
         }
     };
-    match handler::process(shared, &live.config, client, src, &req).await {
+    match handler::process(shared, &live.config, &live.runtime, client, src, &req).await {
         Some(reply) => {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let attrs = reply

@@ -9,7 +9,7 @@ use crate::harness::{eapol_test, pki_dir, Server, SECRET};
 use crate::responder::Responder;
 
 /// A server checking revocation with `revocation` as the body of its [revocation] table.
-fn server(revocation: &str) -> Server {
+pub(crate) fn server(revocation: &str) -> Server {
     let pki = pki_dir();
     let timeout = if revocation.contains("timeout_ms") {
         ""
@@ -23,7 +23,7 @@ fn server(revocation: &str) -> Server {
     Server::start_config(&config, &[])
 }
 
-fn responders(urls: &[&str]) -> String {
+pub(crate) fn responders(urls: &[&str]) -> String {
     let list: Vec<String> = urls
         .iter()
         .map(|u| format!("{{ url = \"{u}\" }}"))
@@ -32,7 +32,7 @@ fn responders(urls: &[&str]) -> String {
 }
 
 /// Authenticates `device` from the dev PKI with the tls12/tls13 scenario; true on Accept.
-fn auth(s: &Server, device: &str, scenario: &str) -> bool {
+pub(crate) fn auth(s: &Server, device: &str, scenario: &str) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki_dir();
     std::fs::copy(pki.join("root-ca.pem"), dir.path().join("root-ca.pem")).unwrap();
@@ -47,7 +47,7 @@ fn auth(s: &Server, device: &str, scenario: &str) -> bool {
     out.lines().any(|l| l.trim() == "SUCCESS")
 }
 
-fn responder(signer: &str) -> Responder {
+pub(crate) fn responder(signer: &str) -> Responder {
     Responder::start(Path::new(pki_dir()), signer)
 }
 
@@ -133,7 +133,7 @@ fn dead_first_responder_is_skipped_for_the_next() {
 
 /// Writes `crl.pem` into `dir`: the issuing CA's CRL (made by `openssl ca -gencrl`) listing
 /// the given serials as revoked for key compromise.
-fn write_crl(dir: &Path, serials: &[&str]) -> std::path::PathBuf {
+pub(crate) fn write_crl(dir: &Path, serials: &[&str]) -> std::path::PathBuf {
     write_ca_crl(dir, "issuing-ca", serials)
 }
 
