@@ -5,6 +5,7 @@
 //! - [`eap`]: pure EAP / EAP-TLS codec and the per-device state machine (sans-IO).
 //! - [`tls`]: rustls glue: server config, client-certificate verifier, certificate summaries.
 //! - [`pki`]: certificates and keys (dev PKI now; HSM and OCSP later).
+//! - [`policy`]: pure: the decision from typed facts (`evaluate`), and its trace.
 //! - [`config`]: `config/*.toml` into validated types, errors with file, line and key.
 //! - [`clock`]: the one module that reads the clock (everything else asks it or is passed `now`).
 //! - [`logsafe`]: peer-supplied text escaped for one log line.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod eap;
 pub mod logsafe;
 pub mod pki;
+pub mod policy;
 pub mod radius;
 pub mod server;
 pub mod tls;

@@ -294,7 +294,7 @@ fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<Vec<String>>
 fn empty_record(addr: std::net::SocketAddr) -> AuditRecord {
     AuditRecord {
         outcome: "none",
-        reason: "no answer recorded",
+        reason: "no answer recorded".into(),
         nas: String::new(),
         nas_addr: addr,
         identity: String::new(),

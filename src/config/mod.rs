@@ -91,6 +91,19 @@ pub struct Client {
     pub require_message_authenticator: bool,
 }
 
+impl Client {
+    /// A client named `name` on loopback (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            network: IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+            secret: SharedSecret::new(b"s".to_vec()),
+            require_message_authenticator: true,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

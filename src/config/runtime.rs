@@ -16,6 +16,7 @@ use crate::eap::SessionConfig;
 use crate::pki::ca::{CaError, ServerMaterial, ServerToken};
 use crate::pki::hsm::{HsmError, SigningPool, TokenRef};
 use crate::pki::revocation::Checker;
+use crate::policy::Policy;
 use crate::tls::hsm_key::{HsmSigningKey, RotatingResolver};
 use crate::tls::{self, ServerKey};
 
@@ -28,6 +29,8 @@ pub struct Runtime {
     pub pki: Option<Arc<PkiRuntime>>,
     /// Revocation checking, when `[revocation]` is set (and not `mode = "off"`).
     pub revocation: Option<Arc<Checker>>,
+    /// The policy decisions are made with.
+    pub policy: Arc<Policy>,
 }
 
 impl Runtime {
@@ -114,6 +117,7 @@ impl Runtime {
             eap,
             pki,
             revocation,
+            policy: Arc::new(Policy::builtin(config.vlan.clone())),
         })
     }
 }

@@ -11,4 +11,6 @@ pub mod session;
 pub mod tls;
 
 pub use packet::{EapCode, EapError, EapPacket};
-pub use session::{Action, Event, Keys, Outcome, PeerInfo, Session, SessionConfig, Verdict};
+pub use session::{
+    Action, Event, Keys, Outcome, PeerInfo, Reason, Session, SessionConfig, Verdict,
+};

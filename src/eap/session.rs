@@ -57,13 +57,16 @@ pub enum Event<'a> {
     Verdict(Verdict),
 }
 
+/// Why an authentication failed: a stable label, or a reason an admin's policy gave.
+pub type Reason = std::borrow::Cow<'static, str>;
+
 /// Outcome of revocation, posture and policy checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Let the device on.
     Allow,
-    /// Refuse, with a stable reason label.
-    Deny(&'static str),
+    /// Refuse, with its reason.
+    Deny(Reason),
 }
 
 /// What the server must do next.
@@ -91,8 +94,8 @@ pub enum Outcome {
     Failure {
         /// The EAP-Failure packet.
         eap: EapPacket,
-        /// Stable reason label.
-        reason: &'static str,
+        /// Why.
+        reason: Reason,
     },
 }
 
@@ -177,7 +180,9 @@ pub fn tls_reason(e: &rustls::Error) -> &'static str {
         E::PeerIncompatible(_) => "tls_incompatible",
         E::AlertReceived(_) => "peer_alert",
         // The server key's token could not sign (tls::hsm_key): fail closed, say why.
-        E::General(m) if m.starts_with("hsm:") => "hsm_unavailable",
+        E::Other(o) if o.0.downcast_ref::<crate::pki::hsm::HsmError>().is_some() => {
+            "hsm_unavailable"
+        }
         _ => "tls_error",
     }
 }
@@ -852,12 +857,12 @@ mod tests {
             &rustls::version::TLS13,
             1024,
             1024,
-            Verdict::Deny("policy"),
+            Verdict::Deny("policy".into()),
         );
         assert!(matches!(
             run.outcome,
             Outcome::Failure {
-                reason: "policy",
+                reason: std::borrow::Cow::Borrowed("policy"),
                 ..
             }
         ));

@@ -4,6 +4,7 @@
 pub mod ca;
 pub mod crl;
 pub mod dev;
+pub mod facts;
 pub mod hsm;
 pub mod ocsp;
 pub mod revocation;

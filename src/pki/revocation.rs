@@ -278,6 +278,13 @@ impl Checker {
         i64::try_from(self.settings.skew.as_secs()).unwrap_or(300)
     }
 
+    /// The longest one certificate's check may take: every responder in turn, then a CRL
+    /// fetch from its distribution point, each bounded by the per-request timeout.
+    pub fn longest_check(&self) -> Duration {
+        let asks = u32::try_from(self.settings.responders.len().max(1) + 1).unwrap_or(u32::MAX);
+        self.settings.timeout.saturating_mul(asks)
+    }
+
     /// Intermediates are checked too.
     pub fn check_intermediates(&self) -> bool {
         self.settings.check_intermediates

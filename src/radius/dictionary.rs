@@ -162,6 +162,96 @@ impl Dictionary {
             .map(String::as_str)
     }
 
+    /// The number of a named value of an integer attribute.
+    pub fn value_number(&self, vendor: u32, number: u32, name: &str) -> Option<u32> {
+        self.values
+            .get(&(vendor, number))?
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(v, _)| *v)
+    }
+
+    /// Encodes `value` (text) for the attribute named `name`, by its type: a string as
+    /// is, an integer from digits or a VALUE name, an address, a date in Unix seconds,
+    /// octets from `0x` hex; `tag` (RFC 2868) leads the value of an attribute that has
+    /// one (0 when not given). Returns the definition and the value bytes.
+    ///
+    /// # Errors
+    /// An unknown name, a value that does not parse as its type, or an attribute this
+    /// encoder does not write (encrypted ones, IPv6 prefixes).
+    pub fn encode(
+        &self,
+        name: &str,
+        tag: Option<u8>,
+        value: &str,
+    ) -> Result<(&AttrDef, Vec<u8>), String> {
+        let def = self
+            .by_name(name)
+            .ok_or_else(|| format!("no attribute `{name}` in the dictionary"))?;
+        if def.encrypt != 0 {
+            return Err(format!(
+                "`{name}` is encrypted (encrypt={}): not supported in replies",
+                def.encrypt
+            ));
+        }
+        let bad = |what: &str| format!("`{value}` is not {what} (attribute `{name}`)");
+        let tag = tag.unwrap_or(0);
+        if tag > 0x1F {
+            return Err(format!(
+                "tag {tag} is out of range 0..=31 (attribute `{name}`)"
+            ));
+        }
+        let mut out = Vec::new();
+        match def.data_type {
+            DataType::String => {
+                if def.has_tag {
+                    out.push(tag);
+                }
+                out.extend_from_slice(value.as_bytes());
+            }
+            DataType::Integer | DataType::Date => {
+                let n = value
+                    .parse::<u32>()
+                    .ok()
+                    .or_else(|| self.value_number(def.vendor, def.number, value))
+                    .ok_or_else(|| bad("a number or a VALUE name"))?;
+                let mut bytes = n.to_be_bytes();
+                if def.has_tag {
+                    if n > 0x00FF_FFFF {
+                        return Err(bad("a 24-bit number (tagged attribute)"));
+                    }
+                    bytes[0] = tag;
+                }
+                out.extend_from_slice(&bytes);
+            }
+            DataType::IpAddr => {
+                let a: std::net::Ipv4Addr = value.parse().map_err(|_| bad("an IPv4 address"))?;
+                out.extend_from_slice(&a.octets());
+            }
+            DataType::Ipv6Addr => {
+                let a: std::net::Ipv6Addr = value.parse().map_err(|_| bad("an IPv6 address"))?;
+                out.extend_from_slice(&a.octets());
+            }
+            DataType::Octets => {
+                let hex = value
+                    .strip_prefix("0x")
+                    .filter(|h| h.len() % 2 == 0)
+                    .ok_or_else(|| bad("0x followed by hex digits"))?;
+                for i in (0..hex.len()).step_by(2) {
+                    let byte = hex
+                        .get(i..i + 2)
+                        .and_then(|p| u8::from_str_radix(p, 16).ok())
+                        .ok_or_else(|| bad("0x followed by hex digits"))?;
+                    out.push(byte);
+                }
+            }
+            DataType::Ipv6Prefix => {
+                return Err(format!("`{name}` (ipv6prefix) is not supported in replies"));
+            }
+        }
+        Ok((def, out))
+    }
+
     /// Number of attributes defined.
     pub fn len(&self) -> usize {
         self.attrs.len()

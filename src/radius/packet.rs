@@ -308,6 +308,17 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// A request with these attributes, as if verified (unit tests of what reads them).
+    #[cfg(test)]
+    pub(crate) fn for_test(code: Code, attributes: Vec<Attribute<'a>>) -> Self {
+        Self {
+            code,
+            identifier: 0,
+            authenticator: [0; 16],
+            attributes,
+        }
+    }
+
     /// All attributes in order.
     pub fn attributes(&self) -> &[Attribute<'a>] {
         &self.attributes

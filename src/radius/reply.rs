@@ -104,12 +104,26 @@ impl ReplyBuilder {
         vendor_type: u8,
         value: &[u8],
     ) -> Result<&mut Self, EncodeError> {
+        self.push_vendor(VENDOR_MICROSOFT, vendor_type, value)
+    }
+
+    /// Appends a vendor-specific attribute in the RFC 2865 §5.26 layout (one-octet vendor
+    /// type and length, which most vendors use).
+    ///
+    /// # Errors
+    /// The value does not fit one attribute.
+    pub fn push_vendor(
+        &mut self,
+        vendor: u32,
+        vendor_type: u8,
+        value: &[u8],
+    ) -> Result<&mut Self, EncodeError> {
         let vlen = u8::try_from(value.len() + 2).map_err(|_| EncodeError::ValueTooLong {
             ty: AttrType::VendorSpecific.code(),
             len: value.len(),
         })?;
         let mut v = Vec::with_capacity(value.len() + 6);
-        v.extend(VENDOR_MICROSOFT.to_be_bytes());
+        v.extend(vendor.to_be_bytes());
         v.extend([vendor_type, vlen]);
         v.extend_from_slice(value);
         self.push(AttrType::VendorSpecific, &v)

@@ -9,6 +9,88 @@ use super::dictionary::{DataType, Dictionary};
 use super::packet::Attribute;
 use super::reader::Reader;
 
+/// How one attribute is shown.
+struct Shown {
+    /// Dictionary name, or `Attr-N` / `Vendor-V-Attr-N`.
+    name: String,
+    /// RFC 2868 tag, when the attribute has one.
+    tag: Option<u8>,
+    value: Value,
+}
+
+enum Value {
+    /// Printable text, shown quoted in summaries.
+    Text(String),
+    /// A number, a VALUE name or an address.
+    Plain(String),
+    /// Not shown: secret, payload, octets, or unknown; its length.
+    Hidden(usize),
+}
+
+fn show(a: &Attribute<'_>, dict: &Dictionary) -> Shown {
+    let hidden = |name: String| Shown {
+        name,
+        tag: None,
+        value: Value::Hidden(a.value.len()),
+    };
+    let code = a.ty.code();
+    if a.ty == AttrType::VendorSpecific {
+        return hidden(vendor_name(a.value, dict));
+    }
+    let Some(def) = dict.attribute(0, u32::from(code)) else {
+        return hidden(format!("Attr-{code}"));
+    };
+    let mut value = a.value;
+    let mut tag = None;
+    if def.has_tag {
+        if let Some((&t, rest)) = value.split_first() {
+            if t <= 0x1F && (def.data_type != DataType::Integer || value.len() == 4) {
+                tag = Some(t);
+                value = rest;
+                if def.data_type == DataType::Integer {
+                    value = a.value;
+                }
+            }
+        }
+    }
+    let secret = def.encrypt != 0
+        || matches!(
+            a.ty,
+            AttrType::EapMessage | AttrType::MessageAuthenticator | AttrType::State
+        );
+    let shown = match def.data_type {
+        _ if secret => Value::Hidden(a.value.len()),
+        DataType::String if value.iter().all(|b| (0x20..0x7F).contains(b)) => {
+            Value::Text(String::from_utf8_lossy(value).into_owned())
+        }
+        DataType::Integer if value.len() == 4 => {
+            let mut r = Reader::new(value);
+            let mut n = r.u32().unwrap_or_default();
+            if def.has_tag {
+                n &= 0x00FF_FFFF;
+            }
+            Value::Plain(
+                dict.value_name(0, def.number, n)
+                    .map_or_else(|| n.to_string(), str::to_owned),
+            )
+        }
+        DataType::IpAddr => match value {
+            [a, b, c, d] => Value::Plain(format!("{a}.{b}.{c}.{d}")),
+            _ => Value::Hidden(value.len()),
+        },
+        DataType::Ipv6Addr => match <[u8; 16]>::try_from(value) {
+            Ok(v6) => Value::Plain(std::net::Ipv6Addr::from(v6).to_string()),
+            Err(_) => Value::Hidden(value.len()),
+        },
+        _ => Value::Hidden(value.len()),
+    };
+    Shown {
+        name: def.name.clone(),
+        tag,
+        value: shown,
+    }
+}
+
 /// Summarises attributes, e.g. `User-Name="dev" Framed-MTU=200 EAP-Message(len=6)`.
 pub fn summarize(attrs: &[Attribute<'_>], dict: &Dictionary) -> String {
     let mut out = String::new();
@@ -16,91 +98,46 @@ pub fn summarize(attrs: &[Attribute<'_>], dict: &Dictionary) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        let code = a.ty.code();
-        if a.ty == AttrType::VendorSpecific {
-            vendor(&mut out, a.value, dict);
-            continue;
-        }
-        let Some(def) = dict.attribute(0, u32::from(code)) else {
-            let _ = write!(out, "Attr-{code}(len={})", a.value.len());
-            continue;
-        };
-        let mut value = a.value;
-        let mut tag = None;
-        if def.has_tag {
-            if let Some((&t, rest)) = value.split_first() {
-                if t <= 0x1F && (def.data_type != DataType::Integer || value.len() == 4) {
-                    tag = Some(t);
-                    value = rest;
-                    if def.data_type == DataType::Integer {
-                        value = a.value;
-                    }
-                }
-            }
-        }
-        let _ = write!(out, "{}", def.name);
-        if let Some(t) = tag {
+        let s = show(a, dict);
+        let _ = write!(out, "{}", s.name);
+        if let Some(t) = s.tag {
             let _ = write!(out, ":{t}");
         }
-        let secret = def.encrypt != 0
-            || matches!(
-                a.ty,
-                AttrType::EapMessage | AttrType::MessageAuthenticator | AttrType::State
-            );
-        if secret {
-            let _ = write!(out, "(len={})", a.value.len());
-            continue;
-        }
-        match def.data_type {
-            DataType::String if value.iter().all(|b| (0x20..0x7F).contains(b)) => {
-                let _ = write!(out, "=\"{}\"", String::from_utf8_lossy(value));
-            }
-            DataType::Integer if value.len() == 4 => {
-                let mut r = Reader::new(value);
-                let mut n = r.u32().unwrap_or_default();
-                if def.has_tag {
-                    n &= 0x00FF_FFFF;
-                }
-                match dict.value_name(0, def.number, n) {
-                    Some(name) => {
-                        let _ = write!(out, "={name}");
-                    }
-                    None => {
-                        let _ = write!(out, "={n}");
-                    }
-                }
-            }
-            DataType::IpAddr => match value {
-                [a, b, c, d] => {
-                    let _ = write!(out, "={a}.{b}.{c}.{d}");
-                }
-                _ => {
-                    let _ = write!(out, "(len={})", value.len());
-                }
-            },
-            _ => {
-                let _ = write!(out, "(len={})", value.len());
-            }
-        }
+        let _ = match s.value {
+            Value::Text(t) => write!(out, "=\"{t}\""),
+            Value::Plain(p) => write!(out, "={p}"),
+            Value::Hidden(len) => write!(out, "(len={len})"),
+        };
     }
     out
 }
 
-fn vendor(out: &mut String, value: &[u8], dict: &Dictionary) {
+/// Every attribute the dictionary names and can show as text, as `(name, value)` in
+/// packet order: what a policy may match on. Secrets, payloads and octets are left out.
+pub fn named_values(attrs: &[Attribute<'_>], dict: &Dictionary) -> Vec<(String, String)> {
+    attrs
+        .iter()
+        .filter_map(|a| {
+            let s = show(a, dict);
+            match s.value {
+                Value::Text(v) | Value::Plain(v) => Some((s.name, v)),
+                Value::Hidden(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// A vendor attribute's name; vendor values are not shown: several carry keys or
+/// passwords.
+fn vendor_name(value: &[u8], dict: &Dictionary) -> String {
     let mut r = Reader::new(value);
     let (Some(vendor), Some(vtype)) = (r.u32(), r.u8()) else {
-        let _ = write!(out, "Vendor-Specific(len={})", value.len());
-        return;
+        return "Vendor-Specific".into();
     };
-    match dict.attribute(vendor, u32::from(vtype)) {
-        // Vendor values are not shown: several carry keys or passwords.
-        Some(def) => {
-            let _ = write!(out, "{}(len={})", def.name, value.len());
-        }
-        None => {
-            let _ = write!(out, "Vendor-{vendor}-Attr-{vtype}(len={})", value.len());
-        }
-    }
+    dict.attribute(vendor, u32::from(vtype)).map_or_else(
+        || format!("Vendor-{vendor}-Attr-{vtype}"),
+        |def| def.name.clone(),
+    )
 }
 
 #[cfg(test)]

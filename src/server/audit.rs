@@ -327,7 +327,7 @@ mod tests {
     fn record(identity: &str) -> AuditRecord {
         AuditRecord {
             outcome: "accept",
-            reason: "ok",
+            reason: "ok".into(),
             nas: "wlc".into(),
             nas_addr: "192.0.2.1:1812".parse().unwrap(),
             identity: identity.into(),

@@ -11,19 +11,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::checks;
+use super::checks::Checked;
 use super::fairness;
-use super::loglimit::Verdict;
+use super::loglimit::Verdict as LogVerdict;
 use super::sessions::{SessionEntry, TakeError};
+use super::{facts, reply};
 use super::{AuditRecord, Shared};
 use crate::clock;
 use crate::config::{Client, Config, Runtime};
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
-use crate::eap::{Action, EapError, EapPacket, Event, Outcome, Session};
+use crate::eap::{Action, EapError, EapPacket, Event, Outcome, Reason, Session, Verdict};
 use crate::logsafe::Escaped;
-use crate::radius::attr::{
-    MS_MPPE_RECV_KEY, MS_MPPE_SEND_KEY, TUNNEL_MEDIUM_IEEE_802, TUNNEL_TYPE_VLAN,
-};
-use crate::radius::{crypto, AttrType, Code, EncodeError, ReplyBuilder, Request};
+use crate::policy::Decision;
+use crate::radius::{AttrType, Code, ReplyBuilder, Request};
 use crate::tls::CertSummary;
 
 /// Builds the signed reply for an authenticated request; `None` means send nothing.
@@ -79,7 +79,7 @@ async fn access_request(
         who.finished(
             &Conversation::default(),
             "reject",
-            "no_eap",
+            "no_eap".into(),
             "only EAP-TLS is offered",
         );
         return Some(ReplyBuilder::new(Code::AccessReject, req.identifier));
@@ -127,7 +127,7 @@ async fn access_request(
                 EapPacket::outcome(EapCode::Failure, eap.identifier),
             ));
         }
-        None => match start(runtime, client, req, &eap) {
+        None => match start(config, runtime, client, req, &eap) {
             Ok(step) => step,
             Err(e) => {
                 return Some(who.reject(
@@ -184,10 +184,10 @@ async fn access_request(
                             "this client's TLS steps did not get a turn in time",
                         ),
                     };
-                    who.finished(&before, "reject", reason, why);
-                    return Some(reject(
+                    who.finished(&before, "reject", reason.into(), why);
+                    return Some(reply::reject(
                         req,
-                        EapPacket::outcome(EapCode::Failure, eap.identifier),
+                        &EapPacket::outcome(EapCode::Failure, eap.identifier),
                     ));
                 }
             };
@@ -212,11 +212,15 @@ async fn access_request(
         }
     };
     if let Action::CheckPeer(peer) = &step.action {
-        let decision = checks::run(peer, config, runtime, clock::unix_now()).await;
-        step.entry.cert = Some(decision.cert.clone());
-        step.entry.vlan = decision.vlan.clone();
-        step.entry.revocation = Some(decision.revocation.clone());
-        step.action = match step.entry.session.handle(Event::Verdict(decision.verdict)) {
+        let last = facts::request_facts(req, client, &config.dictionary, "");
+        let checked =
+            checks::decide(peer, &step.entry.first, last, runtime, clock::unix_now()).await;
+        let verdict = match &checked.decision {
+            Decision::Accept { .. } => Verdict::Allow,
+            Decision::Reject { reason, .. } => Verdict::Deny(reason.clone()),
+        };
+        step.entry.checked = Some(Box::new(checked));
+        step.action = match step.entry.session.handle(Event::Verdict(verdict)) {
             Ok(a) => a,
             Err(e) => {
                 return Some(who.reject(
@@ -254,9 +258,29 @@ async fn access_request(
             Some(who.reject(Some(&entry), reason, "denied by checks", eap))
         }
         Action::Finish(Outcome::Success { eap, keys }) => {
-            match accept(client, req, &entry, &eap, &keys.msk[..]) {
+            let (user, attrs) = match &entry.checked {
+                Some(c) => match &c.decision {
+                    Decision::Accept { reply } => (c.facts.cert.identity(), reply.as_slice()),
+                    Decision::Reject { .. } => (entry.identity.as_str(), &[][..]),
+                },
+                None => (entry.identity.as_str(), &[][..]),
+            };
+            let user = if user.is_empty() {
+                entry.identity.as_str()
+            } else {
+                user
+            };
+            match reply::accept(
+                client,
+                req,
+                user,
+                attrs,
+                &config.dictionary,
+                &eap,
+                &keys.msk[..],
+            ) {
                 Ok(b) => {
-                    who.finished(&Conversation::of(&entry), "accept", "ok", "");
+                    who.finished(&Conversation::of(&entry), "accept", "ok".into(), "");
                     Some(b)
                 }
                 Err(e) => Some(who.reject(
@@ -271,6 +295,7 @@ async fn access_request(
 }
 
 fn start(
+    config: &Config,
     runtime: &Runtime,
     client: &Client,
     req: &Request<'_>,
@@ -284,6 +309,7 @@ fn start(
         .take(253)
         .collect();
     let (session, action) = Session::start(runtime.eap.clone(), rand::random(), req.framed_mtu())?;
+    let first = facts::request_facts(req, client, &config.dictionary, &identity);
     let entry = SessionEntry {
         session,
         identity,
@@ -293,9 +319,8 @@ fn start(
             .first(AttrType::CallingStationId)
             .map(super::sessions::station_id),
         started: clock::now(),
-        cert: None,
-        vlan: None,
-        revocation: None,
+        first,
+        checked: None,
     };
     Ok(Step { entry, action })
 }
@@ -417,52 +442,6 @@ fn eap_identifier(bytes: &[u8]) -> u8 {
     bytes.get(1).copied().unwrap_or(0)
 }
 
-fn reject(req: &Request<'_>, failure: EapPacket) -> ReplyBuilder {
-    let mut b = ReplyBuilder::new(Code::AccessReject, req.identifier);
-    // Four bytes always fit.
-    let _ = b.push_eap(&failure.to_bytes());
-    b
-}
-
-fn accept(
-    client: &Client,
-    req: &Request<'_>,
-    entry: &SessionEntry,
-    success: &EapPacket,
-    msk: &[u8],
-) -> Result<ReplyBuilder, EncodeError> {
-    let mut b = ReplyBuilder::new(Code::AccessAccept, req.identifier);
-    let user = entry
-        .cert
-        .as_ref()
-        .map_or(entry.identity.as_str(), |c| c.identity.as_str());
-    if !user.is_empty() {
-        b.push(AttrType::UserName, user.as_bytes())?;
-    }
-    if let Some(vlan) = &entry.vlan {
-        // RFC 3580 §3.31: VLAN assignment on RFC 2868 tunnel attributes, tag 0.
-        b.push_tagged_u24(AttrType::TunnelType, 0, TUNNEL_TYPE_VLAN)?;
-        b.push_tagged_u24(AttrType::TunnelMediumType, 0, TUNNEL_MEDIUM_IEEE_802)?;
-        b.push_tagged_text(AttrType::TunnelPrivateGroupId, 0, vlan)?;
-    }
-    // RFC 2548 §2.4: salts have the top bit set and differ within the reply.
-    let salt: u16 = rand::random::<u16>() | 0x8000;
-    let recv_salt = (salt & !1).to_be_bytes();
-    let send_salt = (salt | 1).to_be_bytes();
-    let (recv, send) = msk.split_at(32.min(msk.len()));
-    let recv = crypto::mppe_encrypt(&client.secret, &req.authenticator, recv_salt, recv);
-    let send = crypto::mppe_encrypt(
-        &client.secret,
-        &req.authenticator,
-        send_salt,
-        send.get(..32).unwrap_or(send),
-    );
-    b.push_microsoft(MS_MPPE_RECV_KEY, &recv)?;
-    b.push_microsoft(MS_MPPE_SEND_KEY, &send)?;
-    b.push_eap(&success.to_bytes())?;
-    Ok(b)
-}
-
 /// Who is being answered: what the audit line and the reply need.
 struct Who<'a, 'r> {
     shared: &'a Arc<Shared>,
@@ -486,14 +465,15 @@ struct Conversation {
 
 impl Conversation {
     fn of(entry: &SessionEntry) -> Self {
+        let checked = entry.checked.as_deref();
         Self {
             identity: entry.identity.clone(),
-            cert: entry.cert.clone(),
+            cert: checked.map(Checked::cert),
             tls_version: entry.session.tls_version().unwrap_or(""),
             rounds: entry.session.rounds(),
             started: Some(entry.started),
-            revocation: entry.revocation.clone(),
-            vlan: entry.vlan.clone(),
+            revocation: checked.map(|c| c.facts.revocation.detail.clone()),
+            vlan: checked.and_then(|c| c.decision.vlan().map(str::to_owned)),
         }
     }
 
@@ -507,12 +487,12 @@ impl Who<'_, '_> {
     fn reject(
         &self,
         entry: Option<&SessionEntry>,
-        reason: &'static str,
+        reason: impl Into<Reason>,
         detail: &str,
         failure: EapPacket,
     ) -> ReplyBuilder {
-        self.finished(&Conversation::from(entry), "reject", reason, detail);
-        reject(self.req, failure)
+        self.finished(&Conversation::from(entry), "reject", reason.into(), detail);
+        reply::reject(self.req, &failure)
     }
 
     /// Records a request answered with nothing (the NAS's copy is dropped; a conversation
@@ -523,7 +503,8 @@ impl Who<'_, '_> {
         reason: &'static str,
         detail: &str,
     ) -> Option<ReplyBuilder> {
-        self.finished(&Conversation::from(entry), "discard", reason, detail);
+        self.shared.metrics.dropped(reason);
+        self.finished(&Conversation::from(entry), "discard", reason.into(), detail);
         None
     }
 
@@ -533,7 +514,7 @@ impl Who<'_, '_> {
         &self,
         conversation: &Conversation,
         outcome: &'static str,
-        reason: &'static str,
+        reason: Reason,
         detail: &str,
     ) {
         let (shared, client) = (self.shared, self.client);
@@ -541,12 +522,10 @@ impl Who<'_, '_> {
             .started
             .map(|t| clock::now().saturating_duration_since(t))
             .unwrap_or_default();
-        if outcome == "discard" {
-            shared.metrics.dropped(reason);
-        } else {
+        if outcome != "discard" {
             shared.metrics.finished(
                 outcome,
-                reason,
+                &reason,
                 conversation.tls_version,
                 duration.as_secs_f64(),
                 conversation.rounds,
@@ -576,8 +555,8 @@ impl Who<'_, '_> {
             },
         };
         if outcome == "discard" {
-            debug!(nas = %client.name, reason, "request dropped: {detail}");
-        } else if outcome == "accept" || log_allowed(shared, reason, &client.name) {
+            debug!(nas = %client.name, reason = record.reason.as_ref(), "request dropped: {detail}");
+        } else if outcome == "accept" || log_allowed(shared, record.reason.clone(), &client.name) {
             // Every authentication is counted and audited; repeated reject lines are rate
             // limited.
             log_finished(&record, detail);
@@ -593,12 +572,13 @@ impl Who<'_, '_> {
 
 /// True when a per-request reject line for `reason` and client `nas` may be written now
 /// (see [`super::loglimit`]); first writes the summary of lines suppressed before it.
-pub(super) fn log_allowed(shared: &Shared, reason: &'static str, nas: &str) -> bool {
-    match shared.log_limit.check(clock::now(), reason, nas) {
-        Verdict::Suppress => false,
-        Verdict::Log { suppressed: 0 } => true,
-        Verdict::Log { suppressed } => {
-            info!(reason, nas = %nas, suppressed, "suppressed {suppressed} similar log lines");
+pub(super) fn log_allowed(shared: &Shared, reason: impl Into<Reason>, nas: &str) -> bool {
+    let reason = reason.into();
+    match shared.log_limit.check(clock::now(), reason.clone(), nas) {
+        LogVerdict::Suppress => false,
+        LogVerdict::Log { suppressed: 0 } => true,
+        LogVerdict::Log { suppressed } => {
+            info!(reason = reason.as_ref(), nas = %nas, suppressed, "suppressed {suppressed} similar log lines");
             true
         }
     }
@@ -607,7 +587,7 @@ pub(super) fn log_allowed(shared: &Shared, reason: &'static str, nas: &str) -> b
 fn log_finished(record: &AuditRecord, detail: &str) {
     info!(
         outcome = record.outcome,
-        reason = record.reason,
+        reason = record.reason.as_ref(),
         nas = %record.nas,
         identity = %Escaped(&record.identity),
         cert.subject = %Escaped(&record.cert_subject),

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::eap::Reason;
+
 /// Lines written per (reason, client) and interval.
 pub const BURST: u32 = 10;
 /// Length of one interval.
@@ -42,7 +44,7 @@ struct Window {
 pub struct LogLimiter {
     burst: u32,
     interval: Duration,
-    windows: Mutex<HashMap<(&'static str, String), Window>>,
+    windows: Mutex<HashMap<(Reason, String), Window>>,
 }
 
 impl Default for LogLimiter {
@@ -62,7 +64,7 @@ impl LogLimiter {
     }
 
     /// Decides about one line for `reason` and `client` at `now`.
-    pub fn check(&self, now: Instant, reason: &'static str, client: &str) -> Verdict {
+    pub fn check(&self, now: Instant, reason: impl Into<Reason>, client: &str) -> Verdict {
         let mut windows = self
             .windows
             .lock()
@@ -74,7 +76,7 @@ impl LogLimiter {
             });
         }
         let w = windows
-            .entry((reason, client.to_owned()))
+            .entry((reason.into(), client.to_owned()))
             .or_insert(Window {
                 start: now,
                 logged: 0,

@@ -17,6 +17,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::Runtime;
+use crate::eap::Reason;
 
 /// A request's code and the client it came from.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,8 +40,9 @@ pub struct DropLabels {
 pub struct AuthLabels {
     /// `accept` or `reject`.
     pub outcome: &'static str,
-    /// Stable reason label (`ok` for an accept).
-    pub reason: &'static str,
+    /// Stable reason label (`ok` for an accept), or a reason the admin's policy gives
+    /// (bounded by the policy files).
+    pub reason: Reason,
     /// `1.2`, `1.3`, or `none` when the handshake did not get that far.
     pub tls: &'static str,
 }
@@ -141,7 +143,7 @@ impl Metrics {
     pub fn finished(
         &self,
         outcome: &'static str,
-        reason: &'static str,
+        reason: &Reason,
         tls: &'static str,
         seconds: f64,
         rounds: u32,
@@ -150,7 +152,7 @@ impl Metrics {
         self.authentications
             .get_or_create(&AuthLabels {
                 outcome,
-                reason,
+                reason: reason.clone(),
                 tls,
             })
             .inc();
@@ -186,7 +188,7 @@ impl Metrics {
             .filter_map(|&tls| {
                 self.authentications.get(&AuthLabels {
                     outcome,
-                    reason,
+                    reason: Reason::Borrowed(reason),
                     tls,
                 })
             })

@@ -6,11 +6,13 @@ pub mod audit;
 pub mod checks;
 pub mod clients;
 pub mod dedup;
+pub mod facts;
 pub mod fairness;
 pub mod fifo;
 mod handler;
 pub mod loglimit;
 pub mod metrics;
+pub mod reply;
 pub mod sessions;
 
 use std::io;
@@ -46,8 +48,8 @@ const RECV_BUFFER: usize = crate::radius::MAX_PACKET + 1;
 pub struct AuditRecord {
     /// "accept" or "reject".
     pub outcome: &'static str,
-    /// Stable reason label.
-    pub reason: &'static str,
+    /// Stable reason label, or the reason an admin's policy gave.
+    pub reason: crate::eap::Reason,
     /// Client name.
     pub nas: String,
     /// Client address.

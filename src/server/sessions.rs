@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use super::checks::Checked;
 use super::fifo::{Fifo, Removal};
 use crate::config::Client;
 use crate::eap::Session;
-use crate::tls::CertSummary;
+use crate::policy::RequestFacts;
 
 /// Everything kept between two round trips of one device.
 #[derive(Debug)]
@@ -35,12 +36,10 @@ pub struct SessionEntry {
     pub station: Option<String>,
     /// When the conversation started.
     pub started: Instant,
-    /// The verified client certificate, once known.
-    pub cert: Option<CertSummary>,
-    /// VLAN chosen by the checks, once decided.
-    pub vlan: Option<String>,
-    /// Revocation result, once checked.
-    pub revocation: Option<String>,
+    /// What the NAS said in the request that started the conversation.
+    pub first: RequestFacts,
+    /// The facts, decision and trace, once the peer is authenticated and checked.
+    pub checked: Option<Box<Checked>>,
 }
 
 impl SessionEntry {

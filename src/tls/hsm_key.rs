@@ -87,7 +87,7 @@ impl Signer for HsmSigner {
         // Fails closed: without a signature from the token there is no handshake.
         self.pool
             .sign(self.mode, message, clock::now())
-            .map_err(|e| rustls::Error::General(format!("hsm: {e}")))
+            .map_err(|e| rustls::Error::Other(rustls::OtherError(Arc::new(e))))
     }
 
     fn scheme(&self) -> SignatureScheme {

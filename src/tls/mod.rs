@@ -16,7 +16,6 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{Error, ServerConfig, SupportedProtocolVersion};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// TLS versions anchord can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,64 +134,7 @@ macro_rules! delegate_handshake_signatures {
 }
 pub(crate) use delegate_handshake_signatures;
 
-/// What logs and the Accept say about a certificate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CertSummary {
-    /// Subject DN.
-    pub subject: String,
-    /// Issuer DN.
-    pub issuer: String,
-    /// Serial, hex.
-    pub serial: String,
-    /// The device identity: subject CN, else the first SAN.
-    pub identity: String,
-    /// SHA-256 of the DER, hex.
-    pub sha256: String,
-}
-
-impl CertSummary {
-    /// Summarises a DER certificate; unparsable input gives empty fields.
-    pub fn of(der: &[u8]) -> Self {
-        use sha2::{Digest, Sha256};
-        let sha256 = hex_lower(&Sha256::digest(der));
-        let Ok((_, c)) = X509Certificate::from_der(der) else {
-            return Self {
-                sha256,
-                ..Self::default()
-            };
-        };
-        let cn = c
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|a| a.as_str().ok())
-            .map(str::to_owned);
-        let san = c.subject_alternative_name().ok().flatten().and_then(|s| {
-            s.value.general_names.iter().find_map(|g| match g {
-                x509_parser::extensions::GeneralName::DNSName(n)
-                | x509_parser::extensions::GeneralName::RFC822Name(n) => Some((*n).to_owned()),
-                _ => None,
-            })
-        });
-        Self {
-            subject: c.subject().to_string(),
-            issuer: c.issuer().to_string(),
-            serial: hex_lower(c.raw_serial()),
-            identity: cn.or(san).unwrap_or_default(),
-            sha256,
-        }
-    }
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub use crate::pki::facts::CertSummary;
 
 #[cfg(test)]
 mod tests {
