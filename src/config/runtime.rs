@@ -45,14 +45,31 @@ impl Runtime {
         config: &Config,
         previous: Option<(&Config, &Runtime)>,
     ) -> Result<Self, ConfigErrors> {
-        let pki = match (&config.pki, previous) {
-            (None, _) => None,
-            (Some(s), Some((c, r))) if c.pki.as_ref() == Some(s) && r.pki.is_some() => {
-                r.pki.clone()
+        let running = previous.and_then(|(c, r)| Some((c.pki.as_ref()?, r.pki.as_ref()?)));
+        let (pki, root) = match (&config.pki, running) {
+            (None, _) => (None, None),
+            // Unchanged: keep the logged-in pool, but look at the token again, as a
+            // restart would: a CA key put on it since is refused, a new root is used.
+            (Some(s), Some((old, pki))) if old == s => {
+                let root = pki.recheck(s).map_err(|e| ConfigErrors(vec![e]))?;
+                (Some(pki.clone()), Some(root))
             }
-            (Some(s), _) => Some(Arc::new(
-                PkiRuntime::open(s).map_err(|e| ConfigErrors(vec![e]))?,
-            )),
+            // The running server is logged in to this token: PKCS#11 logins belong to the
+            // process, so a login with the new PIN would "succeed" whatever it is, and the
+            // wrong PIN would surface only when the sessions are next opened afresh.
+            (Some(s), Some((old, _)))
+                if old.server.token == s.server.token && old.server.pin != s.server.pin =>
+            {
+                return Err(ConfigErrors(vec![s.pin_at.error(
+                    "the PIN changed: the running server is logged in to this token, so a \
+                     reload cannot check a new PIN; restart anchord to use it",
+                )]));
+            }
+            (Some(s), _) => {
+                let pki = Arc::new(PkiRuntime::open(s).map_err(|e| ConfigErrors(vec![e]))?);
+                let root = pki.root.clone();
+                (Some(pki), Some(root))
+            }
         };
         let eap = match (&config.tls, &pki) {
             (TlsSettings::Files(eap), _) => eap.clone(),
@@ -65,9 +82,10 @@ impl Runtime {
                 },
                 Some(pki),
             ) => {
+                let root = root.unwrap_or_else(|| pki.root.clone());
                 let tls = tls::server_config_with(
                     ServerKey::Resolver(pki.resolver.clone()),
-                    std::slice::from_ref(&pki.root),
+                    std::slice::from_ref(&root),
                     versions,
                 )
                 .map_err(|e| {
@@ -195,16 +213,7 @@ impl PkiRuntime {
         // holds CA keys (an error, not a warning, so that `serve` refuses it too). Checked
         // first, so that a [pki] naming the CA token says so rather than "no server key".
         let loaded = match s.server.ca_private_keys() {
-            Ok(ca_keys) if !ca_keys.is_empty() => {
-                return Err(s.token_at.error(format!(
-                    "token `{}` holds CA private keys ({}): the server must log into a token \
-                     with only its own key; move the server to a token of its own with \
-                     `anchord pki rotate-server --token <new>` (README, \"The server key in \
-                     an HSM\")",
-                    s.server.token.label,
-                    ca_keys.join(", ")
-                )));
-            }
+            Ok(ca_keys) if !ca_keys.is_empty() => return Err(ca_keys_error(s, &ca_keys)),
             Ok(_) => Self::load_server_key(&s.server, &s.fallbacks, s.sessions),
             Err(e) => Err(e),
         };
@@ -228,6 +237,24 @@ impl PkiRuntime {
             Err(e) => Err(s.token_at.error(e.to_string())),
         }
     }
+    /// Looks at the token again for a reload that keeps this runtime: refuses it if it
+    /// now holds CA private keys, and returns its root certificate (the trust anchor for
+    /// devices), which may have been replaced. Blocking.
+    ///
+    /// # Errors
+    /// The token cannot be read, or holds CA keys.
+    pub fn recheck(&self, s: &PkiSettings) -> Result<CertificateDer<'static>, ConfigError> {
+        match self.server.ca_private_keys() {
+            Ok(ca_keys) if !ca_keys.is_empty() => Err(ca_keys_error(s, &ca_keys)),
+            Ok(_) => self
+                .server
+                .server_material()
+                .map(|m| CertificateDer::from(m.root))
+                .map_err(|e| s.token_at.error(e.to_string())),
+            Err(e) => Err(s.token_at.error(e.to_string())),
+        }
+    }
+
     /// Loads the newest server key from the token and makes rustls's view of it.
     ///
     /// # Errors
@@ -280,4 +307,16 @@ impl PkiRuntime {
     pub fn pool(&self) -> Option<Arc<SigningPool>> {
         self.current.lock().ok().map(|c| c.1.clone())
     }
+}
+
+/// The server must not be able to sign device certificates: a server token holding CA
+/// keys is refused.
+fn ca_keys_error(s: &PkiSettings, ca_keys: &[String]) -> ConfigError {
+    s.token_at.error(format!(
+        "token `{}` holds CA private keys ({}): the server must log into a token with only \
+         its own key; move the server to a token of its own with `anchord pki rotate-server \
+         --token <new>` (README, \"The server key in an HSM\")",
+        s.server.token.label,
+        ca_keys.join(", ")
+    ))
 }

@@ -98,3 +98,66 @@ fn a_crl_replaced_before_a_sighup_counts_at_once_though_revocation_is_unchanged(
     assert!(!auth(&s, "device-ecdsa", "tls13-ecdsa"));
     s.wait_log(&["reason=\"revoked\"", "identity=device-ecdsa"]);
 }
+
+#[test]
+fn a_changed_pin_is_refused_by_a_reload_that_cannot_check_it() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    t.init_with_device(work.path(), "device-ecdsa");
+    let pin = work.path().join("hsm.pin");
+    std::fs::write(&pin, format!("{}\n", crate::hsm::PIN)).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s = t.serve_with(&format!("pin_file = \"{}\"\n", pin.display()));
+    assert!(crate::hsm::eapol(&s, work.path(), "tls13-ecdsa"));
+    // A wrong PIN: PKCS#11 would report the token already logged in, whatever the PIN.
+    std::fs::write(&pin, "0000\n").unwrap();
+    s.hangup();
+    let refused = s.wait_log(&["reload refused", "pki.pin_file", "the PIN changed"]);
+    assert!(!refused.contains("0000"), "{refused}");
+    s.wait_log(&["reload refused: keeping the running configuration"]);
+    assert!(
+        crate::hsm::eapol(&s, work.path(), "tls13-ecdsa"),
+        "still serving"
+    );
+}
+
+#[test]
+fn a_reload_that_keeps_the_pool_still_refuses_a_token_now_holding_a_ca_key() {
+    let t = Token::new();
+    let work = tempfile::tempdir().unwrap();
+    t.init_with_device(work.path(), "device-ecdsa");
+    let s = t.serve();
+    assert!(crate::hsm::eapol(&s, work.path(), "tls13-ecdsa"));
+    // Someone puts a CA key on the server token; the admin reloads for a VLAN change.
+    let der = work.path().join("ca.der");
+    let conv = std::process::Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(crate::harness::pki_dir().join("device-ecdsa.key"))
+        .args(["-outform", "DER", "-out"])
+        .arg(&der)
+        .status()
+        .unwrap();
+    assert!(conv.success());
+    let import = t.pkcs11_tool(&[
+        "--write-object",
+        der.to_str().unwrap(),
+        "--type",
+        "privkey",
+        "--label",
+        "anchord-issuing-ca",
+    ]);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let path = s.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("vlan = \"100\"", "vlan = \"200\"")).unwrap();
+    s.hangup();
+    s.wait_log(&[
+        "reload refused",
+        "holds CA private keys (anchord-issuing-ca)",
+    ]);
+}
