@@ -95,7 +95,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Command::Serve { config } => rt.block_on(serve(config)),
         Command::Check { config } => check(&config),
         Command::Demo {
@@ -105,8 +105,15 @@ pub fn run() -> anyhow::Result<ExitCode> {
         } => rt.block_on(demo::run(&dir, &eapol_test, hsm)),
         Command::Bench(args) => rt.block_on(bench::run(*args)),
         Command::Pki(cmd) => pki::run(*cmd),
-    }
+    };
+    // A blocking call stuck on a hung token (a reload, a signature past its deadline) must
+    // not keep the process from exiting.
+    rt.shutdown_timeout(EXIT_GRACE);
+    result
 }
+
+/// How long the exit waits for blocking work still running.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (config, runtime) = Runtime::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -120,29 +127,27 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let server =
         Server::bind(Arc::new(config), Arc::new(runtime), None).context("binding sockets")?;
     let shared = server.shared();
+    // SIGHUP: logrotate moved the audit file, so write to a new one. A task of its own, so
+    // a reload stuck on a hung token never holds it up.
+    let mut rotated = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            // logrotate moved the audit file: write to a new one.
-            let audit = crate::server::audit::current();
-            if let Some(audit) = &audit {
+        while rotated.recv().await.is_some() {
+            if let Some(audit) = crate::server::audit::current() {
                 audit.reopen();
             }
+        }
+    });
+    // SIGHUP: reload the configuration.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
             // Loading may talk to an HSM (PKCS#11 blocks): off the reactor.
             let target = shared.clone();
             let Ok(result) = tokio::task::spawn_blocking(move || target.reload()).await else {
                 continue;
             };
             match result {
-                Ok(()) => {
-                    info!("configuration reloaded");
-                    if shared.live().config.audit.as_ref() != audit.as_ref().map(Audit::sink) {
-                        warn!("[audit] changed: the audit sink is read at start; restart to use the new one");
-                    }
-                }
+                Ok(()) => info!("configuration reloaded"),
                 Err(errors) => {
                     for e in &errors.0 {
                         warn!(error = %e, "reload refused");
@@ -166,7 +171,10 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             let _ = crate::admin::serve(listener, shared, stop).await;
         });
     }
-    server.serve(shutdown).await?;
+    let served = server.serve(shutdown).await;
+    // Whatever ended the server, what the audit queue holds is written before the exit.
+    crate::server::audit::close();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,12 +13,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{json, Map, Value};
-use time::format_description::well_known::Rfc3339;
 use tracing::field::{Field, Visit};
 use tracing::{warn, Event, Subscriber};
 use tracing_subscriber::layer::Context;
@@ -31,9 +32,14 @@ use crate::config::AuditSink;
 /// Records waiting to be written; past it they are dropped and counted.
 pub const QUEUE: usize = 16_384;
 
-/// Largest syslog datagram sent (RFC 5426 §3.2: receivers should take 2048 octets; the
-/// records are a few hundred bytes, an oversized one is cut).
-const MAX_SYSLOG: usize = 2048;
+/// Largest syslog datagram sent: the default limit of rsyslog and syslog-ng (RFC 5426 §3.2
+/// asks receivers for at least 2048 octets and allows more). Records are a few hundred
+/// bytes; one longer than this is sent as its outcome alone, marked `"truncated": true`.
+const MAX_SYSLOG: usize = 8192;
+
+/// Most characters of one peer-supplied field kept in a record (certificate names can be
+/// long; a record must stay one datagram).
+const MAX_FIELD: usize = 512;
 
 /// Syslog severity (RFC 5424 §6.2.1): informational.
 const INFORMATIONAL: u8 = 6;
@@ -50,6 +56,11 @@ pub struct Audit {
     sink: AuditSink,
     /// Records dropped because the queue was full or the writer is gone.
     pub dropped: Counter,
+    /// Set by [`Audit::reopen`]; the writer reopens before its next write, so a reopen is
+    /// never lost to a full queue.
+    reopen: Arc<AtomicBool>,
+    /// The writer thread, joined by [`close`] once it has written what was queued.
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Message {
@@ -66,13 +77,17 @@ impl Audit {
     pub fn start(sink: &AuditSink) -> io::Result<Self> {
         let out = Output::open(sink)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
-        std::thread::Builder::new()
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
+        let writer = std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || write_all(out, &rx))?;
+            .spawn(move || write_all(out, &rx, &flag))?;
         Ok(Self {
             tx,
             sink: sink.clone(),
             dropped: Counter::default(),
+            reopen,
+            writer: Arc::new(Mutex::new(Some(writer))),
         })
     }
 
@@ -96,31 +111,70 @@ impl Audit {
         self.send(record_json(r, &timestamp()), "authentication");
     }
 
-    /// Closes and reopens the file (after logrotate moved it); other sinks ignore it.
+    /// Closes and reopens the file (after logrotate moved it) before the next record;
+    /// other sinks ignore it.
     pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::SeqCst);
+        // Wakes an idle writer; when the queue is full the flag is seen anyway.
         let _ = self.tx.try_send(Message::Reopen);
+    }
+}
+
+/// Where a sink is installed: the process has one ([`install`], [`current`], [`close`]).
+#[derive(Debug, Default)]
+struct Slot(RwLock<Option<Audit>>);
+
+impl Slot {
+    const fn new() -> Self {
+        Self(RwLock::new(None))
+    }
+
+    fn install(&self, audit: Audit) {
+        if let Ok(mut c) = self.0.write() {
+            *c = Some(audit);
+        }
+    }
+
+    fn current(&self) -> Option<Audit> {
+        self.0.read().ok().and_then(|c| c.clone())
+    }
+
+    fn close(&self) {
+        let audit = self.0.write().ok().and_then(|mut c| c.take());
+        if let Some(audit) = audit {
+            let writer = audit.writer.lock().ok().and_then(|mut w| w.take());
+            // The queue ends once the last sender is gone; the writer drains it, then stops.
+            drop(audit);
+            if let Some(w) = writer {
+                let _ = w.join();
+            }
+        }
     }
 }
 
 /// The process's audit sink, for the `target: "audit"` events of modules that cannot be
 /// handed one (the HSM pool).
-static CURRENT: RwLock<Option<Audit>> = RwLock::new(None);
+static CURRENT: Slot = Slot::new();
+
+/// Stops the process's sink once everything queued is written (at shutdown), so no
+/// record is lost to the exit.
+pub fn close() {
+    CURRENT.close();
+}
 
 /// Makes `audit` the process's sink (`serve` does, once).
 pub fn install(audit: Audit) {
-    if let Ok(mut c) = CURRENT.write() {
-        *c = Some(audit);
-    }
+    CURRENT.install(audit);
 }
 
 /// The process's sink, if one is installed.
 pub fn current() -> Option<Audit> {
-    CURRENT.read().ok().and_then(|c| c.clone())
+    CURRENT.current()
 }
 
 /// One finished request as a JSON object.
 pub fn record_json(r: &AuditRecord, time: &str) -> String {
-    let cert = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    let cert = |v: &str| (!v.is_empty()).then(|| capped(v));
     json!({
         "time": time,
         "event": "authentication",
@@ -128,7 +182,7 @@ pub fn record_json(r: &AuditRecord, time: &str) -> String {
         "reason": r.reason,
         "nas": r.nas,
         "nas_addr": r.nas_addr.to_string(),
-        "identity": r.identity,
+        "identity": capped(&r.identity),
         "cert": {
             "subject": cert(&r.cert_subject),
             "serial": cert(&r.cert_serial),
@@ -138,15 +192,46 @@ pub fn record_json(r: &AuditRecord, time: &str) -> String {
         "rounds": r.rounds,
         "duration_ms": u64::try_from(r.duration_ms).unwrap_or(u64::MAX),
         "vlan": r.vlan,
-        "revocation": r.revocation,
+        "revocation": capped(&r.revocation),
     })
     .to_string()
 }
 
+/// At most [`MAX_FIELD`] characters of `v`, cut on a character boundary.
+fn capped(v: &str) -> String {
+    match v.char_indices().nth(MAX_FIELD) {
+        Some((at, _)) => format!("{}…", v.get(..at).unwrap_or_default()),
+        None => v.to_owned(),
+    }
+}
+
+/// UTC with microseconds: RFC 3339, and within RFC 5424's six fractional digits.
 fn timestamp() -> String {
-    clock::utc_now()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "-".into())
+    let t = clock::utc_now();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// A record too long for one syslog datagram, cut to what says how it ended.
+fn outcome_only(line: &str) -> String {
+    let mut short = Map::new();
+    if let Ok(Value::Object(full)) = serde_json::from_str::<Value>(line) {
+        for key in ["time", "event", "outcome", "reason", "nas", "result", "key"] {
+            if let Some(v) = full.get(key) {
+                short.insert(key.into(), v.clone());
+            }
+        }
+    }
+    short.insert("truncated".into(), Value::Bool(true));
+    Value::Object(short).to_string()
 }
 
 /// A tracing layer that copies every `target: "audit"` event into the installed sink as
@@ -250,11 +335,12 @@ impl Output {
                 facility,
                 host,
             } => {
-                let message = syslog_message(*facility, host, std::process::id(), kind, line);
-                let bytes = message.as_bytes();
-                socket
-                    .send_to(bytes.get(..MAX_SYSLOG).unwrap_or(bytes), *to)
-                    .map(drop)
+                let pid = std::process::id();
+                let mut message = syslog_message(*facility, host, pid, kind, line);
+                if message.len() > MAX_SYSLOG {
+                    message = syslog_message(*facility, host, pid, kind, &outcome_only(line));
+                }
+                socket.send_to(message.as_bytes(), *to).map(drop)
             }
         }
     }
@@ -268,14 +354,25 @@ impl Output {
 }
 
 /// Opens for appending, creating it readable by its owner only (records name devices).
+/// A file that exists already keeps its mode (logrotate's `create` may have set one on
+/// purpose), with a warning when anyone may read it.
 fn append(path: &std::path::Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    OpenOptions::new()
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("audit file {}: {e}", path.display())))
+        .map_err(|e| io::Error::new(e.kind(), format!("audit file {}: {e}", path.display())))?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o004 != 0 {
+        warn!(
+            file = %path.display(),
+            mode = format!("{mode:04o}"),
+            "the audit file is readable by everyone: it names devices and NASes; chmod o-r it (or fix logrotate's `create` mode)"
+        );
+    }
+    Ok(file)
 }
 
 /// An RFC 5424 message: `<PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG`.
@@ -301,13 +398,18 @@ fn hostname() -> String {
     }
 }
 
-fn write_all(mut out: Output, rx: &Receiver<Message>) {
+fn write_all(mut out: Output, rx: &Receiver<Message>, reopen: &AtomicBool) {
     let mut failing = false;
     for message in rx {
-        let result = match message {
+        let result = if reopen.swap(false, Ordering::SeqCst) {
+            out.reopen()
+        } else {
+            Ok(())
+        }
+        .and_then(|()| match message {
             Message::Line(line, kind) => out.write(&line, kind),
-            Message::Reopen => out.reopen(),
-        };
+            Message::Reopen => Ok(()),
+        });
         // One warning per run of failures, not one per record.
         match result {
             Err(e) if !failing => {
@@ -385,6 +487,43 @@ mod tests {
     }
 
     #[test]
+    fn an_audit_file_others_may_read_is_kept_with_a_warning() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let log = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Writer(sink.clone()))
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            append(&path).unwrap();
+        });
+        let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("readable by everyone") && text.contains("0644"),
+            "{text}"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "the admin's mode is kept");
+    }
+
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Writer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
     fn the_syslog_sink_sends_rfc5424_datagrams() {
         let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
         collector
@@ -411,12 +550,85 @@ mod tests {
     }
 
     #[test]
+    fn long_peer_fields_are_capped_and_an_oversized_record_keeps_its_outcome() {
+        let mut r = record(&"\u{1}".repeat(253));
+        r.cert_subject = "CN=".to_owned() + &"é".repeat(5000);
+        let line = record_json(&r, "t");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["cert"]["subject"].as_str().unwrap().chars().count(),
+            MAX_FIELD + 1
+        );
+        let message = syslog_message(10, &"h".repeat(255), 1, "authentication", &line);
+        assert!(message.len() <= MAX_SYSLOG, "{}", message.len());
+        // Past any cap (a huge event): its outcome alone, still JSON.
+        let huge = json!({"time": "t", "event": "authentication", "outcome": "reject",
+                          "reason": "revoked", "nas": "wlc", "x": "y".repeat(20_000)})
+        .to_string();
+        let short: Value = serde_json::from_str(&outcome_only(&huge)).unwrap();
+        assert_eq!(short["outcome"], "reject");
+        assert_eq!(short["reason"], "revoked");
+        assert_eq!(short["truncated"], true);
+        assert!(short.get("x").is_none());
+    }
+
+    #[test]
+    fn timestamps_have_six_fractional_digits_as_rfc_5424_allows() {
+        let t = timestamp();
+        let (_, frac) = t.split_once('.').unwrap();
+        assert_eq!(frac.len(), 7, "{t}");
+        assert!(frac.ends_with('Z') && frac[..6].bytes().all(|b| b.is_ascii_digit()));
+    }
+
+    #[test]
+    fn a_reopen_asked_for_while_the_queue_is_full_is_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let out = Output::open(&AuditSink::File(path.clone())).unwrap();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let audit = Audit {
+            tx,
+            sink: AuditSink::File(path.clone()),
+            dropped: Counter::default(),
+            reopen: Arc::default(),
+            writer: Arc::default(),
+        };
+        audit.record(&record("queued"));
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        audit.reopen(); // the queue is full: its wake-up message is dropped
+        let flag = audit.reopen.clone();
+        drop(audit);
+        write_all(out, &rx, &flag);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("queued"));
+    }
+
+    #[test]
+    fn closing_writes_everything_queued_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // A slot of its own: the process's is shared with other tests.
+        let slot = Slot::new();
+        slot.install(Audit::start(&AuditSink::File(path.clone())).unwrap());
+        let audit = slot.current().unwrap();
+        for i in 0..1000 {
+            audit.record(&record(&format!("device-{i}")));
+        }
+        drop(audit);
+        slot.close();
+        assert!(slot.current().is_none());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1000);
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking() {
         let (tx, rx) = mpsc::sync_channel(1);
         let audit = Audit {
             tx,
             sink: AuditSink::Stdout,
             dropped: Counter::default(),
+            reopen: Arc::default(),
+            writer: Arc::default(),
         };
         audit.record(&record("a"));
         audit.record(&record("b"));

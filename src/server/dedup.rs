@@ -5,7 +5,7 @@
 //! Sized by bytes, not by a count tied to the session table: replies are kept for the
 //! window while their total weight (reply plus bookkeeping) stays within the budget
 //! (`server.duplicate_cache_mib`), so a NAS retransmitting within the window gets the cached
-//! reply at any rate the budget covers (128 MiB: about 100,000 challenges of 1 KiB, 20,000
+//! reply at any rate the budget covers (128 MiB: about 86,000 challenges of 1 KiB, 17,000
 //! requests a second over a 5 s window); past it a reply is not cached and its
 //! retransmission is processed afresh. Memory stays within the budget whatever the rate.
 
@@ -21,9 +21,11 @@ use super::fifo::Fifo;
 /// Locks over the requests being processed.
 const BUSY_SHARDS: usize = 16;
 
-/// Bytes one cached reply costs besides the reply itself: its key in the map and in the
-/// age queue (with its stamp and time), the map slot, and the shared reply's header.
-pub const ENTRY_OVERHEAD: usize = 160;
+/// Bytes one cached reply may cost besides the reply itself, at worst: its map slot (key,
+/// stamp, pointer; the table at its load factor, doubled while it grows), its age-queue
+/// slot (time, stamp, key; up to twice as many slots as entries, doubled while it grows),
+/// the shared reply's header and the allocator's rounding.
+pub const ENTRY_OVERHEAD: usize = 448;
 
 /// What a cached reply weighs against the budget.
 fn weight(reply: &[u8]) -> usize {
@@ -87,17 +89,13 @@ impl Pending<'_> {
         let dedup = self.dedup;
         let mut busy = dedup.busy_shard(&self.key);
         let w = weight(&reply);
-        // Reserve the reply's weight first: the budget holds even with many answering at once.
-        if dedup
-            .bytes
-            .fetch_add(w, Ordering::Relaxed)
-            .saturating_add(w)
-            <= dedup.budget
-        {
+        // Reserve the reply's weight first: the budget holds even with many answering at
+        // once. Over it, the expired replies every shard still holds are dropped (each
+        // shard drops its own only when it is next used), and the reply gets one more try.
+        if dedup.reserve(w) || (dedup.release_expired() && dedup.reserve(w)) {
             let gone = dedup.replies.insert(self.key, reply);
             dedup.release(&gone);
         } else {
-            dedup.bytes.fetch_sub(w, Ordering::Relaxed);
             dedup.over_budget.fetch_add(1, Ordering::Relaxed);
         }
         busy.remove(&self.key);
@@ -148,6 +146,22 @@ impl Dedup {
             budget,
             over_budget: AtomicUsize::new(0),
         }
+    }
+
+    /// Takes `w` bytes of the budget, if they are free.
+    fn reserve(&self, w: usize) -> bool {
+        if self.bytes.fetch_add(w, Ordering::Relaxed).saturating_add(w) <= self.budget {
+            return true;
+        }
+        self.bytes.fetch_sub(w, Ordering::Relaxed);
+        false
+    }
+
+    /// Drops every expired reply now; true when that freed anything.
+    fn release_expired(&self) -> bool {
+        let gone = self.replies.expire();
+        self.release(&gone);
+        !gone.is_empty()
     }
 
     /// Gives back the weight of replies that left the cache.
@@ -252,6 +266,45 @@ mod tests {
         assert!(matches!(d.begin(key(1)), Begin::Replay(r) if *r == [9]));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(matches!(d.begin(key(1)), Begin::New(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn weight_left_by_expired_replies_in_other_shards_does_not_refuse_new_ones() {
+        let key = |i: u16| RequestKey {
+            src: "127.0.0.1:1000".parse().unwrap(),
+            identifier: 0,
+            authenticator: [[0; 14].as_slice(), &i.to_be_bytes()]
+                .concat()
+                .try_into()
+                .unwrap(),
+        };
+        let reply = || Arc::<[u8]>::from(vec![0; 1000]);
+        let each = weight(&reply());
+        // Enough replies for the map to be split in shards; the budget holds exactly them.
+        let n = 2000u16;
+        let d = Dedup::new(usize::from(n) * each, Duration::from_secs(5));
+        let answer = |i: u16| match d.begin(key(i)) {
+            Begin::New(p) => p.answered(reply()),
+            other => panic!("{other:?}"),
+        };
+        (0..n).for_each(answer);
+        assert_eq!(d.over_budget(), 0);
+        assert_eq!(d.bytes(), usize::from(n) * each);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // Every reply has expired, but only the shard of the next key drops its own.
+        let Begin::New(p) = d.begin(key(n)) else {
+            panic!("new")
+        };
+        assert!(
+            d.bytes() > each,
+            "other shards still hold their expired weight"
+        );
+        p.answered(reply());
+        assert_eq!(d.over_budget(), 0);
+        assert!(matches!(d.begin(key(n)), Begin::Replay(_)));
+        // What a reply over the budget does first: every shard drops its expired replies.
+        assert!(d.release_expired());
+        assert_eq!(d.bytes(), each, "only the live reply is weighed");
     }
 
     #[test]

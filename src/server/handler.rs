@@ -5,7 +5,7 @@
 //! State, step the EAP-TLS state machine, run the checks when it asks, encode the reply.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
@@ -35,21 +35,34 @@ pub(crate) async fn process(
     src: SocketAddr,
     req: &Request<'_>,
 ) -> Option<Vec<u8>> {
-    let mut reply = match req.code {
-        Code::StatusServer => ReplyBuilder::new(Code::AccessAccept, req.identifier),
-        _ => access_request(shared, config, runtime, client, src, req).await?,
+    let who = Who {
+        shared,
+        client,
+        src,
+        req,
+        ended: Mutex::new(None),
     };
+    let reply = match req.code {
+        Code::StatusServer => Some(ReplyBuilder::new(Code::AccessAccept, req.identifier)),
+        _ => access_request(&who, config, runtime).await,
+    };
+    let bytes = reply.and_then(|r| finish(r, client, req));
+    // The request's end is recorded now that it is known whether a reply goes out: an
+    // Accept that could not be encoded is recorded as the drop it is, not as an accept.
+    who.record(bytes.is_some());
+    bytes
+}
+
+/// Copies Proxy-State and signs the reply; `None` (logged) when it does not fit.
+fn finish(mut reply: ReplyBuilder, client: &Client, req: &Request<'_>) -> Option<Vec<u8>> {
     // RFC 2865 §5.33: Proxy-State is copied unchanged, in order, into the reply.
-    for ps in req.all(AttrType::ProxyState) {
-        if reply.push(AttrType::ProxyState, ps).is_err() {
-            return None;
-        }
-    }
-    match reply.finish(&client.secret, &req.authenticator) {
+    let copied = req
+        .all(AttrType::ProxyState)
+        .try_for_each(|ps| reply.push(AttrType::ProxyState, ps).map(drop));
+    match copied.and_then(|()| reply.finish(&client.secret, &req.authenticator)) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
-            shared.metrics.dropped("encode_error");
-            warn!(error = %e, "reply could not be encoded; dropped");
+            warn!(nas = %client.name, error = %e, "reply could not be encoded; dropped");
             None
         }
     }
@@ -62,19 +75,11 @@ struct Step {
 }
 
 async fn access_request(
-    shared: &Arc<Shared>,
+    who: &Who<'_, '_>,
     config: &Config,
     runtime: &Runtime,
-    client: &Client,
-    src: SocketAddr,
-    req: &Request<'_>,
 ) -> Option<ReplyBuilder> {
-    let who = Who {
-        shared,
-        client,
-        src,
-        req,
-    };
+    let (shared, client, req) = (who.shared, who.client, who.req);
     let Some(eap_bytes) = req.eap_message() else {
         who.finished(
             &Conversation::default(),
@@ -442,17 +447,27 @@ fn eap_identifier(bytes: &[u8]) -> u8 {
     bytes.get(1).copied().unwrap_or(0)
 }
 
-/// Who is being answered: what the audit line and the reply need.
+/// Who is being answered: what the audit line and the reply need, and how the request
+/// ended, recorded once the reply is known to go out.
 struct Who<'a, 'r> {
     shared: &'a Arc<Shared>,
     client: &'a Client,
     src: SocketAddr,
     req: &'a Request<'r>,
+    ended: Mutex<Option<Ended>>,
+}
+
+/// How a request ended, until it is recorded.
+struct Ended {
+    conversation: Conversation,
+    outcome: &'static str,
+    reason: Reason,
+    detail: String,
 }
 
 /// What the audit record says about a conversation: taken from its session entry, or
 /// empty when the request ended before it had one.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Conversation {
     identity: String,
     cert: Option<CertSummary>,
@@ -503,13 +518,12 @@ impl Who<'_, '_> {
         reason: &'static str,
         detail: &str,
     ) -> Option<ReplyBuilder> {
-        self.shared.metrics.dropped(reason);
         self.finished(&Conversation::from(entry), "discard", reason.into(), detail);
         None
     }
 
-    /// The one end of a request that ends an authentication or is dropped: one counter,
-    /// one audit record, one log line (rate-limited for rejects and at debug for discards).
+    /// Notes how the request ended (an authentication's end, or a drop); recorded by
+    /// [`Self::record`] once the reply is known to go out.
     fn finished(
         &self,
         conversation: &Conversation,
@@ -517,12 +531,49 @@ impl Who<'_, '_> {
         reason: Reason,
         detail: &str,
     ) {
+        let ended = Ended {
+            conversation: conversation.clone(),
+            outcome,
+            reason,
+            detail: detail.to_owned(),
+        };
+        if let Ok(mut e) = self.ended.lock() {
+            *e = Some(ended);
+        }
+    }
+
+    /// The one end of a request that ends an authentication or is dropped: one counter,
+    /// one audit record, one log line (rate-limited for rejects and at debug for discards).
+    /// `sent`: its reply went out; if not, the request was dropped (`encode_error`),
+    /// whatever it was going to say.
+    fn record(&self, sent: bool) {
+        let ended = self.ended.lock().ok().and_then(|mut e| e.take());
+        let Some(Ended {
+            conversation,
+            mut outcome,
+            mut reason,
+            mut detail,
+        }) = ended
+        else {
+            if !sent {
+                self.shared.metrics.dropped("encode_error");
+            }
+            return;
+        };
+        if !sent && outcome != "discard" {
+            detail = format!("the {outcome} could not be encoded ({reason}): dropped");
+            (outcome, reason) = ("discard", "encode_error".into());
+        }
+        let conversation = &conversation;
+        let detail = detail.as_str();
         let (shared, client) = (self.shared, self.client);
         let duration = conversation
             .started
             .map(|t| clock::now().saturating_duration_since(t))
             .unwrap_or_default();
-        if outcome != "discard" {
+        if outcome == "discard" {
+            shared.metrics.dropped(reason.clone());
+        } else {
             shared.metrics.finished(
                 outcome,
                 &reason,
@@ -718,5 +769,55 @@ mod tests {
         drop((flood, good));
         assert_eq!(slots.available_permits(), 2);
         assert_eq!(reserved.available_permits(), 1);
+    }
+
+    #[test]
+    fn an_end_whose_reply_cannot_be_sent_is_recorded_once_as_the_drop_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(config(dir.path()));
+        let runtime = Arc::new(Runtime::build(&config, None).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let server =
+            rt.block_on(async { Server::bind(config.clone(), runtime, Some(tx)).unwrap() });
+        let shared = server.shared();
+        let client = config.clients.first().unwrap();
+        let secret = SharedSecret::new(b"s".to_vec());
+        let bytes = signed_request(&secret, &[(79, vec![2, 1, 0, 5, 1])], true);
+        let req = UnverifiedRequest::parse(&bytes)
+            .unwrap()
+            .verify(&secret, true)
+            .unwrap();
+        let who = Who {
+            shared: &shared,
+            client,
+            src: "127.0.0.1:5000".parse().unwrap(),
+            req: &req,
+            ended: Mutex::new(None),
+        };
+        let conversation = Conversation {
+            tls_version: "1.3",
+            ..Conversation::default()
+        };
+        who.finished(&conversation, "accept", "ok".into(), "");
+        who.record(false);
+        assert_eq!(shared.metrics.authentications("accept", "ok"), 0);
+        let record = rx.try_recv().unwrap();
+        assert_eq!(
+            (record.outcome, record.reason.as_ref()),
+            ("discard", "encode_error")
+        );
+        assert!(rx.try_recv().is_err(), "one record");
+        let text = shared.metrics_text();
+        assert!(
+            text.contains("anchord_dropped_total{reason=\"encode_error\"} 1"),
+            "{text}"
+        );
+        // A second record() has nothing left to record.
+        who.record(true);
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -32,7 +32,7 @@ pub struct RequestLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     /// Stable reason label (`unknown_client`, `bad_message_authenticator`, ...).
-    pub reason: &'static str,
+    pub reason: Reason,
 }
 
 /// How an authentication ended.
@@ -135,8 +135,12 @@ impl Metrics {
     }
 
     /// A datagram or request that got no answer.
-    pub fn dropped(&self, reason: &'static str) {
-        self.dropped.get_or_create(&DropLabels { reason }).inc();
+    pub fn dropped(&self, reason: impl Into<Reason>) {
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// An authentication that ended, with its duration and round trips.

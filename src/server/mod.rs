@@ -389,6 +389,12 @@ impl Shared {
         let (config, runtime) = loaded?;
         let config = Arc::new(config);
         warn_inline_secrets(&config);
+        for setting in restart_only_changes(&running.config, &config) {
+            warn!(
+                setting,
+                "this setting changed but is read at start: restart anchord to apply it"
+            );
+        }
         // A kept checker keeps its CRLs too: read their files now, so a CRL replaced
         // before the SIGHUP counts from it, not from the next scheduled refresh.
         if let Some((store, _)) = runtime.revocation.as_ref().and_then(|r| r.crls()) {
@@ -403,6 +409,43 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// Settings a reload takes but does not apply (sockets, table sizes, listeners, sinks),
+/// where `new` differs from `running`.
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        ("server.listen", running.listen != new.listen),
+        (
+            "server.max_sessions",
+            running.max_sessions != new.max_sessions,
+        ),
+        (
+            "server.session_idle_timeout_secs",
+            running.session_idle_timeout != new.session_idle_timeout,
+        ),
+        (
+            "server.max_inflight",
+            running.max_inflight != new.max_inflight,
+        ),
+        (
+            "server.duplicate_window_secs",
+            running.duplicate_window != new.duplicate_window,
+        ),
+        (
+            "server.duplicate_cache_mib",
+            running.duplicate_cache != new.duplicate_cache,
+        ),
+        (
+            "server.receive_buffer_kib",
+            running.receive_buffer != new.receive_buffer,
+        ),
+        ("admin.listen", running.admin != new.admin),
+        ("audit", running.audit != new.audit),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 fn warn_inline_secrets(config: &Config) {
@@ -571,6 +614,32 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_reload_names_each_setting_it_cannot_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let config = |server: &str| {
+            let text = format!(
+                "[server]\n{server}\n[tls]\ncertificate = \"server.pem\"\n\
+                 private_key = \"server.key\"\nca = [\"root-ca.pem\"]\n\n[[client]]\n\
+                 name = \"nas\"\naddress = \"127.0.0.1\"\nsecret = \"s\"\n"
+            );
+            Config::parse(&dir.path().join("anchord.toml"), &text).unwrap()
+        };
+        let running = config("listen = [\"127.0.0.1:1812\"]\n");
+        assert!(restart_only_changes(&running, &running).is_empty());
+        let new =
+            config("listen = [\"127.0.0.1:1813\"]\nmax_sessions = 5\nduplicate_cache_mib = 64\n");
+        assert_eq!(
+            restart_only_changes(&running, &new),
+            [
+                "server.listen",
+                "server.max_sessions",
+                "server.duplicate_cache_mib"
+            ]
+        );
+    }
 
     #[test]
     fn listening_sockets_get_the_configured_receive_buffer() {

@@ -264,3 +264,26 @@ fn hsm_signatures_reach_the_audit_stream_and_the_metrics() {
     );
     assert_eq!(m.get("anchord_hsm_signature_failures_total"), Some(&0.0));
 }
+
+#[test]
+fn idle_connections_are_capped_and_timed_out_and_scrapes_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, admin) = start(dir.path());
+    // Twice the cap of connections that never send a request.
+    let idle: Vec<TcpStream> = (0..128)
+        .map(|_| TcpStream::connect(admin).unwrap())
+        .collect();
+    // Each is closed by the server: at once past the cap, within the header timeout else.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // EOF, or the 408 hyper answers a header timeout with, then EOF.
+        let mut got = Vec::new();
+        match c.read_to_end(&mut got) {
+            Ok(_) => assert!(got.is_empty() || got.starts_with(b"HTTP/1.1 408")),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    let (status, _, body) = get(admin, "/metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(body.contains("anchord_build_info"));
+}
