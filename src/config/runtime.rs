@@ -65,6 +65,16 @@ impl Runtime {
                      reload cannot check a new PIN; restart anchord to use it",
                 )]));
             }
+            // Two signing pools on one module, each with its own permits, would let one
+            // finalise the module (re-initialising after a token failure) under a
+            // signature the other has in flight.
+            (Some(s), Some((old, _))) if shares_a_module(old, s) => {
+                return Err(ConfigErrors(vec![s.token_at.error(
+                    "[pki] changed: the running server signs through this PKCS#11 module, and \
+                     a second signing pool on it could finalise the module under a signature \
+                     in flight; restart anchord to apply the change",
+                )]));
+            }
             (Some(s), _) => {
                 let pki = Arc::new(PkiRuntime::open(s).map_err(|e| ConfigErrors(vec![e]))?);
                 let root = pki.root.clone();
@@ -319,4 +329,15 @@ fn ca_keys_error(s: &PkiSettings, ca_keys: &[String]) -> ConfigError {
         s.server.token.label,
         ca_keys.join(", ")
     ))
+}
+
+/// Whether the two `[pki]` settings use a PKCS#11 module in common.
+fn shares_a_module(a: &PkiSettings, b: &PkiSettings) -> bool {
+    let modules = |s: &PkiSettings| {
+        std::iter::once(s.server.token.module.clone())
+            .chain(s.fallbacks.iter().map(|t| t.module.clone()))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (modules(a), modules(b));
+    a.iter().any(|m| b.contains(m))
 }

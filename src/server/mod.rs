@@ -524,6 +524,18 @@ async fn recv_loop(
             None => tasks.spawn(request),
         };
     }
+    // Requests under way get a moment to finish, so their ends are answered and recorded;
+    // what is still running after it is cut short (a hung token, a stalled responder).
+    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        warn!(
+            requests = tasks.len(),
+            "shutting down with requests still in flight: they get no answer and no record"
+        );
+    }
     tasks.shutdown().await;
     Ok(())
 }
@@ -606,7 +618,7 @@ async fn send(sock: &UdpSocket, dst: SocketAddr, bytes: &[u8]) {
     }
 }
 
-/// How long `serve` callers should wait for in-flight work at shutdown.
+/// How long requests under way may still run once shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 #[cfg(test)]

@@ -226,3 +226,37 @@ fn an_hsm_timeout_mid_handshake_leaves_one_record_naming_the_device() {
     let label = "reason=\"hsm_timeout\"";
     assert_eq!(count(admin, "anchord_authentications_total", label), 1.0);
 }
+
+#[test]
+fn a_request_under_way_at_shutdown_still_ends_with_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let obs = observed(dir.path());
+    // A responder that accepts and never answers: the device waits on it for 1 s.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", stall.local_addr().unwrap());
+    let mut s = Server::start_with(|c| {
+        format!(
+            "{c}\n[revocation]\nresponders = [{{ url = \"{url}\" }}]\ntimeout_ms = 1000\n\
+             crl_distribution_points = false\n{obs}"
+        )
+    });
+    let port = s.addr.port().to_string();
+    let device = std::thread::spawn(move || {
+        let conf = crate::harness::repo().join("eapol-tests/tls13-ecdsa.conf");
+        Command::new("eapol_test")
+            .current_dir(pki_dir())
+            .arg("-c")
+            .arg(conf)
+            .args(["-a", "127.0.0.1", "-p", &port, "-s", SECRET, "-t", "20"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    });
+    // The server is waiting on the responder for the device: now it is told to stop.
+    let (_held, _) = stall.accept().unwrap();
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let out = String::from_utf8_lossy(&device.join().unwrap().stdout).into_owned();
+    assert!(out.contains("code=3"), "the device got its answer: {out}");
+    assert_eq!(ends(dir.path(), 1), [pair("reject", "revocation_unknown")]);
+}

@@ -105,6 +105,23 @@ secret = "{SECRET}"
         self._dir.path().join("anchord.toml")
     }
 
+    /// Sends SIGTERM and waits (up to 20 s) for the server to exit; its exit status.
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGHUP (reload).
     pub(crate) fn hangup(&self) {
         let ok = Command::new("kill")
