@@ -207,7 +207,11 @@ struct Inbound {
     /// None until the peer's first TLS message (its ClientHello) is complete: a conversation
     /// that never gets that far costs no TLS state.
     conn: Option<ServerConnection>,
+    /// Bytes held until the ClientHello is complete; once a handshake is under way each
+    /// fragment goes to rustls as it arrives instead.
     buf: Vec<u8>,
+    /// Bytes of this EAP-TLS message received so far.
+    received: usize,
     total: Option<usize>,
 }
 
@@ -260,6 +264,8 @@ pub struct Session {
     /// The certificate path the verifier checked, once it has (a device may spread its
     /// flight over several EAP-TLS messages).
     verified: Option<crate::tls::VerifiedChain>,
+    /// The same path, once, as soon as it is known: see [`Session::take_early_peer`].
+    early: Option<crate::tls::VerifiedChain>,
 }
 
 impl fmt::Debug for Session {
@@ -293,6 +299,7 @@ impl Session {
             state: State::ExpectTls(Box::new(Inbound {
                 conn: None,
                 buf: Vec::new(),
+                received: 0,
                 total: None,
             })),
             fragment_size,
@@ -301,6 +308,7 @@ impl Session {
             tls_version: None,
             flights: 0,
             verified: None,
+            early: None,
         };
         let start = s.request(tls::encode(FLAG_S, None, &[]))?;
         Ok((s, Action::Send(start)))
@@ -331,6 +339,14 @@ impl Session {
         let retried =
             conn.handshake_kind() == Some(rustls::HandshakeKind::FullWithHelloRetryRequest);
         conn.is_handshaking() && (self.flights == 0 || (retried && self.flights == 1))
+    }
+
+    /// The device's verified certificate path, the first time it is asked for after the
+    /// verifier accepted it, which may be rounds before the device's flight is complete (its
+    /// Certificate arrives first): checks that take time (revocation) can start then,
+    /// while the handshake goes on. A second output of a step, like quinn's `poll_*`.
+    pub fn take_early_peer(&mut self) -> Option<crate::tls::VerifiedChain> {
+        self.early.take()
     }
 
     /// Negotiated TLS version, once known.
@@ -396,6 +412,34 @@ impl Session {
         }
     }
 
+    /// Hands TLS bytes from the peer to rustls; keeps the certificate path the verifier
+    /// checked, if it did.
+    fn feed(&mut self, conn: &mut ServerConnection, mut rd: &[u8]) -> Result<(), EapError> {
+        // The verifier leaves the path it verifies on this thread (tls::verifier); nothing
+        // from another connection may be mistaken for this one's.
+        crate::tls::verifier::forget_verified();
+        while !rd.is_empty() {
+            let n = conn.read_tls(&mut rd).map_err(|e| EapError::Tls {
+                reason: "tls_error",
+                detail: e.to_string(),
+            })?;
+            conn.process_new_packets().map_err(|e| tls_error(&e))?;
+            if n == 0 {
+                return Err(EapError::Tls {
+                    reason: "tls_error",
+                    detail: "TLS input stalled".into(),
+                });
+            }
+        }
+        if let Some(path) = crate::tls::verifier::take_verified() {
+            if self.verified.is_none() {
+                self.early = Some(path.clone());
+            }
+            self.verified = Some(path);
+        }
+        Ok(())
+    }
+
     fn request(&mut self, type_data: Vec<u8>) -> Result<EapPacket, EapError> {
         self.rounds += 1;
         if self.rounds > self.cfg.max_rounds {
@@ -436,16 +480,22 @@ impl Session {
                 inbound.total = Some(total);
             }
         }
-        inbound.buf.extend_from_slice(frame.data);
+        inbound.received += frame.data.len();
         let cap = inbound.total.unwrap_or(self.cfg.max_message);
-        if inbound.buf.len() > cap {
-            return Err(EapError::TooLarge(inbound.buf.len()));
+        if inbound.received > cap {
+            return Err(EapError::TooLarge(inbound.received));
+        }
+        match inbound.conn.as_mut() {
+            // A handshake under way: rustls takes each fragment as it comes, so the
+            // device's certificate is verified as soon as its record is complete.
+            Some(conn) => self.feed(conn, frame.data)?,
+            None => inbound.buf.extend_from_slice(frame.data),
         }
         if frame.more() {
             self.state = State::ExpectTls(inbound);
             return Ok(Action::Send(self.request(tls::encode(0, None, &[]))?));
         }
-        if inbound.total.is_some_and(|t| t != inbound.buf.len()) {
+        if inbound.total.is_some_and(|t| t != inbound.received) {
             return Err(EapError::Framing(
                 "TLS Message Length does not match the data",
             ));
@@ -455,26 +505,7 @@ impl Session {
             Some(c) => c,
             None => ServerConnection::new(self.cfg.tls.clone()).map_err(|e| tls_error(&e))?,
         };
-        // The verifier leaves the path it verifies on this thread (tls::verifier); nothing
-        // from another connection may be mistaken for this one's.
-        crate::tls::verifier::forget_verified();
-        let mut rd: &[u8] = &buf;
-        while !rd.is_empty() {
-            let n = conn.read_tls(&mut rd).map_err(|e| EapError::Tls {
-                reason: "tls_error",
-                detail: e.to_string(),
-            })?;
-            conn.process_new_packets().map_err(|e| tls_error(&e))?;
-            if n == 0 {
-                return Err(EapError::Tls {
-                    reason: "tls_error",
-                    detail: "TLS input stalled".into(),
-                });
-            }
-        }
-        if let Some(path) = crate::tls::verifier::take_verified() {
-            self.verified = Some(path);
-        }
+        self.feed(&mut conn, &buf)?;
         let out = drain(&mut conn)?;
         if conn.is_handshaking() {
             if out.is_empty() {
@@ -482,6 +513,7 @@ impl Session {
                 self.state = State::ExpectTls(Box::new(Inbound {
                     conn: Some(conn),
                     buf: Vec::new(),
+                    received: 0,
                     total: None,
                 }));
                 return Ok(Action::Send(self.request(tls::encode(0, None, &[]))?));
@@ -600,6 +632,7 @@ impl Session {
                 Then::AwaitTls => State::ExpectTls(Box::new(Inbound {
                     conn: Some(conn),
                     buf: Vec::new(),
+                    received: 0,
                     total: None,
                 })),
                 Then::Finish(keys) => State::ExpectFinalAck(Box::new(keys)),

@@ -34,6 +34,38 @@ pub trait FactSource {
     fn late(&self) -> Self::Facts;
 }
 
+/// Revocation facts being gathered for a conversation since its device's certificate was
+/// verified, before the handshake ended (see [`crate::eap::Session::take_early_peer`]).
+/// Dropping it (the conversation ended another way) stops the work.
+#[derive(Debug)]
+pub struct Early {
+    path: VerifiedChain,
+    task: tokio::task::JoinHandle<RevocationFacts>,
+}
+
+impl Drop for Early {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Early {
+    /// Starts checking `path` now, within the source's deadline, if revocation is on.
+    pub fn start(runtime: &Runtime, path: VerifiedChain, now: i64) -> Option<Self> {
+        let checker = runtime.revocation.clone()?;
+        let for_task = path.clone();
+        let task = tokio::spawn(async move {
+            let source = Revocation {
+                checker: &checker,
+                path: &for_task,
+                now,
+            };
+            gather(&source).await
+        });
+        Some(Self { path, task })
+    }
+}
+
 /// Runs a source within its deadline.
 pub async fn gather<S: FactSource>(source: &S) -> S::Facts {
     match tokio::time::timeout(source.deadline(), source.gather()).await {
@@ -67,11 +99,25 @@ pub async fn decide(
     first: &RequestFacts,
     last: RequestFacts,
     runtime: &Runtime,
+    early: Option<Early>,
     now: i64,
 ) -> Checked {
     let cert = CertFacts::of(&peer.chain);
-    let revocation = match &runtime.revocation {
-        Some(checker) => {
+    // Started while the handshake went on, for this very path: its answer (awaited within
+    // the deadline it was started with).
+    let started = early.filter(|e| e.path == peer.path);
+    let revocation = match (&runtime.revocation, started) {
+        (Some(_), Some(mut e)) => match (&mut e.task).await {
+            Ok(facts) => facts,
+            Err(_) => RevocationFacts {
+                outcome: RevocationOutcome::Unknown {
+                    why: "the revocation check was stopped".into(),
+                },
+                source: None,
+                detail: "the revocation check was stopped".into(),
+            },
+        },
+        (Some(checker), None) => {
             let source = Revocation {
                 checker,
                 path: &peer.path,
@@ -79,7 +125,7 @@ pub async fn decide(
             };
             gather(&source).await
         }
-        None => RevocationFacts::not_checked(),
+        (None, _) => RevocationFacts::not_checked(),
     };
     let facts = Facts {
         now,

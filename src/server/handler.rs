@@ -196,6 +196,15 @@ async fn access_request(
                     ));
                 }
             };
+            let mut entry = entry;
+            if let (Ok(Action::Send(_)), Some(path)) = (&result, entry.session.take_early_peer()) {
+                // The device's certificate is verified but its flight is not complete:
+                // revocation starts now rather than after the handshake.
+                entry.early = checks::Early::start(runtime, path, clock::unix_now());
+                if entry.early.is_some() {
+                    debug!(nas = %client.name, round = entry.session.rounds(), "device certificate verified mid-flight: revocation check started");
+                }
+            }
             match result {
                 Ok(action) => Step { entry, action },
                 Err(e) if e.is_discard() => {
@@ -218,8 +227,16 @@ async fn access_request(
     };
     if let Action::CheckPeer(peer) = &step.action {
         let last = facts::request_facts(req, client, &config.dictionary, "");
-        let checked =
-            checks::decide(peer, &step.entry.first, last, runtime, clock::unix_now()).await;
+        let early = step.entry.early.take();
+        let checked = checks::decide(
+            peer,
+            &step.entry.first,
+            last,
+            runtime,
+            early,
+            clock::unix_now(),
+        )
+        .await;
         let verdict = match &checked.decision {
             Decision::Accept { .. } => Verdict::Allow,
             Decision::Reject { reason, .. } => Verdict::Deny(reason.clone()),
@@ -326,6 +343,7 @@ fn start(
         started: clock::now(),
         first,
         checked: None,
+        early: None,
     };
     Ok(Step { entry, action })
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use super::checks::Checked;
+use super::checks::{Checked, Early};
 use super::fifo::{Fifo, Removal};
 use crate::config::Client;
 use crate::eap::Session;
@@ -40,6 +40,8 @@ pub struct SessionEntry {
     pub first: RequestFacts,
     /// The facts, decision and trace, once the peer is authenticated and checked.
     pub checked: Option<Box<Checked>>,
+    /// Revocation being checked since the device's certificate was verified mid-flight.
+    pub early: Option<Early>,
 }
 
 impl SessionEntry {

@@ -801,3 +801,47 @@ fn oversized_responses_are_refused_as_they_arrive() {
         );
     }
 }
+
+#[test]
+fn revocation_starts_while_the_device_is_still_sending_its_flight() {
+    // The device sends its TLS flight in 200-byte fragments: its Certificate is verified
+    // rounds before its Finished arrives, and the responder is asked from then on.
+    let r = responder("ocsp-responder");
+    let s = server(&responders(&[&r.url]));
+    // fragment-200 names device-rsa's files: give it device-ecdsa's, which the responder
+    // knows.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        pki_dir().join("root-ca.pem"),
+        dir.path().join("root-ca.pem"),
+    )
+    .unwrap();
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            pki_dir().join(format!("device-ecdsa.{ext}")),
+            dir.path().join(format!("device-rsa.{ext}")),
+        )
+        .unwrap();
+    }
+    let out = eapol_test(&s, dir.path(), "fragment-200", &[]);
+    assert!(
+        out.lines().any(|l| l.trim() == "SUCCESS"),
+        "{:#?}",
+        s.log()
+            .iter()
+            .filter(|l| l.contains("finished") || l.contains("mid-flight"))
+            .collect::<Vec<_>>()
+    );
+    let early = s.wait_log(&["device certificate verified mid-flight"]);
+    // The answer fetched early is the one the decision used: fetched for this
+    // authentication (not "cache"), once.
+    s.wait_log(&["outcome=\"accept\"", "revocation=good (ocsp)"]);
+    assert_eq!(r.count(), 1);
+    // The check started before the device's last fragment: requests came after it.
+    let log = s.log();
+    let at = log.iter().position(|l| *l == early).unwrap();
+    assert!(
+        log[at..].iter().any(|l| l.contains("challenge")),
+        "the handshake went on after the check started"
+    );
+}
