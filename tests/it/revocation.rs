@@ -33,18 +33,28 @@ pub(crate) fn responders(urls: &[&str]) -> String {
 
 /// Authenticates `device` from the dev PKI with the tls12/tls13 scenario; true on Accept.
 pub(crate) fn auth(s: &Server, device: &str, scenario: &str) -> bool {
+    let dir = device_dir(pki_dir(), device, "device-ecdsa");
+    let out = eapol_test(s, dir.path(), scenario, &[]);
+    out.lines().any(|l| l.trim() == "SUCCESS")
+}
+
+/// A folder for eapol_test: the dev root CA, and device `name`'s certificate and key from
+/// `devices` under the file names `as_name` a scenario expects.
+fn device_dir(devices: &Path, name: &str, as_name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki_dir();
-    std::fs::copy(pki.join("root-ca.pem"), dir.path().join("root-ca.pem")).unwrap();
+    std::fs::copy(
+        pki_dir().join("root-ca.pem"),
+        dir.path().join("root-ca.pem"),
+    )
+    .unwrap();
     for ext in ["pem", "key"] {
         std::fs::copy(
-            pki.join(format!("{device}.{ext}")),
-            dir.path().join(format!("device-ecdsa.{ext}")),
+            devices.join(format!("{name}.{ext}")),
+            dir.path().join(format!("{as_name}.{ext}")),
         )
         .unwrap();
     }
-    let out = eapol_test(s, dir.path(), scenario, &[]);
-    out.lines().any(|l| l.trim() == "SUCCESS")
+    dir
 }
 
 pub(crate) fn responder(signer: &str) -> Responder {
@@ -391,19 +401,7 @@ fn serve_file(
 
 /// Authenticates the device `name` whose certificate and key are in `devices`; true on Accept.
 fn auth_files(s: &Server, devices: &Path, name: &str) -> bool {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        pki_dir().join("root-ca.pem"),
-        dir.path().join("root-ca.pem"),
-    )
-    .unwrap();
-    for ext in ["pem", "key"] {
-        std::fs::copy(
-            devices.join(format!("{name}.{ext}")),
-            dir.path().join(format!("device-ecdsa.{ext}")),
-        )
-        .unwrap();
-    }
+    let dir = device_dir(devices, name, "device-ecdsa");
     eapol_test(s, dir.path(), "tls12-ecdsa", &[])
         .lines()
         .any(|l| l.trim() == "SUCCESS")
@@ -810,19 +808,7 @@ fn revocation_starts_while_the_device_is_still_sending_its_flight() {
     let s = server(&responders(&[&r.url]));
     // fragment-200 names device-rsa's files: give it device-ecdsa's, which the responder
     // knows.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        pki_dir().join("root-ca.pem"),
-        dir.path().join("root-ca.pem"),
-    )
-    .unwrap();
-    for ext in ["pem", "key"] {
-        std::fs::copy(
-            pki_dir().join(format!("device-ecdsa.{ext}")),
-            dir.path().join(format!("device-rsa.{ext}")),
-        )
-        .unwrap();
-    }
+    let dir = device_dir(pki_dir(), "device-ecdsa", "device-rsa");
     let out = eapol_test(&s, dir.path(), "fragment-200", &[]);
     assert!(
         out.lines().any(|l| l.trim() == "SUCCESS"),
