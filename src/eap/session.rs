@@ -471,7 +471,7 @@ impl Session {
                 "empty response where TLS data was expected",
             ));
         }
-        if inbound.buf.is_empty() {
+        if inbound.received == 0 {
             if let Some(total) = frame.total {
                 let total = usize::try_from(total).unwrap_or(usize::MAX);
                 if total > self.cfg.max_message {
@@ -739,6 +739,30 @@ mod tests {
         peer_fragment: usize,
         verdict: Verdict,
     ) -> Run {
+        drive_with(
+            p,
+            device,
+            version,
+            fragment,
+            peer_fragment,
+            verdict,
+            |_, _| {},
+        )
+        .unwrap()
+    }
+
+    /// [`drive`], with `tamper` given each of the peer's fragmented flights (its number
+    /// and its EAP-TLS fragments) before they are sent; the session's error, if any.
+    fn drive_with(
+        p: &Pki,
+        device: &str,
+        version: &'static rustls::SupportedProtocolVersion,
+        fragment: usize,
+        peer_fragment: usize,
+        verdict: Verdict,
+        tamper: impl Fn(usize, &mut Vec<Vec<u8>>),
+    ) -> Result<Run, EapError> {
+        let mut flights = 0;
         let cfg = config(p, fragment, 65536);
         let (mut s, mut action) = Session::start(cfg, 0x10, None).unwrap();
         let mut c = client(p, device, version);
@@ -751,16 +775,16 @@ mod tests {
                 Action::Send(req) => req,
                 Action::CheckPeer(peer) => {
                     assert_eq!(peer.chain.len(), 2, "device sends its chain");
-                    action = s.handle(Event::Verdict(verdict.clone())).unwrap();
+                    action = s.handle(Event::Verdict(verdict.clone()))?;
                     continue;
                 }
                 Action::Finish(outcome) => {
-                    return Run {
+                    return Ok(Run {
                         requests,
                         outcome,
                         client: c,
                         success_byte,
-                    };
+                    });
                 }
             };
             assert_eq!(req.identifier, s.identifier());
@@ -798,6 +822,10 @@ mod tests {
                         let total = (i == 0 && n > 1).then(|| u32::try_from(flight.len()).unwrap());
                         outbound.push(tls::encode(more, total, f));
                     }
+                    if n > 1 {
+                        tamper(flights, &mut outbound);
+                    }
+                    flights += 1;
                     if outbound.is_empty() {
                         tls::encode(0, None, &[])
                     } else {
@@ -811,8 +839,41 @@ mod tests {
                 ty: Some(TYPE_TLS),
                 data: reply_data,
             };
-            action = s.handle(Event::Response(&resp)).unwrap();
+            action = s.handle(Event::Response(&resp))?;
         }
+    }
+
+    #[test]
+    fn a_fragmented_flight_is_held_to_the_length_its_first_fragment_announced() {
+        let p = pki(&[TlsVersion::V1_3]);
+        // The device's second flight announces 500 bytes more than it sends, and its last
+        // fragment announces the true length: the first announcement is the one that counts.
+        let r = drive_with(
+            &p,
+            "device-ecdsa",
+            &rustls::version::TLS13,
+            1024,
+            200,
+            Verdict::Allow,
+            |flight, frags| {
+                if flight == 1 {
+                    let sent: usize = frags.iter().map(|f| f.len() - 1).sum::<usize>() - 4;
+                    let first = frags.first_mut().unwrap();
+                    let bogus = u32::try_from(sent + 500).unwrap().to_be_bytes();
+                    first[1..5].copy_from_slice(&bogus);
+                    let last = frags.last_mut().unwrap();
+                    let mut with_length = vec![tls::FLAG_L];
+                    with_length.extend(u32::try_from(sent).unwrap().to_be_bytes());
+                    with_length.extend_from_slice(&last[1..]);
+                    *last = with_length;
+                }
+            },
+        );
+        assert!(
+            matches!(r, Err(EapError::Framing(_))),
+            "{:?}",
+            r.map(|run| run.requests.len())
+        );
     }
 
     fn client_msk(c: &ClientConnection) -> [u8; 64] {

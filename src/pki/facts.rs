@@ -50,6 +50,8 @@ pub struct CertFacts {
     pub serial: String,
     /// Subject alternative names.
     pub san: Sans,
+    /// The first DNS or email SAN, in the certificate's order.
+    pub first_san_name: Option<String>,
     /// Extended key usages, as dotted OIDs.
     pub ekus: Vec<String>,
     /// Certificate policy OIDs.
@@ -106,6 +108,9 @@ impl CertFacts {
                 ParsedExtension::SubjectAlternativeName(san) => {
                     for name in &san.general_names {
                         facts.san.add(name);
+                        if let GeneralName::DNSName(n) | GeneralName::RFC822Name(n) = name {
+                            facts.first_san_name.get_or_insert_with(|| (*n).to_owned());
+                        }
                     }
                 }
                 ParsedExtension::ExtendedKeyUsage(eku) => {
@@ -124,12 +129,12 @@ impl CertFacts {
         facts
     }
 
-    /// The device identity: the subject CN, else the first DNS or email SAN.
+    /// The device identity: the subject CN, else the first DNS or email SAN in the
+    /// certificate's order.
     pub fn identity(&self) -> &str {
         self.subject_cn
             .first()
-            .or_else(|| self.san.dns.first())
-            .or_else(|| self.san.email.first())
+            .or(self.first_san_name.as_ref())
             .map_or("", String::as_str)
     }
 
@@ -161,7 +166,9 @@ impl Sans {
         let room = |v: &Vec<String>| v.len() < MAX_PER_KIND;
         match name {
             GeneralName::DNSName(n) if room(&self.dns) => self.dns.push((*n).to_owned()),
-            GeneralName::RFC822Name(n) if room(&self.email) => self.email.push((*n).to_owned()),
+            GeneralName::RFC822Name(n) if room(&self.email) => {
+                self.email.push((*n).to_owned());
+            }
             GeneralName::URI(n) if room(&self.uri) => self.uri.push((*n).to_owned()),
             GeneralName::OtherName(oid, value)
                 if room(&self.upn) && oid.to_id_string() == UPN_OID =>
@@ -308,6 +315,17 @@ mod tests {
         p.distinguished_name = rcgen::DistinguishedName::new();
         let f = CertFacts::of(&[cert(p)]);
         assert_eq!(f.identity(), "printer-7.example");
+    }
+
+    #[test]
+    fn without_a_cn_the_first_san_in_the_certificates_order_is_the_identity() {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.subject_alt_names = vec![
+            rcgen::SanType::Rfc822Name("a@example.com".try_into().unwrap()),
+            rcgen::SanType::DnsName("b.example.com".try_into().unwrap()),
+        ];
+        assert_eq!(CertFacts::of(&[cert(p)]).identity(), "a@example.com");
     }
 
     #[test]

@@ -8,6 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+/// Attributes of a reply the server writes itself (User-Name, State, Proxy-State,
+/// EAP-Message, Message-Authenticator).
+const SERVER_WRITTEN: [u32; 5] = [1, 24, 33, 79, 80];
+
 /// Deepest `$INCLUDE` nesting accepted.
 const MAX_INCLUDE_DEPTH: usize = 8;
 
@@ -188,6 +192,12 @@ impl Dictionary {
         let def = self
             .by_name(name)
             .ok_or_else(|| format!("no attribute `{name}` in the dictionary"))?;
+        // The server writes these itself: a second copy would make the reply invalid.
+        if def.vendor == 0 && SERVER_WRITTEN.contains(&def.number) {
+            return Err(format!(
+                "`{name}` is written by the server, not by a policy"
+            ));
+        }
         if def.encrypt != 0 {
             return Err(format!(
                 "`{name}` is encrypted (encrypt={}): not supported in replies",

@@ -53,7 +53,10 @@ fn show(a: &Attribute<'_>, dict: &Dictionary) -> Shown {
             }
         }
     }
+    // User-Password, CHAP-Password and Tunnel-Password are secret whatever a dictionary
+    // says of them.
     let secret = def.encrypt != 0
+        || matches!(code, 2 | 3 | 69)
         || matches!(
             a.ty,
             AttrType::EapMessage | AttrType::MessageAuthenticator | AttrType::State
@@ -114,9 +117,12 @@ pub fn summarize(attrs: &[Attribute<'_>], dict: &Dictionary) -> String {
 
 /// Every attribute the dictionary names and can show as text, as `(name, value)` in
 /// packet order: what a policy may match on. Secrets, payloads and octets are left out.
+/// At most [`MAX_NAMED`] of them, empty ones left out: a request of thousands of tiny
+/// attributes keeps a bounded list per conversation.
 pub fn named_values(attrs: &[Attribute<'_>], dict: &Dictionary) -> Vec<(String, String)> {
     attrs
         .iter()
+        .filter(|a| !a.value.is_empty())
         .filter_map(|a| {
             let s = show(a, dict);
             match s.value {
@@ -124,8 +130,12 @@ pub fn named_values(attrs: &[Attribute<'_>], dict: &Dictionary) -> Vec<(String, 
                 Value::Hidden(_) => None,
             }
         })
+        .take(MAX_NAMED)
         .collect()
 }
+
+/// Most attributes [`named_values`] keeps from one packet.
+pub const MAX_NAMED: usize = 64;
 
 /// A vendor attribute's name; vendor values are not shown: several carry keys or
 /// passwords.
@@ -189,5 +199,36 @@ mod tests {
              Tunnel-Private-Group-Id:0=\"10\" EAP-Message(len=6) MS-MPPE-Send-Key(len=8) \
              Attr-240(len=2)"
         );
+    }
+
+    #[test]
+    fn named_values_are_bounded_and_never_carry_passwords() {
+        // A dictionary that forgot encrypt=1 on User-Password.
+        let mut files = |name: &str| match name {
+            "d" => Ok(
+                "ATTRIBUTE User-Password 2 string\nATTRIBUTE NAS-Identifier 32 string\n".to_owned(),
+            ),
+            _ => Err("no".to_owned()),
+        };
+        let d = Dictionary::parse("d", &mut files).unwrap();
+        let mut attrs = vec![Attribute {
+            ty: AttrType::Other(2),
+            value: b"printable-secret",
+        }];
+        let empty: &[u8] = b"";
+        let nas: &[u8] = b"ap";
+        attrs.extend((0..500).map(|_| Attribute {
+            ty: AttrType::NasIdentifier,
+            value: empty,
+        }));
+        attrs.extend((0..500).map(|_| Attribute {
+            ty: AttrType::NasIdentifier,
+            value: nas,
+        }));
+        let v = named_values(&attrs, &d);
+        assert_eq!(v.len(), MAX_NAMED);
+        assert!(v
+            .iter()
+            .all(|(n, value)| n == "NAS-Identifier" && value == "ap"));
     }
 }

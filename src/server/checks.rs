@@ -6,10 +6,14 @@
 //! source, and then the audit record says it was soft-failed.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::clock;
 use crate::config::Runtime;
 use crate::eap::PeerInfo;
 use crate::logsafe::Escaped;
@@ -37,11 +41,31 @@ pub trait FactSource {
 /// Revocation facts being gathered for a conversation since its device's certificate was
 /// verified, before the handshake ended (see [`crate::eap::Session::take_early_peer`]).
 /// Dropping it (the conversation ended another way) stops the work.
+///
+/// Its answer is used only for the path finally verified, by the checker still running
+/// (a reload in between asks again), and only while fresh: a decision later than
+/// [`EARLY_FRESH`] after the start gathers anew at its own `now`, so a device that drags
+/// its flight out cannot be let on by an answer older than that.
 #[derive(Debug)]
 pub struct Early {
     path: VerifiedChain,
+    checker: Arc<Checker>,
+    started: Instant,
     task: tokio::task::JoinHandle<RevocationFacts>,
+    _slot: OwnedSemaphorePermit,
 }
+
+/// How long an early answer may be used after its check started.
+pub const EARLY_FRESH: Duration = Duration::from_secs(10);
+
+/// Early checks running at once, over every conversation: the certificate is verified
+/// before the device has proved it holds its key (CertificateVerify comes after it), so
+/// anyone with a copy of a certificate can start one; past this they wait for the end of
+/// the handshake like before.
+pub const MAX_EARLY: usize = 256;
+
+static EARLY_SLOTS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(MAX_EARLY)));
 
 impl Drop for Early {
     fn drop(&mut self) {
@@ -50,19 +74,34 @@ impl Drop for Early {
 }
 
 impl Early {
-    /// Starts checking `path` now, within the source's deadline, if revocation is on.
+    /// Starts checking `path` now, within the source's deadline, if revocation is on and
+    /// an early slot is free.
     pub fn start(runtime: &Runtime, path: VerifiedChain, now: i64) -> Option<Self> {
         let checker = runtime.revocation.clone()?;
-        let for_task = path.clone();
+        let slot = EARLY_SLOTS.clone().try_acquire_owned().ok()?;
+        let (for_task, task_checker) = (path.clone(), checker.clone());
         let task = tokio::spawn(async move {
             let source = Revocation {
-                checker: &checker,
+                checker: &task_checker,
                 path: &for_task,
                 now,
             };
             gather(&source).await
         });
-        Some(Self { path, task })
+        Some(Self {
+            path,
+            checker,
+            started: clock::now(),
+            task,
+            _slot: slot,
+        })
+    }
+
+    /// Whether its answer may stand for `path` checked by `checker` now.
+    fn usable(&self, path: &VerifiedChain, checker: &Arc<Checker>) -> bool {
+        self.path == *path
+            && Arc::ptr_eq(&self.checker, checker)
+            && clock::now().saturating_duration_since(self.started) <= EARLY_FRESH
     }
 }
 
@@ -105,27 +144,25 @@ pub async fn decide(
     let cert = CertFacts::of(&peer.chain);
     // Started while the handshake went on, for this very path: its answer (awaited within
     // the deadline it was started with).
-    let started = early.filter(|e| e.path == peer.path);
-    let revocation = match (&runtime.revocation, started) {
-        (Some(_), Some(mut e)) => match (&mut e.task).await {
-            Ok(facts) => facts,
-            Err(_) => RevocationFacts {
-                outcome: RevocationOutcome::Unknown {
-                    why: "the revocation check was stopped".into(),
-                },
-                source: None,
-                detail: "the revocation check was stopped".into(),
+    let revocation = match &runtime.revocation {
+        Some(checker) => match early.filter(|e| e.usable(&peer.path, checker)) {
+            Some(mut e) => match (&mut e.task).await {
+                Ok(facts) => facts,
+                Err(_) => {
+                    let why = "the revocation check was stopped".to_owned();
+                    no_answer(checker, why.clone(), why, None)
+                }
             },
+            None => {
+                let source = Revocation {
+                    checker,
+                    path: &peer.path,
+                    now,
+                };
+                gather(&source).await
+            }
         },
-        (Some(checker), None) => {
-            let source = Revocation {
-                checker,
-                path: &peer.path,
-                now,
-            };
-            gather(&source).await
-        }
-        (None, _) => RevocationFacts::not_checked(),
+        None => RevocationFacts::not_checked(),
     };
     let facts = Facts {
         now,
@@ -302,4 +339,65 @@ async fn revocation_of(
     Ok(checker
         .check(der, &parsed, issuer, &issuer_parsed, now)
         .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn runtime(dir: &std::path::Path) -> Runtime {
+        let text = "[tls]\ncertificate = \"server.pem\"\nprivate_key = \"server.key\"\n\
+                    ca = [\"root-ca.pem\"]\n\n[revocation]\n\
+                    responders = [{ url = \"http://127.0.0.1:9/\" }]\ntimeout_ms = 50\n\
+                    crl_distribution_points = false\n\n[[client]]\nname = \"nas\"\n\
+                    address = \"127.0.0.1\"\nsecret = \"s\"\n";
+        let config = Config::parse(&dir.join("anchord.toml"), text).unwrap();
+        Runtime::build(&config, None).unwrap()
+    }
+
+    fn path(dir: &std::path::Path, device: &str) -> VerifiedChain {
+        let pem = |n: &str| CertificateDer::from_pem_file(dir.join(format!("{n}.pem"))).unwrap();
+        VerifiedChain::for_test(vec![pem(device), pem("issuing-ca"), pem("root-ca")])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_early_answer_stands_only_for_its_path_its_checker_and_while_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let rt = runtime(dir.path());
+        let checker = rt.revocation.clone().unwrap();
+        let device = path(dir.path(), "device-ecdsa");
+        let e = Early::start(&rt, device.clone(), 0).unwrap();
+        assert!(e.usable(&device, &checker));
+        // Another device's path.
+        assert!(!e.usable(&path(dir.path(), "device-rsa"), &checker));
+        // Another checker: the configuration was reloaded meanwhile.
+        let reloaded = runtime(dir.path()).revocation.unwrap();
+        assert!(!e.usable(&device, &reloaded));
+        // A device that drags its flight out past the freshness window.
+        tokio::time::advance(EARLY_FRESH + Duration::from_secs(1)).await;
+        assert!(!e.usable(&device, &checker));
+    }
+
+    #[tokio::test]
+    async fn early_checks_are_capped_over_every_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let rt = runtime(dir.path());
+        let device = path(dir.path(), "device-ecdsa");
+        let held: Vec<Early> = (0..MAX_EARLY)
+            .map_while(|_| Early::start(&rt, device.clone(), 0))
+            .collect();
+        assert!(
+            Early::start(&rt, device.clone(), 0).is_none(),
+            "past the cap"
+        );
+        assert!(held.len() <= MAX_EARLY);
+        drop(held);
+        assert!(Early::start(&rt, device, 0).is_some(), "slots come back");
+    }
 }

@@ -261,6 +261,16 @@ async fn access_request(
             let mut b = ReplyBuilder::new(Code::AccessChallenge, req.identifier);
             b.push_eap(&request.to_bytes()).ok()?;
             b.push(AttrType::State, &state).ok()?;
+            // The Proxy-State the reply must echo could push it past a packet: then no
+            // reply goes out, and the conversation is not kept under a State nobody got.
+            let echoed: usize = req.all(AttrType::ProxyState).map(|p| p.len() + 2).sum();
+            if b.len() + echoed > crate::radius::MAX_PACKET {
+                return who.discard(
+                    Some(&entry),
+                    "encode_error",
+                    "the challenge and the Proxy-State it must echo do not fit one packet",
+                );
+            }
             debug!(
                 eap.id = request.identifier,
                 round = entry.session.rounds(),

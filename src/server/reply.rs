@@ -153,6 +153,15 @@ mod tests {
             (attr("Session-Timeout", None, "soon"), "not a number"),
             (attr("Tunnel-Type", Some(40), "VLAN"), "tag 40"),
             (attr("MS-MPPE-Send-Key", None, "0x00"), "encrypted"),
+            (
+                attr(
+                    "Message-Authenticator",
+                    None,
+                    "0x00000000000000000000000000000000",
+                ),
+                "written by the server",
+            ),
+            (attr("EAP-Message", None, "0x0301"), "written by the server"),
         ] {
             let e = push_attributes(&mut ReplyBuilder::new(Code::AccessAccept, 1), &[a], &dict)
                 .unwrap_err()

@@ -52,6 +52,12 @@ pub struct VerifiedChain {
 }
 
 impl VerifiedChain {
+    /// A path as if verified (unit tests of what uses one).
+    #[cfg(test)]
+    pub(crate) fn for_test(certs: Vec<CertificateDer<'static>>) -> Self {
+        Self { certs }
+    }
+
     /// The device's certificate.
     pub fn end_entity(&self) -> &[u8] {
         self.certs.first().map_or(&[], |c| c.as_ref())
