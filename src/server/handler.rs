@@ -8,23 +8,20 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::checks;
-use super::checks::Checked;
+use super::ending::{self, Conversation, Ended};
 use super::fairness;
-use super::loglimit::Verdict as LogVerdict;
 use super::sessions::{SessionEntry, TakeError};
+use super::Shared;
 use super::{facts, reply};
-use super::{AuditRecord, Shared};
 use crate::clock;
 use crate::config::{Client, Config, Runtime};
 use crate::eap::packet::{EapCode, TYPE_IDENTITY};
 use crate::eap::{Action, EapError, EapPacket, Event, Outcome, Reason, Session, Verdict};
-use crate::logsafe::Escaped;
 use crate::policy::Decision;
 use crate::radius::{AttrType, Code, ReplyBuilder, Request};
-use crate::tls::CertSummary;
 
 /// Builds the signed reply for an authenticated request; `None` means send nothing.
 pub(crate) async fn process(
@@ -485,46 +482,6 @@ struct Who<'a, 'r> {
     ended: Mutex<Option<Ended>>,
 }
 
-/// How a request ended, until it is recorded.
-struct Ended {
-    conversation: Conversation,
-    outcome: &'static str,
-    reason: Reason,
-    detail: String,
-}
-
-/// What the audit record says about a conversation: taken from its session entry, or
-/// empty when the request ended before it had one.
-#[derive(Debug, Clone, Default)]
-struct Conversation {
-    identity: String,
-    cert: Option<CertSummary>,
-    tls_version: &'static str,
-    rounds: u32,
-    started: Option<std::time::Instant>,
-    revocation: Option<String>,
-    vlan: Option<String>,
-}
-
-impl Conversation {
-    fn of(entry: &SessionEntry) -> Self {
-        let checked = entry.checked.as_deref();
-        Self {
-            identity: entry.identity.clone(),
-            cert: checked.map(Checked::cert),
-            tls_version: entry.session.tls_version().unwrap_or(""),
-            rounds: entry.session.rounds(),
-            started: Some(entry.started),
-            revocation: checked.map(|c| c.facts.revocation.detail.clone()),
-            vlan: checked.and_then(|c| c.decision.vlan().map(str::to_owned)),
-        }
-    }
-
-    fn from(entry: Option<&SessionEntry>) -> Self {
-        entry.map(Self::of).unwrap_or_default()
-    }
-}
-
 impl Who<'_, '_> {
     /// Records a rejected authentication and builds its Access-Reject.
     fn reject(
@@ -570,116 +527,12 @@ impl Who<'_, '_> {
         }
     }
 
-    /// The one end of a request that ends an authentication or is dropped: one counter,
-    /// one audit record, one log line (rate-limited for rejects and at debug for discards).
-    /// `sent`: its reply went out; if not, the request was dropped (`encode_error`),
-    /// whatever it was going to say.
+    /// Records the request's end (see [`ending::record`]) once it is known whether its
+    /// reply went out.
     fn record(&self, sent: bool) {
         let ended = self.ended.lock().ok().and_then(|mut e| e.take());
-        let Some(Ended {
-            conversation,
-            mut outcome,
-            mut reason,
-            mut detail,
-        }) = ended
-        else {
-            if !sent {
-                self.shared.metrics.dropped("encode_error");
-            }
-            return;
-        };
-        if !sent && outcome != "discard" {
-            detail = format!("the {outcome} could not be encoded ({reason}): dropped");
-            (outcome, reason) = ("discard", "encode_error".into());
-        }
-        let conversation = &conversation;
-        let detail = detail.as_str();
-        let (shared, client) = (self.shared, self.client);
-        let duration = conversation
-            .started
-            .map(|t| clock::now().saturating_duration_since(t))
-            .unwrap_or_default();
-        if outcome == "discard" {
-            shared.metrics.dropped(reason.clone());
-        } else {
-            shared.metrics.finished(
-                outcome,
-                &reason,
-                conversation.tls_version,
-                duration.as_secs_f64(),
-                conversation.rounds,
-            );
-        }
-        let cert = conversation.cert.clone().unwrap_or_default();
-        let record = AuditRecord {
-            outcome,
-            reason,
-            nas: client.name.clone(),
-            nas_addr: self.src,
-            identity: conversation.identity.clone(),
-            cert_subject: cert.subject,
-            cert_serial: cert.serial,
-            cert_issuer: cert.issuer,
-            tls_version: conversation.tls_version,
-            rounds: conversation.rounds,
-            duration_ms: duration.as_millis(),
-            revocation: conversation
-                .revocation
-                .clone()
-                .unwrap_or_else(|| "-".into()),
-            vlan: if outcome == "accept" {
-                conversation.vlan.clone()
-            } else {
-                None
-            },
-        };
-        if outcome == "discard" {
-            debug!(nas = %client.name, reason = record.reason.as_ref(), "request dropped: {detail}");
-        } else if outcome == "accept" || log_allowed(shared, record.reason.clone(), &client.name) {
-            // Every authentication is counted and audited; repeated reject lines are rate
-            // limited.
-            log_finished(&record, detail);
-        }
-        if let Some(audit) = super::audit::current() {
-            audit.record(&record);
-        }
-        if let Some(tx) = &shared.audit {
-            let _ = tx.send(record);
-        }
+        ending::record(self.shared, self.client, self.src, ended, sent);
     }
-}
-
-/// True when a per-request reject line for `reason` and client `nas` may be written now
-/// (see [`super::loglimit`]); first writes the summary of lines suppressed before it.
-pub(super) fn log_allowed(shared: &Shared, reason: impl Into<Reason>, nas: &str) -> bool {
-    let reason = reason.into();
-    match shared.log_limit.check(clock::now(), reason.clone(), nas) {
-        LogVerdict::Suppress => false,
-        LogVerdict::Log { suppressed: 0 } => true,
-        LogVerdict::Log { suppressed } => {
-            info!(reason = reason.as_ref(), nas = %nas, suppressed, "suppressed {suppressed} similar log lines");
-            true
-        }
-    }
-}
-
-fn log_finished(record: &AuditRecord, detail: &str) {
-    info!(
-        outcome = record.outcome,
-        reason = record.reason.as_ref(),
-        nas = %record.nas,
-        identity = %Escaped(&record.identity),
-        cert.subject = %Escaped(&record.cert_subject),
-        cert.serial = %Escaped(&record.cert_serial),
-        cert.issuer = %Escaped(&record.cert_issuer),
-        tls = record.tls_version,
-        rounds = record.rounds,
-        duration_ms = record.duration_ms as u64,
-        vlan = record.vlan.as_deref().unwrap_or("-"),
-        revocation = %Escaped(&record.revocation),
-        detail,
-        "authentication finished"
-    );
 }
 
 #[cfg(test)]

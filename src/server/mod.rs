@@ -6,6 +6,7 @@ pub mod audit;
 pub mod checks;
 pub mod clients;
 pub mod dedup;
+mod ending;
 pub mod facts;
 pub mod fairness;
 pub mod fifo;
@@ -492,7 +493,7 @@ async fn recv_loop(
         // Each direction has its own log-limit key, so a suppressed "over" line can never
         // hide the "back within" line that follows it (or the other way round).
         let change = if over { "background" } else { "foreground" };
-        if share.mark_background(over) && handler::log_allowed(&shared, change, &client.name) {
+        if share.mark_background(over) && ending::log_allowed(&shared, change, &client.name) {
             if over {
                 info!(nas = %client.name, "this client is over its share of the server's processor time: its requests run at background priority");
             } else {
