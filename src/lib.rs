@@ -15,7 +15,10 @@
 //! - [`cli`]: the `anchord` command (serve, check, demo).
 //!
 //! Request flow: `server` recv → `radius` verify + decode → duplicate check → session
-//! lookup → `eap::Session::handle` → checks → `radius` encode → send.
+//! lookup → `eap::Session::handle` → facts gathered (certificate, requests, revocation from
+//! its source, started as soon as the certificate is verified) → `policy::evaluate` →
+//! reply built from the decision (`server::reply`) → `radius` encode → send → the end
+//! counted and audited once (`server::ending`).
 
 pub mod admin;
 pub mod bench;
