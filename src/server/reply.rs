@@ -1,4 +1,4 @@
-//! Replies built in one place: an Access-Accept from the [`Decision`](crate::policy::Decision)'s attributes (by
+//! Replies built in one place: an Access-Accept from the [`Decision`](crate::policy::Decision)(crate::policy::Decision)'s attributes (by
 //! dictionary name, vendor-specific ones included) and the session keys, an Access-Reject
 //! with its EAP-Failure.
 
