@@ -1,4 +1,5 @@
-//! Replies built in one place: an Access-Accept from the [`Decision`](crate::policy::Decision)(crate::policy::Decision)'s attributes (by
+//! Replies built in one place: an Access-Accept from the attributes of the
+//! [`Decision`](crate::policy::Decision) (by
 //! dictionary name, vendor-specific ones included) and the session keys, an Access-Reject
 //! with its EAP-Failure.
 
