@@ -100,6 +100,35 @@ impl Token {
             .unwrap()
     }
 
+    /// Writes device-ecdsa's private key onto the server token under `label`, with
+    /// pkcs11-tool's `extra` attribute options (as an admin or an old layout might have).
+    pub(crate) fn import_key(&self, label: &str, extra: &[&str]) {
+        let der = self.dir.path().join(format!("{label}.der"));
+        let conv = Command::new("openssl")
+            .args(["pkey", "-in"])
+            .arg(pki_dir().join("device-ecdsa.key"))
+            .args(["-outform", "DER", "-out"])
+            .arg(&der)
+            .status()
+            .unwrap();
+        assert!(conv.success());
+        let mut args = vec![
+            "--write-object",
+            der.to_str().unwrap(),
+            "--type",
+            "privkey",
+            "--label",
+            label,
+        ];
+        args.extend_from_slice(extra);
+        let import = self.pkcs11_tool(&args);
+        assert!(
+            import.status.success(),
+            "{}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+    }
+
     pub(crate) fn tokens_dir(&self) -> PathBuf {
         self.dir.path().join("tokens")
     }
@@ -205,31 +234,7 @@ fn status_flags_an_extractable_key() {
     let t = Token::new();
     t.ok(&["pki", "init"]);
     // Import a key the way a careless admin might: extractable and not sensitive.
-    let key = pki_dir().join("device-ecdsa.key");
-    let der = t.dir.path().join("weak.der");
-    let conv = Command::new("openssl")
-        .args(["pkey", "-in"])
-        .arg(&key)
-        .args(["-outform", "DER", "-out"])
-        .arg(&der)
-        .status()
-        .unwrap();
-    assert!(conv.success());
-    let import = t.pkcs11_tool(&[
-        "--write-object",
-        der.to_str().unwrap(),
-        "--type",
-        "privkey",
-        "--label",
-        "weak-key",
-        "--extractable",
-        "--usage-decrypt",
-    ]);
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    t.import_key("weak-key", &["--extractable", "--usage-decrypt"]);
     let status = t.ok(&["pki", "status"]);
     let line = status
         .lines()

@@ -301,28 +301,7 @@ fn check_refuses_a_server_token_that_also_holds_a_ca_key() {
     // The shape of a token made before the split: the server key with a CA key beside it.
     let t = Token::new();
     t.ok(&["pki", "init"]);
-    let der = t.dir.path().join("ca.der");
-    let conv = Command::new("openssl")
-        .args(["pkey", "-in"])
-        .arg(crate::harness::pki_dir().join("device-ecdsa.key"))
-        .args(["-outform", "DER", "-out"])
-        .arg(&der)
-        .status()
-        .unwrap();
-    assert!(conv.success());
-    let import = t.pkcs11_tool(&[
-        "--write-object",
-        der.to_str().unwrap(),
-        "--type",
-        "privkey",
-        "--label",
-        "anchord-issuing-ca",
-    ]);
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    t.import_key("anchord-issuing-ca", &[]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("anchord.toml");
     std::fs::write(

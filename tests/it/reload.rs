@@ -142,28 +142,7 @@ fn a_reload_that_keeps_the_pool_still_refuses_a_token_now_holding_a_ca_key() {
     let s = t.serve();
     assert!(crate::hsm::eapol(&s, work.path(), "tls13-ecdsa"));
     // Someone puts a CA key on the server token; the admin reloads for a VLAN change.
-    let der = work.path().join("ca.der");
-    let conv = std::process::Command::new("openssl")
-        .args(["pkey", "-in"])
-        .arg(crate::harness::pki_dir().join("device-ecdsa.key"))
-        .args(["-outform", "DER", "-out"])
-        .arg(&der)
-        .status()
-        .unwrap();
-    assert!(conv.success());
-    let import = t.pkcs11_tool(&[
-        "--write-object",
-        der.to_str().unwrap(),
-        "--type",
-        "privkey",
-        "--label",
-        "anchord-issuing-ca",
-    ]);
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    t.import_key("anchord-issuing-ca", &[]);
     let path = s.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("vlan = \"100\"", "vlan = \"200\"")).unwrap();
