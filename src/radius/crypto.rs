@@ -65,7 +65,44 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// Encrypts an MS-MPPE key (RFC 2548 §2.4.2): returns `salt | C`.
+/// Hides a User-Password-style value (RFC 2865 §5.2, `encrypt=1`): padded with zeros to
+/// a multiple of 16 bytes (at most 128), each block XORed with MD5(secret + the previous
+/// block, the Request Authenticator for the first).
+///
+/// # Errors
+/// A value longer than 128 bytes.
+pub fn user_password_encrypt(
+    secret: &SharedSecret,
+    request_authenticator: &[u8; 16],
+    value: &[u8],
+) -> Result<Vec<u8>, String> {
+    if value.len() > 128 {
+        return Err(format!(
+            "{} bytes: an encrypt=1 value holds at most 128",
+            value.len()
+        ));
+    }
+    let mut plain = Zeroizing::new(value.to_vec());
+    while plain.is_empty() || plain.len() % 16 != 0 {
+        plain.push(0);
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(plain.len());
+    for chunk in plain.chunks(16) {
+        let mut h = Md5::new();
+        h.update(secret.expose());
+        match out.len().checked_sub(16).and_then(|at| out.get(at..)) {
+            Some(previous) => h.update(previous),
+            None => h.update(request_authenticator),
+        }
+        let b = h.finalize();
+        let c: Vec<u8> = chunk.iter().zip(b.iter()).map(|(p, k)| p ^ k).collect();
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+/// Encrypts an MS-MPPE key (RFC 2548 §2.4.2), or any `encrypt=2` value (Tunnel-Password,
+/// RFC 2868 §3.5, the same construction): returns `salt | C`.
 ///
 /// `salt` must have its top bit set and differ from every other salt in the same reply;
 /// the caller chooses it (this module has no randomness).

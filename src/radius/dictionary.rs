@@ -178,11 +178,14 @@ impl Dictionary {
     /// Encodes `value` (text) for the attribute named `name`, by its type: a string as
     /// is, an integer from digits or a VALUE name, an address, a date in Unix seconds,
     /// octets from `0x` hex; `tag` (RFC 2868) leads the value of an attribute that has
-    /// one (0 when not given). Returns the definition and the value bytes.
+    /// one (0 when not given). Returns the definition and the value bytes; an attribute
+    /// with `encrypt=1` or `encrypt=2` is returned in the clear, for the reply builder to
+    /// hide with the client's secret (the tag, if any, stays in front, outside the
+    /// encryption).
     ///
     /// # Errors
     /// An unknown name, a value that does not parse as its type, or an attribute this
-    /// encoder does not write (encrypted ones, IPv6 prefixes).
+    /// encoder does not write (encrypt=3, IPv6 prefixes).
     pub fn encode(
         &self,
         name: &str,
@@ -198,9 +201,10 @@ impl Dictionary {
                 "`{name}` is written by the server, not by a policy"
             ));
         }
-        if def.encrypt != 0 {
+        if !matches!(def.encrypt, 0..=2) {
             return Err(format!(
-                "`{name}` is encrypted (encrypt={}): not supported in replies",
+                "`{name}` uses encrypt={}: only 1 (User-Password style) and 2 \
+                 (Tunnel-Password style) are written",
                 def.encrypt
             ));
         }
