@@ -32,6 +32,10 @@ pub enum DataType {
     Ipv6Prefix,
     /// Seconds since the epoch.
     Date,
+    /// 8-bit integer.
+    Byte,
+    /// 16-bit integer.
+    Short,
 }
 
 impl DataType {
@@ -44,6 +48,8 @@ impl DataType {
             "ipv6addr" => Self::Ipv6Addr,
             "ipv6prefix" => Self::Ipv6Prefix,
             "date" => Self::Date,
+            "byte" | "uint8" => Self::Byte,
+            "short" | "uint16" => Self::Short,
             _ => return None,
         })
     }
@@ -89,6 +95,9 @@ pub struct Dictionary {
     attrs: BTreeMap<(u32, u32), AttrDef>,
     by_name: HashMap<String, (u32, u32)>,
     vendors: BTreeMap<String, u32>,
+    /// Octets of the type and length fields inside each vendor's Vendor-Specific
+    /// attributes (`format=t,l`), for vendors other than the usual 1,1.
+    formats: BTreeMap<u32, (u8, u8)>,
     values: HashMap<(u32, u32), BTreeMap<u32, String>>,
 }
 
@@ -166,6 +175,12 @@ impl Dictionary {
             .map(String::as_str)
     }
 
+    /// Octets of the type and length fields in `vendor`'s Vendor-Specific attributes
+    /// (`VENDOR ... format=t,l`; 1,1 unless the dictionary says otherwise).
+    pub fn vendor_format(&self, vendor: u32) -> (u8, u8) {
+        self.formats.get(&vendor).copied().unwrap_or((1, 1))
+    }
+
     /// The number of a named value of an integer attribute.
     pub fn value_number(&self, vendor: u32, number: u32, name: &str) -> Option<u32> {
         self.values
@@ -222,6 +237,23 @@ impl Dictionary {
                     out.push(tag);
                 }
                 out.extend_from_slice(value.as_bytes());
+            }
+            DataType::Byte | DataType::Short => {
+                let n = value
+                    .parse::<u32>()
+                    .ok()
+                    .or_else(|| self.value_number(def.vendor, def.number, value))
+                    .ok_or_else(|| bad("a number or a VALUE name"))?;
+                match def.data_type {
+                    DataType::Byte => {
+                        out.push(u8::try_from(n).map_err(|_| bad("a byte (0..=255)"))?)
+                    }
+                    _ => out.extend_from_slice(
+                        &u16::try_from(n)
+                            .map_err(|_| bad("a short (0..=65535)"))?
+                            .to_be_bytes(),
+                    ),
+                }
             }
             DataType::Integer | DataType::Date => {
                 let n = value
@@ -331,9 +363,27 @@ impl Parser<'_> {
             match words.as_slice() {
                 [] => {}
                 ["$INCLUDE", file] => self.file(file, depth + 1),
-                ["VENDOR", vname, number, ..] => match number.parse::<u32>() {
+                ["VENDOR", vname, number, rest @ ..] => match number.parse::<u32>() {
                     Ok(n) => {
                         self.dict.vendors.insert((*vname).to_owned(), n);
+                        match rest {
+                            [] => {}
+                            [f] => match f.strip_prefix("format=").and_then(parse_format) {
+                                Some((1, 1)) => {}
+                                Some(format) => {
+                                    self.dict.formats.insert(n, format);
+                                }
+                                None => self.err(
+                                    name,
+                                    line,
+                                    format!(
+                                        "`{f}`: the vendor format is format=T,L with T 1, 2 \
+                                         or 4 and L 0, 1 or 2"
+                                    ),
+                                ),
+                            },
+                            _ => self.err(name, line, "too many fields after VENDOR".into()),
+                        }
                     }
                     Err(_) => self.err(
                         name,
@@ -411,6 +461,16 @@ impl Parser<'_> {
                 format!("attribute number {number} outside 1..=255"),
             );
         }
+        let (type_octets, _) = self.dict.vendor_format(vendor);
+        if vendor != 0 && type_octets < 4 && number >= 1 << (8 * u32::from(type_octets)) {
+            return self.err(
+                file,
+                line,
+                format!(
+                    "attribute number {number} does not fit the vendor's {type_octets}-octet type"
+                ),
+            );
+        }
         let Some(data_type) = DataType::parse(ty) else {
             return self.err(file, line, format!("unknown type `{ty}`"));
         };
@@ -455,11 +515,36 @@ impl Parser<'_> {
     }
 }
 
+/// `t,l` of a `format=t,l` (type octets 1, 2 or 4; length octets 0, 1 or 2).
+fn parse_format(f: &str) -> Option<(u8, u8)> {
+    let (t, l) = f.split_once(',')?;
+    let (t, l) = (t.parse().ok()?, l.parse().ok()?);
+    (matches!(t, 1 | 2 | 4) && matches!(l, 0..=2)).then_some((t, l))
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
 mod tests {
     use super::*;
     use crate::radius::attr::{self, AttrType};
+
+    #[test]
+    fn vendor_formats_are_read_and_bad_ones_refused_with_their_line() {
+        let parse = |text: &str| {
+            let text = text.to_owned();
+            Dictionary::parse("d", &mut |_| Ok(text.clone()))
+        };
+        let d = parse("VENDOR A 1 format=2,2\nVENDOR B 2\n").unwrap();
+        assert_eq!(d.vendor_format(1), (2, 2));
+        assert_eq!(d.vendor_format(2), (1, 1));
+        let e = parse("VENDOR A 1\nVENDOR C 3 format=3,1\n").unwrap_err();
+        assert_eq!(e[0].line, 2);
+        assert!(e[0].message.contains("format=T,L"), "{}", e[0].message);
+        let e = parse("VENDOR A 1\nBEGIN-VENDOR A\nATTRIBUTE A-X 300 string\nEND-VENDOR A\n")
+            .unwrap_err();
+        assert_eq!(e[0].line, 3);
+        assert!(e[0].message.contains("1-octet type"), "{}", e[0].message);
+    }
 
     #[test]
     fn builtin_dictionary_agrees_with_the_core_attribute_types() {

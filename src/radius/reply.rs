@@ -107,6 +107,41 @@ impl ReplyBuilder {
         self.push_vendor(VENDOR_MICROSOFT, vendor_type, value)
     }
 
+    /// Appends a vendor-specific attribute in the layout `format` gives: octets of its
+    /// type and of its length field (1,1 as RFC 2865 §5.26 suggests and most vendors use;
+    /// 2,2 or 4,0 for some).
+    ///
+    /// # Errors
+    /// The value does not fit one attribute, or the type does not fit its field.
+    pub fn push_vendor_format(
+        &mut self,
+        vendor: u32,
+        vendor_type: u32,
+        value: &[u8],
+        (type_octets, length_octets): (u8, u8),
+    ) -> Result<&mut Self, EncodeError> {
+        let too_long = || EncodeError::ValueTooLong {
+            ty: AttrType::VendorSpecific.code(),
+            len: value.len(),
+        };
+        let (t, l) = (usize::from(type_octets), usize::from(length_octets));
+        let mut v = Vec::with_capacity(value.len() + 4 + t + l);
+        v.extend(vendor.to_be_bytes());
+        let ty = vendor_type.to_be_bytes();
+        if ty.iter().take(4 - t.min(4)).any(|&b| b != 0) {
+            return Err(too_long());
+        }
+        v.extend_from_slice(ty.get(4 - t.min(4)..).unwrap_or_default());
+        let len = u64::try_from(value.len() + t + l).map_err(|_| too_long())?;
+        match l {
+            0 => {}
+            1 => v.push(u8::try_from(len).map_err(|_| too_long())?),
+            _ => v.extend(u16::try_from(len).map_err(|_| too_long())?.to_be_bytes()),
+        }
+        v.extend_from_slice(value);
+        self.push(AttrType::VendorSpecific, &v)
+    }
+
     /// Appends a vendor-specific attribute in the RFC 2865 §5.26 layout (one-octet vendor
     /// type and length, which most vendors use).
     ///

@@ -77,6 +77,13 @@ fn show(a: &Attribute<'_>, dict: &Dictionary) -> Shown {
                     .map_or_else(|| n.to_string(), str::to_owned),
             )
         }
+        DataType::Byte | DataType::Short if matches!(value.len(), 1 | 2) => {
+            let n = value.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b));
+            Value::Plain(
+                dict.value_name(0, def.number, n)
+                    .map_or_else(|| n.to_string(), str::to_owned),
+            )
+        }
         DataType::IpAddr => match value {
             [a, b, c, d] => Value::Plain(format!("{a}.{b}.{c}.{d}")),
             _ => Value::Hidden(value.len()),
@@ -141,10 +148,17 @@ pub const MAX_NAMED: usize = 64;
 /// passwords.
 fn vendor_name(value: &[u8], dict: &Dictionary) -> String {
     let mut r = Reader::new(value);
-    let (Some(vendor), Some(vtype)) = (r.u32(), r.u8()) else {
+    let Some(vendor) = r.u32() else {
         return "Vendor-Specific".into();
     };
-    dict.attribute(vendor, u32::from(vtype)).map_or_else(
+    let (type_octets, _) = dict.vendor_format(vendor);
+    let Some(vtype) = r
+        .take(usize::from(type_octets))
+        .map(|b| b.iter().fold(0u32, |n, &x| (n << 8) | u32::from(x)))
+    else {
+        return "Vendor-Specific".into();
+    };
+    dict.attribute(vendor, vtype).map_or_else(
         || format!("Vendor-{vendor}-Attr-{vtype}"),
         |def| def.name.clone(),
     )

@@ -101,10 +101,12 @@ pub fn push_attributes(
             })?;
             b.push(AttrType::from_code(code), &value)?;
         } else {
-            let ty = u8::try_from(def.number).map_err(|_| {
-                ReplyError::Attribute(format!("`{}` has no one-octet vendor type", a.name))
-            })?;
-            b.push_vendor(def.vendor, ty, &value)?;
+            b.push_vendor_format(
+                def.vendor,
+                def.number,
+                &value,
+                dictionary.vendor_format(def.vendor),
+            )?;
         }
     }
     Ok(())
@@ -248,6 +250,54 @@ mod tests {
         for s in salts {
             let s = u16::from_be_bytes(s);
             assert!(s != (0x8a5e & !1) && s != (0x8a5e | 1));
+        }
+    }
+
+    #[test]
+    fn vendor_attributes_follow_their_vendors_format_and_small_integer_types() {
+        let text = "VENDOR Wide 64000 format=2,2\nVENDOR Bare 64001 format=4,0\n\
+                    BEGIN-VENDOR Wide\nATTRIBUTE Wide-Role 300 string\n\
+                    ATTRIBUTE Wide-Level 2 byte\nATTRIBUTE Wide-Port 3 short\nEND-VENDOR Wide\n\
+                    BEGIN-VENDOR Bare\nATTRIBUTE Bare-Flag 70000 integer\nEND-VENDOR Bare\n";
+        let dict = Dictionary::parse("d", &mut |_| Ok(text.to_owned())).unwrap();
+        let mut b = ReplyBuilder::new(Code::AccessAccept, 0);
+        push_attributes(
+            &mut b,
+            &[
+                attr("Wide-Role", None, "staff"),
+                attr("Wide-Level", None, "7"),
+                attr("Wide-Port", None, "8080"),
+                attr("Bare-Flag", None, "1"),
+            ],
+            &dict,
+            &hiding(),
+        )
+        .unwrap();
+        let wide = 64000u32.to_be_bytes();
+        let bare = 64001u32.to_be_bytes();
+        let vsa = |vendor: [u8; 4], rest: &[u8]| (26u8, [&vendor[..], rest].concat());
+        assert_eq!(
+            attrs_of(b),
+            [
+                vsa(wide, &[0x01, 0x2c, 0, 9, b's', b't', b'a', b'f', b'f']),
+                vsa(wide, &[0, 2, 0, 5, 7]),
+                vsa(wide, &[0, 3, 0, 6, 0x1f, 0x90]),
+                vsa(bare, &[0, 1, 0x11, 0x70, 0, 0, 0, 1]),
+            ]
+        );
+        for (a, why) in [
+            (attr("Wide-Level", None, "256"), "a byte"),
+            (attr("Wide-Port", None, "65536"), "a short"),
+        ] {
+            let e = push_attributes(
+                &mut ReplyBuilder::new(Code::AccessAccept, 1),
+                &[a],
+                &dict,
+                &hiding(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(why), "{e}");
         }
     }
 
