@@ -230,6 +230,14 @@ impl Dictionary {
                 "tag {tag} is out of range 0..=31 (attribute `{name}`)"
             ));
         }
+        // Digits or a VALUE name.
+        let number = || {
+            value
+                .parse::<u32>()
+                .ok()
+                .or_else(|| self.value_number(def.vendor, def.number, value))
+                .ok_or_else(|| bad("a number or a VALUE name"))
+        };
         let mut out = Vec::new();
         match def.data_type {
             DataType::String => {
@@ -239,11 +247,7 @@ impl Dictionary {
                 out.extend_from_slice(value.as_bytes());
             }
             DataType::Byte | DataType::Short => {
-                let n = value
-                    .parse::<u32>()
-                    .ok()
-                    .or_else(|| self.value_number(def.vendor, def.number, value))
-                    .ok_or_else(|| bad("a number or a VALUE name"))?;
+                let n = number()?;
                 match def.data_type {
                     DataType::Byte => {
                         out.push(u8::try_from(n).map_err(|_| bad("a byte (0..=255)"))?)
@@ -256,11 +260,7 @@ impl Dictionary {
                 }
             }
             DataType::Integer | DataType::Date => {
-                let n = value
-                    .parse::<u32>()
-                    .ok()
-                    .or_else(|| self.value_number(def.vendor, def.number, value))
-                    .ok_or_else(|| bad("a number or a VALUE name"))?;
+                let n = number()?;
                 let mut bytes = n.to_be_bytes();
                 if def.has_tag {
                     if n > 0x00FF_FFFF {

@@ -289,16 +289,21 @@ mod tests {
             (attr("Wide-Level", None, "256"), "a byte"),
             (attr("Wide-Port", None, "65536"), "a short"),
         ] {
-            let e = push_attributes(
-                &mut ReplyBuilder::new(Code::AccessAccept, 1),
-                &[a],
-                &dict,
-                &hiding(),
-            )
-            .unwrap_err()
-            .to_string();
+            let e = refused(a, &dict);
             assert!(e.contains(why), "{e}");
         }
+    }
+
+    /// Why `a` cannot go in a reply.
+    fn refused(a: ReplyAttribute, dict: &Dictionary) -> String {
+        push_attributes(
+            &mut ReplyBuilder::new(Code::AccessAccept, 1),
+            &[a],
+            dict,
+            &hiding(),
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     fn attr(name: &str, tag: Option<u8>, value: &str) -> ReplyAttribute {
@@ -372,14 +377,7 @@ mod tests {
                 "at most 239",
             ),
         ] {
-            let e = push_attributes(
-                &mut ReplyBuilder::new(Code::AccessAccept, 1),
-                &[a],
-                &dict,
-                &hiding(),
-            )
-            .unwrap_err()
-            .to_string();
+            let e = refused(a, &dict);
             assert!(e.contains(why), "{e}");
         }
     }
