@@ -8,6 +8,9 @@
 //! so a reload that replaces them starts them at zero, which Prometheus reads as a reset).
 //! [`Metrics::render`] puts them all in one registry at each scrape.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use prometheus_client::encoding::{text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,6 +21,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::Runtime;
 use crate::eap::Reason;
+
+/// The request codes counted, in the order of [`Metrics::by_client`]'s pairs.
+const REQUEST_CODES: [&str; 2] = ["access_request", "status_server"];
 
 /// A request's code and the client it came from.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +105,8 @@ pub struct Levels {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
+    /// The same counters by client name, `[access_request, status_server]`.
+    by_client: Arc<RwLock<HashMap<String, [Counter; 2]>>>,
     dropped: Family<DropLabels, Counter>,
     authentications: Family<AuthLabels, Counter>,
     duration: Family<OutcomeLabels, Histogram>,
@@ -112,6 +120,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             requests: Family::default(),
+            by_client: Arc::default(),
             dropped: Family::default(),
             authentications: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
@@ -125,13 +134,32 @@ impl Default for Metrics {
 
 impl Metrics {
     /// An authenticated request from a client.
+    ///
+    /// Runs for every request: each client's counters are looked up by its name as
+    /// borrowed, without building a label set (which would allocate the name every time).
     pub fn request(&self, code: &'static str, client: &str) {
-        self.requests
-            .get_or_create(&RequestLabels {
+        let at = usize::from(code != REQUEST_CODES[0]);
+        let counted = self
+            .by_client
+            .read()
+            .ok()
+            .and_then(|m| m.get(client).and_then(|c| c.get(at)).map(Counter::inc));
+        if counted.is_some() {
+            return;
+        }
+        // First sight of this client: its counters, shared with the family.
+        let counters = REQUEST_CODES.map(|code| {
+            self.requests.get_or_create_owned(&RequestLabels {
                 code,
                 client: client.to_owned(),
             })
-            .inc();
+        });
+        if let Some(c) = counters.get(at) {
+            c.inc();
+        }
+        if let Ok(mut m) = self.by_client.write() {
+            m.insert(client.to_owned(), counters);
+        }
     }
 
     /// A datagram or request that got no answer.
@@ -294,5 +322,32 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = text::encode(&mut out, &r);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_per_client_and_code() {
+        let m = Metrics::default();
+        for _ in 0..3 {
+            m.request("access_request", "wlc");
+        }
+        m.request("status_server", "wlc");
+        m.request("access_request", "switch");
+        let count = |code, client: &str| {
+            m.requests
+                .get(&RequestLabels {
+                    code,
+                    client: client.to_owned(),
+                })
+                .map_or(0, |c| c.get())
+        };
+        assert_eq!(count("access_request", "wlc"), 3);
+        assert_eq!(count("status_server", "wlc"), 1);
+        assert_eq!(count("access_request", "switch"), 1);
+        assert_eq!(count("status_server", "switch"), 0);
     }
 }
