@@ -3,6 +3,7 @@
 mod bench;
 pub mod demo;
 pub mod pki;
+pub mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ enum Command {
     /// Certificates and keys.
     #[command(subcommand)]
     Pki(Box<pki::PkiCommand>),
+    /// Admin policies: explain a decision, run expectations.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Load generator: complete EAP-TLS authentications against a RADIUS server.
     Bench(Box<bench::BenchArgs>),
     /// Make a dev PKI, start a server, authenticate the demo devices with eapol_test.
@@ -105,6 +109,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         } => rt.block_on(demo::run(&dir, &eapol_test, hsm)),
         Command::Bench(args) => rt.block_on(bench::run(*args)),
         Command::Pki(cmd) => pki::run(*cmd),
+        Command::Policy(cmd) => policy::run(cmd),
     };
     // A blocking call stuck on a hung token (a reload, a signature past its deadline) must
     // not keep the process from exiting.
@@ -198,12 +203,12 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let (config, warnings) = Config::load_reporting(path);
     // A file without errors is then opened as `serve` would (the token, the checker), so
     // a token that refuses the PIN or holds the wrong keys is reported here too.
-    let config = config.and_then(|c| Runtime::build(&c, None).map(|_| c));
+    let config = config.and_then(|c| Runtime::build(&c, None).map(|r| (c, r)));
     for w in &warnings {
         println!("warning: {w}");
     }
     match config {
-        Ok(c) => {
+        Ok((c, runtime)) => {
             println!(
                 "{}: OK ({} client(s), listen {})",
                 path.display(),
@@ -214,6 +219,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            match &c.policy {
+                Some(s) => println!(
+                    "{}: OK (policy {}, {} rule(s), expectations in tests/ passed)",
+                    s.dir.display(),
+                    runtime.policy.version(),
+                    runtime.policy.rules().len()
+                ),
+                None => println!("no [policy]: every device gets [authorization] vlan"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

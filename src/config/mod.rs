@@ -2,6 +2,7 @@
 //! [`Config`]. Every error names the file, the line and the key; [`Config::load`] reports
 //! all of them at once.
 
+pub mod policy;
 mod raw;
 mod runtime;
 
@@ -156,6 +157,22 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Where audit records go, when `[audit]` is set.
     pub audit: Option<AuditSink>,
+    /// The admin's policy files, when `[policy]` is set (else `vlan` for every device).
+    pub policy: Option<PolicySettings>,
+}
+
+/// `[policy]`: where the rules are and the time zone they read.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// The folder of `*.toml` rule files (loaded in name order); `tests/` in it holds the
+    /// expectations.
+    pub dir: PathBuf,
+    /// The time zone of `time` and `days` conditions.
+    pub zone: jiff::tz::TimeZone,
+    /// Reload when a policy or dictionary file changes on disk.
+    pub watch: bool,
+    /// Where `[policy]` is written.
+    pub at: Place,
 }
 
 /// Where audit records are written, one JSON object per line.
@@ -471,6 +488,36 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         .and_then(|r| revocation_settings(ctx, r));
     let dictionary = load_dictionary(ctx, s.dictionary.as_ref());
 
+    let policy = raw.policy.as_ref().and_then(|p| {
+        let span = p.span();
+        let p = p.get_ref();
+        let zone = match jiff::tz::TimeZone::get(p.timezone.get_ref()) {
+            Ok(z) => z,
+            Err(e) => {
+                ctx.err(
+                    p.timezone.span(),
+                    "policy.timezone",
+                    format!("not a time zone (an IANA name like Europe/Berlin, or UTC): {e}"),
+                );
+                return None;
+            }
+        };
+        if let Some(v) = &raw.authorization.vlan {
+            ctx.err(
+                v.span(),
+                "authorization.vlan",
+                "[policy] is set, so its rules give each device its VLAN: remove \
+                 [authorization] vlan (or [policy], to give every device this VLAN)",
+            );
+        }
+        Some(PolicySettings {
+            dir: ctx.path(p.dir.get_ref()),
+            zone,
+            watch: p.watch,
+            at: ctx.place(span, "policy"),
+        })
+    });
+
     let vlan = raw.authorization.vlan.as_ref().map(|v| {
         let text = v.get_ref().trim().to_owned();
         if text.is_empty() || text.len() > 252 {
@@ -605,6 +652,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         revocation,
         admin,
         audit,
+        policy,
     })
 }
 

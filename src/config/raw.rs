@@ -22,6 +22,29 @@ pub(crate) struct RawConfig {
     pub(crate) revocation: Option<RawRevocation>,
     pub(crate) admin: Option<RawAdmin>,
     pub(crate) audit: Option<RawAudit>,
+    pub(crate) policy: Option<Spanned<RawPolicy>>,
+}
+
+/// `[policy]`: the admin's rules in policies/.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    #[serde(default = "default_policy_dir")]
+    pub(crate) dir: Spanned<String>,
+    #[serde(default = "default_timezone")]
+    pub(crate) timezone: Spanned<String>,
+    #[serde(default = "default_watch")]
+    pub(crate) watch: bool,
+}
+
+fn default_policy_dir() -> Spanned<String> {
+    unspanned("../policies".to_owned())
+}
+fn default_timezone() -> Spanned<String> {
+    unspanned("UTC".to_owned())
+}
+fn default_watch() -> bool {
+    true
 }
 
 /// `[admin]`: the admin HTTP listener (`/metrics`).

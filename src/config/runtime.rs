@@ -45,6 +45,8 @@ impl Runtime {
         config: &Config,
         previous: Option<(&Config, &Runtime)>,
     ) -> Result<Self, ConfigErrors> {
+        // The policy first: a broken rule is refused before any token is touched.
+        let policy = Arc::new(super::policy::load(config, crate::clock::unix_now())?);
         let running = previous.and_then(|(c, r)| Some((c.pki.as_ref()?, r.pki.as_ref()?)));
         let (pki, root) = match (&config.pki, running) {
             (None, _) => (None, None),
@@ -145,7 +147,7 @@ impl Runtime {
             eap,
             pki,
             revocation,
-            policy: Arc::new(Policy::builtin(config.vlan.clone())),
+            policy,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! A development PKI made with rcgen: root CA, issuing CA, server certificate and demo
-//! devices (good ECDSA, good RSA, expired, wrong EKU, unknown CA). For demos and tests
+//! devices (good ECDSA in OU Staff, good RSA in OU IoT, expired, wrong EKU, unknown CA). For demos and tests
 //! only; production CAs live in the HSM.
 
 use std::fs;
@@ -128,6 +128,16 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
             format!("{}.devices.anchord.test", d.name).try_into()?,
         )];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        // Departments the example policy (policies/) tells apart.
+        match d.name {
+            "device-ecdsa" => p
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, "Staff"),
+            "device-rsa" => p
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, "IoT"),
+            _ => {}
+        }
         let issuer = match d.name {
             "device-expired" => {
                 p.not_before = now - Duration::days(30);

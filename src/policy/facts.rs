@@ -6,6 +6,11 @@ use std::net::{IpAddr, Ipv6Addr};
 
 pub use crate::pki::facts::{CertFacts, Sans};
 use crate::pki::status::Source;
+use crate::radius::attr::station_id;
+use crate::radius::dictionary::Dictionary;
+use crate::radius::packet::Attribute;
+use crate::radius::summary::named_values;
+use crate::radius::AttrType;
 
 /// What a NAS said about the device in one Access-Request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +53,55 @@ impl RequestFacts {
     }
 }
 
+/// RADIUS attribute numbers without an [`AttrType`] of their own (RFC 2869, RFC 3162).
+const NAS_PORT_TYPE: u8 = 61;
+const NAS_PORT_ID: u8 = 87;
+const NAS_IPV6_ADDRESS: u8 = 95;
+
+impl RequestFacts {
+    /// The facts of a request's `attrs` from the client named `client`; `eap_identity` is
+    /// the EAP identity it carried, if any. The server and the admin tools (`policy
+    /// explain`, `policy test`) read requests through this one function.
+    pub fn of(
+        attrs: &[Attribute<'_>],
+        client: &str,
+        dictionary: &Dictionary,
+        eap_identity: &str,
+    ) -> Self {
+        let first = |ty: AttrType| attrs.iter().find(|a| a.ty == ty).map(|a| a.value);
+        let text = |ty: AttrType| first(ty).map(|v| String::from_utf8_lossy(v).into_owned());
+        let u32_of = |ty: AttrType| {
+            first(ty)
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map(u32::from_be_bytes)
+        };
+        let called_station = text(AttrType::CalledStationId);
+        let ssid = called_station
+            .as_deref()
+            .and_then(|c| c.split_once(':'))
+            .map(|(_, ssid)| ssid.to_owned())
+            .filter(|s| !s.is_empty());
+        Self {
+            client: client.to_owned(),
+            nas_ip: first(AttrType::NasIpAddress)
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map(IpAddr::from),
+            nas_ipv6: first(AttrType::Other(NAS_IPV6_ADDRESS))
+                .and_then(|v| <[u8; 16]>::try_from(v).ok())
+                .map(Ipv6Addr::from),
+            nas_identifier: text(AttrType::NasIdentifier),
+            nas_port_type: u32_of(AttrType::Other(NAS_PORT_TYPE)),
+            nas_port_id: text(AttrType::Other(NAS_PORT_ID)),
+            called_station,
+            ssid,
+            calling_station: first(AttrType::CallingStationId).map(station_id),
+            framed_mtu: u32_of(AttrType::FramedMtu),
+            eap_identity: eap_identity.to_owned(),
+            attributes: named_values(attrs, dictionary),
+        }
+    }
+}
+
 /// What a revocation check found for the device's path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationOutcome {
@@ -82,6 +136,20 @@ pub enum RevocationOutcome {
     },
 }
 
+impl RevocationOutcome {
+    /// The label a policy matches on (`revocation = "good"`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotChecked => "not_checked",
+            Self::Good => "good",
+            Self::Revoked { .. } => "revoked",
+            Self::Unknown { .. } => "unknown",
+            Self::Invalid { .. } => "invalid",
+            Self::SoftFailed { .. } => "soft_failed",
+        }
+    }
+}
+
 /// Revocation facts: the outcome, where the device certificate's answer came from, and
 /// the audit text (e.g. `good (ocsp)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +174,7 @@ impl RevocationFacts {
 }
 
 /// Everything one decision is made from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Facts {
     /// Now, Unix seconds (a fact, so the decision is a pure function of the facts).
     pub now: i64,
@@ -120,4 +188,78 @@ pub struct Facts {
     pub last: RequestFacts,
     /// Revocation.
     pub revocation: RevocationFacts,
+    /// The device's live posture, per source (none until posture sources are configured).
+    pub posture: PostureFacts,
+}
+
+/// What the posture sources (MDM, EDR) said about the device, one entry per source, in
+/// the configured order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostureFacts {
+    /// Each source's answer.
+    pub sources: Vec<SourcePosture>,
+}
+
+/// One posture source's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourcePosture {
+    /// The source's name from the config.
+    pub source: String,
+    /// Its facts, or why there are none.
+    pub answer: PostureAnswer,
+}
+
+/// A source's facts, or why it gave none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PostureAnswer {
+    /// The source knows the device.
+    Known(Posture),
+    /// No usable answer (down, timed out, garbage, unknown device): the reason.
+    Unavailable(String),
+}
+
+/// Posture facts about one device from one source; each may be missing from an answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Posture {
+    /// Compliant with the source's policies.
+    pub compliant: Option<bool>,
+    /// Enrolled in (managed by) the source.
+    pub managed: Option<bool>,
+    /// Risk score (higher is riskier).
+    pub risk_score: Option<f64>,
+    /// Operating system.
+    pub os: Option<String>,
+    /// Operating system version.
+    pub os_version: Option<String>,
+    /// Last check-in with the source, Unix seconds.
+    pub last_seen: Option<i64>,
+    /// Further named facts, as text.
+    pub extra: Vec<(String, String)>,
+}
+
+impl PostureFacts {
+    /// The first known answer with `fact` set, across sources in order (or only `source`).
+    pub fn known<'a, T>(
+        &'a self,
+        source: Option<&str>,
+        fact: impl Fn(&'a Posture) -> Option<T>,
+    ) -> Option<T> {
+        self.sources
+            .iter()
+            .filter(|s| source.is_none_or(|n| n == s.source))
+            .find_map(|s| match &s.answer {
+                PostureAnswer::Known(p) => fact(p),
+                PostureAnswer::Unavailable(_) => None,
+            })
+    }
+
+    /// True when no source (or `source`) gave an answer: none configured, or each
+    /// unavailable.
+    pub fn unavailable(&self, source: Option<&str>) -> bool {
+        !self
+            .sources
+            .iter()
+            .filter(|s| source.is_none_or(|n| n == s.source))
+            .any(|s| matches!(s.answer, PostureAnswer::Known(_)))
+    }
 }

@@ -2,16 +2,32 @@
 //! is a fact); it returns the [`Decision`] and a [`Trace`] saying which rule decided and
 //! why. The server gathers the facts and builds the reply from the decision.
 //!
-//! Until admin policy files land, [`Policy::builtin`] is the one policy: refuse a
-//! certificate that names no device, refuse on a revocation finding, accept everything
-//! else with the `[authorization]` VLAN (RFC 3580), a soft-failed revocation check
-//! accepted but flagged.
+//! Before any rule, two refusals no policy can undo: a certificate that names no device,
+//! and a revocation finding (revoked, invalid answer, unknown without soft-fail). Then the
+//! admin's rules ([`load`], from `policies/`) decide, first match wins; without policy
+//! files, [`Policy::builtin`] accepts every device into the `[authorization]` VLAN
+//! (RFC 3580). A soft-failed revocation check reaches the rules, flagged.
 
+pub mod cases;
 pub mod facts;
+pub mod load;
+pub mod rules;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-pub use facts::{Facts, RequestFacts, RevocationFacts, RevocationOutcome};
+use jiff::tz::TimeZone;
+use sha2::{Digest, Sha256};
+
+pub use load::{PolicyError, PolicyFile};
+pub use rules::{Action, Place, Rule};
+
+use crate::radius::dictionary::Dictionary;
+
+pub use facts::{
+    Facts, Posture, PostureAnswer, PostureFacts, RequestFacts, RevocationFacts, RevocationOutcome,
+    SourcePosture,
+};
 
 /// Why a device was refused: a stable label or an admin's text.
 pub type Reason = crate::eap::Reason;
@@ -28,7 +44,8 @@ pub struct ReplyAttribute {
 }
 
 impl ReplyAttribute {
-    fn new(name: &str, tag: Option<u8>, value: &str) -> Self {
+    /// An attribute by dictionary name.
+    pub fn new(name: &str, tag: Option<u8>, value: &str) -> Self {
         Self {
             name: name.to_owned(),
             tag,
@@ -71,54 +88,164 @@ impl Decision {
 /// How the decision was reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Trace {
-    /// The rule that decided.
+    /// The rule that decided (`identity` and `revocation` for the refusals before the
+    /// rules, `default` for the built-in policy).
     pub rule: String,
-    /// What each rule looked at, in order.
-    pub steps: Vec<String>,
+    /// Where that rule is written, for an admin's rule.
+    pub at: Option<Place>,
+    /// The preset the deciding rule used (e.g. `quarantine`).
+    pub preset: Option<String>,
+    /// What the checks before the rules found, in order.
+    pub checks: Vec<String>,
+    /// Each rule tried before the deciding one: its index and the index of its first
+    /// condition that failed.
+    pub tried: Vec<(usize, usize)>,
 }
 
-/// The rules a decision runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Policy {
-    /// The built-in policy: accept every good certificate into `vlan`.
-    Builtin {
-        /// `[authorization] vlan`.
-        vlan: Option<String>,
-    },
+/// The rules a decision runs, with the dictionary they were checked against, the time
+/// zone their time conditions read, and their version.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    rules: Rules,
+    dictionary: Arc<Dictionary>,
+    zone: TimeZone,
+    version: String,
+}
+
+#[derive(Debug, Clone)]
+enum Rules {
+    /// Accept every device into this VLAN (`[authorization] vlan`), if any.
+    Builtin(Option<String>),
+    /// The admin's rules.
+    Admin(Vec<Rule>),
 }
 
 impl Policy {
     /// The built-in policy with the `[authorization]` VLAN.
-    pub fn builtin(vlan: Option<String>) -> Self {
-        Self::Builtin { vlan }
+    pub fn builtin(vlan: Option<String>, dictionary: Arc<Dictionary>) -> Self {
+        Self {
+            rules: Rules::Builtin(vlan),
+            dictionary,
+            zone: TimeZone::UTC,
+            version: "builtin".into(),
+        }
+    }
+
+    /// Compiles and lints the admin's `files` (in load order) against `dictionary`;
+    /// time conditions read the time in `zone`.
+    ///
+    /// # Errors
+    /// Every error found, each with file:line and the rule.
+    pub fn compile(
+        files: &[PolicyFile],
+        dictionary: Arc<Dictionary>,
+        zone: TimeZone,
+    ) -> Result<Self, Vec<PolicyError>> {
+        let compiled = load::compile(files, &dictionary)?;
+        let mut hash = Sha256::new();
+        for f in files {
+            hash.update(f.name.as_bytes());
+            hash.update([0]);
+            hash.update(f.text.as_bytes());
+            hash.update([0]);
+        }
+        let version = hash
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            rules: Rules::Admin(compiled.rules),
+            dictionary,
+            zone,
+            version,
+        })
+    }
+
+    /// The version: a hash of the policy files' names and contents (`builtin` without).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The dictionary the reply attributes were checked against (and are encoded with).
+    pub fn dictionary(&self) -> &Arc<Dictionary> {
+        &self.dictionary
+    }
+
+    /// The time zone of time conditions.
+    pub fn zone(&self) -> &TimeZone {
+        &self.zone
+    }
+
+    /// The admin's rules, in order (none for the built-in policy).
+    pub fn rules(&self) -> &[Rule] {
+        match &self.rules {
+            Rules::Builtin(_) => &[],
+            Rules::Admin(r) => r,
+        }
     }
 }
 
 /// Decides about one authenticated device.
 pub fn evaluate(policy: &Policy, facts: &Facts) -> (Decision, Trace) {
-    match policy {
-        Policy::Builtin { vlan } => builtin(vlan.as_deref(), facts),
+    let mut trace = Trace::default();
+    if let Some(d) = refusal(facts, &mut trace) {
+        return (d, trace);
+    }
+    match &policy.rules {
+        Rules::Builtin(vlan) => (builtin(vlan.as_deref(), &mut trace), trace),
+        Rules::Admin(rules) => {
+            for (i, rule) in rules.iter().enumerate() {
+                if let Some(failed) = rule.first_failed(facts, &policy.zone) {
+                    trace.tried.push((i, failed));
+                    continue;
+                }
+                trace.rule.clone_from(&rule.name);
+                trace.at = Some(rule.at.clone());
+                let decision = match &rule.action {
+                    Action::Accept { reply, preset } => {
+                        trace.preset.clone_from(preset);
+                        Decision::Accept {
+                            reply: reply.clone(),
+                        }
+                    }
+                    Action::Reject(reason) => Decision::Reject {
+                        reason: Cow::Owned(reason.clone()),
+                        rule: rule.name.clone(),
+                    },
+                };
+                return (decision, trace);
+            }
+            // The linter refuses a policy without a default rule; should one get here, no
+            // rule means no access.
+            trace.rule = "no_rule".into();
+            let d = Decision::Reject {
+                reason: Cow::Borrowed("no_rule_matched"),
+                rule: "no_rule".into(),
+            };
+            (d, trace)
+        }
     }
 }
 
-fn builtin(vlan: Option<&str>, facts: &Facts) -> (Decision, Trace) {
-    let mut trace = Trace::default();
+/// The refusals before any rule: a certificate naming no device, a revocation finding.
+fn refusal(facts: &Facts, trace: &mut Trace) -> Option<Decision> {
     let reject = |trace: &mut Trace, rule: &str, reason: &'static str| {
         trace.rule = rule.to_owned();
-        Decision::Reject {
+        Some(Decision::Reject {
             reason: Cow::Borrowed(reason),
             rule: rule.to_owned(),
-        }
+        })
     };
     if facts.cert.identity().is_empty() {
         trace
-            .steps
+            .checks
             .push("identity: the certificate has no CN and no DNS or email SAN".into());
-        let d = reject(&mut trace, "identity", "no_identity");
-        return (d, trace);
+        return reject(trace, "identity", "no_identity");
     }
     trace
-        .steps
+        .checks
         .push(format!("identity: {}", facts.cert.identity()));
     let revocation = &facts.revocation;
     let refused = match &revocation.outcome {
@@ -136,15 +263,18 @@ fn builtin(vlan: Option<&str>, facts: &Facts) -> (Decision, Trace) {
         | RevocationOutcome::SoftFailed { .. } => None,
     };
     trace
-        .steps
+        .checks
         .push(format!("revocation: {}", revocation.detail));
-    if let Some(reason) = refused {
-        let d = reject(&mut trace, "revocation", reason);
-        return (d, trace);
+    match refused {
+        Some(reason) => reject(trace, "revocation", reason),
+        None => None,
     }
+}
+
+fn builtin(vlan: Option<&str>, trace: &mut Trace) -> Decision {
     trace.rule = "default".into();
     let reply = vlan.map_or_else(Vec::new, |v| {
-        trace.steps.push(format!("default: accept into VLAN {v}"));
+        trace.checks.push(format!("default: accept into VLAN {v}"));
         // RFC 3580 §3.31: VLAN assignment on RFC 2868 tunnel attributes, tag 0.
         vec![
             ReplyAttribute::new("Tunnel-Type", Some(0), "VLAN"),
@@ -153,9 +283,9 @@ fn builtin(vlan: Option<&str>, facts: &Facts) -> (Decision, Trace) {
         ]
     });
     if vlan.is_none() {
-        trace.steps.push("default: accept, no VLAN".into());
+        trace.checks.push("default: accept, no VLAN".into());
     }
-    (Decision::Accept { reply }, trace)
+    Decision::Accept { reply }
 }
 
 #[cfg(test)]
@@ -182,11 +312,16 @@ mod tests {
                 source: None,
                 detail: "detail".into(),
             },
+            posture: PostureFacts::default(),
         }
     }
 
+    fn dict() -> Arc<Dictionary> {
+        Arc::new(Dictionary::builtin().unwrap())
+    }
+
     fn vlan() -> Policy {
-        Policy::builtin(Some("100".into()))
+        Policy::builtin(Some("100".into()), dict())
     }
 
     #[test]
@@ -207,7 +342,7 @@ mod tests {
         );
         assert_eq!(t.rule, "default");
         let (d, _) = evaluate(
-            &Policy::builtin(None),
+            &Policy::builtin(None, dict()),
             &facts("laptop", RevocationOutcome::Good),
         );
         assert_eq!(d, Decision::Accept { reply: Vec::new() });
@@ -220,7 +355,7 @@ mod tests {
         };
         let (d, t) = evaluate(&vlan(), &facts("laptop", soft));
         assert!(matches!(d, Decision::Accept { .. }));
-        assert!(t.steps.iter().any(|s| s == "revocation: detail"), "{t:?}");
+        assert!(t.checks.iter().any(|s| s == "revocation: detail"), "{t:?}");
     }
 
     #[test]

@@ -100,6 +100,28 @@ pub const MS_MPPE_SEND_KEY: u8 = 0x10;
 /// MS-MPPE-Recv-Key vendor type (RFC 2548 §2.4.3).
 pub const MS_MPPE_RECV_KEY: u8 = 0x11;
 
+/// A Calling-Station-Id in one form: a MAC address in any common notation
+/// (`00:11:22:AA:BB:CC`, `0011.22aa.bbcc`, `001122aabbcc`, ...) becomes the IEEE form
+/// `00-11-22-AA-BB-CC` (RFC 3580 §3.21); anything else is kept as sent (lossy UTF-8, at most
+/// 64 characters).
+pub fn station_id(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let hex: Vec<char> = text.chars().filter(char::is_ascii_hexdigit).collect();
+    let separators_only = text
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'));
+    if hex.len() == 12 && separators_only {
+        let up: String = hex.iter().map(char::to_ascii_uppercase).collect();
+        return up
+            .as_bytes()
+            .chunks(2)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect::<Vec<_>>()
+            .join("-");
+    }
+    text.chars().take(64).collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, reason = "tests index fixed test data")]
 mod tests {

@@ -192,8 +192,8 @@ impl Dictionary {
 
     /// Encodes `value` (text) for the attribute named `name`, by its type: a string as
     /// is, an integer from digits or a VALUE name, an address, a date in Unix seconds,
-    /// octets from `0x` hex; `tag` (RFC 2868) leads the value of an attribute that has
-    /// one (0 when not given). Returns the definition and the value bytes; an attribute
+    /// octets from `0x` hex (else the text's bytes); `tag` (RFC 2868) leads the value of
+    /// an attribute that has one (0 when not given). Returns the definition and the value bytes; an attribute
     /// with `encrypt=1` or `encrypt=2` is returned in the clear, for the reply builder to
     /// hide with the client's secret (the tag, if any, stays in front, outside the
     /// encryption).
@@ -207,15 +207,42 @@ impl Dictionary {
         tag: Option<u8>,
         value: &str,
     ) -> Result<(&AttrDef, Vec<u8>), String> {
-        let def = self
-            .by_name(name)
-            .ok_or_else(|| format!("no attribute `{name}` in the dictionary"))?;
+        let def = self.named(name)?;
         // The server writes these itself: a second copy would make the reply invalid.
         if def.vendor == 0 && SERVER_WRITTEN.contains(&def.number) {
             return Err(format!(
                 "`{name}` is written by the server, not by a policy"
             ));
         }
+        self.encode_def(def, tag, value)
+    }
+
+    fn named(&self, name: &str) -> Result<&AttrDef, String> {
+        self.by_name(name)
+            .ok_or_else(|| format!("no attribute `{name}` in the dictionary"))
+    }
+
+    /// Encodes `value` for the attribute named `name` as [`Self::encode`] does, for any
+    /// attribute (a request's User-Name too): what the admin tools use to make a request.
+    ///
+    /// # Errors
+    /// As [`Self::encode`], but attributes the server writes are encoded too.
+    pub fn encode_value(
+        &self,
+        name: &str,
+        tag: Option<u8>,
+        value: &str,
+    ) -> Result<(&AttrDef, Vec<u8>), String> {
+        self.encode_def(self.named(name)?, tag, value)
+    }
+
+    fn encode_def<'d>(
+        &'d self,
+        def: &'d AttrDef,
+        tag: Option<u8>,
+        value: &str,
+    ) -> Result<(&'d AttrDef, Vec<u8>), String> {
+        let name = def.name.as_str();
         if !matches!(def.encrypt, 0..=2) {
             return Err(format!(
                 "`{name}` uses encrypt={}: only 1 (User-Password style) and 2 \
@@ -278,11 +305,15 @@ impl Dictionary {
                 let a: std::net::Ipv6Addr = value.parse().map_err(|_| bad("an IPv6 address"))?;
                 out.extend_from_slice(&a.octets());
             }
+            // `0x` and hex digits, else the text's own bytes (`Class = staff`).
             DataType::Octets => {
-                let hex = value
-                    .strip_prefix("0x")
-                    .filter(|h| h.len() % 2 == 0)
-                    .ok_or_else(|| bad("0x followed by hex digits"))?;
+                let Some(hex) = value.strip_prefix("0x") else {
+                    out.extend_from_slice(value.as_bytes());
+                    return Ok((def, out));
+                };
+                if hex.len() % 2 != 0 {
+                    return Err(bad("0x followed by hex digits"));
+                }
                 for i in (0..hex.len()).step_by(2) {
                     let byte = hex
                         .get(i..i + 2)

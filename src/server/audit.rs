@@ -193,6 +193,11 @@ pub fn record_json(r: &AuditRecord, time: &str) -> String {
         "duration_ms": u64::try_from(r.duration_ms).unwrap_or(u64::MAX),
         "vlan": r.vlan,
         "revocation": capped(&r.revocation),
+        "policy": r.policy.as_ref().map(|p| json!({
+            "version": p.version,
+            "rule": p.rule,
+            "preset": p.preset,
+        })),
     })
     .to_string()
 }
@@ -441,6 +446,11 @@ mod tests {
             duration_ms: 12,
             vlan: Some("100".into()),
             revocation: "good (ocsp)".into(),
+            policy: Some(super::super::PolicyMark {
+                version: "0123456789ab".into(),
+                rule: "staff".into(),
+                preset: None,
+            }),
         }
     }
 
@@ -456,6 +466,8 @@ mod tests {
         assert_eq!(v["outcome"], "accept");
         assert_eq!(v["cert"]["serial"], "01ab");
         assert_eq!(v["vlan"], "100");
+        assert_eq!(v["policy"]["version"], "0123456789ab");
+        assert_eq!(v["policy"]["rule"], "staff");
         assert_eq!(v["tls"], "1.3");
         assert_eq!(v["time"], "2026-12-03T00:00:00Z");
     }

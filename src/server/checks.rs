@@ -20,7 +20,8 @@ use crate::logsafe::Escaped;
 use crate::pki::facts::{CertFacts, CertSummary};
 use crate::pki::revocation::{Checker, Report, State};
 use crate::policy::{
-    self, Decision, Facts, RequestFacts, RevocationFacts, RevocationOutcome, Trace,
+    self, Decision, Facts, Policy, PostureFacts, RequestFacts, RevocationFacts, RevocationOutcome,
+    Trace,
 };
 use crate::tls::VerifiedChain;
 
@@ -138,6 +139,7 @@ pub async fn decide(
     first: &RequestFacts,
     last: RequestFacts,
     runtime: &Runtime,
+    policy: &Policy,
     early: Option<Early>,
     now: i64,
 ) -> Checked {
@@ -171,8 +173,9 @@ pub async fn decide(
         first: first.clone(),
         last,
         revocation,
+        posture: PostureFacts::default(),
     };
-    let (decision, trace) = policy::evaluate(&runtime.policy, &facts);
+    let (decision, trace) = policy::evaluate(policy, &facts);
     Checked {
         facts,
         decision,

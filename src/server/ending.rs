@@ -10,7 +10,7 @@ use tracing::{debug, info};
 use super::checks::Checked;
 use super::loglimit::Verdict as LogVerdict;
 use super::sessions::SessionEntry;
-use super::{AuditRecord, Shared};
+use super::{AuditRecord, PolicyMark, Shared};
 use crate::clock;
 use crate::config::Client;
 use crate::eap::Reason;
@@ -36,6 +36,7 @@ pub(super) struct Conversation {
     pub(super) started: Option<std::time::Instant>,
     pub(super) revocation: Option<String>,
     pub(super) vlan: Option<String>,
+    pub(super) policy: Option<PolicyMark>,
 }
 
 impl Conversation {
@@ -49,6 +50,11 @@ impl Conversation {
             started: Some(entry.started),
             revocation: checked.map(|c| c.facts.revocation.detail.clone()),
             vlan: checked.and_then(|c| c.decision.vlan().map(str::to_owned)),
+            policy: checked.map(|c| PolicyMark {
+                version: entry.policy.version().to_owned(),
+                rule: c.trace.rule.clone(),
+                preset: c.trace.preset.clone(),
+            }),
         }
     }
 
@@ -125,6 +131,7 @@ pub(super) fn record(
         } else {
             None
         },
+        policy: conversation.policy.clone(),
     };
     if outcome == "discard" {
         debug!(nas = %client.name, reason = record.reason.as_ref(), "request dropped: {detail}");
@@ -168,6 +175,7 @@ fn log_finished(record: &AuditRecord, detail: &str) {
         rounds = record.rounds,
         duration_ms = record.duration_ms as u64,
         vlan = record.vlan.as_deref().unwrap_or("-"),
+        rule = record.policy.as_ref().map_or("-", |p| p.rule.as_str()),
         revocation = %Escaped(&record.revocation),
         detail,
         "authentication finished"

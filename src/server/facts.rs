@@ -3,19 +3,10 @@
 //! attribute the dictionary can show, by name. Peer-supplied text is kept as sent (bounded
 //! by the packet); logs and the audit record escape it.
 
-use std::net::{IpAddr, Ipv6Addr};
-
-use super::sessions::station_id;
 use crate::config::Client;
 use crate::policy::RequestFacts;
 use crate::radius::dictionary::Dictionary;
-use crate::radius::summary::named_values;
-use crate::radius::{AttrType, Request};
-
-/// RADIUS attribute numbers without an [`AttrType`] of their own (RFC 2869, RFC 3162).
-const NAS_PORT_TYPE: u8 = 61;
-const NAS_PORT_ID: u8 = 87;
-const NAS_IPV6_ADDRESS: u8 = 95;
+use crate::radius::Request;
 
 /// The facts of `req` from `client`; `eap_identity` is the EAP identity it carried, if any.
 pub fn request_facts(
@@ -24,47 +15,18 @@ pub fn request_facts(
     dictionary: &Dictionary,
     eap_identity: &str,
 ) -> RequestFacts {
-    let text = |ty: AttrType| {
-        req.first(ty)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let u32_of = |ty: AttrType| {
-        req.first(ty)
-            .and_then(|v| <[u8; 4]>::try_from(v).ok())
-            .map(u32::from_be_bytes)
-    };
-    let called_station = text(AttrType::CalledStationId);
-    let ssid = called_station
-        .as_deref()
-        .and_then(|c| c.split_once(':'))
-        .map(|(_, ssid)| ssid.to_owned())
-        .filter(|s| !s.is_empty());
-    RequestFacts {
-        client: client.name.clone(),
-        nas_ip: req
-            .first(AttrType::NasIpAddress)
-            .and_then(|v| <[u8; 4]>::try_from(v).ok())
-            .map(IpAddr::from),
-        nas_ipv6: req
-            .first(AttrType::Other(NAS_IPV6_ADDRESS))
-            .and_then(|v| <[u8; 16]>::try_from(v).ok())
-            .map(Ipv6Addr::from),
-        nas_identifier: text(AttrType::NasIdentifier),
-        nas_port_type: u32_of(AttrType::Other(NAS_PORT_TYPE)),
-        nas_port_id: text(AttrType::Other(NAS_PORT_ID)),
-        called_station,
-        ssid,
-        calling_station: req.first(AttrType::CallingStationId).map(station_id),
-        framed_mtu: req.framed_mtu(),
-        eap_identity: eap_identity.to_owned(),
-        attributes: named_values(req.attributes(), dictionary),
-    }
+    RequestFacts::of(req.attributes(), &client.name, dictionary, eap_identity)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::radius::packet::{Attribute, Code};
+    use crate::radius::AttrType;
+
+    const NAS_PORT_TYPE: u8 = 61;
+    const NAS_PORT_ID: u8 = 87;
+    const NAS_IPV6_ADDRESS: u8 = 95;
 
     #[test]
     fn a_wifi_request_reads_as_typed_facts() {

@@ -230,6 +230,7 @@ async fn access_request(
             &step.entry.first,
             last,
             runtime,
+            &step.entry.policy,
             early,
             clock::unix_now(),
         )
@@ -304,7 +305,7 @@ async fn access_request(
                 req,
                 user,
                 attrs,
-                &config.dictionary,
+                entry.policy.dictionary(),
                 &eap,
                 &keys.msk[..],
             ) {
@@ -351,6 +352,7 @@ fn start(
         first,
         checked: None,
         early: None,
+        policy: runtime.policy.clone(),
     };
     Ok(Step { entry, action })
 }

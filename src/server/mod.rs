@@ -73,6 +73,19 @@ pub struct AuditRecord {
     pub vlan: Option<String>,
     /// Revocation result: `good (ocsp)`, `revoked at … (cache)`, `soft-failed: …`, `off`.
     pub revocation: String,
+    /// The policy that decided, once one did: its version, rule and preset.
+    pub policy: Option<PolicyMark>,
+}
+
+/// Which policy, rule and preset decided, for the audit record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyMark {
+    /// The policy's version (hash of its files), or `builtin`.
+    pub version: String,
+    /// The rule that decided.
+    pub rule: String,
+    /// The preset it used (e.g. `quarantine`).
+    pub preset: Option<String>,
 }
 
 /// The part of the configuration a reload replaces.

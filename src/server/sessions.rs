@@ -6,7 +6,7 @@
 //! State, so two requests never work on one session at once and old States stop working.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -15,7 +15,7 @@ use super::checks::{Checked, Early};
 use super::fifo::{Fifo, Removal};
 use crate::config::Client;
 use crate::eap::Session;
-use crate::policy::RequestFacts;
+use crate::policy::{Policy, RequestFacts};
 
 /// Everything kept between two round trips of one device.
 #[derive(Debug)]
@@ -42,6 +42,9 @@ pub struct SessionEntry {
     pub checked: Option<Box<Checked>>,
     /// Revocation being checked since the device's certificate was verified mid-flight.
     pub early: Option<Early>,
+    /// The policy in force when the conversation started: it decides, even if a reload
+    /// replaced it since.
+    pub policy: Arc<Policy>,
 }
 
 impl SessionEntry {
@@ -109,27 +112,7 @@ impl Counts {
     }
 }
 
-/// A Calling-Station-Id in one form: a MAC address in any common notation
-/// (`00:11:22:AA:BB:CC`, `0011.22aa.bbcc`, `001122aabbcc`, ...) becomes the IEEE form
-/// `00-11-22-AA-BB-CC` (RFC 3580 §3.21); anything else is kept as sent (lossy UTF-8, at most
-/// 64 characters).
-pub fn station_id(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    let hex: Vec<char> = text.chars().filter(char::is_ascii_hexdigit).collect();
-    let separators_only = text
-        .chars()
-        .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'));
-    if hex.len() == 12 && separators_only {
-        let up: String = hex.iter().map(char::to_ascii_uppercase).collect();
-        return up
-            .as_bytes()
-            .chunks(2)
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect::<Vec<_>>()
-            .join("-");
-    }
-    text.chars().take(64).collect()
-}
+pub use crate::radius::attr::station_id;
 
 /// The table.
 pub struct SessionTable {
