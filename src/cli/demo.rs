@@ -39,6 +39,26 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "unknown-ca",
         include_str!("../../eapol-tests/unknown-ca.conf"),
     ),
+    (
+        "policy-other-identity",
+        include_str!("../../eapol-tests/policy-other-identity.conf"),
+    ),
+];
+
+/// The shipped example policy (`policies/`), embedded: the demo serves with it.
+const EXAMPLE_POLICY: &[(&str, &str)] = &[
+    (
+        "00-definitions.toml",
+        include_str!("../../policies/00-definitions.toml"),
+    ),
+    (
+        "50-rules.toml",
+        include_str!("../../policies/50-rules.toml"),
+    ),
+    (
+        "tests/example.toml",
+        include_str!("../../policies/tests/example.toml"),
+    ),
 ];
 
 const DEMO_SECRET: &str = "demo-secret";
@@ -105,8 +125,9 @@ listen = ["{listen}"]
 
 {key}
 
-[authorization]
-vlan = "100"
+# The example policy from the repository's policies/ (copied here by the demo).
+[policy]
+dir = "policies"
 
 [[client]]
 name = "demo-nas"
@@ -126,6 +147,13 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
     } else {
         Vec::new()
     };
+    for (name, text) in EXAMPLE_POLICY {
+        let path = dir.join("policies").join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
+    }
     let cfg_path = dir.join("anchord.toml");
     std::fs::write(&cfg_path, demo_config("127.0.0.1:0", DEMO_SECRET, hsm))?;
     let (config, runtime) = Runtime::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -157,8 +185,8 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
     }
     println!();
     println!(
-        "{:<14} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} REASON",
-        "SCENARIO", "DEVICE", "EXPECT", "RESULT", "TLS", "VLAN", "MPPE"
+        "{:<22} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {:<16} REASON",
+        "SCENARIO", "DEVICE", "EXPECT", "RESULT", "TLS", "VLAN", "MPPE", "RULE"
     );
     let mut all_as_expected = true;
     for (name, conf) in SCENARIOS {
@@ -198,7 +226,7 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
         all_as_expected &= ok;
         let r = record.unwrap_or_else(|| empty_record(addr));
         println!(
-            "{:<14} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {}{}",
+            "{:<22} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {:<16} {}{}",
             name,
             identity(conf).unwrap_or("?"),
             expect,
@@ -218,6 +246,7 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
             } else {
                 "-"
             },
+            r.policy.as_ref().map_or("-", |p| p.rule.as_str()),
             r.reason,
             if ok { "" } else { "   <-- not as expected" }
         );
@@ -269,16 +298,30 @@ fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<Vec<String>>
         "radius.anchord.test",
         now,
     )?;
+    // The departments the example policy tells apart, as in the file PKI (pki::dev).
     let devices = [
-        ("device-ecdsa", KeyAlgorithm::EcdsaP256, 365, false),
-        ("device-rsa", KeyAlgorithm::Rsa(2048), 365, false),
-        ("device-expired", KeyAlgorithm::EcdsaP256, -1, false),
-        ("device-wrong-eku", KeyAlgorithm::EcdsaP256, 365, true),
+        (
+            "device-ecdsa",
+            Some("Staff"),
+            KeyAlgorithm::EcdsaP256,
+            365,
+            false,
+        ),
+        (
+            "device-rsa",
+            Some("IoT"),
+            KeyAlgorithm::Rsa(2048),
+            365,
+            false,
+        ),
+        ("device-expired", None, KeyAlgorithm::EcdsaP256, -1, false),
+        ("device-wrong-eku", None, KeyAlgorithm::EcdsaP256, 365, true),
     ];
-    for (name, key, days, server_auth_only) in devices {
+    for (name, ou, key, days, server_auth_only) in devices {
         let spec = DeviceSpec {
             name,
             sans: &[],
+            ou,
             days,
             ocsp_url: None,
             key,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -144,22 +144,10 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     });
     // SIGHUP: reload the configuration.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let reloads = shared.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            // Loading may talk to an HSM (PKCS#11 blocks): off the reactor.
-            let target = shared.clone();
-            let Ok(result) = tokio::task::spawn_blocking(move || target.reload()).await else {
-                continue;
-            };
-            match result {
-                Ok(()) => info!("configuration reloaded"),
-                Err(errors) => {
-                    for e in &errors.0 {
-                        warn!(error = %e, "reload refused");
-                    }
-                    warn!("reload refused: keeping the running configuration");
-                }
-            }
+            crate::server::reload_logged(reloads.clone(), "SIGHUP").await;
         }
     });
     let shutdown = CancellationToken::new();
@@ -169,6 +157,9 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         info!("shutting down");
         stop.cancel();
     });
+    // Policy and dictionary files changed on disk: reload (while `[policy] watch` is on;
+    // the watcher reads the setting from the configuration in force at each look).
+    tokio::spawn(crate::server::watch::run(shared.clone(), shutdown.clone()));
     if let Some(listener) = admin {
         let (shared, stop) = (server.shared(), shutdown.clone());
         tokio::spawn(async move {

@@ -156,6 +156,9 @@ pub(super) enum PkiCommand {
         /// More DNS SANs.
         #[arg(long)]
         san: Vec<String>,
+        /// Subject OU (e.g. the department a policy rule matches with `cert.ou`).
+        #[arg(long)]
+        ou: Option<String>,
         /// Validity in days.
         #[arg(long, default_value_t = 365)]
         days: i64,
@@ -263,6 +266,7 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             ca,
             device,
             san,
+            ou,
             days,
             ocsp_url,
             csr,
@@ -277,6 +281,7 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             let spec = crate::pki::ca::DeviceSpec {
                 name: &device,
                 sans: &san,
+                ou: ou.as_deref(),
                 days,
                 ocsp_url: ocsp_url.as_deref(),
                 key: KeyAlgorithm::EcdsaP256,

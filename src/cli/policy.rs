@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::config::{policy as files, Config};
+use crate::config::{policy as files, PolicyPart};
 use crate::policy::cases::request_attribute;
 use crate::policy::facts::CertFacts;
 use crate::policy::rules::describe_failure;
@@ -84,11 +84,12 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load(config: &Path) -> anyhow::Result<(Config, Policy)> {
-    let config = Config::load(config).map_err(|e| anyhow!("{e}"))?;
+/// The config's policy part and its rules (compiled and linted; expectations not run).
+fn load(config: &Path) -> anyhow::Result<(PolicyPart, Policy)> {
+    let config = PolicyPart::load(config).map_err(|e| anyhow!("{e}"))?;
     let policy = match &config.policy {
         Some(s) => files::compile(s, &config.dictionary).map_err(|e| anyhow!("{e}"))?,
-        None => files::load(&config, crate::clock::unix_now()).map_err(|e| anyhow!("{e}"))?,
+        None => Policy::builtin(config.vlan.clone(), config.dictionary.clone()),
     };
     Ok((config, policy))
 }
@@ -166,7 +167,7 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let client = args
         .client
         .clone()
-        .or_else(|| config.clients.first().map(|c| c.name.clone()))
+        .or_else(|| config.clients.first().cloned())
         .unwrap_or_else(|| "explain".into());
     let identity = args
         .identity

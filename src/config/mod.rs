@@ -149,6 +149,8 @@ pub struct Config {
     pub warnings: Vec<ConfigError>,
     /// Attribute names for logs.
     pub dictionary: Arc<Dictionary>,
+    /// The dictionary file `server.dictionary` names (the built-in one when `None`).
+    pub dictionary_path: Option<PathBuf>,
     /// The token holding the server key and trust anchors, when `[pki]` is set.
     pub pki: Option<PkiSettings>,
     /// Revocation checking, when `[revocation]` is set (and not `mode = "off"`).
@@ -423,6 +425,71 @@ impl Config {
     }
 }
 
+/// What the policy tools (`anchord policy explain`, `policy test`) need of a config: its
+/// dictionary, `[policy]`, the `[authorization]` VLAN and the client names. The rest of
+/// the file (certificates, secrets) is not looked at, so the tools run on an admin's
+/// workstation without the server's key material.
+#[derive(Debug, Clone)]
+pub struct PolicyPart {
+    /// The dictionary.
+    pub dictionary: Arc<Dictionary>,
+    /// `[policy]`, if set.
+    pub policy: Option<PolicySettings>,
+    /// `[authorization] vlan`.
+    pub vlan: Option<String>,
+    /// The `[[client]]` names, in order.
+    pub clients: Vec<String>,
+}
+
+impl PolicyPart {
+    /// Reads the policy-related part of the config at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or its dictionary or `[policy]` is wrong.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut ctx = Ctx {
+            file: path,
+            dir,
+            text: &text,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let raw: raw::RawConfig = toml::from_str(&text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: ctx.line_of(span.start..span.start + 1),
+                key: String::new(),
+                message: e.message().to_owned(),
+            }])
+        })?;
+        let dictionary = load_dictionary(&mut ctx, raw.server.dictionary.as_ref());
+        let policy = policy_settings(&mut ctx, &raw);
+        match dictionary {
+            Some(d) if ctx.errors.is_empty() => Ok(Self {
+                dictionary: Arc::new(d),
+                policy,
+                vlan: raw.authorization.vlan.map(|v| v.into_inner()),
+                clients: raw
+                    .client
+                    .into_iter()
+                    .map(|c| c.name.into_inner())
+                    .collect(),
+            }),
+            _ => Err(ConfigErrors(ctx.errors)),
+        }
+    }
+}
+
 fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     let s = &raw.server;
     let mut listen = Vec::new();
@@ -488,35 +555,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         .and_then(|r| revocation_settings(ctx, r));
     let dictionary = load_dictionary(ctx, s.dictionary.as_ref());
 
-    let policy = raw.policy.as_ref().and_then(|p| {
-        let span = p.span();
-        let p = p.get_ref();
-        let zone = match jiff::tz::TimeZone::get(p.timezone.get_ref()) {
-            Ok(z) => z,
-            Err(e) => {
-                ctx.err(
-                    p.timezone.span(),
-                    "policy.timezone",
-                    format!("not a time zone (an IANA name like Europe/Berlin, or UTC): {e}"),
-                );
-                return None;
-            }
-        };
-        if let Some(v) = &raw.authorization.vlan {
-            ctx.err(
-                v.span(),
-                "authorization.vlan",
-                "[policy] is set, so its rules give each device its VLAN: remove \
-                 [authorization] vlan (or [policy], to give every device this VLAN)",
-            );
-        }
-        Some(PolicySettings {
-            dir: ctx.path(p.dir.get_ref()),
-            zone,
-            watch: p.watch,
-            at: ctx.place(span, "policy"),
-        })
-    });
+    let policy = policy_settings(ctx, &raw);
 
     let vlan = raw.authorization.vlan.as_ref().map(|v| {
         let text = v.get_ref().trim().to_owned();
@@ -648,11 +687,44 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         inline_secrets,
         warnings: Vec::new(),
         dictionary: Arc::new(dictionary?),
+        dictionary_path: s.dictionary.as_ref().map(|p| clean(&ctx.path(p.get_ref()))),
         pki,
         revocation,
         admin,
         audit,
         policy,
+    })
+}
+
+fn policy_settings(ctx: &mut Ctx<'_>, raw: &raw::RawConfig) -> Option<PolicySettings> {
+    raw.policy.as_ref().and_then(|p| {
+        let span = p.span();
+        let p = p.get_ref();
+        let zone = match jiff::tz::TimeZone::get(p.timezone.get_ref()) {
+            Ok(z) => z,
+            Err(e) => {
+                ctx.err(
+                    p.timezone.span(),
+                    "policy.timezone",
+                    format!("not a time zone (an IANA name like Europe/Berlin, or UTC): {e}"),
+                );
+                return None;
+            }
+        };
+        if let Some(v) = &raw.authorization.vlan {
+            ctx.err(
+                v.span(),
+                "authorization.vlan",
+                "[policy] is set, so its rules give each device its VLAN: remove \
+                 [authorization] vlan (or [policy], to give every device this VLAN)",
+            );
+        }
+        Some(PolicySettings {
+            dir: clean(&ctx.path(p.dir.get_ref())),
+            zone,
+            watch: p.watch,
+            at: ctx.place(span, "policy"),
+        })
     })
 }
 
@@ -878,6 +950,28 @@ fn load_dictionary(ctx: &mut Ctx<'_>, path: Option<&Spanned<String>>) -> Option<
             None
         }
     }
+}
+
+/// `path` with `dir/..` pairs taken out, so messages name `policies/x.toml`, not
+/// `config/../policies/x.toml` (lexical: symbolic links are not followed).
+fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 fn parse_network(s: &str) -> Option<IpNet> {

@@ -156,6 +156,8 @@ pub struct DeviceSpec<'a> {
     pub name: &'a str,
     /// More DNS SANs.
     pub sans: &'a [String],
+    /// Subject organizational unit (the department policies tell devices apart by).
+    pub ou: Option<&'a str>,
     /// Validity in days from now; zero or less makes an already expired certificate.
     pub days: i64,
     /// OCSP responder for the AIA extension.
@@ -357,6 +359,7 @@ impl TokenCa {
         let spec = DeviceSpec {
             name,
             sans,
+            ou: None,
             days,
             ocsp_url,
             key: KeyAlgorithm::EcdsaP256,
@@ -397,6 +400,10 @@ impl TokenCa {
             (None, KeyAlgorithm::Rsa(_)) => Some(KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?),
         };
         let mut p = leaf_params(spec.name, now, spec.days)?;
+        if let Some(ou) = spec.ou {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
+        }
         if spec.days <= 0 {
             // Already expired: valid for a month up to `days` ago.
             p.not_before = now + Duration::days(spec.days) - Duration::days(30);

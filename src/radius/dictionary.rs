@@ -363,6 +363,30 @@ const BUILTIN: &[(&str, &str)] = &[
         "dictionary.microsoft",
         include_str!("../../dictionaries/dictionary.microsoft"),
     ),
+    (
+        "dictionary.aruba",
+        include_str!("../../dictionaries/dictionary.aruba"),
+    ),
+    (
+        "dictionary.cisco",
+        include_str!("../../dictionaries/dictionary.cisco"),
+    ),
+    (
+        "dictionary.airespace",
+        include_str!("../../dictionaries/dictionary.airespace"),
+    ),
+    (
+        "dictionary.ruckus",
+        include_str!("../../dictionaries/dictionary.ruckus"),
+    ),
+    (
+        "dictionary.foundry",
+        include_str!("../../dictionaries/dictionary.foundry"),
+    ),
+    (
+        "dictionary.juniper",
+        include_str!("../../dictionaries/dictionary.juniper"),
+    ),
 ];
 
 impl Parser<'_> {

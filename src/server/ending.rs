@@ -176,6 +176,7 @@ fn log_finished(record: &AuditRecord, detail: &str) {
         duration_ms = record.duration_ms as u64,
         vlan = record.vlan.as_deref().unwrap_or("-"),
         rule = record.policy.as_ref().map_or("-", |p| p.rule.as_str()),
+        policy = record.policy.as_ref().map_or("-", |p| p.version.as_str()),
         revocation = %Escaped(&record.revocation),
         detail,
         "authentication finished"

@@ -15,6 +15,7 @@ pub mod loglimit;
 pub mod metrics;
 pub mod reply;
 pub mod sessions;
+pub mod watch;
 
 use std::io;
 use std::net::SocketAddr;
@@ -422,6 +423,30 @@ impl Shared {
             Err(poisoned) => *poisoned.into_inner() = live,
         }
         Ok(())
+    }
+}
+
+/// Reloads the configuration (and with it the policy and dictionary) off the reactor, as
+/// SIGHUP and the file watcher do, and logs the outcome: on success the policy version in
+/// force, else every error and that the running configuration stays.
+pub async fn reload_logged(shared: Arc<Shared>, trigger: &'static str) {
+    let target = shared.clone();
+    // Loading may talk to an HSM (PKCS#11 blocks): off the reactor.
+    let Ok(result) = tokio::task::spawn_blocking(move || target.reload()).await else {
+        return;
+    };
+    match result {
+        Ok(()) => info!(
+            trigger,
+            policy = shared.live().runtime.policy.version(),
+            "configuration reloaded"
+        ),
+        Err(errors) => {
+            for e in &errors.0 {
+                warn!(trigger, error = %e, "reload refused");
+            }
+            warn!(trigger, "reload refused: keeping the running configuration");
+        }
     }
 }
 

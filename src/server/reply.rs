@@ -381,4 +381,64 @@ mod tests {
             assert!(e.contains(why), "{e}");
         }
     }
+
+    #[test]
+    fn each_shipped_vendor_attribute_goes_out_as_an_rfc_2865_vendor_specific() {
+        let dict = Dictionary::builtin().unwrap();
+        // (attribute, value, vendor id, vendor type, value bytes): RFC 2865 §5.26, written
+        // out by hand from the vendors' numbers.
+        let cases: [(&str, &str, u32, u8, &[u8]); 8] = [
+            ("Aruba-User-Role", "staff", 14823, 1, b"staff"),
+            ("Aruba-User-Vlan", "20", 14823, 2, &[0, 0, 0, 20]),
+            (
+                "Cisco-AVPair",
+                "url-redirect-acl=QUARANTINE",
+                9,
+                1,
+                b"url-redirect-acl=QUARANTINE",
+            ),
+            (
+                "Airespace-Interface-Name",
+                "staff-if",
+                14179,
+                5,
+                b"staff-if",
+            ),
+            ("Airespace-QOS-Level", "Platinum", 14179, 2, &[0, 0, 0, 2]),
+            (
+                "Ruckus-User-Groups",
+                "staff,laptops",
+                25053,
+                1,
+                b"staff,laptops",
+            ),
+            (
+                "Foundry-Privilege-Level",
+                "Read-Only",
+                1991,
+                1,
+                &[0, 0, 0, 5],
+            ),
+            (
+                "Juniper-Switching-Filter",
+                "match all action allow",
+                2636,
+                48,
+                b"match all action allow",
+            ),
+        ];
+        for (name, value, vendor, ty, bytes) in cases {
+            let mut b = ReplyBuilder::new(Code::AccessAccept, 1);
+            push_attributes(&mut b, &[attr(name, None, value)], &dict, &hiding()).unwrap();
+            let packet = b
+                .finish_request(&SharedSecret::new(b"s".to_vec()), &[0; 16])
+                .unwrap();
+            let mut want = vec![26, u8::try_from(bytes.len() + 8).unwrap()];
+            want.extend(vendor.to_be_bytes());
+            want.extend([ty, u8::try_from(bytes.len() + 2).unwrap()]);
+            want.extend(bytes);
+            // After the header (20) and the Message-Authenticator (18).
+            assert_eq!(&packet[38..], want.as_slice(), "{name}");
+        }
+    }
 }

@@ -9,7 +9,23 @@ use crate::harness::{pki_dir, repo};
 /// Copies the shipped example into a temp dir with the PKI and secret files it names.
 fn example_setup() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo().join("config/anchord.toml")).unwrap();
+    let text = std::fs::read_to_string(repo().join("config/anchord.toml"))
+        .unwrap()
+        .replace(
+            "dir = \"../policies\"",
+            &format!("dir = \"{}\"", repo().join("policies").display()),
+        )
+        .replace(
+            "dictionary = \"../dictionaries/dictionary\"",
+            &format!(
+                "dictionary = \"{}\"",
+                repo().join("dictionaries/dictionary").display()
+            ),
+        );
+    assert!(
+        text.contains(&repo().join("policies").display().to_string()),
+        "the example's [policy] names ../policies"
+    );
     std::fs::create_dir(dir.path().join("pki")).unwrap();
     for f in ["server.pem", "server.key", "root-ca.pem"] {
         std::fs::copy(pki_dir().join(f), dir.path().join("pki").join(f)).unwrap();
@@ -53,7 +69,7 @@ fn shipped_example_config_is_valid() {
 
 #[test]
 fn unknown_key_in_every_table_is_refused_with_its_line() {
-    for table in ["[server]", "[tls]", "[authorization]", "[[client]]"] {
+    for table in ["[server]", "[tls]", "[policy]", "[[client]]"] {
         let (dir, text) = example_setup();
         let broken = text.replacen(
             &format!("{table}\n"),

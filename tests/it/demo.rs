@@ -57,6 +57,19 @@ fn assert_table(text: &str) {
         assert_eq!(cols[3], result, "{line}");
         assert_eq!(cols.last().copied(), Some(reason), "{line}");
     }
+    // The example policy decides: VLAN and rule per device.
+    for (scenario, vlan, rule) in [
+        ("tls13-ecdsa", "100", "staff"),
+        ("tls12-rsa", "200", "iot"),
+        ("policy-other-identity", "999", "default"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{scenario} ")))
+            .unwrap_or_else(|| panic!("{text}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!((cols[5], cols[7]), (vlan, rule), "{line}");
+    }
 }
 
 #[test]

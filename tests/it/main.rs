@@ -24,6 +24,7 @@ mod inprogress;
 mod keys;
 mod logsafe;
 mod ocsp;
+mod policy;
 mod reload;
 mod replay;
 mod responder;
