@@ -7,6 +7,8 @@
 #   bench/compare.sh soak       # anchord RSS over a 5-minute steady load (SOAK_SECS, SOAK_RATE)
 #   bench/compare.sh hsm        # anchord with the server key in SoftHSM2 against in a file
 #   bench/compare.sh ocsp       # anchord with OCSP on (warm cache) against OCSP off
+#   bench/compare.sh policy     # anchord with a 50-rule policy whose last rule matches
+#                               # against the built-in one-VLAN policy
 #   bench/compare.sh flood      # one NAS's devices while another NAS floods half-open
 #                               # conversations (FLOOD_RATE, GOOD_RATE, FLOOD_RUNS): success, p99,
 #                               # against no flood and against the machine's floor (the flood
@@ -52,14 +54,14 @@ start_anchord() { # STEM, or "hsm" for the key on the SoftHSM2 token
     key=$'[tls]\ncertificate = "pki/'"$1"$'.pem"\nprivate_key = "pki/'"$1"$'.key"\nca = ["pki/root-ca.pem"]\nfragment_size = 1024'
   fi
   local inst=${INST:-anchord}
+  local authz=${AUTHZ:-$'[authorization]\nvlan = "100"'}
   cat >"$work/$inst.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$APORT"]
 max_sessions = $((HALF_OPEN * 2))
 ${SERVER_EXTRA:-}
 $key
-[authorization]
-vlan = "100"
+$authz
 [[client]]
 name = "bench"
 address = "127.0.0.1"
@@ -207,6 +209,37 @@ PY
     read -r off_rate off_cpu _ off_err < <(median_sat "${off[@]}")
     read -r on_rate on_cpu _ on_err < <(median_sat "${on[@]}")
     pair "$tls" "$off_rate" "$off_cpu" "$off_err" "$on_rate" "$on_cpu" "$on_err"
+  done
+  exit 0
+fi
+
+if [ "$mode" = policy ]; then
+  # 49 rules that each test three conditions and fail on the last (a regex on the DNS SAN),
+  # then the default: every authentication walks the whole list.
+  mkdir -p "$work/policies"
+  python3 - "$work/policies/50-rules.toml" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    for i in range(49):
+        f.write(f'[[rule]]\nname = "r{i}"\n'
+                f'when = {{ cert.cn = {{ prefix = "device" }}, tls_version = ["1.2", "1.3"], '
+                f'cert.san_dns = {{ regex = \'^host-{i}\\.\' }} }}\n'
+                f'vlan = {200 + i}\nattributes = ["Filter-Id = r{i}"]\n\n')
+    f.write('[[rule]]\nname = "default"\nvlan = 100\nattributes = ["Session-Timeout = 3600"]\n')
+PY
+  printf '%-6s %-34s %10s %10s %8s\n' tls metric builtin 50-rules ratio
+  for tls in 1.2 1.3; do
+    b=() r=() steal0=$(steal_ticks)
+    for _ in 1 2 3; do
+      start_anchord server; b+=("$(saturate "$APORT" device-ecdsa "$tls")"); stop
+      AUTHZ=$'[policy]\ndir = "'"$work/policies"$'"\nwatch = false' start_anchord server
+      r+=("$(saturate "$APORT" device-ecdsa "$tls")")
+      grep -Eq 'rule="default" policy="[0-9a-f]{12}"' "$work/anchord.log" || { echo "the 50-rule policy was not in use" >&2; exit 1; }
+      stop
+    done
+    read -r b_rate b_cpu _ b_err < <(median_sat "${b[@]}")
+    read -r r_rate r_cpu _ r_err < <(median_sat "${r[@]}")
+    pair "$tls" "$b_rate" "$b_cpu" "$b_err" "$r_rate" "$r_cpu" "$r_err"
   done
   exit 0
 fi

@@ -169,13 +169,12 @@ fn key_that_does_not_match_the_certificate_is_refused() {
 
 #[test]
 fn shipped_dictionaries_load_from_disk_and_broken_ones_are_refused_with_their_line() {
+    // The example names the shipped dictionary folder (example_setup points it here).
     let (dir, text) = example_setup();
     let shipped = repo().join("dictionaries/dictionary");
-    let with_dict = text.replace(
-        "[server]\n",
-        &format!("[server]\ndictionary = \"{}\"\n", shipped.display()),
-    );
-    let (ok, out) = check(dir.path(), &with_dict);
+    let named = format!("dictionary = \"{}\"", shipped.display());
+    assert!(text.contains(&named), "{text}");
+    let (ok, out) = check(dir.path(), &text);
     assert!(ok, "{out}");
 
     std::fs::write(
@@ -183,7 +182,7 @@ fn shipped_dictionaries_load_from_disk_and_broken_ones_are_refused_with_their_li
         "# site\nATTRIBUTE Site-Thing 250 integer\nATTRIBUTE Broken 251 nonsense\n",
     )
     .unwrap();
-    let broken = text.replace("[server]\n", "[server]\ndictionary = \"site.dict\"\n");
+    let broken = text.replace(&named, "dictionary = \"site.dict\"");
     let (ok, out) = check(dir.path(), &broken);
     assert!(!ok);
     let line = line_of(&broken, "dictionary = ");

@@ -252,6 +252,7 @@ fn runner_script_reports_every_scenario() {
         [
             "PASS expired got=reject",
             "PASS fragment-200 got=accept",
+            "PASS policy-other-identity got=accept",
             "PASS tls12-ecdsa got=accept",
             "PASS tls12-rsa got=accept",
             "PASS tls13-ecdsa got=accept",
@@ -260,7 +261,7 @@ fn runner_script_reports_every_scenario() {
         ],
         "{text}"
     );
-    assert!(text.contains("7 passed, 0 failed, 0 errors"), "{text}");
+    assert!(text.contains("8 passed, 0 failed, 0 errors"), "{text}");
 }
 
 #[test]
@@ -273,7 +274,7 @@ fn runner_script_reports_a_run_without_an_outcome_as_an_error() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     let got = verdicts(&text);
-    assert_eq!(got.len(), 7, "{text}");
+    assert_eq!(got.len(), 8, "{text}");
     for (verdict, name, result) in &got {
         assert_eq!(
             (verdict.as_str(), result.as_str()),
@@ -281,7 +282,7 @@ fn runner_script_reports_a_run_without_an_outcome_as_an_error() {
             "{name}: {text}"
         );
     }
-    assert!(text.contains("0 passed, 0 failed, 7 errors"), "{text}");
+    assert!(text.contains("0 passed, 0 failed, 8 errors"), "{text}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("expired: eapol_test exit status "),

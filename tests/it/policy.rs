@@ -416,3 +416,83 @@ fn policy_test_runs_the_expectations_and_check_refuses_a_broken_policy() {
     );
     assert!(out.contains(&want), "{want}\nin:\n{out}");
 }
+
+#[test]
+fn a_conversation_under_way_at_a_reload_finishes_under_the_policy_it_started_with() {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use crate::replay::{attribute, socket};
+
+    let dir = policies_copy();
+    let s = start(dir.path(), false);
+    // A proxy between eapol_test and the server that holds the conversation's second
+    // request (the first with a State) until the policy has been replaced.
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let back = socket("127.0.0.1:0", &s);
+    for sock in [&front, &back] {
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+    }
+    let port = front.local_addr().unwrap().port().to_string();
+    let peer: Mutex<Option<SocketAddr>> = Mutex::new(None);
+    let held: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+    let (released, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(p) = released
+                    .load(Ordering::Relaxed)
+                    .then(|| held.lock().unwrap().take())
+                    .flatten()
+                {
+                    back.send(&p).unwrap();
+                }
+                let Ok((n, from)) = front.recv_from(&mut buf) else {
+                    continue;
+                };
+                *peer.lock().unwrap() = Some(from);
+                let p = &buf[..n];
+                if !released.load(Ordering::Relaxed) && attribute(p, 24).is_some() {
+                    // Held (retransmissions of it are dropped while it is).
+                    held.lock().unwrap().get_or_insert_with(|| p.to_vec());
+                    continue;
+                }
+                back.send(p).unwrap();
+            }
+        });
+        scope.spawn(|| {
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = back.recv(&mut buf) {
+                    let to = peer.lock().unwrap().unwrap();
+                    front.send_to(&buf[..n], to).unwrap();
+                }
+            }
+        });
+        scope.spawn(|| {
+            wait_for("the conversation to start", || {
+                held.lock().unwrap().is_some()
+            });
+            move_staff(dir.path(), 140, true);
+            s.hangup();
+            s.wait_log(&["configuration reloaded"]);
+            released.store(true, Ordering::Relaxed);
+        });
+        let out = eapol_test(&s, pki_dir(), "tls13-ecdsa", &["-p", &port]);
+        stop.store(true, Ordering::Relaxed);
+        out
+    });
+    let (vlan, _) = accepted(&out);
+    assert_eq!(
+        vlan, "100",
+        "the policy the conversation started with decides"
+    );
+    assert_eq!(
+        staff_vlan(&s).as_deref(),
+        Some("140"),
+        "new conversations get the new one"
+    );
+}

@@ -75,6 +75,7 @@ fn check_reports_a_secret_file_others_can_read_with_its_line() {
                 dir.path().join("loose.secret").display()
             ),
             format!("{}: OK (2 client(s), listen 127.0.0.1:0)", path.display()),
+            "no [policy]: every device gets [authorization] vlan".to_owned(),
         ]
     );
 }
