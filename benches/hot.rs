@@ -236,5 +236,69 @@ fn crypto_floor(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, radius, handshake, crypto_floor);
+/// One decision with the 50-rule policy of `bench/compare.sh policy` (49 rules failing on a
+/// regex, the default last) against the built-in one, on the facts of a dev device.
+fn policy(c: &mut Criterion) {
+    use anchord::policy::facts::CertFacts;
+    use anchord::policy::{
+        evaluate, Decision, Facts, Policy, PolicyFile, PostureFacts, RequestFacts, RevocationFacts,
+        RevocationOutcome,
+    };
+    use anchord::radius::dictionary::Dictionary;
+    let dir = tempfile::tempdir().unwrap();
+    anchord::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+    let chain: Vec<_> = CertificateDer::pem_file_iter(dir.path().join("device-ecdsa.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let facts = Facts {
+        now: 1_800_000_000,
+        cert: CertFacts::of(&chain),
+        tls_version: "1.2",
+        first: RequestFacts::default(),
+        last: RequestFacts::default(),
+        revocation: RevocationFacts {
+            outcome: RevocationOutcome::Good,
+            source: None,
+            detail: "good".into(),
+        },
+        posture: PostureFacts::default(),
+    };
+    let mut text = String::new();
+    for i in 0..49 {
+        text.push_str(&format!(
+            "[[rule]]\nname = \"r{i}\"\nwhen = {{ cert.cn = {{ prefix = \"device\" }}, \
+             tls_version = [\"1.2\", \"1.3\"], cert.san_dns = {{ regex = '^host-{i}\\.' }} }}\n\
+             vlan = {}\nattributes = [\"Filter-Id = r{i}\"]\n\n",
+            200 + i
+        ));
+    }
+    text.push_str(
+        "[[rule]]\nname = \"default\"\nvlan = 100\nattributes = [\"Session-Timeout = 3600\"]\n",
+    );
+    let dict = Arc::new(Dictionary::builtin().unwrap());
+    let rules = Policy::compile(
+        &[PolicyFile {
+            name: "50.toml".into(),
+            text,
+        }],
+        dict.clone(),
+        jiff::tz::TimeZone::UTC,
+    )
+    .unwrap();
+    let builtin = Policy::builtin(Some("100".into()), dict);
+    for (name, p) in [
+        ("policy_builtin", &builtin),
+        ("policy_50_rules_last_matches", &rules),
+    ] {
+        let (d, _) = evaluate(p, &facts);
+        assert_eq!(d.vlan(), Some("100"), "{name}: {d:?}");
+        assert!(matches!(d, Decision::Accept { .. }));
+        c.bench_function(name, |bench| {
+            bench.iter(|| black_box(evaluate(p, black_box(&facts))))
+        });
+    }
+}
+
+criterion_group!(benches, radius, handshake, crypto_floor, policy);
 criterion_main!(benches);

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::config::{policy as files, PolicyPart};
+use crate::logsafe::Escaped;
 use crate::policy::cases::request_attribute;
 use crate::policy::facts::CertFacts;
 use crate::policy::rules::describe_failure;
@@ -100,12 +101,11 @@ fn load(config: &Path) -> anyhow::Result<(PolicyPart, Policy)> {
 )]
 fn test(config: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let (config, policy) = load(config)?;
-    let now = crate::clock::unix_now();
     let cases = if paths.is_empty() {
         let Some(s) = &config.policy else {
             bail!("no [policy] in the config: nothing to test");
         };
-        files::read_cases(&s.dir.join("tests"), &config.dictionary, now)
+        files::read_cases(&s.dir.join("tests"), &config.dictionary)
     } else {
         let mut list = Vec::new();
         for p in paths {
@@ -116,7 +116,7 @@ fn test(config: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 text,
             });
         }
-        files::parse_cases(&list, &config.dictionary, now)
+        files::parse_cases(&list, &config.dictionary)
     }
     .map_err(|e| anyhow!("{e}"))?;
     let failures = crate::policy::cases::run(&policy, &cases);
@@ -335,13 +335,16 @@ fn print_text(policy: &Policy, facts: &Facts, decision: &Decision, trace: &Trace
         policy.rules().len(),
         policy.zone().iana_name().unwrap_or("UTC")
     );
+    // What a device or NAS supplied is escaped: a certificate cannot drive the terminal.
     println!(
         "device: {} (serial {}, issuer {})",
-        c.subject, c.serial, c.issuer
+        Escaped(&c.subject),
+        Escaped(&c.serial),
+        Escaped(&c.issuer)
     );
     println!(
         "request: client {}, identity {:?}{}{}",
-        facts.first.client,
+        Escaped(&facts.first.client),
         facts.first.eap_identity,
         facts
             .first
@@ -353,11 +356,11 @@ fn print_text(policy: &Policy, facts: &Facts, decision: &Decision, trace: &Trace
             .first
             .calling_station
             .as_ref()
-            .map(|s| format!(", station {s}"))
+            .map(|s| format!(", station {}", Escaped(s)))
             .unwrap_or_default()
     );
     for check in &trace.checks {
-        println!("check: {check}");
+        println!("check: {}", Escaped(check));
     }
     println!();
     for &(i, failed) in &trace.tried {
@@ -365,7 +368,7 @@ fn print_text(policy: &Policy, facts: &Facts, decision: &Decision, trace: &Trace
             println!("  no     {} ({})", rule.name, rule.at);
             println!(
                 "         {}",
-                describe_failure(rule, failed, facts, policy.zone())
+                Escaped(&describe_failure(rule, failed, facts, policy.zone()))
             );
         }
     }

@@ -687,7 +687,10 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         inline_secrets,
         warnings: Vec::new(),
         dictionary: Arc::new(dictionary?),
-        dictionary_path: s.dictionary.as_ref().map(|p| clean(&ctx.path(p.get_ref()))),
+        dictionary_path: s
+            .dictionary
+            .as_ref()
+            .map(|p| resolve(&ctx.path(p.get_ref()))),
         pki,
         revocation,
         admin,
@@ -720,7 +723,7 @@ fn policy_settings(ctx: &mut Ctx<'_>, raw: &raw::RawConfig) -> Option<PolicySett
             );
         }
         Some(PolicySettings {
-            dir: clean(&ctx.path(p.dir.get_ref())),
+            dir: resolve(&ctx.path(p.dir.get_ref())),
             zone,
             watch: p.watch,
             at: ctx.place(span, "policy"),
@@ -952,8 +955,14 @@ fn load_dictionary(ctx: &mut Ctx<'_>, path: Option<&Spanned<String>>) -> Option<
     }
 }
 
-/// `path` with `dir/..` pairs taken out, so messages name `policies/x.toml`, not
-/// `config/../policies/x.toml` (lexical: symbolic links are not followed).
+/// `path` as the system resolves it (symbolic links followed: `/etc/anchord/../policies`
+/// under a linked `/etc/anchord` is where the link points), so messages name the file read
+/// and the watcher watches it; a path that does not exist yet is cleaned of `dir/..` pairs.
+fn resolve(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| clean(path))
+}
+
+/// `path` with `dir/..` pairs taken out (lexical).
 fn clean(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();

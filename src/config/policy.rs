@@ -21,19 +21,18 @@ const MAX_FILES: usize = 256;
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The policy `config` asks for: the admin's rules with their expectations checked, or
-/// the built-in policy when `[policy]` is not set. `now` (Unix seconds) is the time of
-/// expectations that give none.
+/// the built-in policy when `[policy]` is not set.
 ///
 /// # Errors
 /// A folder or file that cannot be read, every error in the rules, every failed
 /// expectation; each with file:line.
-pub fn load(config: &Config, now: i64) -> Result<Policy, ConfigErrors> {
+pub fn load(config: &Config) -> Result<Policy, ConfigErrors> {
     match &config.policy {
         None => Ok(Policy::builtin(
             config.vlan.clone(),
             config.dictionary.clone(),
         )),
-        Some(s) => load_checked(s, &config.dictionary, now).map(|(p, _)| p),
+        Some(s) => load_checked(s, &config.dictionary).map(|(p, _)| p),
     }
 }
 
@@ -44,10 +43,9 @@ pub fn load(config: &Config, now: i64) -> Result<Policy, ConfigErrors> {
 pub fn load_checked(
     s: &PolicySettings,
     dictionary: &Arc<Dictionary>,
-    now: i64,
 ) -> Result<(Policy, usize), ConfigErrors> {
     let policy = compile(s, dictionary)?;
-    let cases = read_cases(&s.dir.join("tests"), dictionary, now)?;
+    let cases = read_cases(&s.dir.join("tests"), dictionary)?;
     let failures = cases::run(&policy, &cases);
     if !failures.is_empty() {
         return Err(ConfigErrors(
@@ -71,6 +69,12 @@ pub fn load_checked(
 /// The folder cannot be read; every error in the rules.
 pub fn compile(s: &PolicySettings, dictionary: &Arc<Dictionary>) -> Result<Policy, ConfigErrors> {
     let files = read_folder(&s.dir).map_err(|e| ConfigErrors(vec![s.at.error(e)]))?;
+    if files.is_empty() {
+        return Err(ConfigErrors(vec![s.at.error(format!(
+            "no *.toml policy files in {}: a policy needs at least its default rule",
+            s.dir.display()
+        ))]));
+    }
     Policy::compile(&files, dictionary.clone(), s.zone.clone())
         .map_err(|e| ConfigErrors(e.iter().map(policy_error).collect()))
 }
@@ -79,11 +83,7 @@ pub fn compile(s: &PolicySettings, dictionary: &Arc<Dictionary>) -> Result<Polic
 ///
 /// # Errors
 /// A file that cannot be read or parsed, a certificate it names that cannot be read.
-pub fn read_cases(
-    dir: &Path,
-    dictionary: &Dictionary,
-    now: i64,
-) -> Result<Vec<Case>, ConfigErrors> {
+pub fn read_cases(dir: &Path, dictionary: &Dictionary) -> Result<Vec<Case>, ConfigErrors> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
@@ -95,7 +95,7 @@ pub fn read_cases(
             message,
         }])
     })?;
-    parse_cases(&files, dictionary, now)
+    parse_cases(&files, dictionary)
 }
 
 /// The expectations in `files`.
@@ -105,7 +105,6 @@ pub fn read_cases(
 pub fn parse_cases(
     files: &[PolicyFile],
     dictionary: &Dictionary,
-    now: i64,
 ) -> Result<Vec<Case>, ConfigErrors> {
     let mut all = Vec::new();
     let mut errors = Vec::new();
@@ -115,7 +114,7 @@ pub fn parse_cases(
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let mut load_cert = |name: &str| read_chain(&base.join(name));
-        match cases::parse(f, &mut load_cert, dictionary, now) {
+        match cases::parse(f, &mut load_cert, dictionary) {
             Ok(c) => all.extend(c),
             Err(e) => errors.extend(e.iter().map(policy_error)),
         }
@@ -132,8 +131,9 @@ pub fn parse_cases(
 /// # Errors
 /// The file cannot be read or holds no certificate.
 pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(Iterator::collect)
+    let text = read_bounded(path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no certificate in the file", path.display()));
@@ -152,6 +152,11 @@ pub fn read_folder(dir: &Path) -> Result<Vec<PolicyFile>, String> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        // Hidden files are editors' and tools' (and the watcher ignores them too).
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     paths.sort();
     if paths.len() > MAX_FILES {
@@ -164,21 +169,28 @@ pub fn read_folder(dir: &Path) -> Result<Vec<PolicyFile>, String> {
     paths
         .into_iter()
         .map(|p| {
-            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-            if size > MAX_FILE_BYTES {
-                return Err(format!(
-                    "{}: {size} bytes, at most {MAX_FILE_BYTES}",
-                    p.display()
-                ));
-            }
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let text = read_bounded(&p)?;
             Ok(PolicyFile {
                 name: p.display().to_string(),
                 text,
             })
         })
         .collect()
+}
+
+/// A file's text, refused past [`MAX_FILE_BYTES`] (read with that bound, so a file that
+/// grows while it is read cannot make it larger).
+fn read_bounded(p: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("{}: more than {MAX_FILE_BYTES} bytes", p.display()));
+    }
+    Ok(text)
 }
 
 fn policy_error(e: &PolicyError) -> ConfigError {
@@ -193,5 +205,67 @@ fn policy_error(e: &PolicyError) -> ConfigError {
             }
         }),
         message: e.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Place;
+
+    fn settings(dir: &Path) -> PolicySettings {
+        PolicySettings {
+            dir: dir.to_path_buf(),
+            zone: jiff::tz::TimeZone::UTC,
+            watch: false,
+            at: Place {
+                file: PathBuf::from("anchord.toml"),
+                line: Some(7),
+                key: "policy".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_empty_policy_folder_is_refused_at_the_policy_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".hidden.toml"),
+            "[[rule]]\nname = \"d\"\naccept = true\n",
+        )
+        .unwrap();
+        let dict = Arc::new(Dictionary::builtin().unwrap());
+        let e = load_checked(&settings(dir.path()), &dict).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("anchord.toml:7: policy: no *.toml policy files in"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failed_expectation_names_its_case_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("r.toml"),
+            "[[rule]]\nname = \"d\"\nreject = \"no\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("tests")).unwrap();
+        std::fs::write(
+            dir.path().join("tests/t.toml"),
+            "# staff\n[[case]]\nname = \"staff\"\ncert = { cn = \"a\" }\nexpect = { vlan = 10 }\n",
+        )
+        .unwrap();
+        let dict = Arc::new(Dictionary::builtin().unwrap());
+        let text = load_checked(&settings(dir.path()), &dict)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(
+                "t.toml:2: case `staff`: expectation failed: expected accept, got reject (no)"
+            ),
+            "{text}"
+        );
     }
 }

@@ -46,7 +46,7 @@ impl Runtime {
         previous: Option<(&Config, &Runtime)>,
     ) -> Result<Self, ConfigErrors> {
         // The policy first: a broken rule is refused before any token is touched.
-        let policy = Arc::new(super::policy::load(config, crate::clock::unix_now())?);
+        let policy = Arc::new(super::policy::load(config)?);
         let running = previous.and_then(|(c, r)| Some((c.pki.as_ref()?, r.pki.as_ref()?)));
         let (pki, root) = match (&config.pki, running) {
             (None, _) => (None, None),

@@ -67,6 +67,10 @@ pub struct CertFacts {
     pub spki_sha256: String,
     /// The chain as the device presented it, device certificate first.
     pub chain: Vec<CertificateDer<'static>>,
+    /// Some name was not kept: more than [`MAX_PER_KIND`] of a kind, or a subject value in
+    /// a string type that does not decode. A policy matching on names cannot know what it
+    /// did not see, so admin rules refuse such a certificate.
+    pub incomplete: bool,
 }
 
 impl CertFacts {
@@ -82,32 +86,51 @@ impl CertFacts {
                 ..Self::default()
             };
         };
-        let texts =
-            |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
-                it.filter_map(|a| a.as_str().ok().map(str::to_owned))
-                    .take(MAX_PER_KIND)
-                    .collect::<Vec<_>>()
-            };
-        let subject = c.subject();
+        let mut incomplete = false;
+        let mut texts = |oid: &x509_parser::der_parser::oid::Oid<'_>| {
+            let mut out = Vec::new();
+            for a in c
+                .subject()
+                .iter_attributes()
+                .filter(|a| a.attr_type() == oid)
+            {
+                match attr_text(a) {
+                    Some(t) if out.len() < MAX_PER_KIND => out.push(t),
+                    _ => incomplete = true,
+                }
+            }
+            out
+        };
+        use x509_parser::oid_registry::{
+            OID_X509_COMMON_NAME, OID_X509_ORGANIZATIONAL_UNIT, OID_X509_ORGANIZATION_NAME,
+        };
+        let (subject_cn, subject_o, subject_ou) = (
+            texts(&OID_X509_COMMON_NAME),
+            texts(&OID_X509_ORGANIZATION_NAME),
+            texts(&OID_X509_ORGANIZATIONAL_UNIT),
+        );
         let mut facts = Self {
-            subject: subject.to_string(),
-            subject_cn: texts(&mut subject.iter_common_name()),
-            subject_o: texts(&mut subject.iter_organization()),
-            subject_ou: texts(&mut subject.iter_organizational_unit()),
-            issuer: c.issuer().to_string(),
+            subject: dn_text(c.subject()),
+            subject_cn,
+            subject_o,
+            subject_ou,
+            issuer: dn_text(c.issuer()),
             serial: hex_lower(c.raw_serial()),
             not_before: c.validity().not_before.timestamp(),
             not_after: c.validity().not_after.timestamp(),
             sha256,
             spki_sha256: hex_lower(&Sha256::digest(c.public_key().raw)),
             chain: chain.to_vec(),
+            incomplete,
             ..Self::default()
         };
         for ext in c.extensions() {
             match ext.parsed_extension() {
                 ParsedExtension::SubjectAlternativeName(san) => {
                     for name in &san.general_names {
-                        facts.san.add(name);
+                        if !facts.san.add(name) {
+                            facts.incomplete = true;
+                        }
                         if let GeneralName::DNSName(n) | GeneralName::RFC822Name(n) = name {
                             facts.first_san_name.get_or_insert_with(|| (*n).to_owned());
                         }
@@ -115,8 +138,11 @@ impl CertFacts {
                 }
                 ParsedExtension::ExtendedKeyUsage(eku) => {
                     facts.ekus = eku_oids(eku);
+                    facts.incomplete |= facts.ekus.len() > MAX_PER_KIND;
+                    facts.ekus.truncate(MAX_PER_KIND);
                 }
                 ParsedExtension::CertificatePolicies(policies) => {
+                    facts.incomplete |= policies.len() > MAX_PER_KIND;
                     facts.policies = policies
                         .iter()
                         .take(MAX_PER_KIND)
@@ -162,29 +188,118 @@ impl CertFacts {
 }
 
 impl Sans {
-    fn add(&mut self, name: &GeneralName<'_>) {
-        let room = |v: &Vec<String>| v.len() < MAX_PER_KIND;
+    /// Keeps `name`; false when its kind is full (it is not kept).
+    fn add(&mut self, name: &GeneralName<'_>) -> bool {
+        let keep = |v: &mut Vec<String>, n: String| {
+            let room = v.len() < MAX_PER_KIND;
+            if room {
+                v.push(n);
+            }
+            room
+        };
         match name {
-            GeneralName::DNSName(n) if room(&self.dns) => self.dns.push((*n).to_owned()),
-            GeneralName::RFC822Name(n) if room(&self.email) => {
-                self.email.push((*n).to_owned());
-            }
-            GeneralName::URI(n) if room(&self.uri) => self.uri.push((*n).to_owned()),
-            GeneralName::OtherName(oid, value)
-                if room(&self.upn) && oid.to_id_string() == UPN_OID =>
-            {
-                if let Some(upn) = utf8_in_explicit_zero(value) {
-                    self.upn.push(upn);
+            GeneralName::DNSName(n) => keep(&mut self.dns, (*n).to_owned()),
+            GeneralName::RFC822Name(n) => keep(&mut self.email, (*n).to_owned()),
+            GeneralName::URI(n) => keep(&mut self.uri, (*n).to_owned()),
+            GeneralName::OtherName(oid, value) if oid.to_id_string() == UPN_OID => {
+                match utf8_in_explicit_zero(value) {
+                    Some(upn) => keep(&mut self.upn, upn),
+                    None => false,
                 }
             }
-            GeneralName::IPAddress(b) if self.ip.len() < MAX_PER_KIND => {
-                if let Ok(a) = <[u8; 4]>::try_from(*b) {
-                    self.ip.push(IpAddr::from(a));
-                } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
-                    self.ip.push(IpAddr::from(a));
+            GeneralName::IPAddress(b) => {
+                let ip = <[u8; 4]>::try_from(*b)
+                    .map(IpAddr::from)
+                    .or_else(|_| <[u8; 16]>::try_from(*b).map(IpAddr::from));
+                match ip {
+                    Ok(ip) if self.ip.len() < MAX_PER_KIND => {
+                        self.ip.push(ip);
+                        true
+                    }
+                    _ => false,
                 }
             }
-            _ => {}
+            _ => true,
+        }
+    }
+}
+
+/// A name attribute's value as text: the string types x509-parser reads, and BMPString
+/// (UTF-16) and UniversalString (UTF-32), both big-endian; `None` for anything else.
+fn attr_text(a: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Option<String> {
+    if let Ok(s) = a.as_str() {
+        return Some(s.to_owned());
+    }
+    let data = a.attr_value().data;
+    match a.attr_value().tag() {
+        Tag::BmpString => {
+            let units: Vec<u16> = data
+                .chunks(2)
+                .map(|c| <[u8; 2]>::try_from(c).map(u16::from_be_bytes))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            String::from_utf16(&units).ok()
+        }
+        Tag::UniversalString => data
+            .chunks(4)
+            .map(|c| {
+                <[u8; 4]>::try_from(c)
+                    .ok()
+                    .and_then(|b| char::from_u32(u32::from_be_bytes(b)))
+            })
+            .collect(),
+        Tag::T61String | Tag::VisibleString | Tag::GeneralString => {
+            std::str::from_utf8(data).ok().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// A distinguished name as text, in the certificate's order (`CN=laptop-1, O=Example`),
+/// each value escaped as RFC 4514 §2.4 says, so a value holding `, O=Example` cannot pass
+/// for a second attribute; a value that is not text is written `#` and its hex.
+fn dn_text(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let mut out = String::new();
+    for (i, rdn) in name.iter_rdn().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        for (j, a) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let oid = a.attr_type();
+            match x509_parser::objects::oid2abbrev(oid, registry) {
+                Ok(short) => out.push_str(short),
+                Err(_) => out.push_str(&oid.to_id_string()),
+            }
+            out.push('=');
+            match attr_text(a) {
+                Some(v) => escape_dn_value(&v, &mut out),
+                None => {
+                    out.push('#');
+                    out.push_str(&hex_lower(a.attr_value().data));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn escape_dn_value(v: &str, out: &mut String) {
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, '"' | '+' | ',' | ';' | '<' | '>' | '\\')
+            || (i == 0 && matches!(c, '#' | ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        if c == '\0' {
+            out.push_str("\\00");
+        } else {
+            out.push(c);
         }
     }
 }
@@ -334,5 +449,50 @@ mod tests {
         assert_eq!(f.identity(), "");
         assert_eq!(f.sha256.len(), 64);
         assert!(CertFacts::of(&[]).subject.is_empty());
+    }
+
+    #[test]
+    fn a_cn_holding_a_comma_cannot_pass_for_two_names() {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "laptop-1, O=Example");
+        let f = CertFacts::of(&[cert(p)]);
+        assert_eq!(f.subject, "CN=laptop-1\\, O=Example");
+        assert_eq!(f.subject_cn, ["laptop-1, O=Example"]);
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "#lead+plus\"quote\\;<>");
+        assert_eq!(
+            CertFacts::of(&[cert(p)]).subject,
+            "CN=\\#lead\\+plus\\\"quote\\\\\\;\\<\\>"
+        );
+    }
+
+    #[test]
+    fn names_in_other_string_types_are_read_and_too_many_mark_the_facts_incomplete() {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "laptop-1");
+        p.distinguished_name.push(
+            rcgen::DnType::OrganizationalUnitName,
+            rcgen::DnValue::BmpString("Guests".try_into().unwrap()),
+        );
+        p.subject_alt_names = (0..MAX_PER_KIND)
+            .map(|i| rcgen::SanType::DnsName(format!("n{i}.example").try_into().unwrap()))
+            .collect();
+        let f = CertFacts::of(&[cert(p.clone())]);
+        assert_eq!(f.subject_ou, ["Guests"]);
+        assert_eq!(f.subject, "CN=laptop-1, OU=Guests");
+        assert!(!f.incomplete, "{f:?}");
+        p.subject_alt_names.push(rcgen::SanType::DnsName(
+            "guest.untrusted.example".try_into().unwrap(),
+        ));
+        let f = CertFacts::of(&[cert(p)]);
+        assert!(
+            f.incomplete,
+            "33 DNS names: the last is not kept, so the facts say so"
+        );
     }
 }

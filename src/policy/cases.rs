@@ -25,6 +25,9 @@ use crate::radius::dictionary::Dictionary;
 use crate::radius::packet::Attribute;
 use crate::radius::AttrType;
 
+/// When a case that gives no `now` is decided: Wednesday 7 January 2026, 12:00 UTC.
+pub const DEFAULT_NOW: i64 = 1_767_787_200;
+
 /// One expectation.
 #[derive(Debug, Clone)]
 pub struct Case {
@@ -73,7 +76,9 @@ impl std::fmt::Display for Failure {
 }
 
 /// Reads one file of cases. `load_cert` reads a PEM file named in a case (relative to the
-/// case file) into its chain; `now` is the time of cases that give none (Unix seconds).
+/// case file) into its chain. A case that gives no `now` is decided at [`DEFAULT_NOW`], so an
+/// expectation never depends on when it runs (a reload at 02:00 must not fail where one at
+/// 10:00 passed).
 ///
 /// # Errors
 /// Every error, with file:line and the case.
@@ -81,7 +86,6 @@ pub fn parse(
     file: &PolicyFile,
     load_cert: &mut dyn FnMut(&str) -> Result<Vec<CertificateDer<'static>>, String>,
     dictionary: &Dictionary,
-    now: i64,
 ) -> Result<Vec<Case>, Vec<PolicyError>> {
     let root = parse_toml(&file.name, &file.text).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
@@ -110,7 +114,7 @@ pub fn parse(
             continue;
         };
         for item in items {
-            match case(item, load_cert, dictionary, now) {
+            match case(item, load_cert, dictionary, DEFAULT_NOW) {
                 Ok(c) => cases.push(c),
                 Err((at, message)) => {
                     let name = item.get("name").and_then(Node::as_str);
@@ -440,8 +444,12 @@ fn expectation(node: &Node) -> Result<Expect, CaseError> {
                 });
                 e.accept = Some(true);
             }
-            "preset" => e.preset = Some(text()?),
+            "preset" => {
+                e.preset = Some(text()?);
+                e.accept = Some(true);
+            }
             "attributes" => {
+                e.accept = Some(true);
                 for a in strings(v).ok_or_else(|| {
                     (
                         v.at.clone(),
@@ -461,6 +469,12 @@ fn expectation(node: &Node) -> Result<Expect, CaseError> {
                 ))
             }
         }
+    }
+    if e.rule.is_none() && e.accept.is_none() {
+        return Err((
+            node.at.clone(),
+            "`expect` checks nothing: give rule, accept, reject, vlan, preset or attributes".into(),
+        ));
     }
     Ok(e)
 }
@@ -530,4 +544,81 @@ pub fn run(policy: &Policy, cases: &[Case]) -> Vec<Failure> {
         }
     }
     failures
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn cases(text: &str) -> Result<Vec<Case>, Vec<PolicyError>> {
+        let file = PolicyFile {
+            name: "t.toml".into(),
+            text: text.into(),
+        };
+        let mut no_files = |_: &str| Err("no files here".to_owned());
+        parse(&file, &mut no_files, &Dictionary::builtin().unwrap())
+    }
+
+    fn policy(text: &str) -> Policy {
+        Policy::compile(
+            &[PolicyFile {
+                name: "p.toml".into(),
+                text: text.into(),
+            }],
+            Arc::new(Dictionary::builtin().unwrap()),
+            jiff::tz::TimeZone::UTC,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_case_without_a_time_is_decided_at_a_fixed_one() {
+        let c =
+            cases("[[case]]\nname = \"c\"\ncert = { cn = \"a\" }\nexpect = { accept = true }\n")
+                .unwrap();
+        assert_eq!(c[0].facts.now, DEFAULT_NOW);
+        // So a night-time rule cannot make start-up depend on the hour.
+        let p = policy(
+            "[[rule]]\nname = \"night\"\nwhen = { time = \"22:00-06:00\" }\nreject = \"night\"\n\n\
+             [[rule]]\nname = \"default\"\naccept = true\n",
+        );
+        assert!(run(&p, &c).is_empty());
+    }
+
+    #[test]
+    fn expected_attributes_fail_a_reject_and_an_empty_expectation_is_refused() {
+        let p = policy("[[rule]]\nname = \"default\"\nreject = \"no\"\n");
+        let c = cases(
+            "[[case]]\nname = \"c\"\ncert = { cn = \"a\" }\n\
+             expect = { attributes = [\"Filter-Id = x\"] }\n",
+        )
+        .unwrap();
+        let failures = run(&p, &c);
+        assert_eq!(failures.len(), 1);
+        assert!(
+            failures[0]
+                .message
+                .contains("expected accept, got reject (no)"),
+            "{failures:?}"
+        );
+        let e = cases("[[case]]\nname = \"c\"\ncert = { cn = \"a\" }\nexpect = {}\n").unwrap_err();
+        assert!(e[0].message.contains("checks nothing"), "{e:?}");
+        assert_eq!(e[0].at.line, 4);
+    }
+
+    #[test]
+    fn case_serials_are_compared_as_rules_compare_them() {
+        let p = policy(
+            "[[rule]]\nname = \"stolen\"\nwhen = { cert.serial = \"8a01\" }\nreject = \"stolen\"\n\n\
+             [[rule]]\nname = \"default\"\naccept = true\n",
+        );
+        let c = cases(
+            "[[case]]\nname = \"c\"\ncert = { cn = \"a\", serial = \"00:8A:01\" }\n\
+             expect = { reject = \"stolen\" }\n",
+        )
+        .unwrap();
+        assert!(run(&p, &c).is_empty(), "{:?}", run(&p, &c));
+    }
 }

@@ -76,11 +76,7 @@ impl RequestFacts {
                 .map(u32::from_be_bytes)
         };
         let called_station = text(AttrType::CalledStationId);
-        let ssid = called_station
-            .as_deref()
-            .and_then(|c| c.split_once(':'))
-            .map(|(_, ssid)| ssid.to_owned())
-            .filter(|s| !s.is_empty());
+        let ssid = called_station.as_deref().and_then(ssid_of);
         Self {
             client: client.to_owned(),
             nas_ip: first(AttrType::NasIpAddress)
@@ -100,6 +96,44 @@ impl RequestFacts {
             attributes: named_values(attrs, dictionary),
         }
     }
+}
+
+/// The SSID in a Called-Station-Id (RFC 3580 §3.20, `AA-BB-CC-DD-EE-FF:SSID`): what
+/// follows the access point's MAC, in any notation, and a `:`; for a value not led by a
+/// MAC, what follows its first `:`. `None` for a MAC alone (a wired port) or an empty SSID.
+fn ssid_of(called: &str) -> Option<String> {
+    let is_mac = |m: &str| {
+        let b = m.as_bytes();
+        let hex = |r: &[u8]| r.iter().all(u8::is_ascii_hexdigit);
+        match b.len() {
+            // AA-BB-CC-DD-EE-FF or AA:BB:CC:DD:EE:FF, one separator throughout.
+            17 => {
+                let sep = b.get(2).copied().filter(|s| matches!(s, b':' | b'-'));
+                sep.is_some_and(|sep| {
+                    b.chunks(3).all(|c| {
+                        hex(c.get(..2).unwrap_or_default()) && c.get(2).is_none_or(|&x| x == sep)
+                    })
+                })
+            }
+            // aabb.ccdd.eeff
+            14 => b.chunks(5).all(|c| {
+                hex(c.get(..4).unwrap_or_default()) && c.get(4).is_none_or(|&x| x == b'.')
+            }),
+            12 => hex(b),
+            _ => false,
+        }
+    };
+    let rest = [17, 14, 12]
+        .into_iter()
+        .find_map(|len| {
+            called
+                .get(..len)
+                .filter(|m| is_mac(m))
+                .and(called.get(len..))
+        })
+        .map(|rest| rest.strip_prefix(':'))
+        .unwrap_or_else(|| called.split_once(':').map(|(_, s)| s));
+    rest.filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 /// What a revocation check found for the device's path.
@@ -261,5 +295,33 @@ impl PostureFacts {
             .iter()
             .filter(|s| source.is_none_or(|n| n == s.source))
             .any(|s| matches!(s.answer, PostureAnswer::Known(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssid(called: &str) -> Option<String> {
+        let attrs = [Attribute {
+            ty: AttrType::CalledStationId,
+            value: called.as_bytes(),
+        }];
+        RequestFacts::of(&attrs, "c", &Dictionary::builtin().unwrap(), "").ssid
+    }
+
+    #[test]
+    fn the_ssid_follows_the_access_point_mac_in_any_notation() {
+        assert_eq!(ssid("AA-BB-CC-DD-EE-FF:Corp").as_deref(), Some("Corp"));
+        assert_eq!(ssid("AA:BB:CC:DD:EE:FF:Corp").as_deref(), Some("Corp"));
+        assert_eq!(ssid("aabb.ccdd.eeff:Corp").as_deref(), Some("Corp"));
+        assert_eq!(
+            ssid("AABBCCDDEEFF:Corp:Guest").as_deref(),
+            Some("Corp:Guest")
+        );
+        // Wired ports: a MAC and no SSID.
+        assert_eq!(ssid("00:11:22:33:44:55"), None);
+        assert_eq!(ssid("00-11-22-33-44-55"), None);
+        assert_eq!(ssid("AA-BB-CC-DD-EE-FF:"), None);
     }
 }

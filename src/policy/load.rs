@@ -26,11 +26,13 @@ use std::fmt;
 use regex::RegexBuilder;
 
 use super::rules::{
-    Action, Compare, Condition, Field, Kind, Matcher, Place, Rule, Test, DAYS, FIELD_NAMES,
+    serial_key, Action, Compare, Condition, Field, Kind, Matcher, Place, Rule, Test, DAYS,
+    FIELD_NAMES,
 };
 use super::ReplyAttribute;
 use crate::radius::attr::station_id;
 use crate::radius::dictionary::Dictionary;
+use crate::radius::summary::is_fact;
 
 /// Largest compiled regex (bytes of automaton): a policy cannot make a matcher that eats
 /// memory or time.
@@ -38,6 +40,21 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Longest reject reason: it is a metric label and an audit field.
 const MAX_REASON: usize = 64;
+
+/// Rule names the server's own decisions carry (the checks before any rule).
+const RESERVED_RULES: [&str; 3] = ["identity", "revocation", "no_rule"];
+
+/// Reasons the server gives itself before or instead of any rule.
+const RESERVED_REASONS: [&str; 8] = [
+    "ok",
+    "no_identity",
+    "revoked",
+    "intermediate_revoked",
+    "revocation_invalid",
+    "revocation_unknown",
+    "no_rule_matched",
+    "certificate_names_incomplete",
+];
 
 /// The matcher operators a condition's table may hold.
 const OPERATORS: [&str; 11] = [
@@ -481,6 +498,15 @@ impl Compiler<'_> {
         if !valid_label(&name) {
             self.error(&node.at, "a rule name is 1..=64 of A-Z a-z 0-9 _ . - :");
         }
+        if RESERVED_RULES.contains(&name.as_str()) {
+            self.error(
+                &node.at,
+                format!(
+                    "`{name}` is a name anchord gives its own checks ({}): choose another",
+                    RESERVED_RULES.join(", ")
+                ),
+            );
+        }
         let mut conditions = Vec::new();
         let (mut vlan, mut preset, mut sets, mut attributes) = (None, None, Vec::new(), Vec::new());
         let (mut reject, mut accept) = (None, None);
@@ -527,6 +553,17 @@ impl Compiler<'_> {
                 return None;
             }
             (Some(r), None) => match r.as_str() {
+                Some(reason) if RESERVED_REASONS.contains(&reason) => {
+                    self.error(
+                        &r.at,
+                        format!(
+                            "`{reason}` is a reason anchord gives itself ({}): choose another, so \
+                             the audit trail tells the policy's refusals from its own",
+                            RESERVED_REASONS.join(", ")
+                        ),
+                    );
+                    return None;
+                }
                 Some(reason) if valid_label(reason) => Action::Reject(reason.to_owned()),
                 _ => {
                     self.error(
@@ -683,15 +720,40 @@ impl Compiler<'_> {
         let mut out = Vec::new();
         for n in list {
             let Some(text) = n.as_str() else { continue };
-            match parse_attribute(text) {
-                Ok(a) => match self.dictionary.encode(&a.name, a.tag, &a.value) {
-                    Ok(_) => out.push(a),
-                    Err(e) => self.error(&n.at, e),
-                },
+            match parse_attribute(text).and_then(|a| self.fits(a)) {
+                Ok(a) => out.push(a),
                 Err(e) => self.error(&n.at, e),
             }
         }
         out
+    }
+
+    /// An attribute the reply can carry: known, of its type, with a tag only where the
+    /// dictionary has one, not empty, and short enough for one attribute (253 bytes; 128 for
+    /// a User-Password style value, 239 for a Tunnel-Password style one with its tag).
+    fn fits(&self, a: ReplyAttribute) -> Result<ReplyAttribute, String> {
+        let (def, bytes) = self.dictionary.encode(&a.name, a.tag, &a.value)?;
+        let name = &def.name;
+        if a.tag.is_some() && !def.has_tag {
+            return Err(format!(
+                "`{name}` takes no tag (`{name}:N` is for RFC 2868 attributes)"
+            ));
+        }
+        if a.value.is_empty() {
+            return Err(format!("`{name}`: an empty value"));
+        }
+        let limit = match def.encrypt {
+            1 => 128,
+            2 => 239,
+            _ => 253,
+        };
+        if bytes.len() > limit {
+            return Err(format!(
+                "`{name}`: {} bytes, at most {limit} fit an attribute",
+                bytes.len()
+            ));
+        }
+        Ok(a)
     }
 
     fn conditions(&mut self, key: &str, node: &Node, out: &mut Vec<Condition>) {
@@ -731,9 +793,22 @@ impl Compiler<'_> {
             return;
         };
         if let Field::Attribute(name) = &field {
-            if self.dictionary.by_name(name).is_none() {
-                self.error(&node.at, format!("no attribute `{name}` in the dictionary"));
-                return;
+            match self.dictionary.by_name(name) {
+                None => {
+                    self.error(&node.at, format!("no attribute `{name}` in the dictionary"));
+                    return;
+                }
+                Some(def) if !is_fact(def) => {
+                    self.error(
+                        &node.at,
+                        format!(
+                            "`attr.{name}` is never a fact: secrets, EAP payloads, State, \
+                             Message-Authenticator and octets are not matched on"
+                        ),
+                    );
+                    return;
+                }
+                Some(_) => {}
             }
         }
         if let Some(matcher) = self.matcher(&field, key, node) {
@@ -816,6 +891,9 @@ impl Compiler<'_> {
                 Value::Bool(b) => Some(Test::Is(b)),
                 _ => wrong(self, "is true or false"),
             },
+            ("eq", _) if matches!(&v.value, Value::Array(a) if a.is_empty()) => {
+                wrong(self, "needs at least one value")
+            }
             ("eq", Kind::TimeOfDay) => {
                 let mut ranges = Vec::new();
                 for n in one_or_many(v) {
@@ -867,18 +945,11 @@ impl Compiler<'_> {
                     "eq" => Test::Equals(plain()),
                     "prefix" => Test::Prefix(plain()),
                     "suffix" => Test::Suffix(plain()),
+                    "glob" => Test::Glob(plain()),
                     _ => {
                         let mut res = Vec::new();
                         for (t, at) in &texts {
-                            let pattern = if op == "glob" {
-                                glob_regex(t)
-                            } else {
-                                t.clone()
-                            };
-                            match RegexBuilder::new(&pattern)
-                                .size_limit(REGEX_SIZE_LIMIT)
-                                .build()
-                            {
+                            match RegexBuilder::new(t).size_limit(REGEX_SIZE_LIMIT).build() {
                                 Ok(r) => res.push(r),
                                 Err(e) => {
                                     let first = e.to_string();
@@ -891,11 +962,7 @@ impl Compiler<'_> {
                                 }
                             }
                         }
-                        if op == "glob" {
-                            Test::Glob(res)
-                        } else {
-                            Test::Regex(res)
-                        }
+                        Test::Regex(res)
                     }
                 })
             }
@@ -912,12 +979,40 @@ impl Compiler<'_> {
     fn normalise(&mut self, field: &Field, key: &str, op: &str, t: String, at: &Place) -> String {
         match (field, op) {
             (Field::CallingStation, "eq") => station_id(t.as_bytes()),
-            (Field::CertSerial, "eq" | "prefix" | "suffix") => t
-                .trim_start_matches("0x")
-                .chars()
-                .filter(|c| !matches!(c, ':' | ' '))
-                .collect::<String>()
-                .to_ascii_lowercase(),
+            (Field::CallingStation, "prefix" | "suffix") => match mac_part(&t) {
+                Some(m) => m,
+                None => {
+                    self.error(
+                        at,
+                        format!(
+                            "`{key}`: {op} {t:?} is not whole octets of a MAC address \
+                             (e.g. \"02:00:00\")"
+                        ),
+                    );
+                    t
+                }
+            },
+            (Field::CallingStation, "glob" | "regex") if t.contains([':', '.']) => {
+                self.error(
+                    at,
+                    format!(
+                        "`{key}` is written AA-BB-CC-DD-EE-FF (uppercase, dashes) whatever the \
+                         NAS sent: write the {op} in that form, not {t:?}"
+                    ),
+                );
+                t
+            }
+            (Field::CertSerial, "eq" | "prefix" | "suffix") => serial_key(&t),
+            (Field::NasIp | Field::CertSanIp, "eq") => match t.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => {
+                    self.error(
+                        at,
+                        format!("`{key}` is an IP address (one or a list), not {t:?}"),
+                    );
+                    t
+                }
+            },
             (Field::CertEku, "eq") => eku_oid(&t).map_or(t, str::to_owned),
             (Field::Revocation, "eq") => {
                 if !matches!(t.as_str(), "good" | "soft_failed" | "not_checked") {
@@ -1048,18 +1143,22 @@ pub fn parse_attribute(text: &str) -> Result<ReplyAttribute, String> {
     Ok(ReplyAttribute::new(name, tag, value))
 }
 
-/// A glob (`*` any run, `?` one character) as an anchored, case-insensitive regex.
-fn glob_regex(glob: &str) -> String {
-    let mut out = String::from("(?i)^");
-    for c in glob.chars() {
-        match c {
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            c => out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
-        }
+/// Whole octets of a MAC address in any notation (`02:00:00`, `0200.00`, `02-00-00`) in
+/// the form Calling-Station-Id facts have (`02-00-00`), or `None`.
+fn mac_part(t: &str) -> Option<String> {
+    let hex: Vec<char> = t.chars().filter(char::is_ascii_hexdigit).collect();
+    let only_mac = t
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'));
+    if !only_mac || hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 12 {
+        return None;
     }
-    out.push('$');
-    out
+    Some(
+        hex.chunks(2)
+            .map(|p| p.iter().map(char::to_ascii_uppercase).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("-"),
+    )
 }
 
 /// `"HH:MM-HH:MM"` as minutes of the day.
@@ -1235,6 +1334,62 @@ mod tests {
                 "0.toml:2: VLAN `staff` must be an ID 1..=4094",
             ),
             ("[[rule]\nname = \"a\"\n", "0.toml:1: not valid TOML"),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { attr.Message-Authenticator = { present = true } }\naccept = true\n",
+                "0.toml:3: rule `a`: `attr.Message-Authenticator` is never a fact",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { attr.User-Password = \"x\" }\naccept = true\n",
+                "0.toml:3: rule `a`: `attr.User-Password` is never a fact",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { attr.Class = \"x\" }\naccept = true\n",
+                "0.toml:3: rule `a`: `attr.Class` is never a fact",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nattributes = [\"MS-MPPE-Send-Key = 0x0000\"]\n",
+                "0.toml:3: rule `a`: `MS-MPPE-Send-Key` is written by the server",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nattributes = [\"Vendor-Specific = staff\"]\n",
+                "0.toml:3: rule `a`: `Vendor-Specific` is written by the server",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { time = [] }\naccept = true\n",
+                "0.toml:3: rule `a`: `time` needs at least one value",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { cert.ou = [] }\naccept = true\n",
+                "0.toml:3: rule `a`: `cert.ou` needs at least one value",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nattributes = [\"Filter-Id = xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"]\n",
+                "0.toml:3: rule `a`: `Filter-Id`: 273 bytes, at most 253 fit an attribute",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nattributes = [\"Filter-Id:3 = staff\"]\n",
+                "0.toml:3: rule `a`: `Filter-Id` takes no tag",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nattributes = [\"Filter-Id = \\\"\\\"\"]\n",
+                "0.toml:3: rule `a`: `Filter-Id`: an empty value",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nreject = \"revoked\"\n",
+                "0.toml:3: rule `a`: `revoked` is a reason anchord gives itself",
+            ),
+            (
+                "[[rule]]\nname = \"revocation\"\naccept = true\n",
+                "0.toml:1: rule `revocation`: `revocation` is a name anchord gives its own checks",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { nas_ip = \"192.0.2.0/24\" }\naccept = true\n",
+                "0.toml:3: rule `a`: `nas_ip` is an IP address",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { calling_station = { regex = \"^02:00\" } }\naccept = true\n",
+                "0.toml:3: rule `a`: `calling_station` is written AA-BB-CC-DD-EE-FF",
+            ),
         ];
         for (text, want) in table {
             let text = format!("{text}{DEFAULT}");
@@ -1374,5 +1529,11 @@ mod tests {
         assert!(parse_attribute("Filter-Id").is_err());
         assert!(parse_attribute(" = x").is_err());
         assert!(parse_attribute("Filter-Id:x = y").is_err());
+    }
+
+    #[test]
+    fn an_empty_policy_names_no_place_of_its_own() {
+        let e = compile_all(&[]).unwrap_err();
+        assert!(e.iter().any(|e| e.message.contains("no rules")), "{e:?}");
     }
 }

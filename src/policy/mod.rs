@@ -143,6 +143,9 @@ impl Policy {
     ) -> Result<Self, Vec<PolicyError>> {
         let compiled = load::compile(files, &dictionary)?;
         let mut hash = Sha256::new();
+        // The time zone decides too: a change of it is a new version.
+        hash.update(zone.iana_name().unwrap_or("UTC").as_bytes());
+        hash.update([0]);
         for f in files {
             hash.update(f.name.as_bytes());
             hash.update([0]);
@@ -196,6 +199,21 @@ pub fn evaluate(policy: &Policy, facts: &Facts) -> (Decision, Trace) {
     match &policy.rules {
         Rules::Builtin(vlan) => (builtin(vlan.as_deref(), &mut trace), trace),
         Rules::Admin(rules) => {
+            // Rules match on names: a certificate some of whose names were not read (too
+            // many, or in an unreadable string type) could slip past a rule refusing one.
+            if facts.cert.incomplete {
+                trace.checks.push(
+                    "names: the certificate has more names of a kind than are read, or a \
+                     name that does not decode"
+                        .into(),
+                );
+                trace.rule = "identity".into();
+                let d = Decision::Reject {
+                    reason: Cow::Borrowed("certificate_names_incomplete"),
+                    rule: "identity".into(),
+                };
+                return (d, trace);
+            }
             for (i, rule) in rules.iter().enumerate() {
                 if let Some(failed) = rule.first_failed(facts, &policy.zone) {
                     trace.tried.push((i, failed));
@@ -405,5 +423,34 @@ mod tests {
     fn the_same_facts_always_give_the_same_decision() {
         let f = facts("laptop", RevocationOutcome::Good);
         assert_eq!(evaluate(&vlan(), &f), evaluate(&vlan(), &f));
+    }
+
+    #[test]
+    fn admin_rules_refuse_a_certificate_whose_names_were_not_all_read() {
+        let text =
+            "[[rule]]\nname = \"guests\"\nwhen = { cert.ou = \"Guests\" }\nreject = \"guest\"\n\n\
+                    [[rule]]\nname = \"default\"\naccept = true\n";
+        let policy = Policy::compile(
+            &[PolicyFile {
+                name: "p.toml".into(),
+                text: text.into(),
+            }],
+            dict(),
+            TimeZone::UTC,
+        )
+        .unwrap();
+        let mut f = facts("laptop", RevocationOutcome::Good);
+        f.cert.incomplete = true;
+        let (d, t) = evaluate(&policy, &f);
+        assert_eq!(
+            d,
+            Decision::Reject {
+                reason: "certificate_names_incomplete".into(),
+                rule: "identity".into()
+            }
+        );
+        assert_eq!(t.rule, "identity");
+        // The built-in policy matches no names: it is unaffected.
+        assert!(matches!(evaluate(&vlan(), &f).0, Decision::Accept { .. }));
     }
 }

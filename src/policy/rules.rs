@@ -231,7 +231,7 @@ impl Field {
             Self::CertOu => many(&cert.subject_ou, f),
             Self::CertSubject => f(&cert.subject),
             Self::CertIssuer => f(&cert.issuer),
-            Self::CertSerial => f(&cert.serial),
+            Self::CertSerial => f(&serial_key(&cert.serial)),
             Self::CertSanDns => many(&cert.san.dns, f),
             Self::CertSanEmail => many(&cert.san.email, f),
             Self::CertSanUri => many(&cert.san.uri, f),
@@ -361,14 +361,21 @@ impl Field {
 }
 
 /// Whether the EAP identity names the certificate: its CN, a DNS, email or UPN SAN,
-/// compared exactly; a Windows machine identity `host/<name>` counts by its `<name>`.
+/// ASCII case ignored (DNS names and mail domains are case-insensitive); a Windows machine
+/// identity `host/<name>` counts by its `<name>`.
 fn identity_matches(facts: &Facts) -> bool {
+    let names = |id: &str| {
+        let c = &facts.cert;
+        !id.is_empty()
+            && c.subject_cn
+                .iter()
+                .chain(&c.san.dns)
+                .chain(&c.san.email)
+                .chain(&c.san.upn)
+                .any(|n| n.eq_ignore_ascii_case(id))
+    };
     let id = facts.first.eap_identity.as_str();
-    !id.is_empty()
-        && (facts.cert.names(id)
-            || id
-                .strip_prefix("host/")
-                .is_some_and(|n| !n.is_empty() && facts.cert.names(n)))
+    names(id) || id.strip_prefix("host/").is_some_and(names)
 }
 
 /// Day names, Monday first (jiff's `to_monday_zero_offset`).
@@ -416,8 +423,9 @@ pub enum Test {
     Prefix(Vec<String>),
     /// Any value ends with any of these (ASCII case ignored).
     Suffix(Vec<String>),
-    /// Any value matches any of these (globs compiled to anchored, case-insensitive regexes).
-    Glob(Vec<Regex>),
+    /// Any value matches any of these globs (`*` any run, `?` one character, the whole
+    /// value, ASCII case ignored).
+    Glob(Vec<String>),
     /// Any value matches any of these regexes (as written: anchor and `(?i)` as needed).
     Regex(Vec<Regex>),
     /// The numeric value (of a number field, or any text value read as a number) compares.
@@ -456,7 +464,8 @@ fn test(t: &Test, field: &Field, facts: &Facts, zone: &TimeZone) -> bool {
         Test::Equals(want) => texts(&mut |v| want.iter().any(|w| w.eq_ignore_ascii_case(v))),
         Test::Prefix(want) => texts(&mut |v| want.iter().any(|w| starts_with(v, w))),
         Test::Suffix(want) => texts(&mut |v| want.iter().any(|w| ends_with(v, w))),
-        Test::Glob(res) | Test::Regex(res) => texts(&mut |v| res.iter().any(|r| r.is_match(v))),
+        Test::Glob(globs) => texts(&mut |v| globs.iter().any(|g| glob_matches(g, v))),
+        Test::Regex(res) => texts(&mut |v| res.iter().any(|r| r.is_match(v))),
         Test::Number(cmp, n) => match field.kind() {
             Kind::Number => field.number(facts).is_some_and(|v| compare(*cmp, v, *n)),
             _ => texts(&mut |v| v.trim().parse::<f64>().is_ok_and(|v| compare(*cmp, v, *n))),
@@ -487,6 +496,55 @@ fn test(t: &Test, field: &Field, facts: &Facts, zone: &TimeZone) -> bool {
         Test::Days(mask) => mask & (1 << local_time(facts.now, zone).weekday) != 0,
         Test::Not(inner) => !inner.holds(field, facts, zone),
     }
+}
+
+/// Whether `glob` matches all of `text`: `*` any run of characters (newlines included), `?`
+/// one character, anything else itself with ASCII case ignored. Backtracks only to the
+/// last `*`, so it takes at most len(glob) × len(text) steps.
+fn glob_matches(glob: &str, text: &str) -> bool {
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    let (mut gi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match g.get(gi) {
+            Some('*') => {
+                star = Some((gi, ti));
+                gi += 1;
+            }
+            Some(&c) if c == '?' || t.get(ti).is_some_and(|x| x.eq_ignore_ascii_case(&c)) => {
+                gi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sg, st)) => {
+                    gi = sg + 1;
+                    ti = st + 1;
+                    star = Some((sg, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    g.get(gi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+}
+
+/// A certificate serial as compared: hex digits only (no `0x`, `:`, spaces or dashes),
+/// lowercase, without the leading `00` octets DER adds to keep a number positive.
+pub fn serial_key(s: &str) -> String {
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    let mut hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '-'))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    while hex.len() > 2 && hex.starts_with("00") {
+        hex.drain(..2);
+    }
+    hex
 }
 
 fn starts_with(v: &str, prefix: &str) -> bool {
@@ -830,5 +888,67 @@ mod tests {
         assert!(matches("identity_matches_cert = false", &f));
         f.first.eap_identity = String::new();
         assert!(matches("identity_matches_cert = false", &f));
+    }
+
+    #[test]
+    fn a_vendor_attribute_and_non_ascii_text_in_the_request_are_facts() {
+        let mut f = facts();
+        let mut essid = 14823u32.to_be_bytes().to_vec();
+        essid.extend([5, 6]);
+        essid.extend(b"Corp");
+        let attrs = [
+            Attribute {
+                ty: crate::radius::AttrType::VendorSpecific,
+                value: &essid,
+            },
+            Attribute {
+                ty: crate::radius::AttrType::NasIdentifier,
+                value: "Caf\u{e9}-wlc".as_bytes(),
+            },
+        ];
+        f.first = RequestFacts::of(&attrs, "wlc", &dict(), "laptop-1");
+        assert!(matches(r#"attr.Aruba-Essid-Name = "Corp""#, &f));
+        assert!(!matches(r#"attr.Aruba-Essid-Name = { not = "Corp" }"#, &f));
+        assert!(matches("attr.NAS-Identifier = \"Caf\u{e9}-wlc\"", &f));
+        assert!(matches("nas_identifier = \"Caf\u{e9}-wlc\"", &f));
+    }
+
+    #[test]
+    fn mac_patterns_match_in_any_notation_and_serials_without_their_sign_byte() {
+        let mut f = facts();
+        assert!(matches(r#"calling_station = { prefix = "02:00:00" }"#, &f));
+        assert!(matches(r#"calling_station = { prefix = "0200.00" }"#, &f));
+        assert!(!matches(
+            r#"calling_station = { not = { prefix = "02:00:00" } }"#,
+            &f
+        ));
+        assert!(matches(r#"calling_station = { suffix = "00:01" }"#, &f));
+        // A serial whose top bit is set has a 00 sign byte in DER; tools print it without.
+        f.cert.serial = "008a01".into();
+        assert!(matches(r#"cert.serial = "8A:01""#, &f));
+        assert!(matches(r#"cert.serial = "0X8A01""#, &f));
+        assert!(matches(r#"cert.serial = "00:8a:01""#, &f));
+        assert!(!matches(r#"cert.serial = "8a""#, &f));
+    }
+
+    #[test]
+    fn globs_fold_ascii_case_only_and_stars_cross_newlines() {
+        let mut f = facts();
+        f.cert.subject_ou = vec!["\u{17f}taff".into()];
+        assert!(!matches(r#"cert.ou = { glob = "staff*" }"#, &f));
+        f.cert.subject_ou = vec!["STAFF-lab".into()];
+        assert!(matches(r#"cert.ou = { glob = "staff*" }"#, &f));
+        f.cert.subject_cn = vec!["a\n-guest".into()];
+        assert!(matches(r#"cert.cn = { glob = "*-guest" }"#, &f));
+        assert!(matches(r#"cert.cn = { glob = "a?-guest" }"#, &f));
+    }
+
+    #[test]
+    fn identity_binding_ignores_ascii_case() {
+        let mut f = facts();
+        f.first.eap_identity = "host/LAPTOP-1.corp.example.com".into();
+        assert!(matches("identity_matches_cert = true", &f));
+        f.first.eap_identity = "Alice@Example.com".into();
+        assert!(matches("identity_matches_cert = true", &f));
     }
 }

@@ -8,9 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-/// Attributes of a reply the server writes itself (User-Name, State, Proxy-State,
-/// EAP-Message, Message-Authenticator).
-const SERVER_WRITTEN: [u32; 5] = [1, 24, 33, 79, 80];
+/// Attributes of a reply the server writes itself (User-Name, State, Vendor-Specific as a
+/// whole, Proxy-State, EAP-Message, Message-Authenticator).
+const SERVER_WRITTEN: [u32; 6] = [1, 24, 26, 33, 79, 80];
+
+/// Vendor attributes the server writes itself: the MS-MPPE keys (RFC 2548 §2.4.2-3).
+const SERVER_WRITTEN_VENDOR: [(u32, u32); 2] = [(311, 16), (311, 17)];
 
 /// Deepest `$INCLUDE` nesting accepted.
 const MAX_INCLUDE_DEPTH: usize = 8;
@@ -209,7 +212,9 @@ impl Dictionary {
     ) -> Result<(&AttrDef, Vec<u8>), String> {
         let def = self.named(name)?;
         // The server writes these itself: a second copy would make the reply invalid.
-        if def.vendor == 0 && SERVER_WRITTEN.contains(&def.number) {
+        if (def.vendor == 0 && SERVER_WRITTEN.contains(&def.number))
+            || SERVER_WRITTEN_VENDOR.contains(&(def.vendor, def.number))
+        {
             return Err(format!(
                 "`{name}` is written by the server, not by a policy"
             ));

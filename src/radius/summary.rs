@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::attr::AttrType;
-use super::dictionary::{DataType, Dictionary};
+use super::dictionary::{AttrDef, DataType, Dictionary};
 use super::packet::Attribute;
 use super::reader::Reader;
 
@@ -122,23 +122,109 @@ pub fn summarize(attrs: &[Attribute<'_>], dict: &Dictionary) -> String {
     out
 }
 
-/// Every attribute the dictionary names and can show as text, as `(name, value)` in
-/// packet order: what a policy may match on. Secrets, payloads and octets are left out.
-/// At most [`MAX_NAMED`] of them, empty ones left out: a request of thousands of tiny
-/// attributes keeps a bounded list per conversation.
+/// Every value a policy may match on, as `(name, value)` in packet order: text attributes
+/// as sent (any UTF-8), numbers both as their VALUE name and as digits, addresses; vendor
+/// attributes inside Vendor-Specific by their dictionary names, in their vendor's layout.
+/// Secrets, payloads and octets never ([`is_fact`]). At most [`MAX_NAMED`] of them, empty
+/// ones left out: a request of thousands of tiny attributes keeps a bounded list per
+/// conversation.
 pub fn named_values(attrs: &[Attribute<'_>], dict: &Dictionary) -> Vec<(String, String)> {
-    attrs
-        .iter()
-        .filter(|a| !a.value.is_empty())
-        .filter_map(|a| {
-            let s = show(a, dict);
-            match s.value {
-                Value::Text(v) | Value::Plain(v) => Some((s.name, v)),
-                Value::Hidden(_) => None,
+    let mut out = Vec::new();
+    for a in attrs.iter().filter(|a| !a.value.is_empty()) {
+        if out.len() >= MAX_NAMED {
+            break;
+        }
+        if a.ty != AttrType::VendorSpecific {
+            if let Some(def) = dict.attribute(0, u32::from(a.ty.code())) {
+                fact_texts(def, a.value, dict, &mut out);
             }
-        })
-        .take(MAX_NAMED)
-        .collect()
+            continue;
+        }
+        // RFC 2865 §5.26: the vendor, then its attributes in its type/length layout.
+        let mut r = Reader::new(a.value);
+        let Some(vendor) = r.u32() else { continue };
+        let (type_octets, length_octets) = dict.vendor_format(vendor);
+        let number = |b: &[u8]| b.iter().fold(0u32, |n, &x| (n << 8) | u32::from(x));
+        while !r.is_empty() {
+            let Some(vtype) = r.take(usize::from(type_octets)).map(number) else {
+                break;
+            };
+            let value = if length_octets == 0 {
+                r.take(r.rest().len())
+            } else {
+                let header = usize::from(type_octets) + usize::from(length_octets);
+                r.take(usize::from(length_octets))
+                    .map(number)
+                    .and_then(|len| usize::try_from(len).ok()?.checked_sub(header))
+                    .and_then(|len| r.take(len))
+            };
+            let Some(value) = value else { break };
+            if let Some(def) = dict.attribute(vendor, vtype) {
+                fact_texts(def, value, dict, &mut out);
+            }
+        }
+    }
+    out.truncate(MAX_NAMED);
+    out
+}
+
+/// Whether an attribute's values may be policy facts: never a secret (anything the
+/// dictionary hides, User-/CHAP-/Tunnel-Password whatever it says), a payload (EAP-Message,
+/// State, Message-Authenticator, raw Vendor-Specific) or bytes.
+pub fn is_fact(def: &AttrDef) -> bool {
+    let secret_or_payload = match def.vendor {
+        0 => matches!(def.number, 2 | 3 | 24 | 26 | 69 | 79 | 80),
+        311 => matches!(def.number, 16 | 17),
+        _ => false,
+    };
+    def.encrypt == 0
+        && !secret_or_payload
+        && !matches!(def.data_type, DataType::Octets | DataType::Ipv6Prefix)
+}
+
+fn fact_texts(def: &AttrDef, value: &[u8], dict: &Dictionary, out: &mut Vec<(String, String)>) {
+    if !is_fact(def) {
+        return;
+    }
+    let mut value = value;
+    let mut mask = u32::MAX;
+    if def.has_tag {
+        match (def.data_type, value.split_first()) {
+            // A tagged integer keeps its tag in the top octet.
+            (DataType::Integer, _) => mask = 0x00FF_FFFF,
+            (_, Some((&t, rest))) if t <= 0x1F => value = rest,
+            _ => {}
+        }
+    }
+    let mut push = |v: String| out.push((def.name.clone(), v));
+    match def.data_type {
+        DataType::String => push(String::from_utf8_lossy(value).into_owned()),
+        DataType::Integer | DataType::Date | DataType::Byte | DataType::Short => {
+            let width = match def.data_type {
+                DataType::Byte => 1,
+                DataType::Short => 2,
+                _ => 4,
+            };
+            if value.len() == width {
+                let n = value.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b)) & mask;
+                if let Some(name) = dict.value_name(def.vendor, def.number, n) {
+                    push(name.to_owned());
+                }
+                push(n.to_string());
+            }
+        }
+        DataType::IpAddr => {
+            if let Ok(a) = <[u8; 4]>::try_from(value) {
+                push(std::net::Ipv4Addr::from(a).to_string());
+            }
+        }
+        DataType::Ipv6Addr => {
+            if let Ok(a) = <[u8; 16]>::try_from(value) {
+                push(std::net::Ipv6Addr::from(a).to_string());
+            }
+        }
+        DataType::Octets | DataType::Ipv6Prefix => {}
+    }
 }
 
 /// Most attributes [`named_values`] keeps from one packet.

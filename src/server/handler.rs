@@ -288,12 +288,28 @@ async fn access_request(
             Some(who.reject(Some(&entry), reason, "denied by checks", eap))
         }
         Action::Finish(Outcome::Success { eap, keys }) => {
-            let (user, attrs) = match &entry.checked {
+            // Success follows an Allow verdict, which only an accepting decision gives;
+            // should that ever not hold, no Accept goes out without its decision.
+            let (user, attrs) = match entry.checked.as_deref() {
                 Some(c) => match &c.decision {
                     Decision::Accept { reply } => (c.facts.cert.identity(), reply.as_slice()),
-                    Decision::Reject { .. } => (entry.identity.as_str(), &[][..]),
+                    Decision::Reject { .. } => {
+                        return Some(who.reject(
+                            Some(&entry),
+                            "internal",
+                            "EAP success after a refusing decision",
+                            EapPacket::outcome(EapCode::Failure, eap.identifier),
+                        ))
+                    }
                 },
-                None => (entry.identity.as_str(), &[][..]),
+                None => {
+                    return Some(who.reject(
+                        Some(&entry),
+                        "internal",
+                        "EAP success without a decision",
+                        EapPacket::outcome(EapCode::Failure, eap.identifier),
+                    ))
+                }
             };
             let user = if user.is_empty() {
                 entry.identity.as_str()

@@ -118,6 +118,9 @@ pub struct Shared {
     /// Counters.
     pub metrics: Metrics,
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
+    /// Held through a reload: SIGHUP and the file watcher never build two runtimes at
+    /// once (the one finishing last, perhaps from older files, would win).
+    reloading: std::sync::Mutex<()>,
 }
 
 /// Asks for `bytes` of receive buffer on a listening socket, so a burst from one NAS
@@ -192,6 +195,7 @@ impl Server {
             shares: Shares::default(),
             metrics: Metrics::default(),
             audit,
+            reloading: std::sync::Mutex::new(()),
         });
         Ok(Self { shared, sockets })
     }
@@ -395,6 +399,10 @@ impl Shared {
     /// # Errors
     /// Every error in the new file.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let running = self.live();
         let loaded = Config::load(&running.config.path).and_then(|config| {
             let runtime = Runtime::build(&config, Some((&running.config, &running.runtime)))?;

@@ -1,8 +1,8 @@
 //! Reloads when the policy files (`[policy] dir`, its `tests/`) or the dictionary files
 //! change on disk, while `[policy] watch` is on. The files are looked at once a second (name,
-//! size, modification time: no inotify limits, works on any filesystem and through
-//! configuration-management tools' rename-into-place), and a change is applied once the
-//! files have stayed the same for one more look, so an editor's half-written save or a
+//! size, modification and change times: no inotify limits, works on any filesystem and
+//! through configuration-management tools' rename-into-place), and a change is applied once
+//! the files have stayed the same for one more look, so an editor's half-written save or a
 //! `git checkout` in progress is not loaded. The reload is the same as SIGHUP's: the new set
 //! is compiled, linted and tested first, and refused (the running one kept) if anything is
 //! wrong.
@@ -24,7 +24,7 @@ const MAX_ENTRIES: usize = 1024;
 
 /// What the watched files look like: each one's path, size and modification time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fingerprint(Vec<(PathBuf, u64, Option<SystemTime>)>);
+pub struct Fingerprint(Vec<(PathBuf, u64, Option<SystemTime>, i64)>);
 
 /// The files `config` loads policies and dictionaries from, as folders to list; empty when
 /// watching is off.
@@ -60,7 +60,12 @@ pub fn fingerprint(dirs: &[PathBuf]) -> Fingerprint {
             }
             if let Ok(m) = std::fs::metadata(&path) {
                 if m.is_file() {
-                    files.push((path, m.len(), m.modified().ok()));
+                    // The change time too: a copy that keeps the modification time
+                    // (`cp -p`, `rsync -t`) still changes it.
+                    let changed = std::os::unix::fs::MetadataExt::ctime_nsec(&m).saturating_add(
+                        std::os::unix::fs::MetadataExt::ctime(&m).saturating_mul(1_000_000_000),
+                    );
+                    files.push((path, m.len(), m.modified().ok(), changed));
                 }
             }
         }
@@ -79,8 +84,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 .unwrap_or_default()
         }
     };
-    let mut seen = look(&shared).await;
-    let mut pending: Option<Fingerprint> = None;
+    let mut debounce = Debounce::new(look(&shared).await);
     let mut ticks = tokio::time::interval(POLL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -88,26 +92,76 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let now = look(&shared).await;
-        if now == seen {
-            pending = None;
-            continue;
+        if debounce.observe(look(&shared).await) {
+            super::reload_logged(shared.clone(), "policy or dictionary files changed").await;
         }
-        // Changed: wait until it holds still for one more look.
-        if pending.as_ref() != Some(&now) {
-            pending = Some(now);
-            continue;
+    }
+}
+
+/// When a change has settled: the files looked the same twice in a row, and not as they
+/// did when last loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Debounce {
+    /// The files as last loaded (or as at the start).
+    loaded: Fingerprint,
+    /// A change seen once, waiting for a second look.
+    pending: Option<Fingerprint>,
+}
+
+impl Debounce {
+    /// Starts from the files as they are.
+    pub fn new(now: Fingerprint) -> Self {
+        Self {
+            loaded: now,
+            pending: None,
         }
-        pending = None;
-        super::reload_logged(shared.clone(), "policy or dictionary files changed").await;
-        // What the (possibly new) configuration watches, as it is now.
-        seen = look(&shared).await;
+    }
+
+    /// Takes one look; true when a reload is due, which then counts as loading `now`
+    /// (files changed again while it runs are seen on a later look, and loaded too).
+    pub fn observe(&mut self, now: Fingerprint) -> bool {
+        if now == self.loaded {
+            self.pending = None;
+            return false;
+        }
+        if self.pending.as_ref() != Some(&now) {
+            self.pending = Some(now);
+            return false;
+        }
+        self.pending = None;
+        self.loaded = now;
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn print(files: &[(&str, u64)]) -> Fingerprint {
+        Fingerprint(
+            files
+                .iter()
+                .map(|(p, n)| (PathBuf::from(p), *n, None, 0))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_change_is_loaded_once_settled_and_one_made_during_a_reload_is_loaded_after() {
+        let (f0, f1, f2) = (print(&[("a", 1)]), print(&[("a", 2)]), print(&[("a", 3)]));
+        let mut d = Debounce::new(f0.clone());
+        assert!(!d.observe(f0.clone()), "nothing changed");
+        assert!(!d.observe(f1.clone()), "changed: wait for it to settle");
+        assert!(d.observe(f1.clone()), "settled: reload");
+        // Saved again while that reload ran: seen next, and loaded once settled.
+        assert!(!d.observe(f2.clone()));
+        assert!(d.observe(f2.clone()));
+        assert!(!d.observe(f2), "loaded: nothing more to do");
+        // A change that flickers back before settling does nothing.
+        assert!(!d.observe(f1));
+        assert!(!d.observe(print(&[("a", 3)])));
+    }
 
     #[test]
     fn a_fingerprint_changes_with_a_file_and_ignores_editor_leftovers() {
