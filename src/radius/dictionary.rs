@@ -39,6 +39,9 @@ pub enum DataType {
     Byte,
     /// 16-bit integer.
     Short,
+    /// Attributes nested inside (RFC 6929 §2.3 style: type, length, value), defined as
+    /// `ATTRIBUTE Child P.C type` after their parent `P`. Read, never written.
+    Tlv,
 }
 
 impl DataType {
@@ -53,6 +56,7 @@ impl DataType {
             "date" => Self::Date,
             "byte" | "uint8" => Self::Byte,
             "short" | "uint16" => Self::Short,
+            "tlv" => Self::Tlv,
             _ => return None,
         })
     }
@@ -73,6 +77,8 @@ pub struct AttrDef {
     pub has_tag: bool,
     /// Encryption method (`encrypt=N`), 0 for none. Such values are never logged.
     pub encrypt: u8,
+    /// The TLV attribute this one is nested in (its number), if any.
+    pub parent: Option<u32>,
 }
 
 /// A dictionary error with its place.
@@ -170,6 +176,11 @@ impl Dictionary {
         self.by_name.get(name).and_then(|k| self.attrs.get(k))
     }
 
+    /// The attribute numbered `child` inside the TLV attribute `parent`.
+    pub fn tlv_child(&self, vendor: u32, parent: u32, child: u32) -> Option<&AttrDef> {
+        self.attrs.get(&(vendor, tlv_key(parent, child)))
+    }
+
     /// A named value of an integer attribute.
     pub fn value_name(&self, vendor: u32, number: u32, value: u32) -> Option<&str> {
         self.values
@@ -248,6 +259,11 @@ impl Dictionary {
         value: &str,
     ) -> Result<(&'d AttrDef, Vec<u8>), String> {
         let name = def.name.as_str();
+        if def.data_type == DataType::Tlv || def.parent.is_some() {
+            return Err(format!(
+                "`{name}` is a tlv or nested in one: anchord reads those, it does not write them"
+            ));
+        }
         if !matches!(def.encrypt, 0..=2) {
             return Err(format!(
                 "`{name}` uses encrypt={}: only 1 (User-Password style) and 2 \
@@ -330,6 +346,7 @@ impl Dictionary {
             DataType::Ipv6Prefix => {
                 return Err(format!("`{name}` (ipv6prefix) is not supported in replies"));
             }
+            DataType::Tlv => return Err(format!("`{name}` is a tlv: not written")),
         }
         Ok((def, out))
     }
@@ -507,14 +524,45 @@ impl Parser<'_> {
         ty: &str,
         flags: Option<&str>,
     ) {
-        let Ok(number) = number.parse::<u32>() else {
-            return self.err(
-                file,
-                line,
-                format!("attribute number `{number}` is not a number"),
-            );
+        // `P.C`: attribute C nested in the TLV attribute P (one level).
+        let (parent, number) = match number.split_once('.') {
+            Some((p, c)) => match (p.parse::<u32>(), c.parse::<u8>()) {
+                (Ok(p), Ok(c)) if c > 0 => {
+                    if !self
+                        .dict
+                        .attrs
+                        .get(&(vendor, p))
+                        .is_some_and(|d| d.data_type == DataType::Tlv)
+                    {
+                        return self.err(
+                            file,
+                            line,
+                            format!("`{number}`: attribute {p} is not a tlv defined before it"),
+                        );
+                    }
+                    (Some(p), u32::from(c))
+                }
+                _ => {
+                    return self.err(
+                        file,
+                        line,
+                        format!("attribute number `{number}` is not N or N.M (1..=255)"),
+                    )
+                }
+            },
+            None => match number.parse::<u32>() {
+                Ok(n) => (None, n),
+                Err(_) => {
+                    return self.err(
+                        file,
+                        line,
+                        format!("attribute number `{number}` is not a number"),
+                    )
+                }
+            },
         };
-        if vendor == 0 && !(1..=255).contains(&number) {
+        let key = parent.map_or(number, |p| tlv_key(p, number));
+        if vendor == 0 && parent.is_none() && !(1..=255).contains(&number) {
             return self.err(
                 file,
                 line,
@@ -522,7 +570,11 @@ impl Parser<'_> {
             );
         }
         let (type_octets, _) = self.dict.vendor_format(vendor);
-        if vendor != 0 && type_octets < 4 && number >= 1 << (8 * u32::from(type_octets)) {
+        if vendor != 0
+            && parent.is_none()
+            && type_octets < 4
+            && number >= 1 << (8 * u32::from(type_octets))
+        {
             return self.err(
                 file,
                 line,
@@ -553,16 +605,16 @@ impl Parser<'_> {
                 format!("{name} defined twice (first as {}:{})", old.0, old.1),
             );
         }
-        if let Some(old) = self.dict.attrs.get(&(vendor, number)) {
+        if let Some(old) = self.dict.attrs.get(&(vendor, key)) {
             return self.err(
                 file,
                 line,
                 format!("number {number} already names {}", old.name),
             );
         }
-        self.dict.by_name.insert(name.to_owned(), (vendor, number));
+        self.dict.by_name.insert(name.to_owned(), (vendor, key));
         self.dict.attrs.insert(
-            (vendor, number),
+            (vendor, key),
             AttrDef {
                 name: name.to_owned(),
                 vendor,
@@ -570,9 +622,17 @@ impl Parser<'_> {
                 data_type,
                 has_tag,
                 encrypt,
+                parent,
             },
         );
     }
+}
+
+/// Where the attribute numbered `child` inside the TLV attribute `parent` is kept: apart
+/// from every top-level number (which are below 2^32 but never have the top bit set with
+/// a parent below 2^23).
+fn tlv_key(parent: u32, child: u32) -> u32 {
+    0x8000_0000 | ((parent & 0x007F_FFFF) << 8) | (child & 0xFF)
 }
 
 /// `t,l` of a `format=t,l` (type octets 1, 2 or 4; length octets 0, 1 or 2).

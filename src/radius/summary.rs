@@ -179,10 +179,27 @@ pub fn is_fact(def: &AttrDef) -> bool {
     };
     def.encrypt == 0
         && !secret_or_payload
-        && !matches!(def.data_type, DataType::Octets | DataType::Ipv6Prefix)
+        && !matches!(
+            def.data_type,
+            DataType::Octets | DataType::Ipv6Prefix | DataType::Tlv
+        )
 }
 
 fn fact_texts(def: &AttrDef, value: &[u8], dict: &Dictionary, out: &mut Vec<(String, String)>) {
+    // A TLV's value is attributes (type, length counting both, value), named by the
+    // dictionary's `P.C` entries; one level, as the dictionary defines them.
+    if def.data_type == DataType::Tlv && def.parent.is_none() {
+        let mut r = Reader::new(value);
+        while let (Some(ty), Some(len)) = (r.u8(), r.u8()) {
+            let Some(inner) = usize::from(len).checked_sub(2).and_then(|n| r.take(n)) else {
+                break;
+            };
+            if let Some(child) = dict.tlv_child(def.vendor, def.number, u32::from(ty)) {
+                fact_texts(child, inner, dict, out);
+            }
+        }
+        return;
+    }
     if !is_fact(def) {
         return;
     }
@@ -207,7 +224,12 @@ fn fact_texts(def: &AttrDef, value: &[u8], dict: &Dictionary, out: &mut Vec<(Str
             };
             if value.len() == width {
                 let n = value.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b)) & mask;
-                if let Some(name) = dict.value_name(def.vendor, def.number, n) {
+                // VALUE names belong to top-level attributes (a nested one's number is
+                // its parent's business).
+                if let Some(name) = dict
+                    .value_name(def.vendor, def.number, n)
+                    .filter(|_| def.parent.is_none())
+                {
                     push(name.to_owned());
                 }
                 push(n.to_string());
@@ -223,7 +245,7 @@ fn fact_texts(def: &AttrDef, value: &[u8], dict: &Dictionary, out: &mut Vec<(Str
                 push(std::net::Ipv6Addr::from(a).to_string());
             }
         }
-        DataType::Octets | DataType::Ipv6Prefix => {}
+        DataType::Octets | DataType::Ipv6Prefix | DataType::Tlv => {}
     }
 }
 
@@ -330,5 +352,45 @@ mod tests {
         assert!(v
             .iter()
             .all(|(n, value)| n == "NAS-Identifier" && value == "ap"));
+    }
+
+    #[test]
+    fn attributes_nested_in_a_tlv_are_facts_by_their_own_names() {
+        let mut files = |name: &str| match name {
+            "d" => Ok("VENDOR V 99\nBEGIN-VENDOR V\nATTRIBUTE V-Caps 1 tlv\n\
+                       ATTRIBUTE V-Release 1.1 string\nATTRIBUTE V-Level 1.2 integer\n\
+                       END-VENDOR V\n"
+                .to_owned()),
+            _ => Err("no".to_owned()),
+        };
+        let d = Dictionary::parse("d", &mut files).unwrap();
+        // Vendor-Specific: vendor 99, V-Caps (1) holding V-Release "2.1" and V-Level 7.
+        let mut v = 99u32.to_be_bytes().to_vec();
+        v.extend([1, 13, 1, 5, b'2', b'.', b'1', 2, 6, 0, 0, 0, 7]);
+        let attrs = [Attribute {
+            ty: AttrType::VendorSpecific,
+            value: &v,
+        }];
+        assert_eq!(
+            named_values(&attrs, &d),
+            [
+                ("V-Release".to_owned(), "2.1".to_owned()),
+                ("V-Level".to_owned(), "7".to_owned())
+            ]
+        );
+        assert!(d
+            .encode("V-Release", None, "x")
+            .unwrap_err()
+            .contains("tlv"));
+        assert!(d.encode("V-Caps", None, "x").unwrap_err().contains("tlv"));
+        let e = Dictionary::parse("d", &mut |_| {
+            Ok("ATTRIBUTE A 5 string\nATTRIBUTE B 5.1 string\n".to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e.as_slice(), [one] if one.line == 2
+                && one.message.contains("not a tlv defined before it")),
+            "{e:?}"
+        );
     }
 }

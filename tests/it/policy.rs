@@ -308,7 +308,7 @@ fn tool_config(policies: &Path) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(
         &path,
         format!(
-            "[policy]\ndir = \"{}\"\n\n[[client]]\nname = \"wlc-campus\"\naddress = \"192.0.2.0/24\"\nsecret = \"{SECRET}\"\n",
+            "[policy]\ndir = \"{}\"\ntimezone = \"Europe/Berlin\"\n\n[[client]]\nname = \"wlc-campus\"\naddress = \"192.0.2.0/24\"\nsecret = \"{SECRET}\"\n",
             policies.display()
         ),
     )
