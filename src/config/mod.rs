@@ -687,10 +687,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         inline_secrets,
         warnings: Vec::new(),
         dictionary: Arc::new(dictionary?),
-        dictionary_path: s
-            .dictionary
-            .as_ref()
-            .map(|p| resolve(&ctx.path(p.get_ref()))),
+        dictionary_path: s.dictionary.as_ref().map(|p| ctx.path(p.get_ref())),
         pki,
         revocation,
         admin,
@@ -723,7 +720,7 @@ fn policy_settings(ctx: &mut Ctx<'_>, raw: &raw::RawConfig) -> Option<PolicySett
             );
         }
         Some(PolicySettings {
-            dir: resolve(&ctx.path(p.dir.get_ref())),
+            dir: ctx.path(p.dir.get_ref()),
             zone,
             watch: p.watch,
             at: ctx.place(span, "policy"),
@@ -953,34 +950,6 @@ fn load_dictionary(ctx: &mut Ctx<'_>, path: Option<&Spanned<String>>) -> Option<
             None
         }
     }
-}
-
-/// `path` as the system resolves it (symbolic links followed: `/etc/anchord/../policies`
-/// under a linked `/etc/anchord` is where the link points), so messages name the file read
-/// and the watcher watches it; a path that does not exist yet is cleaned of `dir/..` pairs.
-fn resolve(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| clean(path))
-}
-
-/// `path` with `dir/..` pairs taken out (lexical).
-fn clean(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
 }
 
 fn parse_network(s: &str) -> Option<IpNet> {

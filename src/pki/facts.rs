@@ -15,6 +15,10 @@ use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 /// Microsoft's User Principal Name otherName (MS-WCCE): `1.3.6.1.4.1.311.20.2.3`.
 const UPN_OID: &str = "1.3.6.1.4.1.311.20.2.3";
 
+/// The extensions whose contents are policy facts: subjectAltName, certificatePolicies,
+/// extKeyUsage (RFC 5280 §4.2.1.6, .4, .12).
+const NAME_EXTENSIONS: [&str; 3] = ["2.5.29.17", "2.5.29.32", "2.5.29.37"];
+
 /// Most SAN entries of one kind kept (a certificate may carry many; the policy needs few).
 const MAX_PER_KIND: usize = 32;
 
@@ -140,6 +144,14 @@ impl CertFacts {
                     facts.ekus = eku_oids(eku);
                     facts.incomplete |= facts.ekus.len() > MAX_PER_KIND;
                     facts.ekus.truncate(MAX_PER_KIND);
+                }
+                // A names extension x509-parser could not read (a SAN in Latin-1, say):
+                // none of its names are facts, so the facts are incomplete.
+                ParsedExtension::ParseError { .. }
+                | ParsedExtension::UnsupportedExtension { .. }
+                    if NAME_EXTENSIONS.contains(&ext.oid.to_id_string().as_str()) =>
+                {
+                    facts.incomplete = true;
                 }
                 ParsedExtension::CertificatePolicies(policies) => {
                     facts.incomplete |= policies.len() > MAX_PER_KIND;
@@ -332,7 +344,6 @@ fn eku_oids(eku: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String> 
         .filter(|(set, _)| *set)
         .map(|(_, oid)| (*oid).to_owned())
         .chain(eku.other.iter().map(|o| o.to_id_string()))
-        .take(MAX_PER_KIND)
         .collect()
 }
 
@@ -494,5 +505,26 @@ mod tests {
             f.incomplete,
             "33 DNS names: the last is not kept, so the facts say so"
         );
+    }
+
+    #[test]
+    fn an_unreadable_san_extension_or_too_many_ekus_mark_the_facts_incomplete() {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "laptop-1");
+        // SEQUENCE { [2] "guest.untrusted.example", [2] 0xFF }: not IA5 text.
+        let mut san = vec![0x30, 0x1c, 0x82, 0x17];
+        san.extend(b"guest.untrusted.example");
+        san.extend([0x82, 0x01, 0xff]);
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 17],
+            san,
+        )];
+        assert!(CertFacts::of(&[cert(p)]).incomplete);
+        let mut p = rcgen::CertificateParams::default();
+        p.extended_key_usages = (0..=u64::try_from(MAX_PER_KIND).unwrap())
+            .map(|i| rcgen::ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 4, 1, 99999, i]))
+            .collect();
+        assert!(CertFacts::of(&[cert(p)]).incomplete);
     }
 }

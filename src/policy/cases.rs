@@ -470,6 +470,23 @@ fn expectation(node: &Node) -> Result<Expect, CaseError> {
             }
         }
     }
+    // Keys that disagree (`vlan` with `accept = false`, `reject` with `vlan`) would pass or
+    // fail by their order: refused.
+    let accepting = e.vlan.is_some() || e.preset.is_some() || !e.attributes.is_empty();
+    let explicit = entries
+        .iter()
+        .find(|(k, _)| k == "accept")
+        .map(|(_, v)| &v.value);
+    if (accepting && (e.reject.is_some() || matches!(explicit, Some(Value::Bool(false)))))
+        || (e.reject.is_some() && matches!(explicit, Some(Value::Bool(true))))
+    {
+        return Err((
+            node.at.clone(),
+            "`expect` contradicts itself: vlan, preset and attributes expect an accept, \
+             reject a reject"
+                .into(),
+        ));
+    }
     if e.rule.is_none() && e.accept.is_none() {
         return Err((
             node.at.clone(),
@@ -620,5 +637,19 @@ mod tests {
         )
         .unwrap();
         assert!(run(&p, &c).is_empty(), "{:?}", run(&p, &c));
+    }
+
+    #[test]
+    fn contradictory_expectations_are_refused() {
+        for expect in [
+            "{ vlan = 10, accept = false }",
+            "{ reject = \"x\", vlan = 10 }",
+        ] {
+            let e = cases(&format!(
+                "[[case]]\nname = \"c\"\ncert = {{ cn = \"a\" }}\nexpect = {expect}\n"
+            ))
+            .unwrap_err();
+            assert!(e[0].message.contains("contradicts"), "{expect}: {e:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::pki::status::Source;
 use crate::radius::attr::station_id;
 use crate::radius::dictionary::Dictionary;
 use crate::radius::packet::Attribute;
-use crate::radius::summary::named_values;
+use crate::radius::summary::request_facts;
 use crate::radius::AttrType;
 
 /// What a NAS said about the device in one Access-Request.
@@ -31,7 +31,7 @@ pub struct RequestFacts {
     pub called_station: Option<String>,
     /// The SSID: what follows the first ':' of Called-Station-Id, where there is one.
     pub ssid: Option<String>,
-    /// Calling-Station-Id, normalised to `aa-bb-cc-dd-ee-ff` when it is a MAC address in
+    /// Calling-Station-Id, normalised to `AA-BB-CC-DD-EE-FF` when it is a MAC address in
     /// any common format; otherwise as sent.
     pub calling_station: Option<String>,
     /// Framed-MTU.
@@ -41,6 +41,8 @@ pub struct RequestFacts {
     /// Every other attribute the dictionary names and can show as text, `(name, value)`,
     /// in packet order; encrypted ones, EAP payloads, State and authenticators never.
     pub attributes: Vec<(String, String)>,
+    /// The request held more attribute values than are kept in `attributes`.
+    pub incomplete: bool,
 }
 
 impl RequestFacts {
@@ -77,6 +79,7 @@ impl RequestFacts {
         };
         let called_station = text(AttrType::CalledStationId);
         let ssid = called_station.as_deref().and_then(ssid_of);
+        let (attributes, incomplete) = request_facts(attrs, dictionary);
         Self {
             client: client.to_owned(),
             nas_ip: first(AttrType::NasIpAddress)
@@ -93,7 +96,8 @@ impl RequestFacts {
             calling_station: first(AttrType::CallingStationId).map(station_id),
             framed_mtu: u32_of(AttrType::FramedMtu),
             eap_identity: eap_identity.to_owned(),
-            attributes: named_values(attrs, dictionary),
+            attributes,
+            incomplete,
         }
     }
 }

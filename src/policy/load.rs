@@ -26,17 +26,21 @@ use std::fmt;
 use regex::RegexBuilder;
 
 use super::rules::{
-    serial_key, Action, Compare, Condition, Field, Kind, Matcher, Place, Rule, Test, DAYS,
-    FIELD_NAMES,
+    serial_digits, serial_key, Action, Compare, Condition, Field, Kind, Matcher, Place, Rule, Test,
+    DAYS, FIELD_NAMES,
 };
 use super::ReplyAttribute;
 use crate::radius::attr::station_id;
-use crate::radius::dictionary::Dictionary;
+use crate::radius::dictionary::{DataType, Dictionary};
 use crate::radius::summary::is_fact;
 
 /// Largest compiled regex (bytes of automaton): a policy cannot make a matcher that eats
 /// memory or time.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Octets a rule's reply attributes may take: a RADIUS packet holds 4096, and every Accept
+/// also carries its header, User-Name, MS-MPPE keys, EAP-Success and Message-Authenticator.
+const MAX_REPLY_ATTRIBUTES: usize = 3500;
 
 /// Longest reject reason: it is a metric label and an audit field.
 const MAX_REASON: usize = 64;
@@ -44,9 +48,11 @@ const MAX_REASON: usize = 64;
 /// Rule names the server's own decisions carry (the checks before any rule).
 const RESERVED_RULES: [&str; 3] = ["identity", "revocation", "no_rule"];
 
-/// Reasons the server gives itself before or instead of any rule.
-const RESERVED_REASONS: [&str; 8] = [
+/// Reasons the server gives itself: its checks before any rule, protocol and TLS
+/// failures, overload, faults. A policy's refusal must not read as one of them.
+const RESERVED_REASONS: &[&str] = &[
     "ok",
+    "internal",
     "no_identity",
     "revoked",
     "intermediate_revoked",
@@ -54,6 +60,30 @@ const RESERVED_REASONS: [&str; 8] = [
     "revocation_unknown",
     "no_rule_matched",
     "certificate_names_incomplete",
+    "request_attributes_incomplete",
+    "unknown_ca",
+    "wrong_eku",
+    "certificate_expired",
+    "certificate_not_yet_valid",
+    "bad_certificate",
+    "bad_certificate_signature",
+    "no_client_certificate",
+    "peer_alert",
+    "tls_error",
+    "tls_incompatible",
+    "hsm_timeout",
+    "hsm_unavailable",
+    "server_busy",
+    "too_many_sessions",
+    "too_many_device_conversations",
+    "too_many_rounds",
+    "unknown_state",
+    "eap_identifier_mismatch",
+    "eap_malformed",
+    "eap_nak",
+    "eap_tls_framing",
+    "eap_tls_too_large",
+    "eap_unexpected_type",
 ];
 
 /// The matcher operators a condition's table may hold.
@@ -665,6 +695,38 @@ impl Compiler<'_> {
             reply.retain(|a| !layer.iter().any(|b| b.name.eq_ignore_ascii_case(&a.name)));
             reply.extend(layer);
         }
+        // The Accept also carries User-Name, the MS-MPPE keys, EAP-Success and
+        // Message-Authenticator (at most about 400 octets) within RADIUS's 4096.
+        let total: usize = reply
+            .iter()
+            .filter_map(|a| self.dictionary.encode(&a.name, a.tag, &a.value).ok())
+            .map(|(def, b)| {
+                let (t, l) = self.dictionary.vendor_format(def.vendor);
+                b.len()
+                    + 2
+                    + if def.vendor == 0 {
+                        0
+                    } else {
+                        4 + usize::from(t) + usize::from(l)
+                    }
+            })
+            .sum();
+        if total > MAX_REPLY_ATTRIBUTES {
+            let at = attributes
+                .first()
+                .or(sets.first())
+                .or(preset)
+                .map(|n| n.at.clone());
+            if let Some(at) = at {
+                self.error(
+                    &at,
+                    format!(
+                        "the reply's attributes take {total} octets: at most {MAX_REPLY_ATTRIBUTES} \
+                         fit beside what every Accept carries"
+                    ),
+                );
+            }
+        }
         reply
     }
 
@@ -739,17 +801,25 @@ impl Compiler<'_> {
                 "`{name}` takes no tag (`{name}:N` is for RFC 2868 attributes)"
             ));
         }
-        if a.value.is_empty() {
+        if bytes.len() <= usize::from(def.has_tag && def.data_type == DataType::String) {
             return Err(format!("`{name}`: an empty value"));
         }
+        // A vendor attribute also carries the vendor (4 octets) and its own type and
+        // length fields inside the Vendor-Specific.
+        let (t, l) = self.dictionary.vendor_format(def.vendor);
+        let room = if def.vendor == 0 {
+            253
+        } else {
+            253 - 4 - usize::from(t) - usize::from(l)
+        };
         let limit = match def.encrypt {
-            1 => 128,
-            2 => 239,
-            _ => 253,
+            1 => 128.min(room),
+            2 => 239.min(room),
+            _ => room,
         };
         if bytes.len() > limit {
             return Err(format!(
-                "`{name}`: {} bytes, at most {limit} fit an attribute",
+                "`{name}`: {} bytes, at most {limit} fit",
                 bytes.len()
             ));
         }
@@ -919,6 +989,18 @@ impl Compiler<'_> {
                 }
                 Some(Test::Days(mask))
             }
+            ("prefix" | "suffix" | "glob" | "regex", Kind::Text)
+                if matches!(field, Field::CertSubject | Field::CertIssuer) =>
+            {
+                wrong(
+                    self,
+                    &format!(
+                        "takes whole names only (eq): a {op} could match across an escaped \
+                         `\\,` inside a device-chosen value; match parts with cert.cn, cert.o, \
+                         cert.ou"
+                    ),
+                )
+            }
             ("eq" | "prefix" | "suffix" | "glob" | "regex", Kind::Text) => {
                 let mut texts = Vec::new();
                 for n in one_or_many(v) {
@@ -949,7 +1031,13 @@ impl Compiler<'_> {
                     _ => {
                         let mut res = Vec::new();
                         for (t, at) in &texts {
-                            match RegexBuilder::new(t).size_limit(REGEX_SIZE_LIMIT).build() {
+                            // MACs are uppercase in the facts; a pattern need not be.
+                            let case = matches!(field, Field::CallingStation);
+                            match RegexBuilder::new(t)
+                                .case_insensitive(case)
+                                .size_limit(REGEX_SIZE_LIMIT)
+                                .build()
+                            {
                                 Ok(r) => res.push(r),
                                 Err(e) => {
                                     let first = e.to_string();
@@ -992,7 +1080,7 @@ impl Compiler<'_> {
                     t
                 }
             },
-            (Field::CallingStation, "glob" | "regex") if t.contains([':', '.']) => {
+            (Field::CallingStation, "glob") if t.contains([':', '.']) => {
                 self.error(
                     at,
                     format!(
@@ -1002,7 +1090,34 @@ impl Compiler<'_> {
                 );
                 t
             }
-            (Field::CertSerial, "eq" | "prefix" | "suffix") => serial_key(&t),
+            (Field::CallingStation, "regex") if t.contains(':') => {
+                self.error(
+                    at,
+                    format!(
+                        "`{key}` is written AA-BB-CC-DD-EE-FF (uppercase, dashes) whatever the \
+                         NAS sent: write the {op} in that form, not {t:?}"
+                    ),
+                );
+                t
+            }
+            (Field::CertSerial, "eq" | "prefix" | "suffix") => {
+                let hex = serial_digits(&t);
+                if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    self.error(
+                        at,
+                        format!(
+                            "`{key}` is hex, as `openssl x509 -serial` prints it (8A01, \
+                             8a:01, 0x8A01), not {t:?}"
+                        ),
+                    );
+                }
+                // A suffix keeps its zeros; a whole serial or a prefix is a number.
+                if op == "suffix" {
+                    hex
+                } else {
+                    serial_key(&t)
+                }
+            }
             (Field::NasIp | Field::CertSanIp, "eq") => match t.parse::<std::net::IpAddr>() {
                 Ok(ip) => ip.to_string(),
                 Err(_) => {
@@ -1364,7 +1479,7 @@ mod tests {
             ),
             (
                 "[[rule]]\nname = \"a\"\nattributes = [\"Filter-Id = xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"]\n",
-                "0.toml:3: rule `a`: `Filter-Id`: 273 bytes, at most 253 fit an attribute",
+                "0.toml:3: rule `a`: `Filter-Id`: 273 bytes, at most 253 fit",
             ),
             (
                 "[[rule]]\nname = \"a\"\nattributes = [\"Filter-Id:3 = staff\"]\n",
@@ -1388,6 +1503,26 @@ mod tests {
             ),
             (
                 "[[rule]]\nname = \"a\"\nwhen = { calling_station = { regex = \"^02:00\" } }\naccept = true\n",
+                "0.toml:3: rule `a`: `calling_station` is written AA-BB-CC-DD-EE-FF",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { cert.serial = \"serial-1\" }\naccept = true\n",
+                "0.toml:3: rule `a`: `cert.serial` is hex",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nattributes = [\"Class = 0x\"]\n",
+                "0.toml:3: rule `a`: `Class`: an empty value",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nattributes = [\"Aruba-User-Role = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]\n",
+                "0.toml:3: rule `a`: `Aruba-User-Role`: 250 bytes, at most 247 fit",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nreject = \"internal\"\n",
+                "0.toml:3: rule `a`: `internal` is a reason anchord gives itself",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { calling_station = { glob = \"0200.00*\" } }\naccept = true\n",
                 "0.toml:3: rule `a`: `calling_station` is written AA-BB-CC-DD-EE-FF",
             ),
         ];
@@ -1535,5 +1670,20 @@ mod tests {
     fn an_empty_policy_names_no_place_of_its_own() {
         let e = compile_all(&[]).unwrap_err();
         assert!(e.iter().any(|e| e.message.contains("no rules")), "{e:?}");
+    }
+
+    #[test]
+    fn the_version_follows_the_dictionary_too() {
+        let files = files(&["[[rule]]\nname = \"d\"\naccept = true\n"]);
+        let a = Policy::compile(
+            &files,
+            Arc::new(Dictionary::builtin().unwrap()),
+            TimeZone::UTC,
+        )
+        .unwrap();
+        let small =
+            Dictionary::parse("d", &mut |_| Ok("ATTRIBUTE Filter-Id 11 string\n".into())).unwrap();
+        let b = Policy::compile(&files, Arc::new(small), TimeZone::UTC).unwrap();
+        assert_ne!(a.version(), b.version());
     }
 }

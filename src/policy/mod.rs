@@ -107,6 +107,9 @@ pub struct Trace {
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Rules,
+    /// Some rule reads request attributes from the dictionary list (`attr.*`,
+    /// `nas_port_type` by name).
+    reads_attributes: bool,
     dictionary: Arc<Dictionary>,
     zone: TimeZone,
     version: String,
@@ -125,6 +128,7 @@ impl Policy {
     pub fn builtin(vlan: Option<String>, dictionary: Arc<Dictionary>) -> Self {
         Self {
             rules: Rules::Builtin(vlan),
+            reads_attributes: false,
             dictionary,
             zone: TimeZone::UTC,
             version: "builtin".into(),
@@ -143,9 +147,10 @@ impl Policy {
     ) -> Result<Self, Vec<PolicyError>> {
         let compiled = load::compile(files, &dictionary)?;
         let mut hash = Sha256::new();
-        // The time zone decides too: a change of it is a new version.
+        // The time zone and the dictionary decide too: a change of either is a new version.
         hash.update(zone.iana_name().unwrap_or("UTC").as_bytes());
         hash.update([0]);
+        hash.update(dictionary.fingerprint());
         for f in files {
             hash.update(f.name.as_bytes());
             hash.update([0]);
@@ -158,7 +163,16 @@ impl Policy {
             .take(6)
             .map(|b| format!("{b:02x}"))
             .collect();
+        let reads_attributes = compiled.rules.iter().any(|r| {
+            r.conditions.iter().any(|c| {
+                matches!(
+                    c.field,
+                    rules::Field::Attribute(_) | rules::Field::NasPortType
+                )
+            })
+        });
         Ok(Self {
+            reads_attributes,
             rules: Rules::Admin(compiled.rules),
             dictionary,
             zone,
@@ -210,6 +224,19 @@ pub fn evaluate(policy: &Policy, facts: &Facts) -> (Decision, Trace) {
                 trace.rule = "identity".into();
                 let d = Decision::Reject {
                     reason: Cow::Borrowed("certificate_names_incomplete"),
+                    rule: "identity".into(),
+                };
+                return (d, trace);
+            }
+            // Likewise a request holding more attribute values than are kept, for rules
+            // reading attributes by name.
+            if facts.first.incomplete && policy.reads_attributes {
+                trace.checks.push(
+                    "attributes: the request holds more attribute values than are read".into(),
+                );
+                trace.rule = "identity".into();
+                let d = Decision::Reject {
+                    reason: Cow::Borrowed("request_attributes_incomplete"),
                     rule: "identity".into(),
                 };
                 return (d, trace);

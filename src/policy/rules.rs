@@ -529,22 +529,26 @@ fn glob_matches(glob: &str, text: &str) -> bool {
         .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
-/// A certificate serial as compared: hex digits only (no `0x`, `:`, spaces or dashes),
-/// lowercase, without the leading `00` octets DER adds to keep a number positive.
-pub fn serial_key(s: &str) -> String {
+/// A serial's hex digits: no `0x`, `:`, spaces or dashes, lowercase.
+pub fn serial_digits(s: &str) -> String {
     let s = s
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
-    let mut hex: String = s
-        .chars()
+    s.chars()
         .filter(|c| !matches!(c, ':' | ' ' | '-'))
         .collect::<String>()
-        .to_ascii_lowercase();
-    while hex.len() > 2 && hex.starts_with("00") {
-        hex.drain(..2);
+        .to_ascii_lowercase()
+}
+
+/// A certificate serial as a number in hex, as compared: [`serial_digits`] without leading
+/// zeros (DER's `00` sign octet, `openssl x509 -text`'s short `0xa01`), `0` for zero.
+pub fn serial_key(s: &str) -> String {
+    let hex = serial_digits(s);
+    match hex.trim_start_matches('0') {
+        "" => "0".into(),
+        n => n.to_owned(),
     }
-    hex
 }
 
 fn starts_with(v: &str, prefix: &str) -> bool {
@@ -762,7 +766,7 @@ mod tests {
             (r#"cert.ou = ["Sales", "Guests"]"#, false),
             (r#"cert.o = "Example""#, true),
             (r#"cert.subject = "CN=laptop-1, OU=Staff, O=Example""#, true),
-            (r#"cert.issuer = { suffix = "O=Example" }"#, true),
+            (r#"cert.issuer = "CN=Issuing CA, O=Example""#, true),
             (r#"cert.serial = "1A:2B""#, true),
             (r#"cert.serial = "0x1a2c""#, false),
             (r#"cert.san_dns = { suffix = ".corp.example.com" }"#, true),
@@ -950,5 +954,87 @@ mod tests {
         assert!(matches("identity_matches_cert = true", &f));
         f.first.eap_identity = "Alice@Example.com".into();
         assert!(matches("identity_matches_cert = true", &f));
+    }
+
+    #[test]
+    fn dn_facts_take_only_exact_matches_so_an_escaped_comma_cannot_forge_an_rdn() {
+        for when in [
+            r#"cert.subject = { suffix = ", OU=Staff, O=Example" }"#,
+            r#"cert.subject = { regex = 'OU=Staff' }"#,
+            r#"cert.issuer = { glob = "*O=Example" }"#,
+            r#"cert.issuer = { prefix = "CN=" }"#,
+        ] {
+            let text = format!(
+                "[[rule]]\nname = \"r\"\nwhen = {{ {when} }}\naccept = true\n\n\
+                 [[rule]]\nname = \"default\"\nreject = \"no\"\n"
+            );
+            let e = compile(&text, "UTC").unwrap_err();
+            assert!(
+                e.iter()
+                    .any(|e| e.message.contains("takes whole names only")),
+                "{when}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_with_more_facts_than_are_kept_is_refused_by_rules_on_attributes() {
+        let mut f = facts();
+        let mut vsas: Vec<Vec<u8>> = (0..64)
+            .map(|_| {
+                let mut v = 14823u32.to_be_bytes().to_vec();
+                v.extend([10, 3, b'x']);
+                v
+            })
+            .collect();
+        let mut last = 14823u32.to_be_bytes().to_vec();
+        last.extend([5, 7]);
+        last.extend(b"Guest");
+        vsas.push(last);
+        let attrs: Vec<Attribute<'_>> = vsas
+            .iter()
+            .map(|v| Attribute {
+                ty: crate::radius::AttrType::VendorSpecific,
+                value: v,
+            })
+            .collect();
+        f.first = RequestFacts::of(&attrs, "wlc", &dict(), "laptop-1");
+        assert!(f.first.incomplete);
+        let text =
+            "[[rule]]\nname = \"guest\"\nwhen = { attr.Aruba-Essid-Name = { not = \"Corp\" } }\n\
+                    accept = true\n\n[[rule]]\nname = \"default\"\naccept = true\n";
+        let policy = compile(text, "UTC").unwrap();
+        let (d, _) = evaluate(&policy, &f);
+        assert!(
+            matches!(&d, crate::policy::Decision::Reject { reason, .. } if reason == "request_attributes_incomplete"),
+            "{d:?}"
+        );
+        // Rules that read no request attribute by name are not affected.
+        let policy = compile("[[rule]]\nname = \"default\"\naccept = true\n", "UTC").unwrap();
+        assert!(matches!(
+            evaluate(&policy, &f).0,
+            crate::policy::Decision::Accept { .. }
+        ));
+    }
+
+    #[test]
+    fn serials_compare_as_numbers_in_hex() {
+        let mut f = facts();
+        f.cert.serial = "0a01".into();
+        assert!(matches(r#"cert.serial = "0xa01""#, &f));
+        assert!(matches(r#"cert.serial = "A01""#, &f));
+        assert!(matches(r#"cert.serial = { suffix = "01" }"#, &f));
+        assert!(!matches(r#"cert.serial = { suffix = "0001" }"#, &f));
+    }
+
+    #[test]
+    fn calling_station_regexes_ignore_case_and_may_use_any_regex_syntax() {
+        let f = facts();
+        assert!(matches(
+            r#"calling_station = { regex = '^02-00-00-.*' }"#,
+            &f
+        ));
+        assert!(matches(r#"calling_station = { regex = '^02-00' }"#, &f));
+        assert!(matches(r#"calling_station = { glob = "02-00-*" }"#, &f));
     }
 }

@@ -101,13 +101,15 @@ impl fmt::Display for DictError {
 /// A loaded dictionary.
 #[derive(Debug, Clone, Default)]
 pub struct Dictionary {
-    attrs: BTreeMap<(u32, u32), AttrDef>,
-    by_name: HashMap<String, (u32, u32)>,
+    /// By (vendor, number); a nested attribute's number is [`tlv_key`], apart from every
+    /// top-level one.
+    attrs: BTreeMap<(u32, u64), AttrDef>,
+    by_name: HashMap<String, (u32, u64)>,
     vendors: BTreeMap<String, u32>,
     /// Octets of the type and length fields inside each vendor's Vendor-Specific
     /// attributes (`format=t,l`), for vendors other than the usual 1,1.
     formats: BTreeMap<u32, (u8, u8)>,
-    values: HashMap<(u32, u32), BTreeMap<u32, String>>,
+    values: HashMap<(u32, u64), BTreeMap<u32, String>>,
 }
 
 struct Parser<'l> {
@@ -168,7 +170,7 @@ impl Dictionary {
 
     /// The definition of a standard (`vendor` 0) or vendor attribute.
     pub fn attribute(&self, vendor: u32, number: u32) -> Option<&AttrDef> {
-        self.attrs.get(&(vendor, number))
+        self.attrs.get(&(vendor, u64::from(number)))
     }
 
     /// The definition for a name.
@@ -184,7 +186,18 @@ impl Dictionary {
     /// A named value of an integer attribute.
     pub fn value_name(&self, vendor: u32, number: u32, value: u32) -> Option<&str> {
         self.values
-            .get(&(vendor, number))?
+            .get(&(vendor, u64::from(number)))?
+            .get(&value)
+            .map(String::as_str)
+    }
+
+    /// A named value of the attribute `def` (top-level or nested).
+    pub fn value_name_of(&self, def: &AttrDef, value: u32) -> Option<&str> {
+        let key = def
+            .parent
+            .map_or(u64::from(def.number), |p| tlv_key(p, def.number));
+        self.values
+            .get(&(def.vendor, key))?
             .get(&value)
             .map(String::as_str)
     }
@@ -198,7 +211,7 @@ impl Dictionary {
     /// The number of a named value of an integer attribute.
     pub fn value_number(&self, vendor: u32, number: u32, name: &str) -> Option<u32> {
         self.values
-            .get(&(vendor, number))?
+            .get(&(vendor, u64::from(number)))?
             .iter()
             .find(|(_, n)| n.as_str() == name)
             .map(|(v, _)| *v)
@@ -349,6 +362,25 @@ impl Dictionary {
             DataType::Tlv => return Err(format!("`{name}` is a tlv: not written")),
         }
         Ok((def, out))
+    }
+
+    /// A SHA-256 over every definition (attributes, vendor formats, VALUE names), in a
+    /// fixed order: two dictionaries that name and encode alike have the same one.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (key, def) in &self.attrs {
+            h.update(format!("{key:?}={def:?}\n"));
+        }
+        for (vendor, format) in &self.formats {
+            h.update(format!("{vendor}:{format:?}\n"));
+        }
+        let mut values: Vec<_> = self.values.iter().collect();
+        values.sort_by_key(|(k, _)| **k);
+        for (key, names) in values {
+            h.update(format!("{key:?}:{names:?}\n"));
+        }
+        h.finalize().into()
     }
 
     /// Number of attributes defined.
@@ -531,7 +563,7 @@ impl Parser<'_> {
                     if !self
                         .dict
                         .attrs
-                        .get(&(vendor, p))
+                        .get(&(vendor, u64::from(p)))
                         .is_some_and(|d| d.data_type == DataType::Tlv)
                     {
                         return self.err(
@@ -561,7 +593,7 @@ impl Parser<'_> {
                 }
             },
         };
-        let key = parent.map_or(number, |p| tlv_key(p, number));
+        let key = parent.map_or(u64::from(number), |p| tlv_key(p, number));
         if vendor == 0 && parent.is_none() && !(1..=255).contains(&number) {
             return self.err(
                 file,
@@ -628,11 +660,10 @@ impl Parser<'_> {
     }
 }
 
-/// Where the attribute numbered `child` inside the TLV attribute `parent` is kept: apart
-/// from every top-level number (which are below 2^32 but never have the top bit set with
-/// a parent below 2^23).
-fn tlv_key(parent: u32, child: u32) -> u32 {
-    0x8000_0000 | ((parent & 0x007F_FFFF) << 8) | (child & 0xFF)
+/// Where the attribute numbered `child` (1..=255) inside the TLV attribute `parent` is
+/// kept: above every top-level number (those fit 32 bits), one key per (parent, child).
+fn tlv_key(parent: u32, child: u32) -> u64 {
+    (1 << 40) | (u64::from(parent) << 8) | u64::from(child & 0xFF)
 }
 
 /// `t,l` of a `format=t,l` (type octets 1, 2 or 4; length octets 0, 1 or 2).

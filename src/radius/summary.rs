@@ -129,11 +129,17 @@ pub fn summarize(attrs: &[Attribute<'_>], dict: &Dictionary) -> String {
 /// ones left out: a request of thousands of tiny attributes keeps a bounded list per
 /// conversation.
 pub fn named_values(attrs: &[Attribute<'_>], dict: &Dictionary) -> Vec<(String, String)> {
+    let (mut out, _) = request_facts(attrs, dict);
+    out.truncate(MAX_NAMED);
+    out
+}
+
+/// Every value a policy may match on (as [`named_values`]), at most [`MAX_NAMED`], and
+/// whether some were left out (the packet held more): a policy reading attributes cannot
+/// know what it did not see. The work is bounded by the packet (4096 octets).
+pub fn request_facts(attrs: &[Attribute<'_>], dict: &Dictionary) -> (Vec<(String, String)>, bool) {
     let mut out = Vec::new();
     for a in attrs.iter().filter(|a| !a.value.is_empty()) {
-        if out.len() >= MAX_NAMED {
-            break;
-        }
         if a.ty != AttrType::VendorSpecific {
             if let Some(def) = dict.attribute(0, u32::from(a.ty.code())) {
                 fact_texts(def, a.value, dict, &mut out);
@@ -159,13 +165,14 @@ pub fn named_values(attrs: &[Attribute<'_>], dict: &Dictionary) -> Vec<(String, 
                     .and_then(|len| r.take(len))
             };
             let Some(value) = value else { break };
-            if let Some(def) = dict.attribute(vendor, vtype) {
+            if let Some(def) = dict.attribute(vendor, vtype).filter(|_| !value.is_empty()) {
                 fact_texts(def, value, dict, &mut out);
             }
         }
     }
+    let incomplete = out.len() > MAX_NAMED;
     out.truncate(MAX_NAMED);
-    out
+    (out, incomplete)
 }
 
 /// Whether an attribute's values may be policy facts: never a secret (anything the
@@ -194,7 +201,8 @@ fn fact_texts(def: &AttrDef, value: &[u8], dict: &Dictionary, out: &mut Vec<(Str
             let Some(inner) = usize::from(len).checked_sub(2).and_then(|n| r.take(n)) else {
                 break;
             };
-            if let Some(child) = dict.tlv_child(def.vendor, def.number, u32::from(ty)) {
+            let child = dict.tlv_child(def.vendor, def.number, u32::from(ty));
+            if let Some(child) = child.filter(|_| !inner.is_empty()) {
                 fact_texts(child, inner, dict, out);
             }
         }
@@ -224,12 +232,7 @@ fn fact_texts(def: &AttrDef, value: &[u8], dict: &Dictionary, out: &mut Vec<(Str
             };
             if value.len() == width {
                 let n = value.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b)) & mask;
-                // VALUE names belong to top-level attributes (a nested one's number is
-                // its parent's business).
-                if let Some(name) = dict
-                    .value_name(def.vendor, def.number, n)
-                    .filter(|_| def.parent.is_none())
-                {
+                if let Some(name) = dict.value_name_of(def, n) {
                     push(name.to_owned());
                 }
                 push(n.to_string());
@@ -359,7 +362,7 @@ mod tests {
         let mut files = |name: &str| match name {
             "d" => Ok("VENDOR V 99\nBEGIN-VENDOR V\nATTRIBUTE V-Caps 1 tlv\n\
                        ATTRIBUTE V-Release 1.1 string\nATTRIBUTE V-Level 1.2 integer\n\
-                       END-VENDOR V\n"
+                       VALUE V-Level High 7\nEND-VENDOR V\n"
                 .to_owned()),
             _ => Err("no".to_owned()),
         };
@@ -375,6 +378,7 @@ mod tests {
             named_values(&attrs, &d),
             [
                 ("V-Release".to_owned(), "2.1".to_owned()),
+                ("V-Level".to_owned(), "High".to_owned()),
                 ("V-Level".to_owned(), "7".to_owned())
             ]
         );
@@ -392,5 +396,19 @@ mod tests {
                 && one.message.contains("not a tlv defined before it")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_nested_attribute_cannot_be_reached_as_a_top_level_vendor_type() {
+        let text = "VENDOR V 99 format=4,0\nBEGIN-VENDOR V\nATTRIBUTE V-Caps 1 tlv\n\
+                    ATTRIBUTE V-Release 1.1 string\nEND-VENDOR V\n";
+        let d = Dictionary::parse("d", &mut |_| Ok(text.to_owned())).unwrap();
+        let mut v = 99u32.to_be_bytes().to_vec();
+        v.extend([0x80, 0, 1, 1, b'x']);
+        let attrs = [Attribute {
+            ty: AttrType::VendorSpecific,
+            value: &v,
+        }];
+        assert!(named_values(&attrs, &d).is_empty());
     }
 }

@@ -177,4 +177,21 @@ mod tests {
         std::fs::write(dir.path().join("10.toml"), "ab").unwrap();
         assert_ne!(fingerprint(&dirs), one);
     }
+
+    #[test]
+    fn a_re_pointed_release_link_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        for (release, text) in [("a", "x"), ("b", "xy")] {
+            std::fs::create_dir_all(dir.path().join(release)).unwrap();
+            std::fs::write(dir.path().join(release).join("p.toml"), text).unwrap();
+        }
+        let current = dir.path().join("current");
+        std::os::unix::fs::symlink(dir.path().join("a"), &current).unwrap();
+        let dirs = [current.clone()];
+        let before = fingerprint(&dirs);
+        let next = dir.path().join("next");
+        std::os::unix::fs::symlink(dir.path().join("b"), &next).unwrap();
+        std::fs::rename(&next, &current).unwrap();
+        assert_ne!(fingerprint(&dirs), before);
+    }
 }
