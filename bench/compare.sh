@@ -8,7 +8,8 @@
 #   bench/compare.sh hsm        # anchord with the server key in SoftHSM2 against in a file
 #   bench/compare.sh ocsp       # anchord with OCSP on (warm cache) against OCSP off
 #   bench/compare.sh policy     # anchord with a 50-rule policy whose last rule matches
-#                               # against the built-in one-VLAN policy
+#                               # against the built-in one-VLAN policy (POLICY_RUNS
+#                               # alternating pairs, default 5; medians)
 #   bench/compare.sh flood      # one NAS's devices while another NAS floods half-open
 #                               # conversations (FLOOD_RATE, GOOD_RATE, FLOOD_RUNS): success, p99,
 #                               # against no flood and against the machine's floor (the flood
@@ -153,7 +154,7 @@ steal_pct() { # "STEAL TOTAL" from steal_ticks at the start
 # One A/B comparison of anchord against itself (ocsp and hsm modes):
 # TLS A_RATE A_CPU A_ERRORS B_RATE B_CPU B_ERRORS; steal0 from steal_ticks.
 pair() {
-  printf '%-6s %-34s %10s %10s %8s\n' "$1" "auth/s at saturation (median of 3)" "$2" "$5" "$(python3 -c "print(f'{$5/$2:.2f}x')")"
+  printf '%-6s %-34s %10s %10s %8s\n' "$1" "auth/s at saturation (median)" "$2" "$5" "$(python3 -c "print(f'{$5/$2:.2f}x')")"
   printf '%-6s %-34s %10s %10s %8s\n' "$1" "server CPU ms per auth (median)" "$3" "$6" "$(python3 -c "print(f'{$6/$3:.2f}x')")"
   printf '%-6s %-34s %10s %10s\n' "$1" "errors" "$4" "$7"
   printf '%-6s %-34s %10s\n' "$1" "host steal % (noise)" "$(steal_pct "$steal0")"
@@ -230,7 +231,7 @@ PY
   printf '%-6s %-34s %10s %10s %8s\n' tls metric builtin 50-rules ratio
   for tls in 1.2 1.3; do
     b=() r=() steal0=$(steal_ticks)
-    for _ in 1 2 3; do
+    for _ in $(seq "${POLICY_RUNS:-5}"); do
       start_anchord server; b+=("$(saturate "$APORT" device-ecdsa "$tls")"); stop
       AUTHZ=$'[policy]\ndir = "'"$work/policies"$'"\nwatch = false' start_anchord server
       r+=("$(saturate "$APORT" device-ecdsa "$tls")")
