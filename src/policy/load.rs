@@ -314,6 +314,8 @@ impl<'a> Lines<'a> {
 pub struct Compiled {
     /// The rules, in order (files by name, then as written).
     pub rules: Vec<Rule>,
+    /// Distinct conditions (each condition's `id` is below this).
+    pub distinct: usize,
 }
 
 struct Preset {
@@ -378,8 +380,18 @@ pub fn compile(
     }
     c.rule = None;
     c.lint(&rules, files);
+    // Conditions written alike are one test: numbered by their text (the fact's path and
+    // the value as written, which decide the test).
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    for cond in rules.iter_mut().flat_map(|r| r.conditions.iter_mut()) {
+        let next = ids.len();
+        cond.id = *ids.entry(cond.text.clone()).or_insert(next);
+    }
     if c.errors.is_empty() {
-        Ok(Compiled { rules })
+        Ok(Compiled {
+            rules,
+            distinct: ids.len(),
+        })
     } else {
         Err(c.errors)
     }
@@ -887,6 +899,7 @@ impl Compiler<'_> {
                 matcher,
                 text: format!("{key} = {node}"),
                 at: node.at.clone(),
+                id: 0,
             });
         }
     }

@@ -110,6 +110,8 @@ pub struct Policy {
     /// Some rule reads request attributes from the dictionary list (`attr.*`,
     /// `nas_port_type` by name).
     reads_attributes: bool,
+    /// Distinct conditions among the rules.
+    distinct: usize,
     dictionary: Arc<Dictionary>,
     zone: TimeZone,
     version: String,
@@ -129,6 +131,7 @@ impl Policy {
         Self {
             rules: Rules::Builtin(vlan),
             reads_attributes: false,
+            distinct: 0,
             dictionary,
             zone: TimeZone::UTC,
             version: "builtin".into(),
@@ -173,6 +176,7 @@ impl Policy {
         });
         Ok(Self {
             reads_attributes,
+            distinct: compiled.distinct,
             rules: Rules::Admin(compiled.rules),
             dictionary,
             zone,
@@ -241,8 +245,9 @@ pub fn evaluate(policy: &Policy, facts: &Facts) -> (Decision, Trace) {
                 };
                 return (d, trace);
             }
+            let mut memo = vec![0u8; policy.distinct];
             for (i, rule) in rules.iter().enumerate() {
-                if let Some(failed) = rule.first_failed(facts, &policy.zone) {
+                if let Some(failed) = rule.first_failed(facts, &policy.zone, &mut memo) {
                     trace.tried.push((i, failed));
                     continue;
                 }

@@ -584,6 +584,9 @@ pub struct Condition {
     pub text: String,
     /// Where.
     pub at: Place,
+    /// The same for every condition of the policy written alike (same fact, same test):
+    /// one decision tests each only once.
+    pub id: usize,
 }
 
 /// What a rule does when it matches.
@@ -615,11 +618,24 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The first condition that does not hold, or `None` when the rule matches.
-    pub fn first_failed(&self, facts: &Facts, zone: &TimeZone) -> Option<usize> {
-        self.conditions
-            .iter()
-            .position(|c| !c.matcher.holds(&c.field, facts, zone))
+    /// The first condition that does not hold, or `None` when the rule matches. `memo`
+    /// (one slot per distinct condition, 0 when not yet tested) keeps each condition's
+    /// outcome for the rules after this one.
+    pub fn first_failed(&self, facts: &Facts, zone: &TimeZone, memo: &mut [u8]) -> Option<usize> {
+        self.conditions.iter().position(|c| {
+            let holds = match memo.get(c.id).copied() {
+                Some(1) => false,
+                Some(2) => true,
+                _ => {
+                    let holds = c.matcher.holds(&c.field, facts, zone);
+                    if let Some(slot) = memo.get_mut(c.id) {
+                        *slot = 1 + u8::from(holds);
+                    }
+                    holds
+                }
+            };
+            !holds
+        })
     }
 }
 
@@ -1036,5 +1052,23 @@ mod tests {
         ));
         assert!(matches(r#"calling_station = { regex = '^02-00' }"#, &f));
         assert!(matches(r#"calling_station = { glob = "02-00-*" }"#, &f));
+    }
+
+    #[test]
+    fn a_condition_shared_by_rules_is_tested_once_and_decides_alike_for_each() {
+        let f = facts();
+        let text = "[[rule]]\nname = \"a\"\nwhen = { cert.ou = \"Staff\", ssid = \"Guest\" }\naccept = true\n\n\
+                    [[rule]]\nname = \"b\"\nwhen = { cert = { ou = \"Staff\" }, ssid = \"Corp\" }\naccept = true\n\n\
+                    [[rule]]\nname = \"default\"\nreject = \"no\"\n";
+        let policy = compile(text, "UTC").unwrap();
+        let ids: Vec<usize> = policy
+            .rules()
+            .iter()
+            .flat_map(|r| r.conditions.iter().map(|c| c.id))
+            .collect();
+        assert_eq!(ids, [0, 1, 0, 2], "cert.ou = \"Staff\" is one test");
+        let (_, t) = evaluate(&policy, &f);
+        assert_eq!(t.rule, "b");
+        assert_eq!(t.tried, [(0, 1)]);
     }
 }
