@@ -472,7 +472,9 @@ fn expectation(node: &Node) -> Result<Expect, CaseError> {
     }
     // Keys that disagree (`vlan` with `accept = false`, `reject` with `vlan`) would pass or
     // fail by their order: refused.
-    let accepting = e.vlan.is_some() || e.preset.is_some() || !e.attributes.is_empty();
+    let accepting = entries
+        .iter()
+        .any(|(k, _)| matches!(k.as_str(), "vlan" | "preset" | "attributes"));
     let explicit = entries
         .iter()
         .find(|(k, _)| k == "accept")

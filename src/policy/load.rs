@@ -84,6 +84,7 @@ const RESERVED_REASONS: &[&str] = &[
     "eap_tls_framing",
     "eap_tls_too_large",
     "eap_unexpected_type",
+    "no_eap",
 ];
 
 /// The matcher operators a condition's table may hold.
@@ -714,13 +715,22 @@ impl Compiler<'_> {
             .filter_map(|a| self.dictionary.encode(&a.name, a.tag, &a.value).ok())
             .map(|(def, b)| {
                 let (t, l) = self.dictionary.vendor_format(def.vendor);
-                b.len()
-                    + 2
-                    + if def.vendor == 0 {
-                        0
-                    } else {
-                        4 + usize::from(t) + usize::from(l)
+                // Hidden values grow: to 16-octet blocks (RFC 2865 §5.2), plus a salt and a
+                // length octet (RFC 2868 §3.5).
+                let value = match def.encrypt {
+                    1 => b.len().div_ceil(16).max(1) * 16,
+                    2 => {
+                        let tag = usize::from(def.has_tag);
+                        tag + 2 + (b.len() - tag.min(b.len()) + 1).div_ceil(16) * 16
                     }
+                    _ => b.len(),
+                };
+                let header = if def.vendor == 0 {
+                    2
+                } else {
+                    2 + 4 + usize::from(t) + usize::from(l)
+                };
+                value + header
             })
             .sum();
         if total > MAX_REPLY_ATTRIBUTES {
@@ -1001,6 +1011,29 @@ impl Compiler<'_> {
                     }
                 }
                 Some(Test::Days(mask))
+            }
+            ("prefix" | "suffix" | "glob" | "regex", Kind::Text)
+                if matches!(field, Field::CertSerial) =>
+            {
+                wrong(
+                    self,
+                    &format!(
+                        "takes whole serials only (eq, lists, not), compared as hex numbers: \
+                         a {op} on digits would not mean what it says"
+                    ),
+                )
+            }
+            ("eq", Kind::Text)
+                if matches!(field, Field::CertSerial)
+                    && one_or_many(v)
+                        .iter()
+                        .any(|n| !matches!(n.value, Value::Str(_))) =>
+            {
+                wrong(
+                    self,
+                    "is a quoted string of hex digits (\"0A01\"): unquoted, TOML reads 0xa01 as \
+                     the number 2561",
+                )
             }
             ("prefix" | "suffix" | "glob" | "regex", Kind::Text)
                 if matches!(field, Field::CertSubject | Field::CertIssuer) =>
@@ -1523,6 +1556,18 @@ mod tests {
                 "0.toml:3: rule `a`: `cert.serial` is hex",
             ),
             (
+                "[[rule]]\nname = \"a\"\nwhen = { cert.serial = 0xa01 }\naccept = true\n",
+                "0.toml:3: rule `a`: `cert.serial` is a quoted string of hex digits",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nwhen = { cert.serial = { prefix = \"01\" } }\naccept = true\n",
+                "0.toml:3: rule `a`: `cert.serial` takes whole serials only",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nreject = \"no_eap\"\n",
+                "0.toml:3: rule `a`: `no_eap` is a reason anchord gives itself",
+            ),
+            (
                 "[[rule]]\nname = \"a\"\nattributes = [\"Class = 0x\"]\n",
                 "0.toml:3: rule `a`: `Class`: an empty value",
             ),
@@ -1698,5 +1743,18 @@ mod tests {
             Dictionary::parse("d", &mut |_| Ok("ATTRIBUTE Filter-Id 11 string\n".into())).unwrap();
         let b = Policy::compile(&files, Arc::new(small), TimeZone::UTC).unwrap();
         assert_ne!(a.version(), b.version());
+    }
+
+    #[test]
+    fn hidden_attributes_count_at_their_size_on_the_wire() {
+        let many = vec!["\"Tunnel-Password:1 = a\""; 190].join(", ");
+        let got = errors(&format!(
+            "[[rule]]\nname = \"a\"\nattributes = [{many}]\n{DEFAULT}"
+        ));
+        assert!(
+            got.iter()
+                .any(|e| e.contains("the reply's attributes take")),
+            "{got:#?}"
+        );
     }
 }

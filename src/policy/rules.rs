@@ -1039,8 +1039,8 @@ mod tests {
         f.cert.serial = "0a01".into();
         assert!(matches(r#"cert.serial = "0xa01""#, &f));
         assert!(matches(r#"cert.serial = "A01""#, &f));
-        assert!(matches(r#"cert.serial = { suffix = "01" }"#, &f));
-        assert!(!matches(r#"cert.serial = { suffix = "0001" }"#, &f));
+        assert!(matches(r#"cert.serial = ["ffff", "0A:01"]"#, &f));
+        assert!(!matches(r#"cert.serial = { not = "a01" }"#, &f));
     }
 
     #[test]
