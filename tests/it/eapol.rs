@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::{eapol_test, pki_dir, repo, Server, SECRET};
+use crate::harness::{eapol_test, last_reply, pki_dir, repo, Server, SECRET};
 
 struct EapolRun {
     stdout: String,
@@ -19,33 +19,9 @@ impl EapolRun {
         self.stdout.contains("MPPE keys OK: 1  mismatch: 0")
     }
 
-    /// Attributes of the last RADIUS message received, as (type, hex value) pairs.
+    /// Attributes of the last RADIUS message received, as (type, value) pairs.
     fn last_reply(&self) -> (u8, Vec<(u8, String)>) {
-        let start = self.stdout.rfind("RADIUS message: code=").expect("a reply");
-        let block = &self.stdout[start..];
-        let code: u8 = block["RADIUS message: code=".len()..]
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut attrs = Vec::new();
-        let mut lines = block.lines().skip(1);
-        while let Some(l) = lines.next() {
-            let Some(rest) = l.trim().strip_prefix("Attribute ") else {
-                break;
-            };
-            let ty: u8 = rest.split(' ').next().unwrap().parse().unwrap();
-            let value = lines
-                .next()
-                .unwrap()
-                .trim()
-                .strip_prefix("Value: ")
-                .unwrap_or("")
-                .to_owned();
-            attrs.push((ty, value));
-        }
-        (code, attrs)
+        last_reply(&self.stdout)
     }
 
     fn rounds(&self) -> usize {

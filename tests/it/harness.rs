@@ -216,3 +216,36 @@ pub(crate) fn openssl<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The code and (type, value) attributes of the last RADIUS message eapol_test got. The
+/// value is as eapol_test prints it (hex, or quoted text), or `len=N` for the attributes it
+/// prints no value of.
+pub(crate) fn last_reply(stdout: &str) -> (u8, Vec<(u8, String)>) {
+    let start = stdout.rfind("RADIUS message: code=").expect("a reply");
+    let block = &stdout[start..];
+    let code = block["RADIUS message: code=".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut attrs = Vec::new();
+    let mut lines = block.lines().skip(1).peekable();
+    while let Some(l) = lines.next() {
+        let Some(rest) = l.trim().strip_prefix("Attribute ") else {
+            break;
+        };
+        let ty = rest.split(' ').next().unwrap().parse().unwrap();
+        let len = rest.rsplit("length=").next().unwrap().trim();
+        let value = match lines.peek().and_then(|n| n.trim().strip_prefix("Value: ")) {
+            Some(v) => {
+                let v = v.to_owned();
+                lines.next();
+                v
+            }
+            None => format!("len={len}"),
+        };
+        attrs.push((ty, value));
+    }
+    (code, attrs)
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{eapol_test, pki_dir, repo, Server, SECRET};
+use crate::harness::{eapol_test, last_reply, pki_dir, repo, Server, SECRET};
 
 /// A copy of the shipped policies/ (rules and tests) to edit.
 fn policies_copy() -> tempfile::TempDir {
@@ -35,39 +35,6 @@ fn start(dir: &Path, watch: bool) -> Server {
             ),
         )
     })
-}
-
-/// The code and (type, value) attributes of the last RADIUS message eapol_test got. The
-/// value is as eapol_test prints it (hex, or quoted text), or `len=N` for the attributes it
-/// prints no value of.
-fn last_reply(stdout: &str) -> (u8, Vec<(u8, String)>) {
-    let start = stdout.rfind("RADIUS message: code=").expect("a reply");
-    let block = &stdout[start..];
-    let code = block["RADIUS message: code=".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut attrs = Vec::new();
-    let mut lines = block.lines().skip(1).peekable();
-    while let Some(l) = lines.next() {
-        let Some(rest) = l.trim().strip_prefix("Attribute ") else {
-            break;
-        };
-        let ty = rest.split(' ').next().unwrap().parse().unwrap();
-        let len = rest.rsplit("length=").next().unwrap().trim();
-        let value = match lines.peek().and_then(|n| n.trim().strip_prefix("Value: ")) {
-            Some(v) => {
-                let v = v.to_owned();
-                lines.next();
-                v
-            }
-            None => format!("len={len}"),
-        };
-        attrs.push((ty, value));
-    }
-    (code, attrs)
 }
 
 fn hex(s: &str) -> String {
