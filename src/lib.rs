@@ -4,15 +4,16 @@
 //! - [`radius`]: pure RADIUS codec, authenticators, Message-Authenticator, MPPE keys.
 //! - [`eap`]: pure EAP / EAP-TLS codec and the per-device state machine (sans-IO).
 //! - [`tls`]: rustls glue: server config, client-certificate verifier, certificate summaries.
-//! - [`pki`]: certificates and keys (dev PKI now; HSM and OCSP later).
-//! - [`policy`]: pure: the decision from typed facts (`evaluate`), and its trace.
+//! - [`pki`]: certificates and keys: dev PKI, HSM-held CA and server key, OCSP and CRLs.
+//! - [`policy`]: pure: the admin's rules (loaded, linted, tested against expectations) and the
+//!   decision from typed facts (`evaluate`), with its trace.
 //! - [`config`]: `config/*.toml` into validated types, errors with file, line and key.
 //! - [`clock`]: the one module that reads the clock (everything else asks it or is passed `now`).
 //! - [`logsafe`]: peer-supplied text escaped for one log line.
 //! - [`server`]: tokio UDP loop, client table, duplicate cache, session table, checks.
 //! - [`admin`]: the admin HTTP listener (`/metrics`).
 //! - [`bench`]: the load generator behind `anchord bench`.
-//! - [`cli`]: the `anchord` command (serve, check, demo).
+//! - [`cli`]: the `anchord` command (serve, check, demo, pki, policy, bench).
 //!
 //! Request flow: `server` recv → `radius` verify + decode → duplicate check → session
 //! lookup → `eap::Session::handle` → facts gathered (certificate, requests, revocation from

@@ -336,7 +336,7 @@ fn default_max_rounds() -> Spanned<u64> {
     unspanned(100)
 }
 
-/// `[authorization]`: the answer for authenticated devices until policies land.
+/// `[authorization]`: the VLAN for every authenticated device when `[policy]` is not set.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuthorization {
