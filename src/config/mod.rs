@@ -294,6 +294,44 @@ struct Ctx<'a> {
     warnings: Vec<ConfigError>,
 }
 
+/// A config file's text.
+fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for the config text `text` read from `file`.
+    fn new(file: &'a Path, text: &'a str) -> Self {
+        Self {
+            file,
+            dir: file.parent().unwrap_or(Path::new(".")),
+            text,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The text as the raw serde mirror; a syntax error or unknown key with its line.
+    fn raw(&self) -> Result<raw::RawConfig, ConfigErrors> {
+        toml::from_str(self.text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ConfigErrors(vec![ConfigError {
+                file: self.file.to_path_buf(),
+                line: self.line_of(span.start..span.start + 1),
+                key: String::new(),
+                message: e.message().to_owned(),
+            }])
+        })
+    }
+}
+
 impl Ctx<'_> {
     fn line_of(&self, span: Range<usize>) -> Option<usize> {
         let before = self.text.get(..span.start)?;
@@ -368,17 +406,9 @@ impl Config {
     /// Like [`Self::load`], and also hands back the warnings, found even when the config
     /// has errors (for `check`, which reports everything at once).
     pub fn load_reporting(path: &Path) -> (Result<Self, ConfigErrors>, Vec<ConfigError>) {
-        match std::fs::read_to_string(path) {
+        match read_text(path) {
             Ok(text) => Self::parse_reporting(path, &text),
-            Err(e) => (
-                Err(ConfigErrors(vec![ConfigError {
-                    file: path.to_path_buf(),
-                    line: None,
-                    key: String::new(),
-                    message: format!("cannot read: {e}"),
-                }])),
-                Vec::new(),
-            ),
+            Err(e) => (Err(e), Vec::new()),
         }
     }
 
@@ -391,27 +421,10 @@ impl Config {
     }
 
     fn parse_reporting(path: &Path, text: &str) -> (Result<Self, ConfigErrors>, Vec<ConfigError>) {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut ctx = Ctx {
-            file: path,
-            dir,
-            text,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        };
-        let raw: raw::RawConfig = match toml::from_str(text) {
+        let mut ctx = Ctx::new(path, text);
+        let raw = match ctx.raw() {
             Ok(r) => r,
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                let line = ctx.line_of(span.start..span.start + 1);
-                let error = ConfigError {
-                    file: path.to_path_buf(),
-                    line,
-                    key: String::new(),
-                    message: e.message().to_owned(),
-                };
-                return (Err(ConfigErrors(vec![error])), Vec::new());
-            }
+            Err(e) => return (Err(e), Vec::new()),
         };
         let cfg = validate(&mut ctx, raw);
         let warnings = ctx.warnings;
@@ -447,31 +460,9 @@ impl PolicyPart {
     /// # Errors
     /// The file cannot be read or parsed, or its dictionary or `[policy]` is wrong.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut ctx = Ctx {
-            file: path,
-            dir,
-            text: &text,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        };
-        let raw: raw::RawConfig = toml::from_str(&text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: ctx.line_of(span.start..span.start + 1),
-                key: String::new(),
-                message: e.message().to_owned(),
-            }])
-        })?;
+        let text = read_text(path)?;
+        let mut ctx = Ctx::new(path, &text);
+        let raw = ctx.raw()?;
         let dictionary = load_dictionary(&mut ctx, raw.server.dictionary.as_ref());
         let policy = policy_settings(&mut ctx, &raw);
         match dictionary {

@@ -125,18 +125,10 @@ pub fn summarize(attrs: &[Attribute<'_>], dict: &Dictionary) -> String {
 /// Every value a policy may match on, as `(name, value)` in packet order: text attributes
 /// as sent (any UTF-8), numbers both as their VALUE name and as digits, addresses; vendor
 /// attributes inside Vendor-Specific by their dictionary names, in their vendor's layout.
-/// Secrets, payloads and octets never ([`is_fact`]). At most [`MAX_NAMED`] of them, empty
-/// ones left out: a request of thousands of tiny attributes keeps a bounded list per
-/// conversation.
-pub fn named_values(attrs: &[Attribute<'_>], dict: &Dictionary) -> Vec<(String, String)> {
-    let (mut out, _) = request_facts(attrs, dict);
-    out.truncate(MAX_NAMED);
-    out
-}
-
-/// Every value a policy may match on (as [`named_values`]), at most [`MAX_NAMED`], and
-/// whether some were left out (the packet held more): a policy reading attributes cannot
-/// know what it did not see. The work is bounded by the packet (4096 octets).
+/// Secrets, payloads and octets never ([`is_fact`]); empty values left out. At most
+/// [`MAX_NAMED`] of them, so a conversation keeps a bounded list, and whether some were
+/// left out (the packet held more): a policy reading attributes cannot know what it did
+/// not see. The work is bounded by the packet (4096 octets).
 pub fn request_facts(attrs: &[Attribute<'_>], dict: &Dictionary) -> (Vec<(String, String)>, bool) {
     let mut out = Vec::new();
     for a in attrs.iter().filter(|a| !a.value.is_empty()) {
@@ -252,7 +244,7 @@ fn fact_texts(def: &AttrDef, value: &[u8], dict: &Dictionary, out: &mut Vec<(Str
     }
 }
 
-/// Most attributes [`named_values`] keeps from one packet.
+/// Most attribute values [`request_facts`] keeps from one packet.
 pub const MAX_NAMED: usize = 64;
 
 /// A vendor attribute's name; vendor values are not shown: several carry keys or
@@ -327,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn named_values_are_bounded_and_never_carry_passwords() {
+    fn request_facts_are_bounded_and_never_carry_passwords() {
         // A dictionary that forgot encrypt=1 on User-Password.
         let mut files = |name: &str| match name {
             "d" => Ok(
@@ -350,7 +342,7 @@ mod tests {
             ty: AttrType::NasIdentifier,
             value: nas,
         }));
-        let v = named_values(&attrs, &d);
+        let v = request_facts(&attrs, &d).0;
         assert_eq!(v.len(), MAX_NAMED);
         assert!(v
             .iter()
@@ -375,7 +367,7 @@ mod tests {
             value: &v,
         }];
         assert_eq!(
-            named_values(&attrs, &d),
+            request_facts(&attrs, &d).0,
             [
                 ("V-Release".to_owned(), "2.1".to_owned()),
                 ("V-Level".to_owned(), "High".to_owned()),
@@ -409,6 +401,6 @@ mod tests {
             ty: AttrType::VendorSpecific,
             value: &v,
         }];
-        assert!(named_values(&attrs, &d).is_empty());
+        assert!(request_facts(&attrs, &d).0.is_empty());
     }
 }
