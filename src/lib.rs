@@ -30,6 +30,7 @@ pub mod eap;
 pub mod logsafe;
 pub mod pki;
 pub mod policy;
+pub mod posture;
 pub mod radius;
 pub mod server;
 pub mod tls;

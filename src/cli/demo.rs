@@ -349,6 +349,7 @@ fn empty_record(addr: std::net::SocketAddr) -> AuditRecord {
         duration_ms: 0,
         vlan: None,
         revocation: "-".into(),
+        posture: "-".into(),
         policy: None,
     }
 }

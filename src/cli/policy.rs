@@ -284,6 +284,9 @@ fn posture_file(path: &Path) -> anyhow::Result<PostureFacts> {
     let mut out = PostureFacts::default();
     for (source, facts) in sources {
         let answer = match facts {
+            serde_json::Value::String(s) if s == "unknown_device" => {
+                PostureAnswer::UnknownDevice("given as unknown_device".into())
+            }
             serde_json::Value::String(s) => PostureAnswer::Unavailable(s),
             serde_json::Value::Object(f) => {
                 let mut p = Posture::default();

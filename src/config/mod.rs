@@ -3,6 +3,7 @@
 //! all of them at once.
 
 pub mod policy;
+mod posture;
 mod raw;
 mod runtime;
 
@@ -161,6 +162,8 @@ pub struct Config {
     pub audit: Option<AuditSink>,
     /// The admin's policy files, when `[policy]` is set (else `vlan` for every device).
     pub policy: Option<PolicySettings>,
+    /// The posture sources, when `[[posture.source]]` is set.
+    pub posture: Option<crate::posture::PostureSettings>,
 }
 
 /// `[policy]`: where the rules are and the time zone they read.
@@ -547,6 +550,25 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     let dictionary = load_dictionary(ctx, s.dictionary.as_ref());
 
     let policy = policy_settings(ctx, &raw);
+    let posture = raw
+        .posture
+        .as_ref()
+        .and_then(|p| posture::posture_settings(ctx, p))
+        .filter(|p| !p.sources.is_empty());
+    if admin.is_none()
+        && posture
+            .as_ref()
+            .is_some_and(|p| p.sources.iter().any(|s| s.webhook.is_some()))
+    {
+        ctx.warnings.push(ConfigError {
+            file: ctx.file.to_path_buf(),
+            line: None,
+            key: "admin".into(),
+            message: "a posture source takes webhook events, but [admin] is not set: no \
+                      listener receives them"
+                .into(),
+        });
+    }
 
     let vlan = raw.authorization.vlan.as_ref().map(|v| {
         let text = v.get_ref().trim().to_owned();
@@ -684,6 +706,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         admin,
         audit,
         policy,
+        posture,
     })
 }
 

@@ -23,6 +23,160 @@ pub(crate) struct RawConfig {
     pub(crate) admin: Option<RawAdmin>,
     pub(crate) audit: Option<RawAudit>,
     pub(crate) policy: Option<Spanned<RawPolicy>>,
+    pub(crate) posture: Option<RawPosture>,
+}
+
+/// `[posture]`: the MDM/EDR sources the policy's `posture.*` facts come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPosture {
+    #[serde(default)]
+    pub(crate) source: Vec<Spanned<RawSource>>,
+}
+
+/// `[[posture.source]]`: one MDM or EDR API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSource {
+    pub(crate) name: Spanned<String>,
+    pub(crate) url: Spanned<String>,
+    pub(crate) identity: Vec<Spanned<RawExtractor>>,
+    pub(crate) step: Vec<Spanned<RawStep>>,
+    pub(crate) facts: Spanned<RawFacts>,
+    #[serde(default)]
+    pub(crate) auth: Option<Spanned<RawSourceAuth>>,
+    #[serde(default)]
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_posture_timeout_ms")]
+    pub(crate) timeout_ms: Spanned<u64>,
+    #[serde(default = "default_posture_fresh_secs")]
+    pub(crate) fresh_secs: Spanned<u64>,
+    #[serde(default = "default_posture_max_stale_secs")]
+    pub(crate) max_stale_secs: Spanned<u64>,
+    #[serde(default = "default_posture_cache_size")]
+    pub(crate) cache_size: Spanned<u64>,
+    #[serde(default = "default_posture_rate")]
+    pub(crate) rate_per_sec: Spanned<u64>,
+    pub(crate) burst: Option<Spanned<u64>>,
+    pub(crate) ca_file: Option<Spanned<String>>,
+    pub(crate) poll: Option<Spanned<RawPoll>>,
+    pub(crate) webhook: Option<Spanned<RawWebhook>>,
+}
+
+fn default_posture_timeout_ms() -> Spanned<u64> {
+    unspanned(2000)
+}
+fn default_posture_fresh_secs() -> Spanned<u64> {
+    unspanned(60)
+}
+fn default_posture_max_stale_secs() -> Spanned<u64> {
+    unspanned(3600)
+}
+fn default_posture_cache_size() -> Spanned<u64> {
+    unspanned(100_000)
+}
+fn default_posture_rate() -> Spanned<u64> {
+    unspanned(50)
+}
+
+/// One way to take the device id.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExtractor {
+    pub(crate) from: Spanned<String>,
+    #[serde(default)]
+    pub(crate) prefix: String,
+    pub(crate) pattern: Spanned<String>,
+}
+
+/// One request of a lookup.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStep {
+    pub(crate) path: Spanned<String>,
+    pub(crate) results: Option<Spanned<String>>,
+    #[serde(default, rename = "match")]
+    pub(crate) matches: std::collections::BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub(crate) save: std::collections::BTreeMap<String, Spanned<String>>,
+}
+
+/// A boolean fact: a pointer to a JSON boolean, or a pointer and the strings meaning true.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawBoolFact {
+    Pointer(String),
+    Equals {
+        pointer: String,
+        equals: RawOneOrMany,
+    },
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawOneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `[posture.source.facts]`: JSON pointers into the device record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFacts {
+    pub(crate) compliant: Option<RawBoolFact>,
+    pub(crate) managed: Option<RawBoolFact>,
+    pub(crate) risk_score: Option<String>,
+    pub(crate) os: Option<String>,
+    pub(crate) os_version: Option<String>,
+    pub(crate) last_seen: Option<String>,
+    #[serde(default)]
+    pub(crate) extra: std::collections::BTreeMap<String, String>,
+}
+
+/// How requests to a source authenticate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSourceAuth {
+    pub(crate) kind: Spanned<String>,
+    pub(crate) token_file: Option<Spanned<String>>,
+    pub(crate) header: Option<String>,
+    pub(crate) key_file: Option<Spanned<String>>,
+    pub(crate) token_url: Option<Spanned<String>>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret_file: Option<Spanned<String>>,
+    pub(crate) scope: Option<String>,
+}
+
+/// `[posture.source.poll]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPoll {
+    pub(crate) interval_secs: Spanned<u64>,
+    pub(crate) path: Spanned<String>,
+    pub(crate) results: Spanned<String>,
+    pub(crate) id: Spanned<String>,
+    pub(crate) next: Option<Spanned<String>>,
+    #[serde(default = "default_max_pages")]
+    pub(crate) max_pages: Spanned<u64>,
+}
+
+fn default_max_pages() -> Spanned<u64> {
+    unspanned(100)
+}
+
+/// `[posture.source.webhook]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub(crate) hmac_secret_file: Option<Spanned<String>>,
+    pub(crate) bearer_token_file: Option<Spanned<String>>,
+    #[serde(default = "default_webhook_window")]
+    pub(crate) window_secs: Spanned<u64>,
+}
+
+fn default_webhook_window() -> Spanned<u64> {
+    unspanned(300)
 }
 
 /// `[policy]`: the admin's rules in policies/.

@@ -17,6 +17,7 @@ use crate::pki::ca::{CaError, ServerMaterial, ServerToken};
 use crate::pki::hsm::{HsmError, SigningPool, TokenRef};
 use crate::pki::revocation::Checker;
 use crate::policy::Policy;
+use crate::posture::Sources;
 use crate::tls::hsm_key::{HsmSigningKey, RotatingResolver};
 use crate::tls::{self, ServerKey};
 
@@ -31,6 +32,8 @@ pub struct Runtime {
     pub revocation: Option<Arc<Checker>>,
     /// The policy decisions are made with.
     pub policy: Arc<Policy>,
+    /// The posture sources, when `[[posture.source]]` is set.
+    pub posture: Option<Arc<Sources>>,
 }
 
 impl Runtime {
@@ -143,11 +146,27 @@ impl Runtime {
                 Checker::new(s.settings.clone()).map_err(|e| ConfigErrors(vec![s.at.error(e)]))?,
             )),
         };
+        // Unchanged sources are kept, caches and tokens with them.
+        let posture = match (&config.posture, previous) {
+            (None, _) => None,
+            (Some(s), Some((_, r))) if r.posture.as_ref().is_some_and(|p| p.settings == *s) => {
+                r.posture.clone()
+            }
+            (Some(s), _) => Some(Arc::new(Sources::build(s).map_err(|e| {
+                ConfigErrors(vec![ConfigError {
+                    file: config.path.clone(),
+                    line: None,
+                    key: "posture".into(),
+                    message: e,
+                }])
+            })?)),
+        };
         Ok(Self {
             eap,
             pki,
             revocation,
             policy,
+            posture,
         })
     }
 }

@@ -671,16 +671,21 @@ enum Failure {
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub(crate) enum ReadError {
+    /// The transfer failed.
     #[error(transparent)]
     Http(reqwest::Error),
+    /// The body is longer than allowed.
     #[error("body over {0} bytes")]
     TooLarge(usize),
 }
 
 /// Reads a response body, refusing it as soon as it is known to exceed `cap` bytes: from
 /// Content-Length before reading, else while the chunks arrive.
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ReadError> {
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, ReadError> {
     if resp
         .content_length()
         .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > cap))

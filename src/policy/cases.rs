@@ -377,6 +377,7 @@ fn posture_facts(node: &Node) -> Result<PostureFacts, CaseError> {
     for (source, v) in sources {
         let answer = match &v.value {
             Value::Str(s) if s == "unavailable" => PostureAnswer::Unavailable("test".into()),
+            Value::Str(s) if s == "unknown_device" => PostureAnswer::UnknownDevice("test".into()),
             Value::Table(facts) => {
                 let mut p = Posture::default();
                 for (k, f) in facts {
@@ -404,7 +405,10 @@ fn posture_facts(node: &Node) -> Result<PostureFacts, CaseError> {
             _ => {
                 return Err((
                     v.at.clone(),
-                    format!("posture source `{source}`: a table of facts or \"unavailable\""),
+                    format!(
+                        "posture source `{source}`: a table of facts, \"unavailable\" or \
+                         \"unknown_device\""
+                    ),
                 ))
             }
         };

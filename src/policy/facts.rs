@@ -252,8 +252,22 @@ pub struct SourcePosture {
 pub enum PostureAnswer {
     /// The source knows the device.
     Known(Posture),
-    /// No usable answer (down, timed out, garbage, unknown device): the reason.
+    /// No usable answer (down, timed out, rate limited, garbage): the reason.
     Unavailable(String),
+    /// The source answered and does not know the device: no id could be taken from the
+    /// certificate, or the lookup did not come back with exactly one record for that id.
+    UnknownDevice(String),
+}
+
+impl PostureAnswer {
+    /// The answer in one phrase for the audit record and `explain`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Known(p) => p.describe(),
+            Self::Unavailable(why) => format!("unavailable: {why}"),
+            Self::UnknownDevice(why) => format!("unknown device: {why}"),
+        }
+    }
 }
 
 /// Posture facts about one device from one source; each may be missing from an answer.
@@ -287,7 +301,7 @@ impl PostureFacts {
             .filter(|s| source.is_none_or(|n| n == s.source))
             .find_map(|s| match &s.answer {
                 PostureAnswer::Known(p) => fact(p),
-                PostureAnswer::Unavailable(_) => None,
+                PostureAnswer::Unavailable(_) | PostureAnswer::UnknownDevice(_) => None,
             })
     }
 
@@ -299,6 +313,53 @@ impl PostureFacts {
             .iter()
             .filter(|s| source.is_none_or(|n| n == s.source))
             .any(|s| matches!(s.answer, PostureAnswer::Known(_)))
+    }
+
+    /// True when a source (or `source`) answered that it does not know the device.
+    pub fn unknown_device(&self, source: Option<&str>) -> bool {
+        self.sources
+            .iter()
+            .filter(|s| source.is_none_or(|n| n == s.source))
+            .any(|s| matches!(s.answer, PostureAnswer::UnknownDevice(_)))
+    }
+
+    /// Every source's answer in one line for the audit record: `mdm: compliant=true,
+    /// os=Windows; edr: unavailable: timeout`; `-` when no source was asked.
+    pub fn describe(&self) -> String {
+        if self.sources.is_empty() {
+            return "-".into();
+        }
+        self.sources
+            .iter()
+            .map(|s| format!("{}: {}", s.source, s.answer.describe()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Posture {
+    /// The facts present, `name=value`, comma-separated (`no facts` when none).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{k}={v}"));
+            }
+        };
+        put("compliant", self.compliant.map(|b| b.to_string()));
+        put("managed", self.managed.map(|b| b.to_string()));
+        put("risk_score", self.risk_score.map(|n| n.to_string()));
+        put("os", self.os.clone());
+        put("os_version", self.os_version.clone());
+        put("last_seen", self.last_seen.map(|t| t.to_string()));
+        for (k, v) in &self.extra {
+            parts.push(format!("{k}={v}"));
+        }
+        if parts.is_empty() {
+            "no facts".into()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 

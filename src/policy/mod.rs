@@ -110,11 +110,29 @@ pub struct Policy {
     /// Some rule reads request attributes from the dictionary list (`attr.*`,
     /// `nas_port_type` by name).
     reads_attributes: bool,
+    /// The posture sources some rule reads.
+    posture: PostureReads,
     /// Distinct conditions among the rules.
     distinct: usize,
     dictionary: Arc<Dictionary>,
     zone: TimeZone,
     version: String,
+}
+
+/// Which posture sources a policy reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostureReads {
+    /// Some rule reads a fact across sources (`posture.compliant`): every source.
+    pub any: bool,
+    /// Sources some rule names (`posture.mdm.compliant`).
+    pub named: std::collections::BTreeSet<String>,
+}
+
+impl PostureReads {
+    /// Whether the source named `name` is read.
+    pub fn needs(&self, name: &str) -> bool {
+        self.any || self.named.contains(name)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +149,7 @@ impl Policy {
         Self {
             rules: Rules::Builtin(vlan),
             reads_attributes: false,
+            posture: PostureReads::default(),
             distinct: 0,
             dictionary,
             zone: TimeZone::UTC,
@@ -174,14 +193,31 @@ impl Policy {
                 )
             })
         });
+        let mut posture = PostureReads::default();
+        for c in compiled.rules.iter().flat_map(|r| &r.conditions) {
+            if let rules::Field::Posture { source, .. } = &c.field {
+                match source {
+                    Some(name) => {
+                        posture.named.insert(name.clone());
+                    }
+                    None => posture.any = true,
+                }
+            }
+        }
         Ok(Self {
             reads_attributes,
+            posture,
             distinct: compiled.distinct,
             rules: Rules::Admin(compiled.rules),
             dictionary,
             zone,
             version,
         })
+    }
+
+    /// The posture sources the rules read: only those are asked during an authentication.
+    pub fn posture_reads(&self) -> &PostureReads {
+        &self.posture
     }
 
     /// The version: a hash of the policy files' names and contents (`builtin` without).

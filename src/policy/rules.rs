@@ -56,8 +56,11 @@ pub enum PostureFact {
     OsVersion,
     /// `last_seen_age`: seconds since the last check-in.
     LastSeenAge,
-    /// `unavailable`: no answer from the source (or from any).
+    /// `unavailable`: no answer from the source (or from any), an unknown device included.
     Unavailable,
+    /// `unknown_device`: the source (or any) answered, and does not know this device (no
+    /// id could be taken from the certificate, or no single record for it).
+    UnknownDevice,
     /// `extra.<name>`.
     Extra(String),
 }
@@ -190,6 +193,7 @@ impl Field {
                     "os_version" => PostureFact::OsVersion,
                     "last_seen_age" => PostureFact::LastSeenAge,
                     "unavailable" => PostureFact::Unavailable,
+                    "unknown_device" => PostureFact::UnknownDevice,
                     other => PostureFact::Extra(
                         other
                             .strip_prefix("extra.")
@@ -210,9 +214,10 @@ impl Field {
             Self::Time => Kind::TimeOfDay,
             Self::Days => Kind::Weekday,
             Self::Posture { fact, .. } => match fact {
-                PostureFact::Compliant | PostureFact::Managed | PostureFact::Unavailable => {
-                    Kind::Bool
-                }
+                PostureFact::Compliant
+                | PostureFact::Managed
+                | PostureFact::Unavailable
+                | PostureFact::UnknownDevice => Kind::Bool,
                 PostureFact::RiskScore | PostureFact::LastSeenAge => Kind::Number,
                 PostureFact::Os | PostureFact::OsVersion | PostureFact::Extra(_) => Kind::Text,
             },
@@ -319,6 +324,7 @@ impl Field {
                 PostureFact::Compliant => facts.posture.known(source.as_deref(), |p| p.compliant),
                 PostureFact::Managed => facts.posture.known(source.as_deref(), |p| p.managed),
                 PostureFact::Unavailable => Some(facts.posture.unavailable(source.as_deref())),
+                PostureFact::UnknownDevice => Some(facts.posture.unknown_device(source.as_deref())),
                 _ => None,
             },
             _ => None,

@@ -193,6 +193,7 @@ pub fn record_json(r: &AuditRecord, time: &str) -> String {
         "duration_ms": u64::try_from(r.duration_ms).unwrap_or(u64::MAX),
         "vlan": r.vlan,
         "revocation": capped(&r.revocation),
+        "posture": capped(&r.posture),
         "policy": r.policy.as_ref().map(|p| json!({
             "version": p.version,
             "rule": p.rule,
@@ -446,6 +447,7 @@ mod tests {
             duration_ms: 12,
             vlan: Some("100".into()),
             revocation: "good (ocsp)".into(),
+            posture: "-".into(),
             policy: Some(super::super::PolicyMark {
                 version: "0123456789ab".into(),
                 rule: "staff".into(),

@@ -20,9 +20,10 @@ use crate::logsafe::Escaped;
 use crate::pki::facts::{CertFacts, CertSummary};
 use crate::pki::revocation::{Checker, Report, State};
 use crate::policy::{
-    self, Decision, Facts, Policy, PostureFacts, RequestFacts, RevocationFacts, RevocationOutcome,
-    Trace,
+    self, Decision, Facts, Policy, PostureFacts, PostureReads, RequestFacts, RevocationFacts,
+    RevocationOutcome, Trace,
 };
+use crate::posture::{Lookup, Sources};
 use crate::tls::VerifiedChain;
 
 /// A source of facts that takes time (an OCSP responder, later an MDM API), made for one
@@ -106,6 +107,120 @@ impl Early {
     }
 }
 
+/// Posture lookups started for a conversation as soon as its device's certificate was
+/// verified, so they overlap the rest of the handshake. Used only for the same device
+/// certificate, the same sources and the same policy reads, while fresh ([`EARLY_FRESH`]);
+/// dropping it stops the work.
+#[derive(Debug)]
+pub struct EarlyPosture {
+    leaf: Vec<u8>,
+    sources: Arc<Sources>,
+    reads: PostureReads,
+    started: Instant,
+    task: tokio::task::JoinHandle<Vec<(String, Lookup)>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+static EARLY_POSTURE_SLOTS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(MAX_EARLY)));
+
+impl Drop for EarlyPosture {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl EarlyPosture {
+    /// Starts the lookups `policy` needs for the device of `path`, if posture sources are
+    /// configured, the policy reads one, and an early slot is free.
+    pub fn start(
+        runtime: &Runtime,
+        policy: &Policy,
+        path: &VerifiedChain,
+        first: &RequestFacts,
+    ) -> Option<Self> {
+        let sources = runtime.posture.clone()?;
+        let reads = policy.posture_reads().clone();
+        if !sources.needed(&reads) {
+            return None;
+        }
+        let slot = EARLY_POSTURE_SLOTS.clone().try_acquire_owned().ok()?;
+        let cert = CertFacts::of(path.certificates());
+        let station = first.calling_station.clone();
+        let (task_sources, task_reads) = (sources.clone(), reads.clone());
+        let task = tokio::spawn(async move {
+            let source = PostureLookup {
+                sources: &task_sources,
+                reads: &task_reads,
+                cert: &cert,
+                calling_station: station.as_deref(),
+            };
+            gather(&source).await
+        });
+        Some(Self {
+            leaf: path.end_entity().to_vec(),
+            sources,
+            reads,
+            started: clock::now(),
+            task,
+            _slot: slot,
+        })
+    }
+
+    fn usable(&self, path: &VerifiedChain, sources: &Arc<Sources>, reads: &PostureReads) -> bool {
+        self.leaf == path.end_entity()
+            && Arc::ptr_eq(&self.sources, sources)
+            && self.reads == *reads
+            && clock::now().saturating_duration_since(self.started) <= EARLY_FRESH
+    }
+}
+
+/// Posture as a fact source: every source the policy reads, asked at once.
+pub struct PostureLookup<'a> {
+    /// The sources.
+    pub sources: &'a Sources,
+    /// What the policy reads.
+    pub reads: &'a PostureReads,
+    /// The device's certificate.
+    pub cert: &'a CertFacts,
+    /// Its Calling-Station-Id.
+    pub calling_station: Option<&'a str>,
+}
+
+impl FactSource for PostureLookup<'_> {
+    type Facts = Vec<(String, Lookup)>;
+
+    fn deadline(&self) -> Duration {
+        self.sources.deadline(self.reads)
+    }
+
+    fn gather(&self) -> impl Future<Output = Self::Facts> + Send + '_ {
+        self.sources
+            .lookup(self.reads, self.cert, self.calling_station)
+    }
+
+    fn late(&self) -> Self::Facts {
+        Sources::facts_late(self.sources, self.reads)
+    }
+}
+
+/// The audit text of posture lookups: `mdm (fetched, san_uri): compliant=true, ...`.
+pub fn posture_detail(lookups: &[(String, Lookup)]) -> String {
+    if lookups.is_empty() {
+        return "-".into();
+    }
+    lookups
+        .iter()
+        .map(|(name, l)| {
+            let id =
+                l.id.as_ref()
+                    .map_or(String::new(), |i| format!(", {}", i.from));
+            format!("{name} ({}{id}): {}", l.served.label(), l.answer.describe())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Runs a source within its deadline.
 pub async fn gather<S: FactSource>(source: &S) -> S::Facts {
     match tokio::time::timeout(source.deadline(), source.gather()).await {
@@ -123,6 +238,8 @@ pub struct Checked {
     pub decision: Decision,
     /// How it was reached.
     pub trace: Trace,
+    /// What each posture source answered and how (`-` when none was asked).
+    pub posture: String,
 }
 
 impl Checked {
@@ -133,39 +250,66 @@ impl Checked {
 }
 
 /// Gathers the facts about a peer whose chain rustls has verified, at `now` (Unix
-/// seconds), and runs the policy on them.
+/// seconds), and runs the policy on them; `early` holds the revocation check and posture
+/// lookups started mid-handshake, if any.
 pub async fn decide(
     peer: &PeerInfo,
     first: &RequestFacts,
     last: RequestFacts,
     runtime: &Runtime,
     policy: &Policy,
-    early: Option<Early>,
+    (early, early_posture): (Option<Early>, Option<EarlyPosture>),
     now: i64,
 ) -> Checked {
     let cert = CertFacts::of(&peer.chain);
+    // Run alongside revocation.
+    let posture_task = async {
+        let Some(sources) = runtime.posture.as_ref() else {
+            return Vec::new();
+        };
+        let reads = policy.posture_reads();
+        if !sources.needed(reads) {
+            return Vec::new();
+        }
+        let source = PostureLookup {
+            sources,
+            reads,
+            cert: &cert,
+            calling_station: first.calling_station.as_deref(),
+        };
+        match early_posture.filter(|e| e.usable(&peer.path, sources, reads)) {
+            Some(mut e) => match tokio::time::timeout(source.deadline(), &mut e.task).await {
+                Ok(Ok(lookups)) => lookups,
+                _ => source.late(),
+            },
+            None => gather(&source).await,
+        }
+    };
     // Started while the handshake went on, for this very path: its answer (awaited within
     // the deadline it was started with).
-    let revocation = match &runtime.revocation {
-        Some(checker) => match early.filter(|e| e.usable(&peer.path, checker)) {
-            Some(mut e) => match (&mut e.task).await {
-                Ok(facts) => facts,
-                Err(_) => {
-                    let why = "the revocation check was stopped".to_owned();
-                    no_answer(checker, why.clone(), why, None)
+    let revocation_task = async {
+        match &runtime.revocation {
+            Some(checker) => match early.filter(|e| e.usable(&peer.path, checker)) {
+                Some(mut e) => match (&mut e.task).await {
+                    Ok(facts) => facts,
+                    Err(_) => {
+                        let why = "the revocation check was stopped".to_owned();
+                        no_answer(checker, why.clone(), why, None)
+                    }
+                },
+                None => {
+                    let source = Revocation {
+                        checker,
+                        path: &peer.path,
+                        now,
+                    };
+                    gather(&source).await
                 }
             },
-            None => {
-                let source = Revocation {
-                    checker,
-                    path: &peer.path,
-                    now,
-                };
-                gather(&source).await
-            }
-        },
-        None => RevocationFacts::not_checked(),
+            None => RevocationFacts::not_checked(),
+        }
     };
+    let (revocation, lookups) = tokio::join!(revocation_task, posture_task);
     let facts = Facts {
         now,
         cert,
@@ -173,13 +317,18 @@ pub async fn decide(
         first: first.clone(),
         last,
         revocation,
-        posture: PostureFacts::default(),
+        posture: if lookups.is_empty() {
+            PostureFacts::default()
+        } else {
+            Sources::facts(&lookups)
+        },
     };
     let (decision, trace) = policy::evaluate(policy, &facts);
     Checked {
         facts,
         decision,
         trace,
+        posture: posture_detail(&lookups),
     }
 }
 

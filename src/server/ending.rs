@@ -35,6 +35,7 @@ pub(super) struct Conversation {
     pub(super) rounds: u32,
     pub(super) started: Option<std::time::Instant>,
     pub(super) revocation: Option<String>,
+    pub(super) posture: Option<String>,
     pub(super) vlan: Option<String>,
     pub(super) policy: Option<PolicyMark>,
 }
@@ -49,6 +50,7 @@ impl Conversation {
             rounds: entry.session.rounds(),
             started: Some(entry.started),
             revocation: checked.map(|c| c.facts.revocation.detail.clone()),
+            posture: checked.map(|c| c.posture.clone()),
             vlan: checked.and_then(|c| c.decision.vlan().map(str::to_owned)),
             policy: checked.map(|c| PolicyMark {
                 version: entry.policy.version().to_owned(),
@@ -126,6 +128,7 @@ pub(super) fn record(
             .revocation
             .clone()
             .unwrap_or_else(|| "-".into()),
+        posture: conversation.posture.clone().unwrap_or_else(|| "-".into()),
         vlan: if outcome == "accept" {
             conversation.vlan.clone()
         } else {
@@ -178,6 +181,7 @@ fn log_finished(record: &AuditRecord, detail: &str) {
         rule = record.policy.as_ref().map_or("-", |p| p.rule.as_str()),
         policy = record.policy.as_ref().map_or("-", |p| p.version.as_str()),
         revocation = %Escaped(&record.revocation),
+        posture = %Escaped(&record.posture),
         detail,
         "authentication finished"
     );

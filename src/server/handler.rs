@@ -197,6 +197,8 @@ async fn access_request(
             if let (Ok(Action::Send(_)), Some(path)) = (&result, entry.session.take_early_peer()) {
                 // The device's certificate is verified but its flight is not complete:
                 // revocation starts now rather than after the handshake.
+                entry.early_posture =
+                    checks::EarlyPosture::start(runtime, &entry.policy, &path, &entry.first);
                 entry.early = checks::Early::start(runtime, path, clock::unix_now());
                 if entry.early.is_some() {
                     debug!(nas = %client.name, round = entry.session.rounds(), "device certificate verified mid-flight: revocation check started");
@@ -225,13 +227,14 @@ async fn access_request(
     if let Action::CheckPeer(peer) = &step.action {
         let last = facts::request_facts(req, client, &config.dictionary, "");
         let early = step.entry.early.take();
+        let early_posture = step.entry.early_posture.take();
         let checked = checks::decide(
             peer,
             &step.entry.first,
             last,
             runtime,
             &step.entry.policy,
-            early,
+            (early, early_posture),
             clock::unix_now(),
         )
         .await;
@@ -368,6 +371,7 @@ fn start(
         first,
         checked: None,
         early: None,
+        early_posture: None,
         policy: runtime.policy.clone(),
     };
     Ok(Step { entry, action })

@@ -311,6 +311,11 @@ impl Metrics {
                 .stats
                 .register(r.sub_registry_with_prefix("revocation"));
         }
+        if let Some(posture) = &runtime.posture {
+            posture
+                .stats
+                .register(r.sub_registry_with_prefix("posture"));
+        }
         if let Some(audit) = super::audit::current() {
             r.register(
                 "audit_dropped",

@@ -74,6 +74,8 @@ pub struct AuditRecord {
     pub vlan: Option<String>,
     /// Revocation result: `good (ocsp)`, `revoked at … (cache)`, `soft-failed: …`, `off`.
     pub revocation: String,
+    /// What each posture source answered: `mdm (fresh, san_uri): compliant=true`, `-`.
+    pub posture: String,
     /// The policy that decided, once one did: its version, rule and preset.
     pub policy: Option<PolicyMark>,
 }

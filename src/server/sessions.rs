@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use super::checks::{Checked, Early};
+use super::checks::{Checked, Early, EarlyPosture};
 use super::fifo::{Fifo, Removal};
 use crate::config::Client;
 use crate::eap::Session;
@@ -42,6 +42,8 @@ pub struct SessionEntry {
     pub checked: Option<Box<Checked>>,
     /// Revocation being checked since the device's certificate was verified mid-flight.
     pub early: Option<Early>,
+    /// Posture being looked up since then.
+    pub early_posture: Option<EarlyPosture>,
     /// The policy in force when the conversation started: it decides, even if a reload
     /// replaced it since.
     pub policy: Arc<Policy>,

@@ -1,0 +1,599 @@
+//! `[[posture.source]]` validated into [`PostureSettings`]: every error with its line, the
+//! secrets read from their files, the lookup's steps checked so that its answer is always
+//! proved to be about the device asked for.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use regex::RegexBuilder;
+use reqwest::Url;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use super::{raw, ConfigError, Ctx};
+use crate::posture::settings::{
+    Auth, BoolFact, Extractor, FactMap, IdFrom, Poll, PostureSettings, Secret, SourceSettings,
+    Step, Template, Webhook, WebhookAuth, PATTERNS,
+};
+
+/// The system's CA bundle (Debian), used for HTTPS sources without `ca_file`.
+pub(super) const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Names a source may not take: the policy reads `posture.<fact>` across sources, so a
+/// source named like a fact would be ambiguous.
+const RESERVED: [&str; 9] = [
+    "compliant",
+    "managed",
+    "risk_score",
+    "os",
+    "os_version",
+    "last_seen_age",
+    "unavailable",
+    "unknown_device",
+    "extra",
+];
+
+pub(super) fn posture_settings(
+    ctx: &mut Ctx<'_>,
+    raw: &raw::RawPosture,
+) -> Option<PostureSettings> {
+    let mut names = BTreeSet::new();
+    let mut sources = Vec::new();
+    for (i, s) in raw.source.iter().enumerate() {
+        let name = s.get_ref().name.get_ref().clone();
+        let key = format!("posture.source[{i}]");
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            ctx.err(
+                s.get_ref().name.span(),
+                format!("{key}.name"),
+                "a name of 1..=32 letters, digits, `_` or `-`",
+            );
+        } else if RESERVED.contains(&name.as_str()) {
+            ctx.err(
+                s.get_ref().name.span(),
+                format!("{key}.name"),
+                format!("`{name}` is a posture fact's name; the policy could not tell them apart"),
+            );
+        } else if !names.insert(name.clone()) {
+            ctx.err(
+                s.get_ref().name.span(),
+                format!("{key}.name"),
+                format!("a second source named `{name}`"),
+            );
+        }
+        if let Some(built) = source(ctx, s, &format!("posture.source.{name}")) {
+            sources.push(built);
+        }
+    }
+    Some(PostureSettings { sources })
+}
+
+fn pointer(ctx: &mut Ctx<'_>, span: std::ops::Range<usize>, key: &str, p: &str) -> String {
+    if !(p.is_empty() || p.starts_with('/')) {
+        ctx.err(
+            span,
+            key,
+            format!("`{p}` is not a JSON pointer (RFC 6901: empty, or starting with `/`)"),
+        );
+    }
+    p.to_owned()
+}
+
+fn secret(ctx: &mut Ctx<'_>, f: &Spanned<String>, key: &str) -> Secret {
+    match ctx.read_secret(f, key) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+            if text.is_empty() {
+                ctx.err(f.span(), key, format!("{} is empty", f.get_ref()));
+            }
+            Secret(Zeroizing::new(text))
+        }
+        Err(e) => {
+            ctx.err(f.span(), key, format!("cannot read {}: {e}", f.get_ref()));
+            Secret(Zeroizing::new(String::new()))
+        }
+    }
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one key after the other, in the order of the file"
+)]
+fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<SourceSettings> {
+    let span = s.span();
+    let s = s.get_ref();
+    let before = ctx.errors.len();
+    let base = match Url::parse(s.url.get_ref()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if u.scheme() == "http"
+                && !u.host_str().is_some_and(|h| {
+                    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+                })
+            {
+                let line = ctx.line_of(s.url.span());
+                ctx.warnings.push(ConfigError {
+                    file: ctx.file.to_path_buf(),
+                    line,
+                    key: format!("{key}.url"),
+                    message: "plain HTTP to another host: credentials and posture travel \
+                              unprotected; use https"
+                        .into(),
+                });
+            }
+            Some(u)
+        }
+        _ => {
+            ctx.err(
+                s.url.span(),
+                format!("{key}.url"),
+                format!("`{}` is not an http(s) URL", s.url.get_ref()),
+            );
+            None
+        }
+    };
+
+    let mut identity = Vec::new();
+    if s.identity.is_empty() {
+        ctx.err(
+            span.clone(),
+            format!("{key}.identity"),
+            "at least one extractor is needed",
+        );
+    }
+    for (i, e) in s.identity.iter().enumerate() {
+        let k = format!("{key}.identity[{i}]");
+        let e = e.get_ref();
+        let from = match e.from.get_ref().as_str() {
+            "san_uri" => IdFrom::SanUri,
+            "san_dns" => IdFrom::SanDns,
+            "san_upn" => IdFrom::SanUpn,
+            "cn" => IdFrom::Cn,
+            "serial" => IdFrom::Serial,
+            "calling_station" => IdFrom::CallingStation,
+            other => {
+                ctx.err(
+                    e.from.span(),
+                    format!("{k}.from"),
+                    format!(
+                        "`{other}`: one of san_uri, san_dns, san_upn, cn, serial, calling_station"
+                    ),
+                );
+                continue;
+            }
+        };
+        let text = e.pattern.get_ref();
+        let pattern = PATTERNS
+            .iter()
+            .find(|(n, _)| n == text)
+            .map_or(text.as_str(), |(_, p)| p);
+        match RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .build()
+        {
+            Ok(pattern) => identity.push(Extractor {
+                from,
+                prefix: e.prefix.clone(),
+                pattern,
+            }),
+            Err(err) => ctx.err(
+                e.pattern.span(),
+                format!("{k}.pattern"),
+                format!("not a pattern name (guid, hex, mac, serial) or a regex: {err}"),
+            ),
+        }
+    }
+
+    // The steps: placeholders defined before use, and the last record proved to be the
+    // device's (see `tied`).
+    let mut steps = Vec::new();
+    if s.step.is_empty() {
+        ctx.err(
+            span.clone(),
+            format!("{key}.step"),
+            "at least one [[…step]] is needed",
+        );
+    }
+    let mut defined: BTreeSet<String> = BTreeSet::from(["id".to_owned()]);
+    let mut tied: BTreeSet<String> = BTreeSet::from(["id".to_owned()]);
+    for (i, st) in s.step.iter().enumerate() {
+        let k = format!("{key}.step[{i}]");
+        let st_span = st.span();
+        let st = st.get_ref();
+        let path = template(ctx, &st.path, &format!("{k}.path"), &defined, true);
+        let results = st
+            .results
+            .as_ref()
+            .map(|r| pointer(ctx, r.span(), &format!("{k}.results"), r.get_ref()));
+        let mut matches = Vec::new();
+        for (ptr, t) in &st.matches {
+            let p = pointer(ctx, t.span(), &format!("{k}.match"), ptr);
+            if let Some(t) = template(ctx, t, &format!("{k}.match.\"{ptr}\""), &defined, false) {
+                matches.push((p, t));
+            }
+        }
+        // This record is the device's when a field of it equals a value already proved to
+        // be the device's; the values it is matched against then are too.
+        let record_tied = matches
+            .iter()
+            .any(|(_, t)| t.vars().next().is_some() && t.vars().all(|v| tied.contains(v)));
+        if record_tied {
+            for (_, t) in &matches {
+                tied.extend(t.vars().map(str::to_owned));
+            }
+        }
+        let mut save = Vec::new();
+        for (name, ptr) in &st.save {
+            if name == "id"
+                || name.is_empty()
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                ctx.err(
+                    ptr.span(),
+                    format!("{k}.save"),
+                    format!("`{name}`: a placeholder name (letters, digits, _; not `id`)"),
+                );
+                continue;
+            }
+            let p = pointer(ctx, ptr.span(), &format!("{k}.save.{name}"), ptr.get_ref());
+            defined.insert(name.clone());
+            if record_tied {
+                tied.insert(name.clone());
+            }
+            save.push((name.clone(), p));
+        }
+        if let Some(path) = path {
+            steps.push(Step {
+                path,
+                results,
+                matches,
+                save,
+            });
+        }
+        if i + 1 == s.step.len() && !record_tied {
+            ctx.err(
+                st_span,
+                format!("{k}.match"),
+                "the last step's record is never checked against the device: add \
+                 `match = { \"/<id field>\" = \"{id}\" }` (or a value an earlier checked \
+                 record gave), or a list filter that is ignored would hand this device \
+                 another's posture",
+            );
+        }
+    }
+
+    let facts = fact_map(
+        ctx,
+        s.facts.get_ref(),
+        s.facts.span(),
+        &format!("{key}.facts"),
+    );
+    let auth = match &s.auth {
+        None => Auth::None,
+        Some(a) => auth(ctx, a, &format!("{key}.auth"))?,
+    };
+    let headers: Vec<(String, String)> = s
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (h, v) in &headers {
+        if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(v).is_err()
+            || h.eq_ignore_ascii_case("authorization")
+        {
+            ctx.err(
+                span.clone(),
+                format!("{key}.headers"),
+                format!("`{h}` is not a header this may set (Authorization comes from auth)"),
+            );
+        }
+    }
+    let timeout = ctx.bounded(&s.timeout_ms, &format!("{key}.timeout_ms"), 100..60_001);
+    let fresh = ctx.bounded(&s.fresh_secs, &format!("{key}.fresh_secs"), 0..86_401);
+    let max_stale = ctx.bounded(
+        &s.max_stale_secs,
+        &format!("{key}.max_stale_secs"),
+        fresh.max(1)..604_801,
+    );
+    let cache_size = ctx.bounded(&s.cache_size, &format!("{key}.cache_size"), 1..10_000_001);
+    let rate = ctx.bounded(&s.rate_per_sec, &format!("{key}.rate_per_sec"), 1..10_001);
+    let burst = s
+        .burst
+        .as_ref()
+        .map_or(rate, |b| ctx.bounded(b, &format!("{key}.burst"), 1..10_001));
+    let roots = roots(ctx, s, key, base.as_ref());
+    let poll = s
+        .poll
+        .as_ref()
+        .and_then(|p| poll(ctx, p, &format!("{key}.poll")));
+    let webhook = s
+        .webhook
+        .as_ref()
+        .and_then(|w| webhook(ctx, w, &format!("{key}.webhook")));
+    if ctx.errors.len() > before {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss, reason = "rates are at most 10000")]
+    Some(SourceSettings {
+        name: s.name.get_ref().clone(),
+        base: base?,
+        identity,
+        steps,
+        facts,
+        auth,
+        headers,
+        timeout: Duration::from_millis(timeout),
+        fresh: Duration::from_secs(fresh),
+        max_stale: Duration::from_secs(max_stale),
+        cache_size,
+        rate: rate as f64,
+        burst: burst as f64,
+        roots,
+        poll,
+        webhook,
+    })
+}
+
+/// A URL or match template whose placeholders are all `defined`.
+fn template(
+    ctx: &mut Ctx<'_>,
+    t: &Spanned<String>,
+    key: &str,
+    defined: &BTreeSet<String>,
+    path: bool,
+) -> Option<Template> {
+    if path && !t.get_ref().starts_with('/') {
+        ctx.err(
+            t.span(),
+            key,
+            "a path after the source's url, starting with `/`",
+        );
+        return None;
+    }
+    match Template::parse(t.get_ref()) {
+        Ok(tpl) => {
+            if let Some(v) = tpl.vars().find(|v| !defined.contains(*v)) {
+                ctx.err(
+                    t.span(),
+                    key,
+                    format!(
+                        "`{{{v}}}` is neither the device `{{id}}` nor saved by an earlier step"
+                    ),
+                );
+                return None;
+            }
+            Some(tpl)
+        }
+        Err(e) => {
+            ctx.err(t.span(), key, e);
+            None
+        }
+    }
+}
+
+fn fact_map(
+    ctx: &mut Ctx<'_>,
+    f: &raw::RawFacts,
+    span: std::ops::Range<usize>,
+    key: &str,
+) -> FactMap {
+    let bool_fact = |ctx: &mut Ctx<'_>, b: &Option<raw::RawBoolFact>, k: &str| {
+        b.as_ref().map(|b| match b {
+            raw::RawBoolFact::Pointer(p) => BoolFact {
+                pointer: pointer(ctx, span.clone(), &format!("{key}.{k}"), p),
+                equals: Vec::new(),
+            },
+            raw::RawBoolFact::Equals { pointer: p, equals } => BoolFact {
+                pointer: pointer(ctx, span.clone(), &format!("{key}.{k}"), p),
+                equals: match equals {
+                    raw::RawOneOrMany::One(s) => vec![s.clone()],
+                    raw::RawOneOrMany::Many(v) => v.clone(),
+                },
+            },
+        })
+    };
+    let compliant = bool_fact(ctx, &f.compliant, "compliant");
+    let managed = bool_fact(ctx, &f.managed, "managed");
+    let text = |ctx: &mut Ctx<'_>, p: &Option<String>, k: &str| {
+        p.as_ref()
+            .map(|p| pointer(ctx, span.clone(), &format!("{key}.{k}"), p))
+    };
+    let map = FactMap {
+        compliant,
+        managed,
+        risk_score: text(ctx, &f.risk_score, "risk_score"),
+        os: text(ctx, &f.os, "os"),
+        os_version: text(ctx, &f.os_version, "os_version"),
+        last_seen: text(ctx, &f.last_seen, "last_seen"),
+        extra: f
+            .extra
+            .iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    pointer(ctx, span.clone(), &format!("{key}.extra.{n}"), p),
+                )
+            })
+            .collect(),
+    };
+    for n in f.extra.keys() {
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            ctx.err(
+                span.clone(),
+                format!("{key}.extra"),
+                format!("`{n}`: letters, digits, _"),
+            );
+        }
+    }
+    if map == FactMap::default() {
+        ctx.err(
+            span,
+            key,
+            "no fact is mapped: the source would answer nothing",
+        );
+    }
+    map
+}
+
+fn auth(ctx: &mut Ctx<'_>, a: &Spanned<raw::RawSourceAuth>, key: &str) -> Option<Auth> {
+    let span = a.span();
+    let a = a.get_ref();
+    let need = |ctx: &mut Ctx<'_>, f: &Option<Spanned<String>>, name: &str| match f {
+        Some(f) => Some(secret(ctx, f, &format!("{key}.{name}"))),
+        None => {
+            ctx.err(
+                span.clone(),
+                format!("{key}.{name}"),
+                format!("kind = \"{}\" needs {name}", a.kind.get_ref()),
+            );
+            None
+        }
+    };
+    match a.kind.get_ref().as_str() {
+        "none" => Some(Auth::None),
+        "bearer" => need(ctx, &a.token_file, "token_file").map(Auth::Bearer),
+        "api_key" => {
+            let key_secret = need(ctx, &a.key_file, "key_file")?;
+            let header = a.header.clone().unwrap_or_else(|| "X-API-Key".into());
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                ctx.err(
+                    span,
+                    format!("{key}.header"),
+                    format!("`{header}` is not a header name"),
+                );
+                return None;
+            }
+            Some(Auth::ApiKey {
+                header,
+                key: key_secret,
+            })
+        }
+        "oauth2" => {
+            let client_secret = need(ctx, &a.client_secret_file, "client_secret_file")?;
+            let Some(client_id) = a.client_id.clone().filter(|c| !c.is_empty()) else {
+                ctx.err(
+                    span,
+                    format!("{key}.client_id"),
+                    "kind = \"oauth2\" needs client_id",
+                );
+                return None;
+            };
+            let Some(url) = &a.token_url else {
+                ctx.err(
+                    span,
+                    format!("{key}.token_url"),
+                    "kind = \"oauth2\" needs token_url",
+                );
+                return None;
+            };
+            let Ok(token_url) = Url::parse(url.get_ref()) else {
+                ctx.err(url.span(), format!("{key}.token_url"), "not a URL");
+                return None;
+            };
+            Some(Auth::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope: a.scope.clone(),
+            })
+        }
+        other => {
+            ctx.err(
+                a.kind.span(),
+                format!("{key}.kind"),
+                format!("`{other}`: one of none, bearer, api_key, oauth2"),
+            );
+            None
+        }
+    }
+}
+
+fn roots(
+    ctx: &mut Ctx<'_>,
+    s: &raw::RawSource,
+    key: &str,
+    base: Option<&Url>,
+) -> Vec<CertificateDer<'static>> {
+    let (path, span) = match &s.ca_file {
+        Some(f) => (ctx.path(f.get_ref()), Some(f.span())),
+        None if base.is_some_and(|u| u.scheme() == "https") => {
+            (std::path::PathBuf::from(SYSTEM_CA_BUNDLE), None)
+        }
+        None => return Vec::new(),
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(&path)
+        .map(|it| it.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    if certs.is_empty() {
+        let message = format!("no CA certificate could be read from {}", path.display());
+        match span {
+            Some(span) => ctx.err(span, format!("{key}.ca_file"), message),
+            None => {
+                ctx.warnings.push(ConfigError {
+                    file: ctx.file.to_path_buf(),
+                    line: ctx.line_of(s.url.span()),
+                    key: format!("{key}.ca_file"),
+                    message: format!("{message}: HTTPS to this source will fail; set ca_file"),
+                });
+            }
+        }
+    }
+    certs
+}
+
+fn poll(ctx: &mut Ctx<'_>, p: &Spanned<raw::RawPoll>, key: &str) -> Option<Poll> {
+    let p = p.get_ref();
+    let interval = ctx.bounded(
+        &p.interval_secs,
+        &format!("{key}.interval_secs"),
+        10..86_401,
+    );
+    let max_pages = ctx.bounded(&p.max_pages, &format!("{key}.max_pages"), 1..10_001);
+    let path = template(ctx, &p.path, &format!("{key}.path"), &BTreeSet::new(), true)?;
+    Some(Poll {
+        interval: Duration::from_secs(interval),
+        path,
+        results: pointer(
+            ctx,
+            p.results.span(),
+            &format!("{key}.results"),
+            p.results.get_ref(),
+        ),
+        id: pointer(ctx, p.id.span(), &format!("{key}.id"), p.id.get_ref()),
+        next: p
+            .next
+            .as_ref()
+            .map(|n| pointer(ctx, n.span(), &format!("{key}.next"), n.get_ref())),
+        max_pages: u32::try_from(max_pages).unwrap_or(100),
+    })
+}
+
+fn webhook(ctx: &mut Ctx<'_>, w: &Spanned<raw::RawWebhook>, key: &str) -> Option<Webhook> {
+    let span = w.span();
+    let w = w.get_ref();
+    let window = ctx.bounded(&w.window_secs, &format!("{key}.window_secs"), 10..3_601);
+    let auth = match (&w.hmac_secret_file, &w.bearer_token_file) {
+        (Some(f), None) => WebhookAuth::Hmac(secret(ctx, f, &format!("{key}.hmac_secret_file"))),
+        (None, Some(f)) => WebhookAuth::Bearer(secret(ctx, f, &format!("{key}.bearer_token_file"))),
+        _ => {
+            ctx.err(
+                span,
+                key,
+                "exactly one of hmac_secret_file or bearer_token_file: events are never taken \
+                 unauthenticated",
+            );
+            return None;
+        }
+    };
+    Some(Webhook {
+        auth,
+        window: Duration::from_secs(window),
+    })
+}

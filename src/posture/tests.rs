@@ -1,0 +1,301 @@
+//! Sources against the dev MDM, a real HTTP server on loopback: caching, shared fetches,
+//! OAuth2 tokens, back-off, identity safety.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use super::devmdm::DevMdm;
+use super::settings::{
+    Auth, BoolFact, Extractor, FactMap, IdFrom, Secret, SourceSettings, Step, Template,
+};
+use super::source::{Served, Source, Stats};
+use crate::pki::facts::CertFacts;
+use crate::policy::PostureAnswer;
+
+const ID: &str = "0f6a2c1e-8f61-4a55-b0a9-2c7b3c1b7d10";
+const OTHER: &str = "11111111-2222-3333-4444-555555555555";
+
+fn devices() -> Vec<Value> {
+    vec![
+        json!({"id": ID, "serialNumber": "SN1", "complianceState": "compliant",
+               "operatingSystem": "Windows", "lastSyncDateTime": "2026-01-07T12:00:00Z"}),
+        json!({"id": OTHER, "serialNumber": "SN2", "complianceState": "noncompliant"}),
+    ]
+}
+
+fn settings(addr: std::net::SocketAddr, oauth: bool) -> SourceSettings {
+    SourceSettings {
+        name: "mdm".into(),
+        base: format!("http://{addr}").parse().unwrap(),
+        identity: vec![Extractor {
+            from: IdFrom::SanUri,
+            prefix: "IntuneDeviceId://".into(),
+            pattern: Regex::new(&format!("^(?:{})$", super::settings::PATTERNS[0].1)).unwrap(),
+        }],
+        steps: vec![Step {
+            path: Template::parse("/v1.0/deviceManagement/managedDevices/{id}").unwrap(),
+            results: None,
+            matches: vec![("/id".into(), Template::parse("{id}").unwrap())],
+            save: Vec::new(),
+        }],
+        facts: FactMap {
+            compliant: Some(BoolFact {
+                pointer: "/complianceState".into(),
+                equals: vec!["compliant".into()],
+            }),
+            os: Some("/operatingSystem".into()),
+            ..FactMap::default()
+        },
+        auth: if oauth {
+            Auth::OAuth2 {
+                token_url: format!("http://{addr}/oauth2/token").parse().unwrap(),
+                client_id: "anchord".into(),
+                client_secret: Secret(Zeroizing::new("s3cret".into())),
+                scope: None,
+            }
+        } else {
+            Auth::None
+        },
+        headers: Vec::new(),
+        timeout: Duration::from_millis(1500),
+        fresh: Duration::from_secs(60),
+        max_stale: Duration::from_secs(3600),
+        cache_size: 1000,
+        rate: 1000.0,
+        burst: 1000.0,
+        roots: Vec::new(),
+        poll: None,
+        webhook: None,
+    }
+}
+
+async fn start(oauth: bool) -> (Arc<DevMdm>, std::net::SocketAddr) {
+    let client = oauth.then(|| ("anchord".to_owned(), "s3cret".to_owned()));
+    let mdm = DevMdm::new(devices(), client);
+    let addr = mdm.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (mdm, addr)
+}
+
+fn cert(id: &str) -> CertFacts {
+    let mut c = CertFacts::default();
+    c.san.uri = vec![format!("IntuneDeviceId://{id}")];
+    c
+}
+
+fn source(s: SourceSettings) -> Arc<Source> {
+    Arc::new(Source::new(s, Stats::default()).unwrap())
+}
+
+fn compliant(l: &super::Lookup) -> Option<bool> {
+    match &l.answer {
+        PostureAnswer::Known(p) => p.compliant,
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_answer_is_served_from_the_cache_without_a_request() {
+    let (mdm, addr) = start(false).await;
+    let s = source(settings(addr, false));
+    let first = s.lookup(&cert(ID), None).await;
+    assert_eq!(first.served, Served::Fetched);
+    assert_eq!(compliant(&first), Some(true));
+    let second = s.lookup(&cert(ID), None).await;
+    assert_eq!(second.served, Served::Fresh);
+    assert_eq!(compliant(&second), Some(true));
+    assert_eq!(mdm.counts().device_requests, 1);
+}
+
+#[tokio::test]
+async fn past_its_fresh_time_the_answer_is_served_and_refreshed_once_in_the_background() {
+    let (mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.fresh = Duration::from_millis(200);
+    let s = source(st);
+    s.lookup(&cert(ID), None).await;
+    // The device turns non-compliant at the source.
+    mdm.set(|k| k.devices[0]["complianceState"] = json!("noncompliant"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stale = [
+        s.lookup(&cert(ID), None).await,
+        s.lookup(&cert(ID), None).await,
+    ];
+    for l in &stale {
+        assert_eq!(l.served, Served::Stale);
+        assert_eq!(compliant(l), Some(true), "the stale answer is used");
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(mdm.counts().device_requests, 2, "one background refresh");
+    let after = s.lookup(&cert(ID), None).await;
+    assert_eq!(after.served, Served::Fresh);
+    assert_eq!(compliant(&after), Some(false));
+}
+
+#[tokio::test]
+async fn concurrent_lookups_of_one_device_share_one_request() {
+    let (mdm, addr) = start(false).await;
+    mdm.set(|k| k.delay = Duration::from_millis(200));
+    let s = source(settings(addr, false));
+    let c = cert(ID);
+    let all = futures_util::future::join_all((0..20).map(|_| s.lookup(&c, None))).await;
+    assert!(all.iter().all(|l| compliant(l) == Some(true)));
+    assert_eq!(mdm.counts().device_requests, 1);
+}
+
+#[tokio::test]
+async fn a_missing_device_and_a_certificate_without_an_id_are_unknown_devices() {
+    let (mdm, addr) = start(false).await;
+    let s = source(settings(addr, false));
+    let l = s
+        .lookup(&cert("22222222-2222-3333-4444-555555555555"), None)
+        .await;
+    assert!(matches!(l.answer, PostureAnswer::UnknownDevice(_)), "{l:?}");
+    assert_eq!(mdm.counts().device_requests, 1);
+    // No id in the certificate at all.
+    let l = s.lookup(&CertFacts::default(), None).await;
+    assert_eq!(l.served, Served::NoId);
+    assert!(matches!(l.answer, PostureAnswer::UnknownDevice(_)));
+}
+
+#[tokio::test]
+async fn a_list_that_ignores_its_filter_never_gives_the_first_devices_posture() {
+    let (mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.identity[0] = Extractor {
+        from: IdFrom::Serial,
+        prefix: String::new(),
+        pattern: Regex::new("^(?:[A-Za-z0-9]+)$").unwrap(),
+    };
+    st.steps[0] = Step {
+        path: Template::parse(
+            "/v1.0/deviceManagement/managedDevices?$filter=serialNumber eq '{id}'",
+        )
+        .unwrap(),
+        results: Some("/value".into()),
+        matches: vec![("/serialNumber".into(), Template::parse("{id}").unwrap())],
+        save: Vec::new(),
+    };
+    let s = source(st);
+    let c = CertFacts {
+        serial: "SN2".into(),
+        ..CertFacts::default()
+    };
+    let l = s.lookup(&c, None).await;
+    assert_eq!(
+        compliant(&l),
+        Some(false),
+        "the filter works: SN2's own record"
+    );
+    s.forget("SN2").await;
+    mdm.set(|k| k.ignore_filter = true);
+    let l = s.lookup(&c, None).await;
+    assert!(
+        matches!(&l.answer, PostureAnswer::UnknownDevice(why) if why.contains("2 results")),
+        "{l:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_oauth2_token_is_fetched_once_reused_and_refreshed_after_a_401() {
+    let (mdm, addr) = start(true).await;
+    let s = source(settings(addr, true));
+    s.lookup(&cert(ID), None).await;
+    s.forget(ID).await;
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!(compliant(&l), Some(true));
+    assert_eq!(mdm.counts().tokens, 1, "the token is reused");
+    // The source stops honouring the token: one 401, one new token, the lookup succeeds.
+    mdm.set(|k| k.revoke_tokens = true);
+    s.forget(ID).await;
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!(compliant(&l), Some(true), "{l:?}");
+    let c = mdm.counts();
+    assert_eq!((c.tokens, c.unauthorized), (2, 1));
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_refreshed_before_it_expires() {
+    let (mdm, addr) = start(true).await;
+    // One second of life (refreshed early by a tenth of it, rounded down: none).
+    mdm.set(|k| k.token_ttl = 1);
+    let s = source(settings(addr, true));
+    s.lookup(&cert(ID), None).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.forget(ID).await;
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!(compliant(&l), Some(true));
+    let c = mdm.counts();
+    assert_eq!(c.tokens, 2, "a new token once the first expired");
+    assert_eq!(c.unauthorized, 0, "never sent after expiry");
+}
+
+#[tokio::test]
+async fn a_429_backs_the_source_off_for_its_retry_after_and_the_cache_still_serves() {
+    let (mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.fresh = Duration::ZERO;
+    let s = source(st);
+    s.lookup(&cert(ID), None).await;
+    mdm.set(|k| {
+        k.status = Some(429);
+        k.retry_after = Some("2".into());
+    });
+    // Stale: served from the cache; the background refresh meets the 429.
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!((l.served, compliant(&l)), (Served::Stale, Some(true)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(mdm.counts().device_requests, 2);
+    assert!(s.backed_off().is_some_and(|d| d > Duration::from_secs(1)));
+    // Backed off: no request, cached facts still used; another device has none cached.
+    for _ in 0..3 {
+        assert_eq!(compliant(&s.lookup(&cert(ID), None).await), Some(true));
+    }
+    let l = s.lookup(&cert(OTHER), None).await;
+    assert!(matches!(&l.answer, PostureAnswer::Unavailable(why) if why.contains("rate limited")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        mdm.counts().device_requests,
+        2,
+        "not called before Retry-After"
+    );
+    mdm.set(|k| k.status = None);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let l = s.lookup(&cert(OTHER), None).await;
+    assert_eq!(compliant(&l), Some(false));
+}
+
+#[tokio::test]
+async fn a_source_down_slow_or_speaking_garbage_is_unavailable_within_its_timeout() {
+    let (mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.timeout = Duration::from_millis(300);
+    let s = source(st);
+    mdm.set(|k| k.garbage = true);
+    let l = s.lookup(&cert(ID), None).await;
+    assert!(matches!(&l.answer, PostureAnswer::Unavailable(w) if w.contains("not JSON")));
+    mdm.set(|k| {
+        k.garbage = false;
+        k.devices[0]["complianceState"] = json!({"odd": 1});
+    });
+    let l = s.lookup(&cert(ID), None).await;
+    assert!(matches!(&l.answer, PostureAnswer::Unavailable(w) if w.contains("complianceState")));
+    mdm.set(|k| k.delay = Duration::from_secs(5));
+    let started = crate::clock::now();
+    let l = s.lookup(&cert(ID), None).await;
+    assert!(matches!(&l.answer, PostureAnswer::Unavailable(_)));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Nothing listens.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let s = source(settings(dead, false));
+    let l = s.lookup(&cert(ID), None).await;
+    assert!(
+        matches!(&l.answer, PostureAnswer::Unavailable(w) if w.contains("reach")),
+        "{l:?}"
+    );
+}
