@@ -1,8 +1,10 @@
-//! The admin HTTP listener: `GET /metrics` (Prometheus text). Off unless `[admin]` is set;
-//! its default address is loopback only. Later issues add the posture webhook and session
-//! commands here, behind authentication.
+//! The admin HTTP listener: `GET /metrics` (Prometheus text) and
+//! `POST /v1/posture/events/{source}` (posture pushed by an MDM/EDR, authenticated per
+//! source: see [`crate::posture::webhook`]). Off unless `[admin]` is set; its default
+//! address is loopback only.
 //!
-//! Bounded whatever a client does: only GET is routed and no request body is read; at
+//! Bounded whatever a client does: a request body is read only on the webhook route and
+//! only up to [`crate::posture::webhook::MAX_BODY`] bytes; at
 //! most [`MAX_CONNECTIONS`] connections are served at once (more are closed at once);
 //! each serves one request, must send its headers within [`HEADER_TIMEOUT`], and is closed
 //! after [`CONNECTION_TIMEOUT`] in all.
@@ -12,10 +14,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::response::Response;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -24,6 +29,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::clock;
+use crate::logsafe::Escaped;
+use crate::posture::webhook::{self, Refusal};
+use crate::posture::{Event, Stats};
 use crate::server::Shared;
 
 /// Connections served at once.
@@ -56,9 +65,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
-    info!(admin = %addr, "admin listener: GET /metrics");
+    info!(admin = %addr, "admin listener: GET /metrics, POST /v1/posture/events/{{source}}");
     let app = Router::new()
         .route("/metrics", get(metrics))
+        .route("/v1/posture/events/{source}", post(posture_event))
         .with_state(shared);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -93,4 +103,74 @@ pub async fn serve(
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     ([(CONTENT_TYPE, METRICS_TYPE)], shared.metrics_text())
+}
+
+/// A posture event pushed by a source: checked, applied to the source's cache, announced.
+async fn posture_event(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let live = shared.live();
+    let source = live
+        .runtime
+        .posture
+        .as_ref()
+        .and_then(|p| Some((p, p.source(&name)?)))
+        .filter(|(_, s)| s.settings.webhook.is_some());
+    let refuse = |stats: Option<&Stats>, label: &str, why: Refusal| {
+        if let Some(stats) = stats {
+            Stats::count(&stats.webhook, label, why.label());
+        }
+        debug!(posture.source = %Escaped(&name), refused = why.label(), "posture event refused");
+        let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, format!("refused: {}\n", why.label())).into_response()
+    };
+    let Some((sources, source)) = source else {
+        // Counted under a fixed label: the name in the URL is the caller's text.
+        return refuse(
+            live.runtime.posture.as_ref().map(|p| &p.stats),
+            "-",
+            Refusal::UnknownSource,
+        );
+    };
+    let stats = Some(&sources.stats);
+    let Ok(body) = axum::body::to_bytes(body, webhook::MAX_BODY).await else {
+        return refuse(stats, source.name(), Refusal::TooLarge);
+    };
+    let (Some(hook), Some(last)) = (&source.settings.webhook, source.settings.steps.last()) else {
+        return refuse(stats, source.name(), Refusal::UnknownSource);
+    };
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let parts = webhook::Headers {
+        timestamp: header("x-anchord-timestamp"),
+        signature: header("x-anchord-signature"),
+        authorization: header("authorization"),
+    };
+    let checked = webhook::check(
+        hook,
+        last,
+        &source.settings.facts,
+        &source.seen,
+        parts,
+        &body,
+        clock::unix_now(),
+    );
+    let change = match checked {
+        Ok(c) => c,
+        Err(why) => return refuse(stats, source.name(), why),
+    };
+    match &change.answer {
+        Some(answer) => source.put(&change.device, answer.clone()).await,
+        None => source.forget(&change.device).await,
+    }
+    Stats::count(&sources.stats.webhook, source.name(), "accepted");
+    sources.emit(Event {
+        source: source.name().to_owned(),
+        device: change.device,
+        answer: change.answer.map(|a| a.facts()),
+        via: "webhook",
+    });
+    (StatusCode::ACCEPTED, "accepted\n").into_response()
 }

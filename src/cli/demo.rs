@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Runtime;
+use crate::posture::devmdm::{DevMdm, DEV_CLIENT_ID};
 use crate::server::{AuditRecord, Server};
 
 /// eapol_test scenarios, shipped in `eapol-tests/` and embedded here.
@@ -154,11 +155,38 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
         }
         std::fs::write(path, text)?;
     }
+    // The example policy asks the MDM about Staff laptops: a dev MDM on loopback plays it.
+    let mdm = DevMdm::new(
+        crate::posture::devmdm::dev_devices(),
+        Some((DEV_CLIENT_ID.to_owned(), DEMO_MDM_SECRET.to_owned())),
+    );
+    let mdm_addr = mdm.spawn("127.0.0.1:0".parse()?).await?;
+    let secret_file = dir.join("mdm-client.secret");
+    write_secret(&secret_file, DEMO_MDM_SECRET)?;
+    let hook_secret = format!("{:032x}", rand::random::<u128>());
+    let hook_file = dir.join("mdm-webhook.secret");
+    write_secret(&hook_file, &hook_secret)?;
+    let admin = crate::admin::bind("127.0.0.1:0".parse()?).await?;
+    let admin_addr = admin.local_addr()?;
     let cfg_path = dir.join("anchord.toml");
-    std::fs::write(&cfg_path, demo_config("127.0.0.1:0", DEMO_SECRET, hsm))?;
+    let text = format!(
+        "{}{}
+[posture.source.webhook]
+hmac_secret_file = \"{}\"
+",
+        demo_config("127.0.0.1:0", DEMO_SECRET, hsm),
+        crate::posture::devmdm::source_toml("mdm", mdm_addr, &secret_file),
+        hook_file.display()
+    );
+    std::fs::write(&cfg_path, text)?;
     let (config, runtime) = Runtime::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = Server::bind(Arc::new(config), Arc::new(runtime), Some(tx))?;
+    tokio::spawn(crate::admin::serve(
+        admin,
+        server.shared(),
+        CancellationToken::new(),
+    ));
     let Some(addr) = server.local_addrs().into_iter().next() else {
         bail!("no socket bound")
     };
@@ -167,6 +195,10 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
     println!(
         "anchord demo: server on {addr}, dev PKI in {}",
         dir.display()
+    );
+    println!(
+        "posture: a dev MDM (Graph-shaped, OAuth2) on {mdm_addr}; the example policy asks it \
+         about Staff laptops"
     );
     if hsm {
         println!(
@@ -185,11 +217,19 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
     }
     println!();
     println!(
-        "{:<22} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {:<16} REASON",
+        "{:<22} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {:<20} REASON",
         "SCENARIO", "DEVICE", "EXPECT", "RESULT", "TLS", "VLAN", "MPPE", "RULE"
     );
     let mut all_as_expected = true;
-    for (name, conf) in SCENARIOS {
+    let mut runs: Vec<(&str, &str, Option<&str>)> =
+        SCENARIOS.iter().map(|(n, c)| (*n, *c, None)).collect();
+    // Then the MDM says the Staff laptop turned non-compliant, by a signed webhook event:
+    // its next authentication lands in quarantine though its certificate is still good.
+    runs.push(("posture-noncompliant", TLS13_ECDSA, Some("999")));
+    for (name, conf, want_vlan) in runs {
+        if name == "posture-noncompliant" {
+            push_noncompliant(&mdm, admin_addr, &hook_secret).await?;
+        }
         let conf_path = dir.join(format!("{name}.conf"));
         std::fs::write(&conf_path, conf)?;
         let mut cmd = tokio::process::Command::new(eapol_test);
@@ -222,11 +262,13 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
         let result = if eapol.success { "accept" } else { "reject" };
         let ok = result == expect
             && (!eapol.success || eapol.mppe_ok)
-            && record.as_ref().is_some_and(|r| r.outcome == result);
+            && record.as_ref().is_some_and(|r| {
+                r.outcome == result && want_vlan.is_none_or(|v| r.vlan.as_deref() == Some(v))
+            });
         all_as_expected &= ok;
         let r = record.unwrap_or_else(|| empty_record(addr));
         println!(
-            "{:<22} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {:<16} {}{}",
+            "{:<22} {:<18} {:<8} {:<8} {:<4} {:<5} {:<5} {:<20} {}{}",
             name,
             identity(conf).unwrap_or("?"),
             expect,
@@ -261,6 +303,56 @@ pub(super) async fn run(dir: &Path, eapol_test: &Path, hsm: bool) -> anyhow::Res
         println!("some devices did not get the expected answer (run with --debug for details)");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The dev MDM's OAuth2 client secret in the demo.
+const DEMO_MDM_SECRET: &str = "demo-mdm-secret";
+
+/// The Staff laptop's TLS 1.3 scenario, run again once its posture changed.
+const TLS13_ECDSA: &str = include_str!("../../eapol-tests/tls13-ecdsa.conf");
+
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, format!("{text}\n"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Marks the Staff laptop non-compliant at the dev MDM and pushes the change to the server
+/// as the MDM would: a signed event to the admin listener's webhook.
+#[allow(clippy::print_stdout, reason = "the demo's table is for a person")]
+async fn push_noncompliant(
+    mdm: &DevMdm,
+    admin: std::net::SocketAddr,
+    secret: &str,
+) -> anyhow::Result<()> {
+    use crate::pki::dev::STAFF_INTUNE_ID;
+    let mut record = serde_json::Value::Null;
+    mdm.set(|k| {
+        for d in &mut k.devices {
+            if d["id"] == STAFF_INTUNE_ID {
+                d["complianceState"] = "noncompliant".into();
+                record = d.clone();
+            }
+        }
+    });
+    let body = serde_json::json!({ "device": STAFF_INTUNE_ID, "record": record }).to_string();
+    let ts = crate::clock::unix_now().to_string();
+    let sig = crate::posture::webhook::sign(secret, &ts, body.as_bytes());
+    let resp = crate::tls::http_client()
+        .build()?
+        .post(format!("http://{admin}/v1/posture/events/mdm"))
+        .header("X-Anchord-Timestamp", ts)
+        .header("X-Anchord-Signature", sig)
+        .body(body)
+        .send()
+        .await?;
+    println!(
+        "{:<22} the MDM marks the Staff laptop non-compliant: signed event -> HTTP {}",
+        "(posture webhook)",
+        resp.status().as_u16()
+    );
+    Ok(())
 }
 
 /// Builds the CA on a fresh SoftHSM2 CA token and the server key on a server token, and
@@ -318,9 +410,13 @@ fn hsm_pki(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<Vec<String>>
         ("device-wrong-eku", None, KeyAlgorithm::EcdsaP256, 365, true),
     ];
     for (name, ou, key, days, server_auth_only) in devices {
+        let sans: Vec<String> = crate::pki::dev::intune_id(name)
+            .map(|id| format!("IntuneDeviceId://{id}"))
+            .into_iter()
+            .collect();
         let spec = DeviceSpec {
             name,
-            sans: &[],
+            sans: &sans,
             ou,
             days,
             ocsp_url: None,

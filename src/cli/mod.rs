@@ -1,9 +1,10 @@
-//! The `anchord` command line: `serve`, `check`, `demo`.
+//! The `anchord` command line: `serve`, `check`, `demo`, `pki`, `policy`, `posture`, `bench`.
 
 mod bench;
 pub mod demo;
 pub mod pki;
 pub mod policy;
+pub mod posture;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ enum Command {
     /// Admin policies: explain a decision, run expectations.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Posture sources: ask them about a device; serve a development MDM.
+    #[command(subcommand)]
+    Posture(posture::PostureCommand),
     /// Load generator: complete EAP-TLS authentications against a RADIUS server.
     Bench(Box<bench::BenchArgs>),
     /// Make a dev PKI, start a server, authenticate the demo devices with eapol_test.
@@ -110,6 +114,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Bench(args) => rt.block_on(bench::run(*args)),
         Command::Pki(cmd) => pki::run(*cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Posture(cmd) => rt.block_on(posture::run(cmd)),
     };
     // A blocking call stuck on a hung token (a reload, a signature past its deadline) must
     // not keep the process from exiting.

@@ -64,8 +64,12 @@ pub struct ExplainArgs {
     tls: String,
     /// Posture facts, JSON: `{"intune": {"compliant": true, "risk_score": 10}, "edr":
     /// "unavailable"}`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "live_posture")]
     posture: Option<PathBuf>,
+    /// Ask the config's posture sources about the device now (what each answered is
+    /// shown with the decision).
+    #[arg(long)]
+    live_posture: bool,
     /// The time to decide at (RFC 3339, e.g. 2026-12-02T09:30:00+01:00); default now.
     #[arg(long)]
     now: Option<String>,
@@ -199,13 +203,25 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         "1.3" => "1.3",
         other => bail!("--tls {other:?}: 1.2 or 1.3"),
     };
+    let first = RequestFacts::of(&attrs, &client, &config.dictionary, &identity);
     let posture = match &args.posture {
         Some(p) => posture_file(p)?,
+        None if args.live_posture => {
+            let lookups = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(super::posture::live(
+                    &config,
+                    &cert,
+                    first.calling_station.as_deref(),
+                ))?;
+            crate::posture::Sources::facts(&lookups)
+        }
         None => PostureFacts::default(),
     };
     let facts = Facts {
         now,
-        first: RequestFacts::of(&attrs, &client, &config.dictionary, &identity),
+        first,
         last: RequestFacts::of(&attrs, &client, &config.dictionary, ""),
         cert,
         tls_version,
@@ -362,6 +378,9 @@ fn print_text(policy: &Policy, facts: &Facts, decision: &Decision, trace: &Trace
             .map(|s| format!(", station {}", Escaped(s)))
             .unwrap_or_default()
     );
+    if !facts.posture.sources.is_empty() {
+        println!("posture: {}", Escaped(&facts.posture.describe()));
+    }
     for check in &trace.checks {
         println!("check: {}", Escaped(check));
     }
@@ -465,6 +484,12 @@ fn print_json(policy: &Policy, facts: &Facts, decision: &Decision, trace: &Trace
         "checks": trace.checks,
         "tried": tried,
         "reply": reply,
+        "posture": facts
+            .posture
+            .sources
+            .iter()
+            .map(|s| json!({"source": s.source, "answer": s.answer.describe()}))
+            .collect::<Vec<_>>(),
     });
     println!("{out}");
 }

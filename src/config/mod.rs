@@ -455,6 +455,8 @@ pub struct PolicyPart {
     pub vlan: Option<String>,
     /// The `[[client]]` names, in order.
     pub clients: Vec<String>,
+    /// The posture sources (`anchord posture lookup`, `policy explain --live-posture`).
+    pub posture: Option<crate::posture::PostureSettings>,
 }
 
 impl PolicyPart {
@@ -468,10 +470,16 @@ impl PolicyPart {
         let raw = ctx.raw()?;
         let dictionary = load_dictionary(&mut ctx, raw.server.dictionary.as_ref());
         let policy = policy_settings(&mut ctx, &raw);
+        let posture = raw
+            .posture
+            .as_ref()
+            .and_then(|p| posture::posture_settings(&mut ctx, p))
+            .filter(|p| !p.sources.is_empty());
         match dictionary {
             Some(d) if ctx.errors.is_empty() => Ok(Self {
                 dictionary: Arc::new(d),
                 policy,
+                posture,
                 vlan: raw.authorization.vlan.map(|v| v.into_inner()),
                 clients: raw
                     .client
@@ -1184,7 +1192,9 @@ mod tests {
     use super::*;
 
     /// A valid config with `extra` appended, in a folder holding a dev PKI.
-    fn parse(extra: &str) -> (Result<Config, ConfigErrors>, Vec<ConfigError>) {
+    /// The base test config (the dev PKI, one client: nine lines) followed by `extra`; the
+    /// folder holds the dev PKI and any secret file written there.
+    pub(super) fn parse(extra: &str) -> (Result<Config, ConfigErrors>, Vec<ConfigError>) {
         use std::sync::OnceLock;
         static PKI: OnceLock<tempfile::TempDir> = OnceLock::new();
         let dir = PKI.get_or_init(|| {
@@ -1200,7 +1210,7 @@ mod tests {
         Config::parse_reporting(&dir.path().join("anchord.toml"), &text)
     }
 
-    fn errors(extra: &str) -> Vec<(Option<usize>, String, String)> {
+    pub(super) fn errors(extra: &str) -> Vec<(Option<usize>, String, String)> {
         match parse(extra).0 {
             Ok(_) => Vec::new(),
             Err(e) => {

@@ -32,7 +32,45 @@ pub fn load(config: &Config) -> Result<Policy, ConfigErrors> {
             config.vlan.clone(),
             config.dictionary.clone(),
         )),
-        Some(s) => load_checked(s, &config.dictionary).map(|(p, _)| p),
+        Some(s) => {
+            let (policy, _) = load_checked(s, &config.dictionary)?;
+            unknown_sources(&policy, config.posture.as_ref())?;
+            Ok(policy)
+        }
+    }
+}
+
+/// Refuses rules that read a posture source the config does not have: a misspelt source
+/// would read as "unavailable" for every device.
+fn unknown_sources(
+    policy: &Policy,
+    posture: Option<&crate::posture::PostureSettings>,
+) -> Result<(), ConfigErrors> {
+    let known = |n: &str| posture.is_some_and(|p| p.sources.iter().any(|s| s.name == n));
+    let errors: Vec<ConfigError> = policy
+        .rules()
+        .iter()
+        .flat_map(|r| r.conditions.iter().map(move |c| (r, c)))
+        .filter_map(|(r, c)| match &c.field {
+            crate::policy::rules::Field::Posture {
+                source: Some(name), ..
+            } if !known(name) => Some(ConfigError {
+                file: PathBuf::from(&c.at.file),
+                line: Some(c.at.line),
+                key: format!("rule `{}`", r.name),
+                message: format!(
+                    "`{}` reads posture source `{name}`, which no [[posture.source]] in the \
+                     config is named",
+                    c.text
+                ),
+            }),
+            _ => None,
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
     }
 }
 

@@ -597,3 +597,107 @@ fn webhook(ctx: &mut Ctx<'_>, w: &Spanned<raw::RawWebhook>, key: &str) -> Option
         window: Duration::from_secs(window),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{errors, parse};
+    use crate::posture::settings::{Auth, IdFrom};
+
+    /// A source (the base config is nine lines: this starts on line 10), with `step`, and a
+    /// secret file next to the config.
+    fn source(auth: &str, step: &str) -> String {
+        let (c, _) = parse("");
+        let dir = c.unwrap().path.parent().unwrap().to_path_buf();
+        let secret = dir.join("posture-test.secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        format!(
+            "[[posture.source]]\nname = \"mdm\"\nurl = \"http://127.0.0.1:1\"\n\
+             identity = [{{ from = \"san_uri\", prefix = \"IntuneDeviceId://\", pattern = \"guid\" }}]\n\
+             {auth}\n{step}\n[posture.source.facts]\ncompliant = \"/compliant\"\n"
+        )
+    }
+
+    const DIRECT: &str =
+        "[[posture.source.step]]\npath = \"/devices/{id}\"\nmatch = { \"/id\" = \"{id}\" }\n";
+
+    #[test]
+    fn a_source_reads_into_settings_with_its_secret() {
+        let text = source(
+            "auth = { kind = \"oauth2\", token_url = \"http://127.0.0.1:1/token\", client_id = \"c\", client_secret_file = \"posture-test.secret\" }",
+            DIRECT,
+        );
+        let c = parse(&text).0.unwrap();
+        let s = &c.posture.unwrap().sources[0];
+        assert_eq!(s.name, "mdm");
+        assert_eq!(s.identity[0].from, IdFrom::SanUri);
+        assert!(s.identity[0]
+            .pattern
+            .is_match("0f6a2c1e-8f61-4a55-b0a9-2c7b3c1b7d10"));
+        assert!(!s.identity[0]
+            .pattern
+            .is_match("0f6a2c1e-8f61-4a55-b0a9-2c7b3c1b7d10/../x"));
+        assert!(
+            matches!(&s.auth, Auth::OAuth2 { client_secret, .. } if client_secret.expose() == "s3cret")
+        );
+        assert!(!format!("{s:?}").contains("s3cret"), "secrets never shown");
+    }
+
+    #[test]
+    fn a_lookup_whose_last_record_is_never_checked_against_the_device_is_refused() {
+        // A list by a filter, without `match`: an ignored filter would give another
+        // device's record.
+        let text = source(
+            "",
+            "[[posture.source.step]]\npath = \"/devices?serial={id}\"\nresults = \"/value\"\n",
+        );
+        let e = errors(&text);
+        assert!(
+            e.iter().any(|(line, key, m)| *line == Some(15)
+                && key.ends_with("step[0].match")
+                && m.contains("never checked")),
+            "{e:?}"
+        );
+        // Two steps: the second matched only against a value the first saved unchecked.
+        let text = source(
+            "",
+            "[[posture.source.step]]\npath = \"/q?serial={id}\"\nresults = \"/r\"\nsave = { host = \"\" }\n\
+             [[posture.source.step]]\npath = \"/hosts/{host}\"\nmatch = { \"/aid\" = \"{host}\" }\n",
+        );
+        assert!(errors(&text)
+            .iter()
+            .any(|(_, k, m)| k.ends_with("step[1].match") && m.contains("never checked")));
+        // ... and with a middle step tying the host to the device's id, accepted.
+        let text = source(
+            "",
+            "[[posture.source.step]]\npath = \"/q?serial={id}\"\nresults = \"/r\"\nsave = { host = \"\" }\n\
+             [[posture.source.step]]\npath = \"/devices/{host}\"\nmatch = { \"/serial\" = \"{id}\", \"/device_id\" = \"{host}\" }\n\
+             [[posture.source.step]]\npath = \"/scores/{host}\"\nmatch = { \"/aid\" = \"{host}\" }\n",
+        );
+        assert_eq!(errors(&text), Vec::new());
+    }
+
+    #[test]
+    fn bad_sources_are_refused_with_their_lines() {
+        let cases = [
+            // Unknown placeholder, bad pattern, reserved name, auth without its secret,
+            // webhook without authentication, a relative pointer.
+            (source("", "[[posture.source.step]]\npath = \"/d/{serial}\"\nmatch = { \"/id\" = \"{id}\" }\n"), "neither the device"),
+            (source("", DIRECT).replace("pattern = \"guid\"", "pattern = \"(\""), "not a pattern name"),
+            (source("", DIRECT).replace("name = \"mdm\"", "name = \"compliant\""), "a posture fact's name"),
+            (source("auth = { kind = \"bearer\" }", DIRECT), "needs token_file"),
+            (source("", DIRECT) + "[posture.source.webhook]\nwindow_secs = 60\n", "exactly one of"),
+            (source("", DIRECT).replace("compliant = \"/compliant\"", "compliant = \"compliant\""), "not a JSON pointer"),
+            (source("", DIRECT).replace("url = \"http://127.0.0.1:1\"", "url = \"ftp://x\""), "not an http(s) URL"),
+        ];
+        for (text, want) in cases {
+            let e = errors(&text);
+            assert!(
+                e.iter()
+                    .any(|(line, _, m)| line.is_some_and(|l| l >= 10) && m.contains(want)),
+                "{want}: {e:?}"
+            );
+        }
+    }
+}

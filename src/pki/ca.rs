@@ -154,7 +154,7 @@ impl RemoteKeyPair for TokenKey {
 pub struct DeviceSpec<'a> {
     /// CN, first SAN and file stem.
     pub name: &'a str,
-    /// More DNS SANs.
+    /// More SANs: DNS names, or URIs (`scheme://...`).
     pub sans: &'a [String],
     /// Subject organizational unit (the department policies tell devices apart by).
     pub ou: Option<&'a str>,
@@ -415,7 +415,13 @@ impl TokenCa {
         }];
         let mut names = vec![SanType::DnsName(spec.name.try_into()?)];
         for san in spec.sans {
-            names.push(SanType::DnsName(san.as_str().try_into()?));
+            // `scheme://...` (e.g. `IntuneDeviceId://{guid}`, what MDM-issued certificates
+            // carry for NAC) is a URI SAN; anything else a DNS name.
+            names.push(if san.contains("://") {
+                SanType::URI(san.as_str().try_into()?)
+            } else {
+                SanType::DnsName(san.as_str().try_into()?)
+            });
         }
         p.subject_alt_names = names;
         if let Some(url) = spec.ocsp_url {

@@ -74,6 +74,21 @@ pub enum DevPkiError {
 /// `other-root-ca.pem` (the CA of `device-unknown-ca`).
 ///
 /// # Errors
+/// The Intune device id the dev Staff laptop's certificate carries (SAN URI
+/// `IntuneDeviceId://{id}`, as Intune's SCEP/PKCS profiles issue them): the dev MDM knows it.
+pub const STAFF_INTUNE_ID: &str = "0f6a2c1e-8f61-4a55-b0a9-2c7b3c1b7d10";
+/// The Intune device id of the dev IoT device.
+pub const IOT_INTUNE_ID: &str = "6c1d2f0e-3b7a-4c55-9e21-7a8b9c0d1e2f";
+
+/// The Intune device id a dev device's certificate carries, if any.
+pub fn intune_id(device: &str) -> Option<&'static str> {
+    match device {
+        "device-ecdsa" => Some(STAFF_INTUNE_ID),
+        "device-rsa" => Some(IOT_INTUNE_ID),
+        _ => None,
+    }
+}
+
 /// Generation or file errors.
 pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
     fs::create_dir_all(dir)?;
@@ -127,6 +142,11 @@ pub fn generate(dir: &Path, now: OffsetDateTime) -> Result<(), DevPkiError> {
         p.subject_alt_names = vec![rcgen::SanType::DnsName(
             format!("{}.devices.anchord.test", d.name).try_into()?,
         )];
+        if let Some(id) = intune_id(d.name) {
+            p.subject_alt_names.push(rcgen::SanType::URI(
+                format!("IntuneDeviceId://{id}").try_into()?,
+            ));
+        }
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         // Departments the example policy (policies/) tells apart.
         match d.name {

@@ -227,7 +227,7 @@ impl Checker {
     /// # Errors
     /// The HTTP client cannot be built.
     pub fn new(settings: Settings) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             // A responder or distribution point URL may come from the device's certificate:

@@ -289,3 +289,64 @@ fn json_reply(status: StatusCode, v: &Value) -> Response {
     )
         .into_response()
 }
+
+/// The dev devices' records (the dev PKI's Staff laptop and IoT sensor, by the Intune
+/// device ids their certificates carry), both compliant.
+pub fn dev_devices() -> Vec<Value> {
+    use crate::pki::dev::{IOT_INTUNE_ID, STAFF_INTUNE_ID};
+    vec![
+        json!({
+            "id": STAFF_INTUNE_ID,
+            "deviceName": "device-ecdsa",
+            "serialNumber": "DEV-STAFF-1",
+            "complianceState": "compliant",
+            "managementState": "managed",
+            "operatingSystem": "Windows",
+            "osVersion": "10.0.26100.2605",
+            "lastSyncDateTime": "2026-12-01T08:00:00Z",
+            "isEncrypted": true,
+        }),
+        json!({
+            "id": IOT_INTUNE_ID,
+            "deviceName": "device-rsa",
+            "serialNumber": "DEV-IOT-1",
+            "complianceState": "compliant",
+            "managementState": "managed",
+            "operatingSystem": "Linux",
+            "osVersion": "6.1",
+            "lastSyncDateTime": "2026-12-01T08:00:00Z",
+            "isEncrypted": false,
+        }),
+    ]
+}
+
+/// The dev MDM's OAuth2 client id.
+pub const DEV_CLIENT_ID: &str = "anchord-dev";
+
+/// A `[[posture.source]]` named `name` for a dev MDM at `addr`, shaped like the shipped
+/// Intune example: OAuth2 with the secret in `secret_file`, the device id from the SAN URI.
+pub fn source_toml(name: &str, addr: SocketAddr, secret_file: &std::path::Path) -> String {
+    format!(
+        r#"
+[[posture.source]]
+name = "{name}"
+url = "http://{addr}"
+identity = [{{ from = "san_uri", prefix = "IntuneDeviceId://", pattern = "guid" }}]
+auth = {{ kind = "oauth2", token_url = "http://{addr}/oauth2/token", client_id = "{DEV_CLIENT_ID}", client_secret_file = "{secret}" }}
+timeout_ms = 2000
+
+[[posture.source.step]]
+path = "/v1.0/deviceManagement/managedDevices/{{id}}"
+match = {{ "/id" = "{{id}}" }}
+
+[posture.source.facts]
+compliant = {{ pointer = "/complianceState", equals = "compliant" }}
+managed = {{ pointer = "/managementState", equals = "managed" }}
+os = "/operatingSystem"
+os_version = "/osVersion"
+last_seen = "/lastSyncDateTime"
+extra = {{ encrypted = "/isEncrypted" }}
+"#,
+        secret = secret_file.display()
+    )
+}

@@ -99,6 +99,7 @@ impl Sources {
     /// Starts the pollers (once; later calls do nothing). Needs a tokio runtime.
     pub fn start(&self) {
         self.started.call_once(|| {
+            tokio::spawn(log_events(self.events.subscribe(), self.stop.clone()));
             for s in &self.sources {
                 if s.settings.poll.is_some() {
                     tokio::spawn(poll::run(
@@ -194,5 +195,31 @@ impl Sources {
                 )
             })
             .collect()
+    }
+}
+
+/// Logs every posture change (the enforcement of live sessions listens to the same events).
+async fn log_events(mut events: broadcast::Receiver<Event>, stop: CancellationToken) {
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            () = stop.cancelled() => return,
+        };
+        match event {
+            Ok(e) => tracing::info!(
+                posture.source = %e.source,
+                device = %crate::logsafe::Escaped(&e.device),
+                via = e.via,
+                posture = %e.answer.as_ref().map_or_else(|| "forgotten".into(), PostureAnswer::describe),
+                "posture changed"
+            ),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "posture events came faster than they were logged"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }

@@ -281,7 +281,7 @@ impl Source {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client()
             .use_preconfigured_tls(tls)
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)

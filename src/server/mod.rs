@@ -100,6 +100,10 @@ pub(crate) struct Live {
 
 impl Live {
     fn new(config: Arc<Config>, runtime: Arc<Runtime>) -> Arc<Self> {
+        // Pollers of new sources start now (kept sources' already run).
+        if let Some(posture) = &runtime.posture {
+            posture.start();
+        }
         Arc::new(Self {
             clients: ClientTable::new(config.clients.clone()),
             config,

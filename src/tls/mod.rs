@@ -17,6 +17,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{Error, ServerConfig, SupportedProtocolVersion};
 
+/// An HTTP client builder for outside services (OCSP responders, posture sources), its
+/// TLS on rustls with the aws-lc-rs provider this crate uses everywhere (installed as the
+/// process default once, so reqwest never looks for another).
+pub fn http_client() -> reqwest::ClientBuilder {
+    // Err means a provider is installed already: the same one, or one a caller chose.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// TLS versions anchord can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsVersion {

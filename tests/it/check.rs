@@ -31,7 +31,11 @@ fn example_setup() -> (tempfile::TempDir, String) {
         std::fs::copy(pki_dir().join(f), dir.path().join("pki").join(f)).unwrap();
     }
     std::fs::create_dir(dir.path().join("secrets")).unwrap();
-    for f in ["wlc-campus.secret", "lab-switch.secret"] {
+    for f in [
+        "wlc-campus.secret",
+        "lab-switch.secret",
+        "intune-client.secret",
+    ] {
         let path = dir.path().join("secrets").join(f);
         std::fs::write(&path, "s3cret\n").unwrap();
         // As an admin keeps them (others' read access is warned about, secrets.rs).

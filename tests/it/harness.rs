@@ -249,3 +249,69 @@ pub(crate) fn last_reply(stdout: &str) -> (u8, Vec<(u8, String)>) {
     }
     (code, attrs)
 }
+
+/// A dev MDM (Graph-shaped, OAuth2) serving on loopback from a runtime of its own, for as
+/// long as this lives: the real HTTP peer posture sources talk to.
+pub(crate) struct Mdm {
+    pub(crate) mdm: Arc<anchord::posture::devmdm::DevMdm>,
+    pub(crate) addr: SocketAddr,
+    secret: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Mdm {
+    /// Serves the dev devices (both compliant), with OAuth2.
+    pub(crate) fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mdm = anchord::posture::devmdm::DevMdm::new(
+            anchord::posture::devmdm::dev_devices(),
+            Some((
+                anchord::posture::devmdm::DEV_CLIENT_ID.to_owned(),
+                "mdm-s3cret".to_owned(),
+            )),
+        );
+        let addr = rt
+            .block_on(mdm.spawn("127.0.0.1:0".parse().unwrap()))
+            .unwrap();
+        let secret = tempfile::tempdir().unwrap();
+        let file = secret.path().join("mdm.secret");
+        std::fs::write(&file, "mdm-s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        Self {
+            mdm,
+            addr,
+            secret,
+            _rt: rt,
+        }
+    }
+
+    /// The `[[posture.source]]` named `name` for it (appended at the end of a config).
+    pub(crate) fn source(&self, name: &str) -> String {
+        anchord::posture::devmdm::source_toml(
+            name,
+            self.addr,
+            &self.secret.path().join("mdm.secret"),
+        )
+    }
+
+    /// Sets the compliance state of the device with this Intune id.
+    pub(crate) fn set_compliance(&self, id: &str, state: &str) {
+        self.mdm.set(|k| {
+            for d in &mut k.devices {
+                if d["id"] == id {
+                    d["complianceState"] = state.into();
+                }
+            }
+        });
+    }
+
+    /// Device requests it has served.
+    pub(crate) fn requests(&self) -> u64 {
+        self.mdm.counts().device_requests
+    }
+}

@@ -25,6 +25,7 @@ mod keys;
 mod logsafe;
 mod ocsp;
 mod policy;
+mod posture;
 mod reload;
 mod replay;
 mod responder;

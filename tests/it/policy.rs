@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{eapol_test, last_reply, pki_dir, repo, Server, SECRET};
+use crate::harness::{eapol_test, last_reply, pki_dir, repo, Mdm, Server, SECRET};
 
 /// A copy of the shipped policies/ (rules and tests) to edit.
 fn policies_copy() -> tempfile::TempDir {
@@ -24,17 +24,20 @@ fn policies_copy() -> tempfile::TempDir {
     dir
 }
 
-/// The test server with `[policy]` on `dir` in place of `[authorization]`.
-fn start(dir: &Path, watch: bool) -> Server {
-    Server::start_with(|c| {
+/// The test server with `[policy]` on `dir` in place of `[authorization]`, and the `mdm`
+/// posture source the example policy reads on a dev MDM (kept alive by the caller).
+fn start(dir: &Path, watch: bool) -> (Server, Mdm) {
+    let mdm = Mdm::start();
+    let server = Server::start_with(|c| {
         c.replace(
             "[authorization]\nvlan = \"100\"\n",
             &format!(
                 "[policy]\ndir = \"{}\"\ntimezone = \"Europe/Berlin\"\nwatch = {watch}\n",
                 dir.display()
             ),
-        )
-    })
+        ) + &mdm.source("mdm")
+    });
+    (server, mdm)
 }
 
 fn hex(s: &str) -> String {
@@ -84,7 +87,7 @@ fn corp(ssid: &str) -> String {
 #[test]
 fn the_example_policy_puts_each_device_where_its_certificate_says() {
     let dir = policies_copy();
-    let s = start(dir.path(), false);
+    let (s, _mdm) = start(dir.path(), false);
     // Staff laptop (OU=Staff, identity = its CN): VLAN 100 with each vendor's role.
     let out = eapol_test(&s, pki_dir(), "tls13-ecdsa", &[&corp("Corp")]);
     let (vlan, attrs) = accepted(&out);
@@ -189,7 +192,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_sighup_applies_a_valid_policy_and_refuses_one_that_breaks_an_expectation() {
     let dir = policies_copy();
-    let s = start(dir.path(), false);
+    let (s, _mdm) = start(dir.path(), false);
     assert_eq!(staff_vlan(&s).as_deref(), Some("100"));
     // The rules move staff to VLAN 110, but the expectations still say 100: refused.
     move_staff(dir.path(), 110, false);
@@ -226,7 +229,7 @@ fn a_sighup_applies_a_valid_policy_and_refuses_one_that_breaks_an_expectation() 
 #[test]
 fn a_change_on_disk_is_picked_up_by_the_watcher_and_a_bad_one_is_refused() {
     let dir = policies_copy();
-    let s = start(dir.path(), true);
+    let (s, _mdm) = start(dir.path(), true);
     assert_eq!(staff_vlan(&s).as_deref(), Some("100"));
     let rules = dir.path().join("50-rules.toml");
     let good = std::fs::read_to_string(&rules).unwrap();
@@ -269,23 +272,26 @@ fn anchord(args: &[&str]) -> (bool, String) {
 }
 
 /// A config naming only what the policy tools read (no certificates needed).
-fn tool_config(policies: &Path) -> (tempfile::TempDir, PathBuf) {
+/// With the `mdm` posture source the example policy reads, on a dev MDM.
+fn tool_config(policies: &Path) -> (tempfile::TempDir, PathBuf, Mdm) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("anchord.toml");
+    let mdm = Mdm::start();
     std::fs::write(
         &path,
         format!(
-            "[policy]\ndir = \"{}\"\ntimezone = \"Europe/Berlin\"\n\n[[client]]\nname = \"wlc-campus\"\naddress = \"192.0.2.0/24\"\nsecret = \"{SECRET}\"\n",
-            policies.display()
+            "[policy]\ndir = \"{}\"\ntimezone = \"Europe/Berlin\"\n\n[[client]]\nname = \"wlc-campus\"\naddress = \"192.0.2.0/24\"\nsecret = \"{SECRET}\"\n{}",
+            policies.display(),
+            mdm.source("mdm")
         ),
     )
     .unwrap();
-    (dir, path)
+    (dir, path, mdm)
 }
 
 #[test]
 fn explain_shows_each_rule_tried_and_the_reply_as_it_goes_on_the_wire() {
-    let (_d, config) = tool_config(&repo().join("policies"));
+    let (_d, config, mdm) = tool_config(&repo().join("policies"));
     let cert = pki_dir().join("device-ecdsa.pem");
     let args = [
         "policy",
@@ -296,10 +302,12 @@ fn explain_shows_each_rule_tried_and_the_reply_as_it_goes_on_the_wire() {
         cert.to_str().unwrap(),
         "--attr",
         "Called-Station-Id=aa-bb-cc-dd-ee-ff:Corp",
+        "--live-posture",
     ];
     let (ok, out) = anchord(&args);
     assert!(ok, "{out}");
     for want in [
+        "posture: mdm: compliant=true, managed=true, os=Windows",
         "no     iot-not-on-corp (",
         "50-rules.toml:7): the device has \"Staff\"",
         "MATCH  staff (",
@@ -318,12 +326,30 @@ fn explain_shows_each_rule_tried_and_the_reply_as_it_goes_on_the_wire() {
     assert_eq!(v["rule"], "staff");
     assert_eq!(v["vlan"], "100");
     assert_eq!(v["tried"][0]["rule"], "iot-not-on-corp");
+    assert!(
+        v["posture"][0]["answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("compliant=true"),
+        "{v}"
+    );
     assert_eq!(v["tried"][0]["failed"]["device_has"], "\"Staff\"");
     assert_eq!(v["reply"][3]["name"], "Aruba-User-Role");
     assert_eq!(
         v["reply"][3]["wire"],
         "1a0d000039e7010773746166 66".replace(' ', "")
     );
+    // The MDM now says the laptop is not compliant: asked live, it lands in quarantine.
+    mdm.set_compliance(anchord::pki::dev::STAFF_INTUNE_ID, "noncompliant");
+    let (ok, out) = anchord(&args);
+    assert!(ok, "{out}");
+    assert!(out.contains("posture: mdm: compliant=false"), "{out}");
+    assert!(out.contains("MATCH  staff-noncompliant ("), "{out}");
+    assert!(out.contains("VLAN 999"), "{out}");
+    // Without asking the MDM, nothing is known: the unavailable branch, never VLAN 100.
+    let (ok, out) = anchord(&args[..args.len() - 1]);
+    assert!(ok, "{out}");
+    assert!(out.contains("MATCH  staff-posture-unavailable ("), "{out}");
     // The IoT device on Corp: a reject, with its reason.
     let cert = pki_dir().join("device-rsa.pem");
     let mut iot = args.to_vec();
@@ -339,16 +365,16 @@ fn explain_shows_each_rule_tried_and_the_reply_as_it_goes_on_the_wire() {
 #[test]
 fn policy_test_runs_the_expectations_and_check_refuses_a_broken_policy() {
     let dir = policies_copy();
-    let (_d, config) = tool_config(dir.path());
+    let (_d, config, _mdm) = tool_config(dir.path());
     let (ok, out) = anchord(&["policy", "test", "--config", config.to_str().unwrap()]);
     assert!(ok, "{out}");
-    assert!(out.contains("ok   staff laptop on Corp"), "{out}");
-    assert!(out.contains("9 case(s), 0 failed"), "{out}");
+    assert!(out.contains("ok   compliant staff laptop on Corp"), "{out}");
+    assert!(out.contains("13 case(s), 0 failed"), "{out}");
     move_staff(dir.path(), 130, false);
     let (ok, out) = anchord(&["policy", "test", "--config", config.to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(
-        out.contains("FAIL staff laptop on Corp: expected VLAN 100, got 130"),
+        out.contains("FAIL compliant staff laptop on Corp: expected VLAN 100, got 130"),
         "{out}"
     );
     // `check` loads the whole server config: the shipped example with this policy folder.
@@ -382,6 +408,25 @@ fn policy_test_runs_the_expectations_and_check_refuses_a_broken_policy() {
         rules.display()
     );
     assert!(out.contains(&want), "{want}\nin:\n{out}");
+    // With the regex fixed, the rules read the `mdm` posture source, which this config
+    // does not have: refused at the line that names it (a misspelt source would read as
+    // "unavailable" for every device).
+    for f in ["00-definitions.toml", "50-rules.toml"] {
+        std::fs::copy(repo().join("policies").join(f), dir.path().join(f)).unwrap();
+    }
+    let (ok, out) = anchord(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    let line = text
+        .lines()
+        .position(|l| l.contains("posture.mdm.unavailable"))
+        .unwrap()
+        + 1;
+    let want = format!(
+        "{}:{line}: rule `staff-posture-unavailable`: `posture.mdm.unavailable = true` reads \
+         posture source `mdm`",
+        rules.display()
+    );
+    assert!(out.contains(&want), "{want}\nin:\n{out}");
 }
 
 #[test]
@@ -393,7 +438,7 @@ fn a_conversation_under_way_at_a_reload_finishes_under_the_policy_it_started_wit
     use crate::replay::{attribute, socket};
 
     let dir = policies_copy();
-    let s = start(dir.path(), false);
+    let (s, _mdm) = start(dir.path(), false);
     // A proxy between eapol_test and the server that holds the conversation's second
     // request (the first with a State) until the policy has been replaced.
     let front = UdpSocket::bind("127.0.0.1:0").unwrap();
