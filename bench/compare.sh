@@ -10,6 +10,8 @@
 #   bench/compare.sh policy     # anchord with a 50-rule policy whose last rule matches
 #                               # against the built-in one-VLAN policy (POLICY_RUNS
 #                               # alternating pairs, default 5; medians)
+#   bench/compare.sh posture    # the 50-rule policy plus a posture rule answered by the dev
+#                               # MDM from a warm cache, against the built-in policy
 #   bench/compare.sh flood      # one NAS's devices while another NAS floods half-open
 #                               # conversations (FLOOD_RATE, GOOD_RATE, FLOOD_RUNS): success, p99,
 #                               # against no flood and against the machine's floor (the flood
@@ -214,11 +216,11 @@ PY
   exit 0
 fi
 
-if [ "$mode" = policy ]; then
-  # 49 rules that each test three conditions and fail on the last (a regex on the DNS SAN),
-  # then the default: every authentication walks the whole list.
-  mkdir -p "$work/policies"
-  python3 - "$work/policies/50-rules.toml" <<'PY'
+# The 50-rule policy in FILE: 49 rules that each test three conditions and fail on the
+# last (a regex on the DNS SAN), then (with "posture") a rule on the MDM's compliance that
+# fails too, then the default: every authentication walks the whole list.
+fifty_rules() { # FILE [posture]
+  python3 - "$1" "${2:-}" <<'PY'
 import sys
 with open(sys.argv[1], "w") as f:
     for i in range(49):
@@ -226,22 +228,59 @@ with open(sys.argv[1], "w") as f:
                 f'when = {{ cert.cn = {{ prefix = "device" }}, tls_version = ["1.2", "1.3"], '
                 f'cert.san_dns = {{ regex = \'^host-{i}\\.\' }} }}\n'
                 f'vlan = {200 + i}\nattributes = ["Filter-Id = r{i}"]\n\n')
+    if sys.argv[2] == "posture":
+        f.write('[[rule]]\nname = "noncompliant"\nwhen = { posture.mdm.compliant = { not = true } }\n'
+                'vlan = 999\n\n')
     f.write('[[rule]]\nname = "default"\nvlan = 100\nattributes = ["Session-Timeout = 3600"]\n')
 PY
-  printf '%-6s %-34s %10s %10s %8s\n' tls metric builtin 50-rules ratio
+}
+
+# Builtin (bare path) against B, POLICY_RUNS alternating pairs; AUTHZ_B/EXTRA_B configure B,
+# CHECK_B is a pattern B's log must show.
+against_builtin() { # LABEL
+  printf '%-6s %-34s %10s %10s %8s\n' tls metric builtin "$1" ratio
   for tls in 1.2 1.3; do
     b=() r=() steal0=$(steal_ticks)
     for _ in $(seq "${POLICY_RUNS:-5}"); do
-      start_anchord server; b+=("$(saturate "$APORT" device-ecdsa "$tls")"); stop
-      AUTHZ=$'[policy]\ndir = "'"$work/policies"$'"\nwatch = false' start_anchord server
+      EXTRA= start_anchord server; b+=("$(saturate "$APORT" device-ecdsa "$tls")"); stop
+      AUTHZ=$AUTHZ_B EXTRA=$EXTRA_B start_anchord server
       r+=("$(saturate "$APORT" device-ecdsa "$tls")")
-      grep -Eq 'rule="default" policy="[0-9a-f]{12}"' "$work/anchord.log" || { echo "the 50-rule policy was not in use" >&2; exit 1; }
+      grep -Eq "$CHECK_B" "$work/anchord.log" || { echo "$1 was not in use" >&2; exit 1; }
       stop
     done
     read -r b_rate b_cpu _ b_err < <(median_sat "${b[@]}")
     read -r r_rate r_cpu _ r_err < <(median_sat "${r[@]}")
     pair "$tls" "$b_rate" "$b_cpu" "$b_err" "$r_rate" "$r_cpu" "$r_err"
   done
+}
+
+if [ "$mode" = policy ]; then
+  mkdir -p "$work/policies"
+  fifty_rules "$work/policies/50-rules.toml"
+  AUTHZ_B=$'[policy]\ndir = "'"$work/policies"$'"\nwatch = false' EXTRA_B= \
+    CHECK_B='rule="default" policy="[0-9a-f]{12}"' against_builtin 50-rules
+  exit 0
+fi
+
+if [ "$mode" = posture ]; then
+  # The 50-rule policy plus a rule on the `mdm` source's compliance, answered by the dev MDM
+  # (Graph-shaped, OAuth2; on core 1 with the load generator) from a warm cache.
+  mkdir -p "$work/policies"
+  fifty_rules "$work/policies/50-rules.toml" posture
+  printf 'bench-mdm-secret\n' >"$work/mdm.secret"
+  chmod 600 "$work/mdm.secret"
+  taskset -c 1 "$A" posture dev-mdm --listen 127.0.0.1:0 --client-id anchord-dev \
+    --client-secret-file "$work/mdm.secret" >"$work/mdm.out" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 100); do grep -q listening "$work/mdm.out" && break; sleep 0.05; done
+  mdm=$(sed -n 's/.*listening on http:\/\///p' "$work/mdm.out")
+  source_toml=$'[[posture.source]]\nname = "mdm"\nurl = "http://'"$mdm"$'"\n'
+  source_toml+=$'identity = [{ from = "san_uri", prefix = "IntuneDeviceId://", pattern = "guid" }]\n'
+  source_toml+=$'auth = { kind = "oauth2", token_url = "http://'"$mdm"$'/oauth2/token", client_id = "anchord-dev", client_secret_file = "'"$work/mdm.secret"$'" }\n'
+  source_toml+=$'[[posture.source.step]]\npath = "/v1.0/deviceManagement/managedDevices/{id}"\nmatch = { "/id" = "{id}" }\n'
+  source_toml+=$'[posture.source.facts]\ncompliant = { pointer = "/complianceState", equals = "compliant" }\n'
+  AUTHZ_B=$'[policy]\ndir = "'"$work/policies"$'"\nwatch = false' EXTRA_B=$source_toml \
+    CHECK_B='rule="default" .*posture=mdm \(fresh, san_uri\): compliant=true' against_builtin 50+posture
   exit 0
 fi
 

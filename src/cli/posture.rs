@@ -42,9 +42,9 @@ pub enum PostureCommand {
     /// with the devices in a JSON file. For demos and benchmarks only.
     DevMdm {
         /// JSON file: an array of device records (`id`, `serialNumber`,
-        /// `complianceState`, ...).
+        /// `complianceState`, ...); default: the dev PKI's devices, compliant.
         #[arg(long)]
-        devices: PathBuf,
+        devices: Option<PathBuf>,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
@@ -74,7 +74,15 @@ pub async fn run(cmd: PostureCommand) -> anyhow::Result<ExitCode> {
             listen,
             client_id,
             client_secret_file,
-        } => dev_mdm(&devices, listen, client_id, client_secret_file.as_deref()).await,
+        } => {
+            dev_mdm(
+                devices.as_deref(),
+                listen,
+                client_id,
+                client_secret_file.as_deref(),
+            )
+            .await
+        }
     }
 }
 
@@ -159,15 +167,20 @@ async fn lookup(
     reason = "the address is printed for the caller to point a source at"
 )]
 async fn dev_mdm(
-    devices: &Path,
+    devices: Option<&Path>,
     listen: SocketAddr,
     client_id: Option<String>,
     secret_file: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(devices)
-        .with_context(|| format!("cannot read {}", devices.display()))?;
-    let list: Vec<serde_json::Value> = serde_json::from_str(&text)
-        .with_context(|| format!("{}: a JSON array of device records", devices.display()))?;
+    let list: Vec<serde_json::Value> = match devices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: a JSON array of device records", path.display()))?
+        }
+        None => crate::posture::devmdm::dev_devices(),
+    };
     let client = match (client_id, secret_file) {
         (Some(id), Some(f)) => {
             let secret = std::fs::read_to_string(f)

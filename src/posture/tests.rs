@@ -299,3 +299,56 @@ async fn a_source_down_slow_or_speaking_garbage_is_unavailable_within_its_timeou
         "{l:?}"
     );
 }
+
+#[tokio::test]
+async fn a_poll_caches_the_non_compliant_set_and_refetches_a_device_that_left_it() {
+    use super::settings::Poll;
+    let (mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.poll = Some(Poll {
+        interval: Duration::from_millis(300),
+        path: Template::parse(
+            "/v1.0/deviceManagement/managedDevices?$filter=complianceState eq 'noncompliant'",
+        )
+        .unwrap(),
+        results: "/value".into(),
+        id: "/id".into(),
+        next: None,
+        max_pages: 10,
+    });
+    let s = source(st);
+    let (tx, mut events) = tokio::sync::broadcast::channel(16);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(super::poll::run(Arc::downgrade(&s), tx, stop.clone()));
+    // The first poll lists OTHER (non-compliant) and caches it: no lookup request needed.
+    let e = events.recv().await.unwrap();
+    assert_eq!(
+        (e.source.as_str(), e.device.as_str(), e.via),
+        ("mdm", OTHER, "poll")
+    );
+    let l = s.lookup(&cert(OTHER), None).await;
+    assert_eq!((l.served, compliant(&l)), (Served::Fresh, Some(false)));
+    assert_eq!(mdm.counts().by_device.get(OTHER), None);
+    // It is fixed at the source: the next poll no longer lists it, so it is fetched again
+    // and its cached answer updated.
+    mdm.set(|k| k.devices[1]["complianceState"] = json!("compliant"));
+    let e = events.recv().await.unwrap();
+    assert_eq!(e.device, OTHER);
+    assert!(matches!(e.answer, Some(PostureAnswer::Known(p)) if p.compliant == Some(true)));
+    assert_eq!(mdm.counts().by_device.get(OTHER), Some(&1));
+    let l = s.lookup(&cert(OTHER), None).await;
+    assert_eq!((l.served, compliant(&l)), (Served::Fresh, Some(true)));
+    // A poll whose list ignores the filter still caches each device's own record.
+    mdm.set(|k| {
+        k.ignore_filter = true;
+        k.devices[0]["complianceState"] = json!("noncompliant");
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!(compliant(&l), Some(false));
+    let l = s.lookup(&cert(OTHER), None).await;
+    assert_eq!(compliant(&l), Some(true));
+    // Dropping the source stops its poller.
+    stop.cancel();
+    task.await.unwrap();
+}
