@@ -161,9 +161,14 @@ async fn posture_event(
         Ok(c) => c,
         Err(why) => return refuse(stats, source.name(), why),
     };
+    // As of when the source sent it (within the replay window of now).
+    let age = clock::unix_now().saturating_sub(change.sent).max(0);
+    let as_of = clock::now()
+        .checked_sub(Duration::from_secs(age.unsigned_abs()))
+        .unwrap_or_else(clock::now);
     match &change.answer {
-        Some(answer) => source.put(&change.device, answer.clone()).await,
-        None => source.forget(&change.device).await,
+        Some(answer) => source.push(&change.device, answer.clone(), as_of).await,
+        None => source.forget(&change.device, as_of).await,
     }
     Stats::count(&sources.stats.webhook, source.name(), "accepted");
     sources.emit(Event {

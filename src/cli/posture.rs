@@ -119,7 +119,14 @@ pub async fn live(
         ..Default::default()
     };
     let station = calling_station.map(|s| station_id(s.as_bytes()));
-    Ok(sources.lookup(&every, cert, station.as_deref()).await)
+    Ok(sources
+        .lookup(
+            &every,
+            cert,
+            station.as_deref(),
+            crate::posture::Asker::Proven,
+        )
+        .await)
 }
 
 #[allow(

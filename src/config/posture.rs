@@ -112,21 +112,7 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
     let before = ctx.errors.len();
     let base = match Url::parse(s.url.get_ref()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            if u.scheme() == "http"
-                && !u.host_str().is_some_and(|h| {
-                    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
-                })
-            {
-                let line = ctx.line_of(s.url.span());
-                ctx.warnings.push(ConfigError {
-                    file: ctx.file.to_path_buf(),
-                    line,
-                    key: format!("{key}.url"),
-                    message: "plain HTTP to another host: credentials and posture travel \
-                              unprotected; use https"
-                        .into(),
-                });
-            }
+            cleartext(ctx, &u, s.url.span(), &format!("{key}.url"));
             Some(u)
         }
         _ => {
@@ -168,6 +154,18 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
                 continue;
             }
         };
+        if from == IdFrom::CallingStation {
+            let line = ctx.line_of(e.from.span());
+            ctx.warnings.push(ConfigError {
+                file: ctx.file.to_path_buf(),
+                line,
+                key: k.clone(),
+                message: "a device chooses its own MAC: one that spoofs a compliant device's \
+                          MAC gets that device's posture; take ids from the certificate \
+                          (san_uri, san_dns, san_upn, cn, serial) wherever the source has them"
+                    .into(),
+            });
+        }
         let text = e.pattern.get_ref();
         let pattern = PATTERNS
             .iter()
@@ -242,7 +240,16 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
                 continue;
             }
             let p = pointer(ctx, ptr.span(), &format!("{k}.save.{name}"), ptr.get_ref());
-            defined.insert(name.clone());
+            if !defined.insert(name.clone()) {
+                // Which of the two a placeholder meant would be a guess (and the check of
+                // the records would count the other).
+                ctx.err(
+                    ptr.span(),
+                    format!("{k}.save"),
+                    format!("`{name}` is saved twice: give each saved value its own name"),
+                );
+                continue;
+            }
             if record_tied {
                 tied.insert(name.clone());
             }
@@ -317,6 +324,21 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
         .webhook
         .as_ref()
         .and_then(|w| webhook(ctx, w, &format!("{key}.webhook")));
+    // An event's record is checked against the device id it names by the last step's
+    // id-only matches (the values earlier steps saved are not in an event).
+    let checkable = steps.last().is_some_and(|st| {
+        st.matches
+            .iter()
+            .any(|(_, t)| t.vars().next().is_some() && t.vars().all(|v| v == "id"))
+    });
+    if let (Some(w), false) = (&s.webhook, checkable) {
+        ctx.err(
+            w.span(),
+            format!("{key}.webhook"),
+            "events for this source cannot be checked against the device: its last step \
+             matches no field against `{id}` alone",
+        );
+    }
     if ctx.errors.len() > before {
         return None;
     }
@@ -339,6 +361,29 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
         poll,
         webhook,
     })
+}
+
+/// Warns about plain HTTP to a host other than this one: credentials and answers would
+/// cross the network unprotected.
+fn cleartext(ctx: &mut Ctx<'_>, u: &Url, span: std::ops::Range<usize>, key: &str) {
+    let local = u.host_str().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback())
+    });
+    if u.scheme() == "http" && !local {
+        let line = ctx.line_of(span);
+        ctx.warnings.push(ConfigError {
+            file: ctx.file.to_path_buf(),
+            line,
+            key: key.to_owned(),
+            message: "plain HTTP to another host: credentials and posture travel unprotected; \
+                      use https"
+                .into(),
+        });
+    }
 }
 
 /// A URL or match template whose placeholders are all `defined`.
@@ -493,10 +538,14 @@ fn auth(ctx: &mut Ctx<'_>, a: &Spanned<raw::RawSourceAuth>, key: &str) -> Option
                 );
                 return None;
             };
-            let Ok(token_url) = Url::parse(url.get_ref()) else {
-                ctx.err(url.span(), format!("{key}.token_url"), "not a URL");
-                return None;
+            let token_url = match Url::parse(url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+                _ => {
+                    ctx.err(url.span(), format!("{key}.token_url"), "not an http(s) URL");
+                    return None;
+                }
             };
+            cleartext(ctx, &token_url, url.span(), &format!("{key}.token_url"));
             Some(Auth::OAuth2 {
                 token_url,
                 client_id,
@@ -608,15 +657,29 @@ mod tests {
     fn source(auth: &str, step: &str) -> String {
         let (c, _) = parse("");
         let dir = c.unwrap().path.parent().unwrap().to_path_buf();
+        // Tests run at once: each writes its own copy and renames it into place, so none
+        // reads the file half-written.
         let secret = dir.join("posture-test.secret");
-        std::fs::write(&secret, "s3cret\n").unwrap();
-        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        let mine = dir.join(format!("posture-test.secret.{:x}", rand::random::<u64>()));
+        std::fs::write(&mine, "s3cret\n").unwrap();
+        std::fs::set_permissions(&mine, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
+        std::fs::rename(&mine, &secret).unwrap();
         format!(
             "[[posture.source]]\nname = \"mdm\"\nurl = \"http://127.0.0.1:1\"\n\
              identity = [{{ from = \"san_uri\", prefix = \"IntuneDeviceId://\", pattern = \"guid\" }}]\n\
              {auth}\n{step}\n[posture.source.facts]\ncompliant = \"/compliant\"\n"
         )
+    }
+
+    /// `text` is refused with an error on a key ending in `key` saying `says`.
+    fn refused(text: &str, key: &str, says: &str) {
+        let e = errors(text);
+        assert!(
+            e.iter()
+                .any(|(_, k, m)| k.ends_with(key) && m.contains(says)),
+            "{key}: {says}: {e:?}"
+        );
     }
 
     const DIRECT: &str =
@@ -699,5 +762,49 @@ mod tests {
                 "{want}: {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_value_saved_twice_is_refused() {
+        // The first (unchecked) `host` would be used, the check would count the second.
+        let text = source(
+            "",
+            "[[posture.source.step]]\npath = \"/q?serial={id}\"\nresults = \"/r\"\nsave = { host = \"\" }\n\
+             [[posture.source.step]]\npath = \"/devices/{id}\"\nmatch = { \"/serial\" = \"{id}\" }\nsave = { host = \"/device_id\" }\n\
+             [[posture.source.step]]\npath = \"/scores/{host}\"\nmatch = { \"/aid\" = \"{host}\" }\n",
+        );
+        refused(&text, "step[1].save", "saved twice");
+    }
+
+    #[test]
+    fn a_webhook_on_a_source_whose_records_cannot_be_checked_against_the_id_is_refused() {
+        let text = source(
+            "",
+            "[[posture.source.step]]\npath = \"/q?serial={id}\"\nresults = \"/r\"\nsave = { host = \"\" }\n\
+             [[posture.source.step]]\npath = \"/devices/{host}\"\nmatch = { \"/serial\" = \"{id}\", \"/device_id\" = \"{host}\" }\n\
+             [[posture.source.step]]\npath = \"/scores/{host}\"\nmatch = { \"/aid\" = \"{host}\" }\n",
+        ) + "[posture.source.webhook]\nhmac_secret_file = \"posture-test.secret\"\n";
+        refused(&text, "webhook", "cannot be checked");
+    }
+
+    #[test]
+    fn ids_a_device_chooses_and_secrets_in_clear_are_warned_about() {
+        let text = source(
+            "auth = { kind = \"oauth2\", token_url = \"http://idp.example.com/token\", client_id = \"c\", client_secret_file = \"posture-test.secret\" }",
+            DIRECT,
+        )
+        .replace(
+            "identity = [",
+            "identity = [{ from = \"calling_station\", pattern = \"mac\" }, ",
+        );
+        let (c, warnings) = parse(&text);
+        assert!(c.is_ok(), "{c:?}");
+        let said = |k: &str, m: &str| {
+            warnings
+                .iter()
+                .any(|w| w.key.ends_with(k) && w.message.contains(m))
+        };
+        assert!(said("identity[0]", "spoof"), "{warnings:?}");
+        assert!(said("auth.token_url", "plain HTTP"), "{warnings:?}");
     }
 }

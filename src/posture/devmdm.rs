@@ -216,7 +216,10 @@ async fn token(State(mdm): State<Arc<DevMdm>>, body: Bytes) -> Response {
         .unwrap_or(0);
     let value = format!("dev-token-{n}-{:016x}", rand::random::<u64>());
     if let Ok(mut t) = mdm.tokens.lock() {
-        t.push((value.clone(), clock::now() + Duration::from_secs(ttl), true));
+        let until = clock::now()
+            .checked_add(Duration::from_secs(ttl))
+            .unwrap_or_else(|| clock::now() + Duration::from_secs(86_400 * 365));
+        t.push((value.clone(), until, true));
     }
     json_reply(
         StatusCode::OK,

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pki::facts::CertFacts;
 use crate::policy::{PostureAnswer, PostureFacts, PostureReads, SourcePosture};
 pub use settings::PostureSettings;
-pub use source::{Lookup, Served, Source, Stats};
+pub use source::{Asker, Lookup, Served, Source, Stats};
 
 /// Events kept for slow listeners before the oldest are dropped.
 const EVENT_BACKLOG: usize = 1024;
@@ -149,18 +149,22 @@ impl Sources {
             + Duration::from_millis(250)
     }
 
-    /// Looks the device up at every source the policy reads, at once.
+    /// Looks the device up at every source the policy reads, at once, on behalf of `asker`.
     pub async fn lookup(
         &self,
         reads: &PostureReads,
         cert: &CertFacts,
         calling_station: Option<&str>,
+        asker: Asker,
     ) -> Vec<(String, Lookup)> {
         let asked = self
             .sources
             .iter()
             .filter(|s| reads.needs(s.name()))
-            .map(|s| async move { (s.name().to_owned(), s.lookup(cert, calling_station).await) });
+            .map(|s| async move {
+                let l = s.lookup_as(cert, calling_station, asker).await;
+                (s.name().to_owned(), l)
+            });
         futures_util::future::join_all(asked).await
     }
 

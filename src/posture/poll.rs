@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::record;
-use super::source::{Answer, FetchError, Got, Source, Stats};
+use super::source::{Answer, Asker, FetchError, Got, Source, Stats};
 use super::Event;
 
 /// Polls the source until it is dropped (a reload replaced it) or `stop` is cancelled.
@@ -27,9 +27,10 @@ pub async fn run(source: Weak<Source>, events: broadcast::Sender<Event>, stop: C
         let Some(poll) = s.settings.poll.clone() else {
             return;
         };
+        let started = crate::clock::now();
         match tokio::time::timeout(poll.interval, list(&s)).await {
             Ok(Ok(records)) => {
-                listed = apply(&s, records, &listed, &events).await;
+                listed = apply(&s, records, started, &listed, &events).await;
             }
             Ok(Err(e)) => {
                 Stats::count(&s.stats().errors, s.name(), e.kind());
@@ -47,11 +48,12 @@ pub async fn run(source: Weak<Source>, events: broadcast::Sender<Event>, stop: C
     }
 }
 
-/// Every record the list gives, as `(id, answer)`, across its pages.
+/// Every record the list gives, as `(id, answer)`, across its pages: at most the source's
+/// cache size (more could not be kept anyway, and would only evict the devices in use).
 ///
 /// # Errors
 /// A page could not be fetched or does not hold the array; a next link off the source's
-/// origin.
+/// origin; more records than the cache holds.
 pub async fn list(s: &Source) -> Result<Vec<(String, Answer)>, FetchError> {
     let Some(poll) = &s.settings.poll else {
         return Ok(Vec::new());
@@ -82,6 +84,12 @@ pub async fn list(s: &Source) -> Result<Vec<(String, Answer)>, FetchError> {
                 Ok(p) => out.push((id, Answer::Known(p))),
                 Err(_) => Stats::count(&s.stats().errors, s.name(), "shape"),
             }
+            if u64::try_from(out.len()).unwrap_or(u64::MAX) > s.settings.cache_size {
+                return Err(FetchError::Shape(format!(
+                    "the list holds more than cache_size = {} devices",
+                    s.settings.cache_size
+                )));
+            }
         }
         let Some(next) = poll
             .next
@@ -104,18 +112,19 @@ pub async fn list(s: &Source) -> Result<Vec<(String, Answer)>, FetchError> {
     Ok(out)
 }
 
-/// Caches what the poll found and refreshes the devices that left the list; returns the
-/// ids listed now.
+/// Caches what the poll that started at `as_of` found (unless newer answers arrived
+/// meanwhile) and refreshes the devices that left the list; returns the ids listed now.
 async fn apply(
     s: &Arc<Source>,
     records: Vec<(String, Answer)>,
+    as_of: std::time::Instant,
     before: &HashSet<String>,
     events: &broadcast::Sender<Event>,
 ) -> HashSet<String> {
     let mut now = HashSet::new();
     for (id, answer) in records {
         let changed = s.cached(&id).await.map(|(a, _)| a) != Some(answer.clone());
-        s.put(&id, answer.clone()).await;
+        s.push(&id, answer.clone(), as_of).await;
         Stats::count(&s.stats().polled, s.name(), "listed");
         if changed {
             let _ = events.send(Event {
@@ -132,13 +141,14 @@ async fn apply(
         info!(posture.source = %s.name(), devices = left.len(), "devices left the polled set: fetching them again");
     }
     for id in left {
-        let answer = match s.fetch_within(id).await {
+        let started = crate::clock::now();
+        let answer = match s.fetch_within(id, Asker::Proven).await {
             Ok(a) => {
-                s.put(id, a.clone()).await;
+                s.push(id, a.clone(), started).await;
                 Some(a.facts())
             }
             Err(_) => {
-                s.forget(id).await;
+                s.forget(id, started).await;
                 None
             }
         };

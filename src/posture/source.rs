@@ -9,7 +9,7 @@
 //! off, or over its rate, the source is not called and only cached answers are used.
 //! Failures are never cached; "unknown device" answers are, like any answer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 use super::record::{self, DeviceId, StepOutcome};
@@ -33,6 +34,8 @@ use crate::policy::{Posture, PostureAnswer};
 pub const MAX_BODY: usize = 1024 * 1024;
 /// Longest back-off a Retry-After may ask for.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Longest an OAuth2 token is held, whatever its `expires_in`.
+const MAX_TOKEN_LIFETIME: u64 = 86_400;
 /// Back-off after a 429 or 503 without Retry-After: the first, and the most.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
@@ -56,10 +59,63 @@ impl Answer {
     }
 }
 
+/// One fetch of a device, shared by the lookups that wait for it.
+type Fetching = OnceCell<Result<Answer, FetchError>>;
+
+/// A cache entry: the answer (`None`: forgotten) and as of when it holds.
 #[derive(Debug)]
 struct Cached {
-    answer: Answer,
+    answer: Option<Answer>,
     at: Instant,
+}
+
+/// The cache key of a device id: ids are compared with ASCII case ignored (as records are
+/// matched), so one device has one entry however a poll, an event or a certificate spell it.
+fn key(id: &str) -> String {
+    id.to_ascii_lowercase()
+}
+
+fn served(answer: &Answer, served: Served) -> Lookup {
+    Lookup {
+        id: None,
+        answer: answer.facts(),
+        served,
+    }
+}
+
+/// A background refresh of one id running; dropping it (the task ended, or panicked)
+/// ends it.
+struct Refreshing {
+    source: Arc<Source>,
+    key: String,
+}
+
+impl Refreshing {
+    fn start(source: &Arc<Source>, id: &str) -> Option<Self> {
+        let key = key(id);
+        let mut running = source.refreshing.lock().ok()?;
+        running.insert(key.clone()).then(|| Self {
+            source: Arc::clone(source),
+            key,
+        })
+    }
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.source.refreshing.lock() {
+            running.remove(&self.key);
+        }
+    }
+}
+
+/// Who asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    /// A device that has not proved it holds its certificate's key yet.
+    Unproven,
+    /// A device that has.
+    Proven,
 }
 
 /// How a lookup was answered.
@@ -250,9 +306,13 @@ pub struct Source {
     bucket: Mutex<Bucket>,
     backoff: Mutex<Backoff>,
     refreshing: Mutex<HashSet<String>>,
+    /// Fetches running, one per device, shared by its concurrent lookups.
+    inflight: Mutex<HashMap<String, Arc<Fetching>>>,
+    /// Held while the cache is written (see [`Source::store`]).
+    writing: tokio::sync::Mutex<()>,
     stats: Stats,
-    /// Webhook signatures seen recently (replay protection).
-    pub seen: super::webhook::Seen,
+    /// Webhook signatures seen recently (replay protection), kept across reloads.
+    pub seen: Arc<super::webhook::Seen>,
 }
 
 impl std::fmt::Debug for Source {
@@ -295,6 +355,7 @@ impl Source {
             .time_to_live(settings.max_stale)
             .build();
         let burst = settings.burst;
+        let seen = super::webhook::Seen::for_source(&settings.name);
         Ok(Self {
             settings,
             http,
@@ -306,8 +367,10 @@ impl Source {
             }),
             backoff: Mutex::new(Backoff::default()),
             refreshing: Mutex::new(HashSet::new()),
+            inflight: Mutex::new(HashMap::new()),
+            writing: tokio::sync::Mutex::new(()),
             stats,
-            seen: super::webhook::Seen::default(),
+            seen,
         })
     }
 
@@ -326,11 +389,22 @@ impl Source {
         record::device_id(&self.settings.identity, cert, calling_station)
     }
 
-    /// Looks the device up: from the cache, or from the source (see the module docs).
+    /// Looks the device up for a device that has proved it holds its key: from the cache,
+    /// or from the source (see the module docs).
     pub async fn lookup(
         self: &Arc<Self>,
         cert: &CertFacts,
         calling_station: Option<&str>,
+    ) -> Lookup {
+        self.lookup_as(cert, calling_station, Asker::Proven).await
+    }
+
+    /// Looks the device up on behalf of `asker`.
+    pub async fn lookup_as(
+        self: &Arc<Self>,
+        cert: &CertFacts,
+        calling_station: Option<&str>,
+        asker: Asker,
     ) -> Lookup {
         let Some(id) = self.device_id(cert, calling_station) else {
             let tried: Vec<_> = self
@@ -348,7 +422,7 @@ impl Source {
                 served: Served::NoId,
             });
         };
-        let lookup = self.lookup_id(&id.id).await;
+        let lookup = self.lookup_id(&id.id, asker).await;
         self.counted(Lookup {
             id: Some(id),
             ..lookup
@@ -361,33 +435,22 @@ impl Source {
     }
 
     /// Looks up the device with this id.
-    pub async fn lookup_id(self: &Arc<Self>, id: &str) -> Lookup {
+    pub async fn lookup_id(self: &Arc<Self>, id: &str, asker: Asker) -> Lookup {
         let now = clock::now();
-        if let Some(c) = self.cache.get(id).await {
+        if let Some(c) = self.cache.get(&key(id)).await {
             let age = now.saturating_duration_since(c.at);
-            if age <= self.settings.fresh {
-                return self.served(&c.answer, Served::Fresh);
+            match &c.answer {
+                Some(a) if age <= self.settings.fresh => return served(a, Served::Fresh),
+                Some(a) if age <= self.settings.max_stale => {
+                    self.refresh_in_background(id);
+                    return served(a, Served::Stale);
+                }
+                // Too old, or forgotten: fetched below.
+                _ => {}
             }
-            if age <= self.settings.max_stale {
-                self.refresh_in_background(id);
-                return self.served(&c.answer, Served::Stale);
-            }
-            self.cache.invalidate(id).await;
         }
-        let this = Arc::clone(self);
-        let owned = id.to_owned();
-        let fetched = self
-            .cache
-            .try_get_with(id.to_owned(), async move {
-                let answer = this.fetch_within(&owned).await?;
-                Ok::<_, FetchError>(Arc::new(Cached {
-                    answer,
-                    at: clock::now(),
-                }))
-            })
-            .await;
-        match fetched {
-            Ok(c) => self.served(&c.answer, Served::Fetched),
+        match self.fetch_shared(id, asker).await {
+            Ok(a) => served(&a, Served::Fetched),
             Err(e) => Lookup {
                 id: None,
                 answer: PostureAnswer::Unavailable(e.to_string()),
@@ -396,12 +459,31 @@ impl Source {
         }
     }
 
-    fn served(&self, answer: &Answer, served: Served) -> Lookup {
-        Lookup {
-            id: None,
-            answer: answer.facts(),
-            served,
+    /// Fetches `id` once for every concurrent caller (a caller that gives up hands the
+    /// fetch to the next), stores the answer unless a newer one arrived meanwhile, and
+    /// gives the answer that stands.
+    async fn fetch_shared(&self, id: &str, asker: Asker) -> Result<Answer, FetchError> {
+        let k = key(id);
+        let cell = match self.inflight.lock() {
+            Ok(mut m) => m.entry(k.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let result = cell
+            .get_or_init(|| async {
+                let started = clock::now();
+                match self.fetch_within(id, asker).await {
+                    Ok(a) => Ok(self.store(id, Some(a.clone()), started).await.unwrap_or(a)),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .clone();
+        if let Ok(mut m) = self.inflight.lock() {
+            if m.get(&k).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                m.remove(&k);
+            }
         }
+        result
     }
 
     /// Starts one background refresh of `id`, unless one is running or the source is
@@ -410,56 +492,67 @@ impl Source {
         if self.backed_off().is_some() {
             return;
         }
-        {
-            let Ok(mut running) = self.refreshing.lock() else {
-                return;
-            };
-            if !running.insert(id.to_owned()) {
-                return;
-            }
-        }
+        let Some(running) = Refreshing::start(self, id) else {
+            return;
+        };
         let this = Arc::clone(self);
         let id = id.to_owned();
         tokio::spawn(async move {
-            if let Ok(answer) = this.fetch_within(&id).await {
-                this.put(&id, answer).await;
+            let started = clock::now();
+            if let Ok(answer) = this.fetch_within(&id, Asker::Proven).await {
+                this.store(&id, Some(answer), started).await;
             }
-            if let Ok(mut running) = this.refreshing.lock() {
-                running.remove(&id);
-            }
+            drop(running);
         });
     }
 
-    /// Replaces the device's cached answer (a fetch, a poll or a pushed event).
-    pub async fn put(&self, id: &str, answer: Answer) {
+    /// Replaces the device's answer with one the source gave as of `as_of` (a poll, a
+    /// pushed event), unless the cache holds a newer one.
+    pub async fn push(&self, id: &str, answer: Answer, as_of: Instant) {
+        self.store(id, Some(answer), as_of).await;
+    }
+
+    /// Forgets the device's answer as of `as_of`: the next lookup fetches (an answer older
+    /// than `as_of` arriving later is not stored).
+    pub async fn forget(&self, id: &str, as_of: Instant) {
+        self.store(id, None, as_of).await;
+    }
+
+    /// Stores `answer` (`None`: forgotten) as of `as_of` unless the entry is newer; the
+    /// answer that stands (`None` when forgotten). Writes are serialised per source, so a
+    /// late, older answer never replaces a newer one.
+    async fn store(&self, id: &str, answer: Option<Answer>, as_of: Instant) -> Option<Answer> {
+        let _one_writer = self.writing.lock().await;
+        let k = key(id);
+        if let Some(c) = self.cache.get(&k).await {
+            if c.at > as_of {
+                return c.answer.clone();
+            }
+        }
         self.cache
             .insert(
-                id.to_owned(),
+                k,
                 Arc::new(Cached {
-                    answer,
-                    at: clock::now(),
+                    answer: answer.clone(),
+                    at: as_of,
                 }),
             )
             .await;
-    }
-
-    /// Forgets the device's cached answer: the next lookup fetches.
-    pub async fn forget(&self, id: &str) {
-        self.cache.invalidate(id).await;
+        answer
     }
 
     /// The cached answer and its age, if any.
     pub async fn cached(&self, id: &str) -> Option<(Answer, Duration)> {
-        let c = self.cache.get(id).await?;
+        let c = self.cache.get(&key(id)).await?;
         Some((
-            c.answer.clone(),
+            c.answer.clone()?,
             clock::now().saturating_duration_since(c.at),
         ))
     }
 
     /// Fetches within the source's timeout, counting failures.
-    pub async fn fetch_within(&self, id: &str) -> Result<Answer, FetchError> {
-        let r = match tokio::time::timeout(self.settings.timeout, self.fetch(id)).await {
+    pub async fn fetch_within(&self, id: &str, asker: Asker) -> Result<Answer, FetchError> {
+        let r = match tokio::time::timeout(self.settings.timeout, self.fetch(id, asker)).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout(self.settings.timeout)),
         };
@@ -471,7 +564,7 @@ impl Source {
     }
 
     /// Runs the lookup's steps for `id`.
-    async fn fetch(&self, id: &str) -> Result<Answer, FetchError> {
+    async fn fetch(&self, id: &str, asker: Asker) -> Result<Answer, FetchError> {
         let mut vars: Vec<(String, String)> = vec![("id".into(), id.to_owned())];
         let mut last = Value::Null;
         for (i, step) in self.settings.steps.iter().enumerate() {
@@ -480,7 +573,7 @@ impl Source {
                 FetchError::Shape(format!("step {}: a placeholder without a value", i + 1))
             })?;
             let url = self.url(&path)?;
-            let body = match self.get(url).await? {
+            let body = match self.get_as(url, asker).await? {
                 Got::Body(b) => b,
                 Got::NotFound => {
                     return Ok(Answer::Unknown(format!(
@@ -525,6 +618,13 @@ impl Source {
     /// # Errors
     /// See [`FetchError`].
     pub async fn get(&self, url: Url) -> Result<Got, FetchError> {
+        self.get_as(url, Asker::Proven).await
+    }
+
+    /// [`Self::get`] on behalf of `asker`: a device that has not proved its key yet may
+    /// take no more than half the rate limit's bucket, so replaying a copied certificate
+    /// cannot starve the lookups of devices that have.
+    async fn get_as(&self, url: Url, asker: Asker) -> Result<Got, FetchError> {
         let mut refreshed = false;
         loop {
             if let Some(left) = self.backed_off() {
@@ -533,7 +633,7 @@ impl Source {
                     left.as_secs().max(1)
                 )));
             }
-            if !self.take_token() {
+            if !self.take_token(asker) {
                 return Err(FetchError::RateLimited(format!(
                     "over {}/s",
                     self.settings.rate
@@ -692,7 +792,10 @@ impl Source {
             Some(Value::String(s)) => s.parse().ok(),
             _ => None,
         }
-        .unwrap_or(300);
+        .unwrap_or(300)
+        // However long the endpoint says, held a day at most (and never an Instant that
+        // overflows).
+        .min(MAX_TOKEN_LIFETIME);
         // Refreshed before it expires: a tenth of its life or a minute early, whichever is
         // less, so requests in flight never carry an expired token.
         let early = (lifetime / 10).min(60);
@@ -734,7 +837,7 @@ impl Source {
     }
 
     /// Takes one request from the rate limit's bucket.
-    fn take_token(&self) -> bool {
+    fn take_token(&self, asker: Asker) -> bool {
         let Ok(mut b) = self.bucket.lock() else {
             return false;
         };
@@ -742,7 +845,11 @@ impl Source {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.settings.rate).min(self.settings.burst);
         b.at = now;
-        if b.tokens >= 1.0 {
+        let floor = match asker {
+            Asker::Proven => 0.0,
+            Asker::Unproven => self.settings.burst / 2.0,
+        };
+        if b.tokens >= 1.0 + floor {
             b.tokens -= 1.0;
             true
         } else {
@@ -803,13 +910,14 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, so an id can never add
-/// a path segment, a query or a fragment.
+/// Percent-encodes everything but RFC 3986 unreserved characters (dots included, so `..`
+/// cannot become a dot segment), so an id can never add or remove a path segment, a query
+/// or a fragment.
 pub fn encode(v: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
             let _ = write!(out, "%{b:02X}");
@@ -824,8 +932,10 @@ mod tests {
 
     #[test]
     fn ids_cannot_leave_their_path_segment() {
-        assert_eq!(encode("abc-1.2_~"), "abc-1.2_~");
-        assert_eq!(encode("../x?y#z/%"), "..%2Fx%3Fy%23z%2F%25");
+        assert_eq!(encode("abc-1_~"), "abc-1_~");
+        // Dots too: `..` alone would be a dot segment, which URL parsing folds away.
+        assert_eq!(encode(".."), "%2E%2E");
+        assert_eq!(encode("../x?y#z/%"), "%2E%2E%2Fx%3Fy%23z%2F%25");
         assert_eq!(encode("a b"), "a%20b");
     }
 

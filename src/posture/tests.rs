@@ -80,6 +80,15 @@ async fn start(oauth: bool) -> (Arc<DevMdm>, std::net::SocketAddr) {
     (mdm, addr)
 }
 
+/// Ids from the certificate's serial, matching `pattern`.
+fn by_serial(pattern: &str) -> Extractor {
+    Extractor {
+        from: IdFrom::Serial,
+        prefix: String::new(),
+        pattern: Regex::new(&format!("^(?:{pattern})$")).unwrap(),
+    }
+}
+
 fn cert(id: &str) -> CertFacts {
     let mut c = CertFacts::default();
     c.san.uri = vec![format!("IntuneDeviceId://{id}")];
@@ -165,11 +174,7 @@ async fn a_missing_device_and_a_certificate_without_an_id_are_unknown_devices() 
 async fn a_list_that_ignores_its_filter_never_gives_the_first_devices_posture() {
     let (mdm, addr) = start(false).await;
     let mut st = settings(addr, false);
-    st.identity[0] = Extractor {
-        from: IdFrom::Serial,
-        prefix: String::new(),
-        pattern: Regex::new("^(?:[A-Za-z0-9]+)$").unwrap(),
-    };
+    st.identity[0] = by_serial("[A-Za-z0-9]+");
     st.steps[0] = Step {
         path: Template::parse(
             "/v1.0/deviceManagement/managedDevices?$filter=serialNumber eq '{id}'",
@@ -190,7 +195,7 @@ async fn a_list_that_ignores_its_filter_never_gives_the_first_devices_posture() 
         Some(false),
         "the filter works: SN2's own record"
     );
-    s.forget("SN2").await;
+    s.forget("SN2", crate::clock::now()).await;
     mdm.set(|k| k.ignore_filter = true);
     let l = s.lookup(&c, None).await;
     assert!(
@@ -204,13 +209,13 @@ async fn an_oauth2_token_is_fetched_once_reused_and_refreshed_after_a_401() {
     let (mdm, addr) = start(true).await;
     let s = source(settings(addr, true));
     s.lookup(&cert(ID), None).await;
-    s.forget(ID).await;
+    s.forget(ID, crate::clock::now()).await;
     let l = s.lookup(&cert(ID), None).await;
     assert_eq!(compliant(&l), Some(true));
     assert_eq!(mdm.counts().tokens, 1, "the token is reused");
     // The source stops honouring the token: one 401, one new token, the lookup succeeds.
     mdm.set(|k| k.revoke_tokens = true);
-    s.forget(ID).await;
+    s.forget(ID, crate::clock::now()).await;
     let l = s.lookup(&cert(ID), None).await;
     assert_eq!(compliant(&l), Some(true), "{l:?}");
     let c = mdm.counts();
@@ -225,7 +230,7 @@ async fn an_expiring_token_is_refreshed_before_it_expires() {
     let s = source(settings(addr, true));
     s.lookup(&cert(ID), None).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    s.forget(ID).await;
+    s.forget(ID, crate::clock::now()).await;
     let l = s.lookup(&cert(ID), None).await;
     assert_eq!(compliant(&l), Some(true));
     let c = mdm.counts();
@@ -351,4 +356,131 @@ async fn a_poll_caches_the_non_compliant_set_and_refetches_a_device_that_left_it
     // Dropping the source stops its poller.
     stop.cancel();
     task.await.unwrap();
+}
+
+// Review findings, each a test first.
+
+#[tokio::test]
+async fn a_webhook_push_during_a_fetch_is_not_overwritten_by_the_older_fetch() {
+    let (mdm, addr) = start(false).await;
+    mdm.set(|k| k.delay = Duration::from_millis(500));
+    let s = source(settings(addr, false));
+    let fetching = {
+        let s = s.clone();
+        tokio::spawn(async move { s.lookup(&cert(ID), None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The MDM pushes "non-compliant" while the (older) read is on its way.
+    let pushed = super::record::posture_of(
+        &s.settings.facts,
+        &json!({"id": ID, "complianceState": "noncompliant"}),
+    )
+    .unwrap();
+    s.push(
+        ID,
+        super::source::Answer::Known(pushed),
+        crate::clock::now(),
+    )
+    .await;
+    fetching.await.unwrap();
+    let (answer, _) = s.cached(ID).await.unwrap();
+    assert!(
+        matches!(answer, super::source::Answer::Known(p) if p.compliant == Some(false)),
+        "the push is newer than the fetch"
+    );
+}
+
+#[tokio::test]
+async fn an_event_older_than_the_one_applied_does_not_undo_it() {
+    let (_mdm, addr) = start(false).await;
+    let s = source(settings(addr, false));
+    let known = |c: &str| {
+        super::source::Answer::Known(
+            super::record::posture_of(&s.settings.facts, &json!({"complianceState": c})).unwrap(),
+        )
+    };
+    let now = crate::clock::now();
+    s.push(ID, known("noncompliant"), now).await;
+    // Held back on the way and delivered late: stamped earlier than the one applied.
+    s.push(ID, known("compliant"), now - Duration::from_secs(5))
+        .await;
+    let (answer, _) = s.cached(ID).await.unwrap();
+    assert!(matches!(answer, super::source::Answer::Known(p) if p.compliant == Some(false)));
+}
+
+#[tokio::test]
+async fn ids_differing_only_in_case_share_one_cache_entry() {
+    let (mdm, addr) = start(false).await;
+    let s = source(settings(addr, false));
+    s.lookup(&cert(ID), None).await;
+    let upper = ID.to_ascii_uppercase();
+    let nc =
+        super::record::posture_of(&s.settings.facts, &json!({"complianceState": "x"})).unwrap();
+    s.push(
+        &upper,
+        super::source::Answer::Known(nc),
+        crate::clock::now(),
+    )
+    .await;
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!(compliant(&l), Some(false), "the update reached the device");
+    assert_eq!(mdm.counts().device_requests, 1);
+}
+
+#[tokio::test]
+async fn a_token_endpoint_claiming_an_endless_lifetime_cannot_crash_a_lookup() {
+    let (mdm, addr) = start(true).await;
+    mdm.set(|k| k.token_ttl = u64::MAX);
+    let s = source(settings(addr, true));
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!(compliant(&l), Some(true), "{l:?}");
+}
+
+#[tokio::test]
+async fn lookups_before_the_device_proved_its_key_cannot_spend_the_whole_rate() {
+    let (mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.identity[0] = by_serial("[0-9a-f]+");
+    st.rate = 0.001;
+    st.burst = 4.0;
+    let s = source(st);
+    let serial = |n: u32| CertFacts {
+        serial: format!("{n:x}"),
+        ..CertFacts::default()
+    };
+    // A copied certificate replayed with a new id each time (or many certificates): early
+    // lookups get at most half the bucket.
+    for n in 0..4 {
+        s.lookup_as(&serial(n), None, super::source::Asker::Unproven)
+            .await;
+    }
+    assert_eq!(mdm.counts().device_requests, 2);
+    // An authenticated device still gets its lookup.
+    let l = s
+        .lookup_as(&serial(99), None, super::source::Asker::Proven)
+        .await;
+    assert_ne!(l.served, Served::Failed, "{l:?}");
+    assert_eq!(mdm.counts().device_requests, 3);
+}
+
+#[tokio::test]
+async fn a_poll_never_holds_more_records_than_the_cache() {
+    use super::settings::Poll;
+    let (mdm, addr) = start(false).await;
+    mdm.set(|k| k.ignore_filter = true);
+    let mut st = settings(addr, false);
+    st.cache_size = 1;
+    st.poll = Some(Poll {
+        interval: Duration::from_secs(60),
+        path: Template::parse("/v1.0/deviceManagement/managedDevices").unwrap(),
+        results: "/value".into(),
+        id: "/id".into(),
+        next: None,
+        max_pages: 10,
+    });
+    let s = source(st);
+    assert!(matches!(
+        super::poll::list(&s).await,
+        Err(super::source::FetchError::Shape(why)) if why.contains("more than")
+    ));
 }

@@ -5,17 +5,21 @@
 //! Authentication (per source, `[posture.source.webhook]`):
 //! - HMAC: `X-Anchord-Timestamp: <unix seconds>` and
 //!   `X-Anchord-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`;
-//! - bearer: `Authorization: Bearer <token>` and `X-Anchord-Timestamp`.
+//! - bearer: `Authorization: Bearer <token>` and `X-Anchord-Timestamp` (weaker: nothing
+//!   covers the body or the timestamp, so whoever sees one event can send others; prefer
+//!   HMAC, and TLS or a trusted path to the admin listener).
 //!
 //! The timestamp must be within the source's window of now; an HMAC signature already seen
-//! within the window is a replay. Body (JSON, at most [`MAX_BODY`] bytes):
+//! within the window is a replay (across reloads too). An event older than the answer the
+//! cache holds for the device does not replace it, so events held back on the way cannot
+//! undo newer ones. Body (JSON, at most [`MAX_BODY`] bytes):
 //! `{"device": "<id>", "record": { ...the source's own device record... }}` replaces the
 //! device's answer (its facts read with the source's mapping; the record's id fields are
 //! checked like a lookup's); `{"device": "<id>", "record": null}` forgets it, so the next
 //! authentication fetches.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -80,6 +84,9 @@ pub struct Change {
     pub device: String,
     /// Its new answer; `None`: forget it.
     pub answer: Option<Answer>,
+    /// When the source sent it (Unix seconds): an event older than the answer the cache
+    /// holds does not replace it, so events held back on the way cannot undo newer ones.
+    pub sent: i64,
 }
 
 /// The HMAC signatures seen recently, per source, oldest first.
@@ -88,7 +95,21 @@ pub struct Seen {
     recent: Mutex<VecDeque<(i64, [u8; 32])>>,
 }
 
+/// Every source's recent signatures, by source name, for the life of the process: a
+/// reload that rebuilds a source keeps what it has seen, so an event cannot be replayed
+/// across it.
+static SEEN: std::sync::LazyLock<Mutex<std::collections::HashMap<String, Arc<Seen>>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
 impl Seen {
+    /// The signatures seen for the source named `name` (shared by every build of it).
+    pub fn for_source(name: &str) -> Arc<Self> {
+        match SEEN.lock() {
+            Ok(mut all) => all.entry(name.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
     /// Records `sig` at `now`; false when it was seen within `window` seconds.
     fn first_time(&self, sig: [u8; 32], now: i64, window: i64) -> bool {
         let Ok(mut recent) = self.recent.lock() else {
@@ -207,7 +228,11 @@ pub fn check(
         }
         _ => return Err(Refusal::BadBody),
     };
-    Ok(Change { device, answer })
+    Ok(Change {
+        device,
+        answer,
+        sent: at,
+    })
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -367,7 +392,8 @@ mod tests {
             c,
             Ok(Change {
                 device: "d1".into(),
-                answer: None
+                answer: None,
+                sent: 1000,
             })
         );
         for a in [None, Some("Bearer t0"), Some("t0k")] {
@@ -376,5 +402,37 @@ mod tests {
                 Err(Refusal::BadAuth)
             );
         }
+    }
+
+    #[test]
+    fn a_signature_seen_by_a_source_is_a_replay_for_its_successor_after_a_reload() {
+        let h = hook(WebhookAuth::Hmac(secret("k")));
+        let body = br#"{"device":"d9","record":null}"#;
+        let sig = sign("k", "5000", body);
+        let before = Seen::for_source("reloaded-source");
+        assert!(check(
+            &h,
+            &step(),
+            &facts(),
+            &before,
+            headers("5000", &sig),
+            body,
+            5000
+        )
+        .is_ok());
+        // The configuration was reloaded: the source is built anew, under the same name.
+        let after = Seen::for_source("reloaded-source");
+        assert_eq!(
+            check(
+                &h,
+                &step(),
+                &facts(),
+                &after,
+                headers("5000", &sig),
+                body,
+                5001
+            ),
+            Err(Refusal::Replay)
+        );
     }
 }

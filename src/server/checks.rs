@@ -23,7 +23,7 @@ use crate::policy::{
     self, Decision, Facts, Policy, PostureFacts, PostureReads, RequestFacts, RevocationFacts,
     RevocationOutcome, Trace,
 };
-use crate::posture::{Lookup, Sources};
+use crate::posture::{Asker, Lookup, Served, Sources};
 use crate::tls::VerifiedChain;
 
 /// A source of facts that takes time (an OCSP responder, later an MDM API), made for one
@@ -154,6 +154,9 @@ impl EarlyPosture {
                 reads: &task_reads,
                 cert: &cert,
                 calling_station: station.as_deref(),
+                // The device has not signed CertificateVerify yet: anyone with a copy of
+                // its certificate may be asking.
+                asker: Asker::Unproven,
             };
             gather(&source).await
         });
@@ -185,6 +188,8 @@ pub struct PostureLookup<'a> {
     pub cert: &'a CertFacts,
     /// Its Calling-Station-Id.
     pub calling_station: Option<&'a str>,
+    /// Whether the device has proved it holds its key.
+    pub asker: Asker,
 }
 
 impl FactSource for PostureLookup<'_> {
@@ -196,7 +201,7 @@ impl FactSource for PostureLookup<'_> {
 
     fn gather(&self) -> impl Future<Output = Self::Facts> + Send + '_ {
         self.sources
-            .lookup(self.reads, self.cert, self.calling_station)
+            .lookup(self.reads, self.cert, self.calling_station, self.asker)
     }
 
     fn late(&self) -> Self::Facts {
@@ -276,13 +281,20 @@ pub async fn decide(
             reads,
             cert: &cert,
             calling_station: first.calling_station.as_deref(),
+            asker: Asker::Proven,
         };
-        match early_posture.filter(|e| e.usable(&peer.path, sources, reads)) {
+        let early = match early_posture.filter(|e| e.usable(&peer.path, sources, reads)) {
             Some(mut e) => match tokio::time::timeout(source.deadline(), &mut e.task).await {
-                Ok(Ok(lookups)) => lookups,
-                _ => source.late(),
+                Ok(Ok(lookups)) => Some(lookups),
+                _ => None,
             },
-            None => gather(&source).await,
+            None => None,
+        };
+        // An early lookup that failed (its share of the rate limit spent, say) is asked
+        // again now that the device has proved its key; the cache answers the rest.
+        match early {
+            Some(lookups) if lookups.iter().all(|(_, l)| l.served != Served::Failed) => lookups,
+            _ => gather(&source).await,
         }
     };
     // Started while the handshake went on, for this very path: its answer (awaited within
