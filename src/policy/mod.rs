@@ -220,6 +220,29 @@ impl Policy {
         &self.posture
     }
 
+    /// Whether the decision `trace` records read a posture fact: some condition evaluated
+    /// on its way (the conditions of each rule tried up to the one that failed, and every
+    /// condition of the rule that decided) is a posture condition. When none is, the
+    /// decision is the same whatever the posture, so no one need wait for it.
+    pub fn consulted_posture(&self, trace: &Trace) -> bool {
+        let Rules::Admin(rules) = &self.rules else {
+            return false;
+        };
+        let posture = |c: &rules::Condition| matches!(c.field, rules::Field::Posture { .. });
+        let tried = trace.tried.iter().any(|&(i, failed)| {
+            rules
+                .get(i)
+                .is_some_and(|r| r.conditions.iter().take(failed + 1).any(posture))
+        });
+        tried
+            || trace.at.as_ref().is_some_and(|at| {
+                rules
+                    .iter()
+                    .find(|r| r.at == *at && r.name == trace.rule)
+                    .is_some_and(|r| r.conditions.iter().any(posture))
+            })
+    }
+
     /// The version: a hash of the policy files' names and contents (`builtin` without).
     pub fn version(&self) -> &str {
         &self.version

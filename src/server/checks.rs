@@ -116,9 +116,10 @@ pub struct EarlyPosture {
     leaf: Vec<u8>,
     sources: Arc<Sources>,
     reads: PostureReads,
+    asker: Asker,
     started: Instant,
     task: tokio::task::JoinHandle<Vec<(String, Lookup)>>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 static EARLY_POSTURE_SLOTS: LazyLock<Arc<Semaphore>> =
@@ -131,8 +132,8 @@ impl Drop for EarlyPosture {
 }
 
 impl EarlyPosture {
-    /// Starts the lookups `policy` needs for the device of `path`, if posture sources are
-    /// configured, the policy reads one, and an early slot is free.
+    /// Starts the lookups `policy` needs for the device of `path` mid-handshake, if posture
+    /// sources are configured, the policy reads one, and an early slot is free.
     pub fn start(
         runtime: &Runtime,
         policy: &Policy,
@@ -145,8 +146,29 @@ impl EarlyPosture {
             return None;
         }
         let slot = EARLY_POSTURE_SLOTS.clone().try_acquire_owned().ok()?;
-        let cert = CertFacts::of(path.certificates());
-        let station = first.calling_station.clone();
+        // The device has not signed CertificateVerify yet: anyone with a copy of its
+        // certificate may be asking.
+        Some(Self::spawn(
+            sources,
+            reads,
+            CertFacts::of(path.certificates()),
+            first.calling_station.clone(),
+            Asker::Unproven,
+            path,
+            Some(slot),
+        ))
+    }
+
+    /// Starts the lookups on a task of their own.
+    fn spawn(
+        sources: Arc<Sources>,
+        reads: PostureReads,
+        cert: CertFacts,
+        station: Option<String>,
+        asker: Asker,
+        path: &VerifiedChain,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
         let (task_sources, task_reads) = (sources.clone(), reads.clone());
         let task = tokio::spawn(async move {
             let source = PostureLookup {
@@ -154,20 +176,19 @@ impl EarlyPosture {
                 reads: &task_reads,
                 cert: &cert,
                 calling_station: station.as_deref(),
-                // The device has not signed CertificateVerify yet: anyone with a copy of
-                // its certificate may be asking.
-                asker: Asker::Unproven,
+                asker,
             };
             gather(&source).await
         });
-        Some(Self {
+        Self {
             leaf: path.end_entity().to_vec(),
             sources,
             reads,
+            asker,
             started: clock::now(),
             task,
             _slot: slot,
-        })
+        }
     }
 
     fn usable(&self, path: &VerifiedChain, sources: &Arc<Sources>, reads: &PostureReads) -> bool {
@@ -175,6 +196,33 @@ impl EarlyPosture {
             && Arc::ptr_eq(&self.sources, sources)
             && self.reads == *reads
             && clock::now().saturating_duration_since(self.started) <= EARLY_FRESH
+    }
+
+    /// The lookups' answers, within the deadline. A lookup made before the device proved
+    /// its key that failed (its share of the rate limit spent, say) is asked again; the
+    /// cache answers the rest.
+    async fn finish(
+        mut self,
+        cert: &CertFacts,
+        calling_station: Option<&str>,
+    ) -> Vec<(String, Lookup)> {
+        let source = PostureLookup {
+            sources: &self.sources,
+            reads: &self.reads,
+            cert,
+            calling_station,
+            asker: Asker::Proven,
+        };
+        let lookups = match tokio::time::timeout(source.deadline(), &mut self.task).await {
+            Ok(Ok(lookups)) => lookups,
+            _ => return source.late(),
+        };
+        let failed = lookups.iter().any(|(_, l)| l.served == Served::Failed);
+        if failed && self.asker == Asker::Unproven {
+            gather(&source).await
+        } else {
+            lookups
+        }
     }
 }
 
@@ -267,75 +315,69 @@ pub async fn decide(
     now: i64,
 ) -> Checked {
     let cert = CertFacts::of(&peer.chain);
-    // Run alongside revocation.
-    let posture_task = async {
-        let Some(sources) = runtime.posture.as_ref() else {
-            return Vec::new();
-        };
-        let reads = policy.posture_reads();
-        if !sources.needed(reads) {
-            return Vec::new();
-        }
-        let source = PostureLookup {
-            sources,
-            reads,
-            cert: &cert,
-            calling_station: first.calling_station.as_deref(),
-            asker: Asker::Proven,
-        };
-        let early = match early_posture.filter(|e| e.usable(&peer.path, sources, reads)) {
-            Some(mut e) => match tokio::time::timeout(source.deadline(), &mut e.task).await {
-                Ok(Ok(lookups)) => Some(lookups),
-                _ => None,
-            },
-            None => None,
-        };
-        // An early lookup that failed (its share of the rate limit spent, say) is asked
-        // again now that the device has proved its key; the cache answers the rest.
-        match early {
-            Some(lookups) if lookups.iter().all(|(_, l)| l.served != Served::Failed) => lookups,
-            _ => gather(&source).await,
-        }
-    };
+    // Posture runs alongside revocation: the lookups started mid-handshake, or started now.
+    let reads = policy.posture_reads();
+    let pending = runtime
+        .posture
+        .as_ref()
+        .filter(|sources| sources.needed(reads))
+        .map(|sources| {
+            early_posture
+                .filter(|e| e.usable(&peer.path, sources, reads))
+                .unwrap_or_else(|| {
+                    EarlyPosture::spawn(
+                        sources.clone(),
+                        reads.clone(),
+                        cert.clone(),
+                        first.calling_station.clone(),
+                        Asker::Proven,
+                        &peer.path,
+                        None,
+                    )
+                })
+        });
     // Started while the handshake went on, for this very path: its answer (awaited within
     // the deadline it was started with).
-    let revocation_task = async {
-        match &runtime.revocation {
-            Some(checker) => match early.filter(|e| e.usable(&peer.path, checker)) {
-                Some(mut e) => match (&mut e.task).await {
-                    Ok(facts) => facts,
-                    Err(_) => {
-                        let why = "the revocation check was stopped".to_owned();
-                        no_answer(checker, why.clone(), why, None)
-                    }
-                },
-                None => {
-                    let source = Revocation {
-                        checker,
-                        path: &peer.path,
-                        now,
-                    };
-                    gather(&source).await
+    let revocation = match &runtime.revocation {
+        Some(checker) => match early.filter(|e| e.usable(&peer.path, checker)) {
+            Some(mut e) => match (&mut e.task).await {
+                Ok(facts) => facts,
+                Err(_) => {
+                    let why = "the revocation check was stopped".to_owned();
+                    no_answer(checker, why.clone(), why, None)
                 }
             },
-            None => RevocationFacts::not_checked(),
-        }
+            None => {
+                let source = Revocation {
+                    checker,
+                    path: &peer.path,
+                    now,
+                };
+                gather(&source).await
+            }
+        },
+        None => RevocationFacts::not_checked(),
     };
-    let (revocation, lookups) = tokio::join!(revocation_task, posture_task);
-    let facts = Facts {
+    let mut facts = Facts {
         now,
         cert,
         tls_version: peer.tls_version,
         first: first.clone(),
         last,
         revocation,
-        posture: if lookups.is_empty() {
-            PostureFacts::default()
-        } else {
-            Sources::facts(&lookups)
-        },
+        posture: PostureFacts::default(),
     };
-    let (decision, trace) = policy::evaluate(policy, &facts);
+    // Decided without posture first: a device whose rules never read it (or that is
+    // refused before they do) does not wait for a slow source.
+    let (mut decision, mut trace) = policy::evaluate(policy, &facts);
+    let mut lookups = Vec::new();
+    if let Some(pending) = pending.filter(|_| policy.consulted_posture(&trace)) {
+        lookups = pending
+            .finish(&facts.cert, facts.first.calling_station.as_deref())
+            .await;
+        facts.posture = Sources::facts(&lookups);
+        (decision, trace) = policy::evaluate(policy, &facts);
+    }
     Checked {
         facts,
         decision,

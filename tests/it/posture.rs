@@ -275,3 +275,37 @@ fn concurrent_authentications_share_one_request_and_a_stale_answer_is_refreshed_
     assert!(finished(&s, 5).contains("posture=mdm (fresh, san_uri): compliant=false"));
     assert_eq!(mdm.requests(), 2);
 }
+
+#[test]
+fn a_stalled_source_delays_only_the_devices_whose_rules_read_it() {
+    let mdm = Mdm::start();
+    mdm.mdm.set(|k| k.delay = Duration::from_secs(10));
+    let (s, _admin, _hook) = start(&mdm, |t| {
+        t.replace("timeout_ms = 2000", "timeout_ms = 1500")
+    });
+    // The IoT device on its own SSID: no rule on its way to `iot` reads posture, so its
+    // decision does not wait for the stalled MDM.
+    let out = eapol_test(
+        &s,
+        pki_dir(),
+        "tls12-rsa",
+        &["-N30:s:AA-BB-CC-DD-EE-FF:Things"],
+    );
+    assert_eq!(vlan(&out).as_deref(), Some("200"));
+    let line = finished(&s, 1);
+    assert!(
+        line.contains("rule=\"iot\"") && line.contains("posture=- "),
+        "{line}"
+    );
+    let took: u64 = line
+        .split("duration_ms=")
+        .nth(1)
+        .and_then(|d| d.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(took < 1500, "waited for the MDM: {line}");
+    // The Staff laptop's rules do: it waits for the source's timeout, no longer, and lands
+    // in the unavailable branch.
+    unavailable_branch(&s, 2, "unavailable: no answer within 1.5s");
+}
