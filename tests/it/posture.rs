@@ -36,6 +36,15 @@ fn start(mdm: &Mdm, tweak: impl Fn(String) -> String) -> (Server, SocketAddr, te
     (s, admin, hook)
 }
 
+/// A dev MDM that answers after `delay`, and the server with `settings` in place of the
+/// source's `timeout_ms = 2000` line.
+fn slow(delay: Duration, settings: &str) -> (Mdm, Server, tempfile::TempDir) {
+    let mdm = Mdm::start();
+    mdm.mdm.set(|k| k.delay = delay);
+    let (s, _admin, hook) = start(&mdm, |t| t.replace("timeout_ms = 2000", settings));
+    (mdm, s, hook)
+}
+
 /// The VLAN an eapol_test run was given (`None`: rejected).
 fn vlan(out: &str) -> Option<String> {
     if !out.lines().any(|l| l.trim() == "SUCCESS") {
@@ -244,11 +253,10 @@ fn a_failing_source_or_a_list_that_ignores_its_filter_never_reaches_the_producti
 
 #[test]
 fn concurrent_authentications_share_one_request_and_a_stale_answer_is_refreshed_once() {
-    let mdm = Mdm::start();
-    mdm.mdm.set(|k| k.delay = Duration::from_millis(400));
-    let (s, _admin, _hook) = start(&mdm, |t| {
-        t.replace("timeout_ms = 2000", "timeout_ms = 2000\nfresh_secs = 2")
-    });
+    let (mdm, s, _hook) = slow(
+        Duration::from_millis(400),
+        "timeout_ms = 2000\nfresh_secs = 2",
+    );
     let vlans: Vec<Option<String>> = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..3).map(|_| scope.spawn(|| staff(&s))).collect();
         runs.into_iter().map(|r| r.join().unwrap()).collect()
@@ -278,11 +286,7 @@ fn concurrent_authentications_share_one_request_and_a_stale_answer_is_refreshed_
 
 #[test]
 fn a_stalled_source_delays_only_the_devices_whose_rules_read_it() {
-    let mdm = Mdm::start();
-    mdm.mdm.set(|k| k.delay = Duration::from_secs(10));
-    let (s, _admin, _hook) = start(&mdm, |t| {
-        t.replace("timeout_ms = 2000", "timeout_ms = 1500")
-    });
+    let (_mdm, s, _hook) = slow(Duration::from_secs(10), "timeout_ms = 1500");
     // The IoT device on its own SSID: no rule on its way to `iot` reads posture, so its
     // decision does not wait for the stalled MDM.
     let out = eapol_test(
