@@ -117,12 +117,16 @@ impl DevMdm {
     /// # Errors
     /// The listener fails.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        let app = Router::new()
+        axum::serve(listener, self.router()).await
+    }
+
+    /// Its routes, to serve some other way (over TLS in tests).
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
             .route("/oauth2/token", post(token))
             .route("/v1.0/deviceManagement/managedDevices", get(list))
             .route("/v1.0/deviceManagement/managedDevices/{id}", get(device))
-            .with_state(self);
-        axum::serve(listener, app).await
+            .with_state(self)
     }
 
     /// Binds `addr` and serves in the background on the current runtime; the address.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
+use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -483,4 +484,89 @@ async fn a_poll_never_holds_more_records_than_the_cache() {
         super::poll::list(&s).await,
         Err(super::source::FetchError::Shape(why)) if why.contains("more than")
     ));
+}
+
+/// The dev MDM over HTTPS with a certificate for 127.0.0.1 from a CA of its own; the
+/// address and that CA.
+async fn start_tls() -> (Arc<DevMdm>, std::net::SocketAddr, CertificateDer<'static>) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let mdm = DevMdm::new(devices(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = mdm.clone().router();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+                    .await;
+            });
+        }
+    });
+    (mdm, addr, ca.der().clone())
+}
+
+#[tokio::test]
+async fn https_sources_are_trusted_by_their_configured_ca_only() {
+    let (mdm, addr, ca) = start_tls().await;
+    let mut st = settings(addr, false);
+    st.base = format!("https://{addr}").parse().unwrap();
+    st.roots = vec![ca];
+    let s = source(st.clone());
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!(compliant(&l), Some(true), "{l:?}");
+    // Another CA (here: none): the source is not trusted, and never asked in clear.
+    st.roots = Vec::new();
+    let s = source(st);
+    let l = s.lookup(&cert(ID), None).await;
+    assert!(
+        matches!(&l.answer, PostureAnswer::Unavailable(w) if w.contains("reach")),
+        "{l:?}"
+    );
+    assert_eq!(mdm.counts().device_requests, 1);
+}
+
+#[tokio::test]
+async fn a_503_without_retry_after_backs_off_doubling_from_a_second() {
+    let (mdm, addr) = start(false).await;
+    mdm.set(|k| k.status = Some(503));
+    let s = source(settings(addr, false));
+    let l = s.lookup(&cert(ID), None).await;
+    assert!(matches!(&l.answer, PostureAnswer::Unavailable(w) if w.contains("HTTP 503")));
+    let first = s.backed_off().unwrap();
+    assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(800));
+    // Not asked again while backed off.
+    s.lookup(&cert(OTHER), None).await;
+    assert_eq!(mdm.counts().device_requests, 1);
+    tokio::time::sleep(first + Duration::from_millis(50)).await;
+    s.lookup(&cert(OTHER), None).await;
+    assert_eq!(mdm.counts().device_requests, 2);
+    let second = s.backed_off().unwrap();
+    assert!(second > Duration::from_millis(1800), "doubled: {second:?}");
 }
