@@ -334,17 +334,8 @@ mod tests {
 
     /// A CA and a device it issued, as DER.
     fn pair() -> (Vec<u8>, Vec<u8>) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.distinguished_name.push(rcgen::DnType::CommonName, "ca");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = p.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let dev = rcgen::CertificateParams::new(vec!["d.test".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        (ca.der().to_vec(), dev.der().to_vec())
+        let (ca, dev, _) = crate::pki::dev::ca_and_leaf("d.test");
+        (ca, dev)
     }
 
     /// A CRL of `issuer` with these dates, its signature taken as verified.

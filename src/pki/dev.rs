@@ -268,6 +268,23 @@ fn write_key(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
+/// A throwaway CA and a certificate it issued for `name` (a DNS name or an IP address), as
+/// DER, with the certificate's PKCS#8 key: for unit tests.
+#[cfg(test)]
+pub(crate) fn ca_and_leaf(name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let ca_key = KeyPair::generate().expect("key generation works");
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, "ca");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = p.self_signed(&ca_key).expect("a CA certificate");
+    let key = KeyPair::generate().expect("key generation works");
+    let leaf = CertificateParams::new(vec![name.to_owned()])
+        .expect("a valid name")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("a signed certificate");
+    (ca.der().to_vec(), leaf.der().to_vec(), key.serialize_der())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;

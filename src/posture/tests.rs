@@ -491,15 +491,7 @@ async fn a_poll_never_holds_more_records_than_the_cache() {
 async fn start_tls() -> (Arc<DevMdm>, std::net::SocketAddr, CertificateDer<'static>) {
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
+    let (ca, leaf, key) = crate::pki::dev::ca_and_leaf("127.0.0.1");
     let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -507,8 +499,8 @@ async fn start_tls() -> (Arc<DevMdm>, std::net::SocketAddr, CertificateDer<'stat
     .unwrap()
     .with_no_client_auth()
     .with_single_cert(
-        vec![leaf.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        vec![CertificateDer::from(leaf)],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
     )
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
@@ -529,7 +521,7 @@ async fn start_tls() -> (Arc<DevMdm>, std::net::SocketAddr, CertificateDer<'stat
             });
         }
     });
-    (mdm, addr, ca.der().clone())
+    (mdm, addr, CertificateDer::from(ca))
 }
 
 #[tokio::test]
