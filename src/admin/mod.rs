@@ -1,7 +1,9 @@
-//! The admin HTTP listener: `GET /metrics` (Prometheus text) and
+//! The admin HTTP listener: `GET /metrics` (Prometheus text),
 //! `POST /v1/posture/events/{source}` (posture pushed by an MDM/EDR, authenticated per
-//! source: see [`crate::posture::webhook`]). Off unless `[admin]` is set; its default
-//! address is loopback only.
+//! source: see [`crate::posture::webhook`]) and the admin commands, which need the bearer
+//! token of `[admin] token_file` (off without one): `POST /v1/posture/cache` (a device
+//! certificate in PEM; what each posture source's cache holds for it). Off unless `[admin]`
+//! is set; its default address is loopback only.
 //!
 //! Bounded whatever a client does: a request body is read only on the webhook route and
 //! only up to [`crate::posture::webhook::MAX_BODY`] bytes; at
@@ -29,10 +31,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
 use crate::clock;
 use crate::logsafe::Escaped;
+use crate::pki::facts::CertFacts;
 use crate::posture::webhook::{self, Refusal};
 use crate::posture::{Event, Stats};
+use crate::radius::attr::station_id;
 use crate::server::Shared;
 
 /// Connections served at once.
@@ -69,6 +76,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/posture/events/{source}", post(posture_event))
+        .route("/v1/posture/cache", post(posture_cache))
         .with_state(shared);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -178,4 +186,68 @@ async fn posture_event(
         via: "webhook",
     });
     (StatusCode::ACCEPTED, "accepted\n").into_response()
+}
+
+/// What each posture source's cache holds for the device whose certificate (PEM) is the
+/// body (`X-Calling-Station-Id` for sources keyed by MAC): `anchord posture lookup --cache`.
+async fn posture_cache(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let live = shared.live();
+    let Some(token) = &live.config.admin_token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "admin commands are off: set [admin] token_file\n",
+        )
+            .into_response();
+    };
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if !webhook::bearer_matches(authorization, token) {
+        return (StatusCode::UNAUTHORIZED, "refused: bad_auth\n").into_response();
+    }
+    let Ok(body) = axum::body::to_bytes(body, webhook::MAX_BODY).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "refused: too_large\n").into_response();
+    };
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(&body)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return (StatusCode::BAD_REQUEST, "the body is a PEM certificate\n").into_response();
+    }
+    let cert = CertFacts::of(&chain);
+    let station = headers
+        .get("x-calling-station-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| station_id(v.as_bytes()));
+    let mut out = Vec::new();
+    for source in live.runtime.posture.iter().flat_map(|p| p.all()) {
+        let id = source.device_id(&cert, station.as_deref());
+        let cached = match &id {
+            Some(id) => source.cached(&id.id).await,
+            None => None,
+        };
+        out.push(serde_json::json!({
+            "source": source.name(),
+            "id": id.as_ref().map(|i| &i.id),
+            "id_from": id.as_ref().map(|i| i.from),
+            "cached": cached.map(|(answer, age)| serde_json::json!({
+                "answer": answer.facts().describe(),
+                "age_secs": age.as_secs(),
+                "state": if age <= source.settings.fresh {
+                    "fresh"
+                } else if age <= source.settings.max_stale {
+                    "stale"
+                } else {
+                    "expired"
+                },
+            })),
+        }));
+    }
+    (
+        [(CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(out).to_string(),
+    )
+        .into_response()
 }

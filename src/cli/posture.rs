@@ -23,7 +23,8 @@ use crate::radius::attr::station_id;
 /// `anchord posture ...`.
 #[derive(Debug, Subcommand)]
 pub enum PostureCommand {
-    /// Ask every posture source about a device, as the server would (without its cache).
+    /// Ask every posture source about a device, as the server would (without its cache);
+    /// with --cache, show instead what the running server's caches hold for it.
     Lookup {
         /// Config file (its `[[posture.source]]`).
         #[arg(long, default_value = "config/anchord.toml")]
@@ -37,6 +38,14 @@ pub enum PostureCommand {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// Ask the running server (its `[admin]` listener, with `[admin] token_file`)
+        /// what its caches hold for the device, instead of asking the sources.
+        #[arg(long)]
+        cache: bool,
+        /// With --cache: the admin listener's address, if not the config's
+        /// `[admin] listen`.
+        #[arg(long, requires = "cache")]
+        admin: Option<SocketAddr>,
     },
     /// Serve a development MDM (Graph-shaped device API with an OAuth2 token endpoint)
     /// with the devices in a JSON file. For demos and benchmarks only.
@@ -68,7 +77,17 @@ pub async fn run(cmd: PostureCommand) -> anyhow::Result<ExitCode> {
             cert,
             calling_station,
             json,
+            cache: false,
+            ..
         } => lookup(&config, &cert, calling_station.as_deref(), json).await,
+        PostureCommand::Lookup {
+            config,
+            cert,
+            calling_station,
+            json,
+            cache: true,
+            admin,
+        } => cached(&config, admin, &cert, calling_station.as_deref(), json).await,
         PostureCommand::DevMdm {
             devices,
             listen,
@@ -164,6 +183,66 @@ async fn lookup(
             );
             println!("{name}: device {id}; {}", l.served.label());
             println!("  {}", Escaped(&l.answer.describe()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "posture lookup reports to the admin on stdout"
+)]
+async fn cached(
+    config: &Path,
+    admin: Option<SocketAddr>,
+    cert: &Path,
+    calling_station: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = crate::config::Config::load(config).map_err(|e| anyhow!("{e}"))?;
+    let (Some(addr), Some(token)) = (admin.or(config.admin), &config.admin_token) else {
+        bail!("--cache asks the running server: the config needs [admin] with token_file");
+    };
+    let pem = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+    let mut req = crate::tls::http_client()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?
+        .post(format!("http://{addr}/v1/posture/cache"))
+        .bearer_auth(token.expose())
+        .body(pem);
+    if let Some(station) = calling_station {
+        req = req.header("X-Calling-Station-Id", station);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("asking the server's admin listener at {addr}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("the server answered {status}: {}", text.trim());
+    }
+    if as_json {
+        println!("{}", text.trim());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+    for s in &list {
+        let name = s["source"].as_str().unwrap_or("?");
+        let id = match (s["id"].as_str(), s["id_from"].as_str()) {
+            (Some(id), Some(from)) => format!("{} from {from}", Escaped(id)),
+            _ => "no id".into(),
+        };
+        let cached = &s["cached"];
+        if cached.is_null() {
+            println!("{name}: device {id}; not cached");
+        } else {
+            println!(
+                "{name}: device {id}; cached, {} ({} s old)",
+                cached["state"].as_str().unwrap_or("?"),
+                cached["age_secs"]
+            );
+            println!("  {}", Escaped(cached["answer"].as_str().unwrap_or("")));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -158,6 +158,9 @@ pub struct Config {
     pub revocation: Option<RevocationSettings>,
     /// The admin HTTP listener (`/metrics`), when `[admin]` is set. Read at start.
     pub admin: Option<SocketAddr>,
+    /// The bearer token the admin listener's commands need (`[admin] token_file`); without
+    /// one they are off. Re-read at reload.
+    pub admin_token: Option<crate::posture::settings::Secret>,
     /// Where audit records go, when `[audit]` is set.
     pub audit: Option<AuditSink>,
     /// The admin's policy files, when `[policy]` is set (else `vlan` for every device).
@@ -548,6 +551,11 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     );
 
     let admin = raw.admin.as_ref().and_then(|a| admin_settings(ctx, a));
+    let admin_token = raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_file.as_ref())
+        .map(|f| posture::secret(ctx, f, "admin.token_file"));
     let audit = raw.audit.as_ref().and_then(|a| audit_settings(ctx, a));
     let pki = raw.pki.as_ref().and_then(|p| pki_settings(ctx, p));
     let tls = tls_settings(ctx, &raw.tls, raw.pki.as_ref().map(Spanned::get_ref));
@@ -712,6 +720,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         pki,
         revocation,
         admin,
+        admin_token,
         audit,
         policy,
         posture,

@@ -86,7 +86,9 @@ fn pointer(ctx: &mut Ctx<'_>, span: std::ops::Range<usize>, key: &str, p: &str) 
     p.to_owned()
 }
 
-fn secret(ctx: &mut Ctx<'_>, f: &Spanned<String>, key: &str) -> Secret {
+/// A secret from the file `f` names (trailing whitespace dropped); an error if it cannot be
+/// read or is empty.
+pub(super) fn secret(ctx: &mut Ctx<'_>, f: &Spanned<String>, key: &str) -> Secret {
     match ctx.read_secret(f, key) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes).trim().to_owned();

@@ -207,6 +207,8 @@ fn default_watch() -> bool {
 pub(crate) struct RawAdmin {
     #[serde(default = "default_admin_listen")]
     pub(crate) listen: Spanned<String>,
+    /// The bearer token admin commands need (`anchord posture lookup --cache`, ...).
+    pub(crate) token_file: Option<Spanned<String>>,
 }
 
 fn default_admin_listen() -> Spanned<String> {

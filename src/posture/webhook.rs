@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::record::{self, StepOutcome};
-use super::settings::{Step, Webhook, WebhookAuth};
+use super::settings::{Secret, Step, Webhook, WebhookAuth};
 use super::source::Answer;
 
 /// Largest event body.
@@ -182,14 +182,7 @@ pub fn check(
             }
         }
         WebhookAuth::Bearer(token) => {
-            let given = headers
-                .authorization
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .ok_or(Refusal::BadAuth)?;
-            // Compared as digests: constant time whatever the lengths.
-            let a = Sha256::digest(given.as_bytes());
-            let b = Sha256::digest(token.expose().as_bytes());
-            if !bool::from(a.ct_eq(&b)) {
+            if !bearer_matches(headers.authorization, token) {
                 return Err(Refusal::BadAuth);
             }
         }
@@ -235,6 +228,17 @@ pub fn check(
     })
 }
 
+/// Whether an `Authorization` header value is `Bearer <token>`; compared as SHA-256
+/// digests, so in constant time whatever the lengths.
+pub fn bearer_matches(authorization: Option<&str>, token: &Secret) -> bool {
+    let Some(given) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(token.expose().as_bytes());
+    bool::from(a.ct_eq(&b))
+}
+
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
@@ -269,7 +273,7 @@ mod tests {
     use zeroize::Zeroizing;
 
     use super::*;
-    use crate::posture::settings::{BoolFact, FactMap, Secret, Template};
+    use crate::posture::settings::{BoolFact, FactMap, Template};
 
     fn hook(auth: WebhookAuth) -> Webhook {
         Webhook {

@@ -256,7 +256,8 @@ fn a_change_on_disk_is_picked_up_by_the_watcher_and_a_bad_one_is_refused() {
     ]);
 }
 
-fn anchord(args: &[&str]) -> (bool, String) {
+/// Runs the anchord binary with `args`; whether it succeeded, and its stdout and stderr.
+pub(crate) fn anchord(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
         .args(args)
         .output()

@@ -21,14 +21,18 @@ fn start(mdm: &Mdm, tweak: impl Fn(String) -> String) -> (Server, SocketAddr, te
     let secret = hook.path().join("hook.secret");
     std::fs::write(&secret, "hook-s3cret\n").unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let token = hook.path().join("admin.token");
+    std::fs::write(&token, "admin-t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let source = tweak(mdm.source("mdm"));
     let s = Server::start_with(|c| {
         format!(
-            "{}\n[admin]\nlisten = \"127.0.0.1:0\"\n{source}\n[posture.source.webhook]\nhmac_secret_file = \"{}\"\n",
+            "{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{source}\n[posture.source.webhook]\nhmac_secret_file = \"{}\"\n",
             c.replace(
                 "[authorization]\nvlan = \"100\"\n",
                 &format!("[policy]\ndir = \"{}\"\n", repo().join("policies").display()),
             ),
+            token.display(),
             secret.display()
         )
     });
@@ -117,6 +121,46 @@ fn compliance_decides_the_vlan_from_the_cache_and_a_signed_event_changes_it() {
     assert!(finished(&s, 2).contains("posture=mdm (fresh, san_uri)"));
     assert_eq!(mdm.requests(), 1, "answered from the cache");
     assert_eq!(mdm.mdm.counts().tokens, 1);
+    // What the server's cache holds for the laptop, asked over the admin listener with its
+    // token; and what the MDM says when asked directly.
+    let (pem, cfg) = (pki_dir().join("device-ecdsa.pem"), s.config_path());
+    let (pem, cfg) = (pem.to_str().unwrap(), cfg.to_str().unwrap());
+    let lookup = |extra: &[&str]| {
+        let mut args = vec!["posture", "lookup", "--config", cfg, "--cert", pem];
+        args.extend_from_slice(extra);
+        let (ok, out) = crate::policy::anchord(&args);
+        assert!(ok, "{out}");
+        out
+    };
+    let admin_arg = admin.to_string();
+    let cached = lookup(&["--cache", "--admin", &admin_arg]);
+    assert!(
+        cached.contains(&format!(
+            "mdm: device {STAFF_INTUNE_ID} from san_uri; cached, fresh"
+        )) && cached.contains("compliant=true"),
+        "{cached}"
+    );
+    let live = lookup(&[]);
+    assert!(
+        live.contains("mdm: device")
+            && live.contains("; fetched")
+            && live.contains("compliant=true"),
+        "{live}"
+    );
+    assert_eq!(mdm.requests(), 2, "the live lookup asked the MDM");
+    // The admin command without the token: refused.
+    let pem = std::fs::read(pem).unwrap();
+    let mut c = TcpStream::connect(admin).unwrap();
+    write!(
+        c,
+        "POST /v1/posture/cache HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer nope\r\nContent-Length: {}\r\n\r\n",
+        pem.len()
+    )
+    .unwrap();
+    c.write_all(&pem).unwrap();
+    let mut text = String::new();
+    let _ = c.read_to_string(&mut text);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
 
     // The MDM pushes that the laptop is no longer compliant.
     let record = serde_json::json!({
@@ -162,7 +206,7 @@ fn compliance_decides_the_vlan_from_the_cache_and_a_signed_event_changes_it() {
     assert_eq!(staff(&s).as_deref(), Some("999"));
     let line = finished(&s, 4);
     assert!(line.contains("rule=\"staff-noncompliant\""), "{line}");
-    assert_eq!(mdm.requests(), 1, "the pushed answer is used as it is");
+    assert_eq!(mdm.requests(), 2, "the pushed answer is used as it is");
     // The same signed event again is a replay; a compliant one signed with the wrong key
     // does not undo the change.
     assert_eq!(post_event(admin, &good, body.as_bytes()), 409);
