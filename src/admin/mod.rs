@@ -161,6 +161,7 @@ async fn posture_event(
         last,
         &source.settings.facts,
         &source.seen,
+        source.settings.fold_case(),
         parts,
         &body,
         clock::unix_now(),
@@ -169,14 +170,13 @@ async fn posture_event(
         Ok(c) => c,
         Err(why) => return refuse(stats, source.name(), why),
     };
-    // As of when the source sent it (within the replay window of now).
-    let age = clock::unix_now().saturating_sub(change.sent).max(0);
-    let as_of = clock::now()
-        .checked_sub(Duration::from_secs(age.unsigned_abs()))
-        .unwrap_or_else(clock::now);
-    match &change.answer {
-        Some(answer) => source.push(&change.device, answer.clone(), as_of).await,
-        None => source.forget(&change.device, as_of).await,
+    if !source
+        .push_event(&change.device, change.answer.clone(), change.sent)
+        .await
+    {
+        // Authentic, but the source sent a later event for the device already.
+        Stats::count(&sources.stats.webhook, source.name(), "superseded");
+        return (StatusCode::ACCEPTED, "superseded by a later event\n").into_response();
     }
     Stats::count(&sources.stats.webhook, source.name(), "accepted");
     sources.emit(Event {

@@ -555,7 +555,20 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         .admin
         .as_ref()
         .and_then(|a| a.token_file.as_ref())
-        .map(|f| posture::secret(ctx, f, "admin.token_file"));
+        .map(|f| {
+            if admin.is_some_and(|a| !a.ip().is_loopback()) {
+                let line = ctx.line_of(f.span());
+                ctx.warnings.push(ConfigError {
+                    file: ctx.file.to_path_buf(),
+                    line,
+                    key: "admin.token_file".into(),
+                    message: "the admin token travels in plain HTTP to a listener others can \
+                              reach: keep [admin] listen on loopback (or tunnel it)"
+                        .into(),
+                });
+            }
+            posture::secret(ctx, f, "admin.token_file")
+        });
     let audit = raw.audit.as_ref().and_then(|a| audit_settings(ctx, a));
     let pki = raw.pki.as_ref().and_then(|p| pki_settings(ctx, p));
     let tls = tls_settings(ctx, &raw.tls, raw.pki.as_ref().map(Spanned::get_ref));

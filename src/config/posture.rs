@@ -181,6 +181,7 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
                 from,
                 prefix: e.prefix.clone(),
                 pattern,
+                fold_case: matches!(text.as_str(), "guid" | "hex" | "mac"),
             }),
             Err(err) => ctx.err(
                 e.pattern.span(),
@@ -219,7 +220,8 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
             }
         }
         // This record is the device's when a field of it equals a value already proved to
-        // be the device's; the values it is matched against then are too.
+        // be the device's; the values it is matched against then are too (its fields
+        // equal the device's own).
         let record_tied = matches
             .iter()
             .any(|(_, t)| t.vars().next().is_some() && t.vars().all(|v| tied.contains(v)));
@@ -252,9 +254,9 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
                 );
                 continue;
             }
-            if record_tied {
-                tied.insert(name.clone());
-            }
+            // A value saved from the device's record is not the device (a group, a
+            // tenant): it is proved the device's only when a record proved to be the
+            // device's is matched against it, as `{id}` is.
             save.push((name.clone(), p));
         }
         if let Some(path) = path {
@@ -304,7 +306,8 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
             );
         }
     }
-    let timeout = ctx.bounded(&s.timeout_ms, &format!("{key}.timeout_ms"), 100..60_001);
+    // A NAS waits some 30 s for an answer; a lookup may be asked twice (see checks.rs).
+    let timeout = ctx.bounded(&s.timeout_ms, &format!("{key}.timeout_ms"), 100..10_001);
     let fresh = ctx.bounded(&s.fresh_secs, &format!("{key}.fresh_secs"), 0..86_401);
     let max_stale = ctx.bounded(
         &s.max_stale_secs,
@@ -326,6 +329,36 @@ fn source(ctx: &mut Ctx<'_>, s: &Spanned<raw::RawSource>, key: &str) -> Option<S
         .webhook
         .as_ref()
         .and_then(|w| webhook(ctx, w, &format!("{key}.webhook")));
+    // A polled record is cached under its `id` field: the field a lookup's last step
+    // checks against the device id, or a record could be cached as another device's.
+    if let (Some(p), Some(raw_poll)) = (&poll, &s.poll) {
+        let checked: Vec<&str> = steps
+            .last()
+            .map(|st| {
+                st.matches
+                    .iter()
+                    .filter(|(_, t)| t.vars().eq(["id"]))
+                    .map(|(ptr, _)| ptr.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !checked.contains(&p.id.as_str()) {
+            ctx.err(
+                raw_poll.get_ref().id.span(),
+                format!("{key}.poll.id"),
+                format!(
+                    "`{}` is not a field the lookup checks against `{{id}}` ({}): polled \
+                     records would be cached under ids no lookup proves",
+                    p.id,
+                    if checked.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        checked.join(", ")
+                    }
+                ),
+            );
+        }
+    }
     // An event's record is checked against the device id it names by the last step's
     // id-only matches (the values earlier steps saved are not in an event).
     let checkable = steps.last().is_some_and(|st| {
@@ -808,5 +841,37 @@ mod tests {
         };
         assert!(said("identity[0]", "spoof"), "{warnings:?}");
         assert!(said("auth.token_url", "plain HTTP"), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_value_saved_from_the_device_record_does_not_prove_the_next_record_is_the_devices() {
+        // The group a device is in is not the device: its status is every member's.
+        let text = source(
+            "",
+            "[[posture.source.step]]\npath = \"/devices/{id}\"\nmatch = { \"/id\" = \"{id}\" }\nsave = { grp = \"/groupId\" }\n\
+             [[posture.source.step]]\npath = \"/groups/{grp}/status\"\nmatch = { \"/groupId\" = \"{grp}\" }\n",
+        );
+        refused(&text, "step[1].match", "never checked");
+    }
+
+    #[test]
+    fn a_poll_caches_records_only_under_the_field_lookups_check_the_id_against() {
+        let poll = "[posture.source.poll]\ninterval_secs = 60\npath = \"/devices\"\nresults = \"/value\"\nid = \"/deviceName\"\n";
+        refused(&(source("", DIRECT) + poll), "poll.id", "/id");
+        let good = source("", DIRECT) + &poll.replace("/deviceName", "/id");
+        assert_eq!(errors(&good), Vec::new());
+    }
+
+    #[test]
+    fn an_admin_token_on_a_listener_others_can_reach_is_warned_about() {
+        let _ = source("", DIRECT); // writes the secret file
+        let (_, warnings) =
+            parse("[admin]\nlisten = \"0.0.0.0:9812\"\ntoken_file = \"posture-test.secret\"\n");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.key == "admin.token_file" && w.message.contains("plain HTTP")),
+            "{warnings:?}"
+        );
     }
 }

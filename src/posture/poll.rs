@@ -124,7 +124,11 @@ async fn apply(
     let mut now = HashSet::new();
     for (id, answer) in records {
         let changed = s.cached(&id).await.map(|(a, _)| a) != Some(answer.clone());
-        s.push(&id, answer.clone(), as_of).await;
+        if !s.push(&id, answer.clone(), as_of).await {
+            // An event or a fetch newer than this poll's list holds the device.
+            now.insert(id);
+            continue;
+        }
         Stats::count(&s.stats().polled, s.name(), "listed");
         if changed {
             let _ = events.send(Event {
@@ -144,7 +148,9 @@ async fn apply(
         let started = crate::clock::now();
         let answer = match s.fetch_within(id, Asker::Proven).await {
             Ok(a) => {
-                s.push(id, a.clone(), started).await;
+                if !s.push(id, a.clone(), started).await {
+                    continue;
+                }
                 Some(a.facts())
             }
             Err(_) => {

@@ -74,7 +74,8 @@ pub enum StepOutcome<'a> {
 }
 
 /// The one record in `body` for this step: the body itself, or the single element of its
-/// `results` array; checked against the step's `matches` with the values in `vars`.
+/// `results` array; checked against the step's `matches` with the values in `vars`
+/// (ASCII case ignored when the source's ids are of a case-insensitive format).
 ///
 /// # Errors
 /// The body does not have the shape the step expects (no array at `results`).
@@ -82,6 +83,7 @@ pub fn record_of<'a>(
     step: &Step,
     body: &'a Value,
     vars: &dyn Fn(&str) -> Option<String>,
+    fold_case: bool,
 ) -> Result<StepOutcome<'a>, String> {
     let record = match &step.results {
         None => body,
@@ -107,7 +109,7 @@ pub fn record_of<'a>(
             return Err(format!("{ptr}: a placeholder without a value"));
         };
         match record.pointer(ptr).and_then(scalar) {
-            Some(got) if got.eq_ignore_ascii_case(&expected) => {}
+            Some(got) if got == expected || (fold_case && got.eq_ignore_ascii_case(&expected)) => {}
             Some(_) => {
                 return Ok(StepOutcome::Unknown(format!(
                     "the record's {ptr} is another device's"
@@ -225,6 +227,7 @@ mod tests {
             from,
             prefix: prefix.into(),
             pattern: Regex::new(&format!("^(?:{pattern})$")).unwrap(),
+            fold_case: false,
         }
     }
 
@@ -284,26 +287,26 @@ mod tests {
             {"serial": "AAA", "compliant": true},
             {"serial": "BBB", "compliant": false},
         ]});
-        let got = record_of(&list_step(), &every, &vars("BBB")).unwrap();
+        let got = record_of(&list_step(), &every, &vars("BBB"), false).unwrap();
         assert!(matches!(got, StepOutcome::Unknown(why) if why.contains("2 results")));
         // One record, but another device's.
         let other = json!({"value": [{"serial": "AAA", "compliant": true}]});
-        let got = record_of(&list_step(), &other, &vars("BBB")).unwrap();
+        let got = record_of(&list_step(), &other, &vars("BBB"), false).unwrap();
         assert!(matches!(got, StepOutcome::Unknown(why) if why.contains("another device")));
         // None.
         let none = json!({"value": []});
         assert!(matches!(
-            record_of(&list_step(), &none, &vars("BBB")).unwrap(),
+            record_of(&list_step(), &none, &vars("BBB"), false).unwrap(),
             StepOutcome::Unknown(_)
         ));
         // The one that is this device's.
         let one = json!({"value": [{"serial": "BBB", "compliant": false}]});
         assert!(matches!(
-            record_of(&list_step(), &one, &vars("BBB")).unwrap(),
+            record_of(&list_step(), &one, &vars("BBB"), false).unwrap(),
             StepOutcome::Record(r) if r["serial"] == "BBB"
         ));
         // No array where one was expected: the answer's shape is wrong.
-        assert!(record_of(&list_step(), &json!({"value": {}}), &vars("BBB")).is_err());
+        assert!(record_of(&list_step(), &json!({"value": {}}), &vars("BBB"), false).is_err());
     }
 
     #[test]

@@ -99,13 +99,25 @@ pub struct Extractor {
     pub prefix: String,
     /// The pattern the id must match in full.
     pub pattern: Regex,
+    /// The pattern is a case-insensitive format (`guid`, `hex`, `mac`): ids differing only
+    /// in ASCII case are one device.
+    pub fold_case: bool,
 }
 
 impl PartialEq for Extractor {
     fn eq(&self, other: &Self) -> bool {
         self.from == other.from
+            && self.fold_case == other.fold_case
             && self.prefix == other.prefix
             && self.pattern.as_str() == other.pattern.as_str()
+    }
+}
+
+impl SourceSettings {
+    /// Whether every id this source takes is of a case-insensitive format, so ids are
+    /// compared with ASCII case ignored (else exactly).
+    pub fn fold_case(&self) -> bool {
+        !self.identity.is_empty() && self.identity.iter().all(|e| e.fold_case)
     }
 }
 

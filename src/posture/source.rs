@@ -62,17 +62,13 @@ impl Answer {
 /// One fetch of a device, shared by the lookups that wait for it.
 type Fetching = OnceCell<Result<Answer, FetchError>>;
 
-/// A cache entry: the answer (`None`: forgotten) and as of when it holds.
+/// A cache entry: the answer (`None`: forgotten), as of when it holds, and for an answer a
+/// webhook event gave, when the source sent it (by the source's clock).
 #[derive(Debug)]
 struct Cached {
     answer: Option<Answer>,
     at: Instant,
-}
-
-/// The cache key of a device id: ids are compared with ASCII case ignored (as records are
-/// matched), so one device has one entry however a poll, an event or a certificate spell it.
-fn key(id: &str) -> String {
-    id.to_ascii_lowercase()
+    event_sent: Option<i64>,
 }
 
 fn served(answer: &Answer, served: Served) -> Lookup {
@@ -80,6 +76,25 @@ fn served(answer: &Answer, served: Served) -> Lookup {
         id: None,
         answer: answer.facts(),
         served,
+    }
+}
+
+/// A lookup waiting on a shared fetch; the last to leave takes the fetch off the map.
+struct Leaving<'a> {
+    source: &'a Source,
+    key: &'a str,
+    cell: &'a Arc<Fetching>,
+}
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.source.inflight.lock() {
+            // The map's reference and this one: no one else waits on it.
+            let last = Arc::strong_count(self.cell) <= 2;
+            if last && m.get(self.key).is_some_and(|c| Arc::ptr_eq(c, self.cell)) {
+                m.remove(self.key);
+            }
+        }
     }
 }
 
@@ -92,7 +107,7 @@ struct Refreshing {
 
 impl Refreshing {
     fn start(source: &Arc<Source>, id: &str) -> Option<Self> {
-        let key = key(id);
+        let key = source.key(id);
         let mut running = source.refreshing.lock().ok()?;
         running.insert(key.clone()).then(|| Self {
             source: Arc::clone(source),
@@ -181,6 +196,9 @@ pub enum FetchError {
     /// No OAuth2 token could be had.
     #[error("no token: {0}")]
     Token(String),
+    /// The device's answer changed (an event) while it was fetched.
+    #[error("the device's posture changed while it was being read; ask again")]
+    Superseded,
 }
 
 impl FetchError {
@@ -194,6 +212,7 @@ impl FetchError {
             Self::Body(_) => "body",
             Self::Shape(_) => "shape",
             Self::Token(_) => "token",
+            Self::Superseded => "superseded",
         }
     }
 }
@@ -310,6 +329,8 @@ pub struct Source {
     inflight: Mutex<HashMap<String, Arc<Fetching>>>,
     /// Held while the cache is written (see [`Source::store`]).
     writing: tokio::sync::Mutex<()>,
+    /// Its ids are of case-insensitive formats (see [`Source::key`]).
+    fold_case: bool,
     stats: Stats,
     /// Webhook signatures seen recently (replay protection), kept across reloads.
     pub seen: Arc<super::webhook::Seen>,
@@ -356,6 +377,7 @@ impl Source {
             .build();
         let burst = settings.burst;
         let seen = super::webhook::Seen::for_source(&settings.name);
+        let fold_case = settings.fold_case();
         Ok(Self {
             settings,
             http,
@@ -369,6 +391,7 @@ impl Source {
             refreshing: Mutex::new(HashSet::new()),
             inflight: Mutex::new(HashMap::new()),
             writing: tokio::sync::Mutex::new(()),
+            fold_case,
             stats,
             seen,
         })
@@ -437,12 +460,12 @@ impl Source {
     /// Looks up the device with this id.
     pub async fn lookup_id(self: &Arc<Self>, id: &str, asker: Asker) -> Lookup {
         let now = clock::now();
-        if let Some(c) = self.cache.get(&key(id)).await {
+        if let Some(c) = self.cache.get(&self.key(id)).await {
             let age = now.saturating_duration_since(c.at);
             match &c.answer {
                 Some(a) if age <= self.settings.fresh => return served(a, Served::Fresh),
                 Some(a) if age <= self.settings.max_stale => {
-                    self.refresh_in_background(id);
+                    self.refresh_in_background(id, asker);
                     return served(a, Served::Stale);
                 }
                 // Too old, or forgotten: fetched below.
@@ -463,32 +486,34 @@ impl Source {
     /// fetch to the next), stores the answer unless a newer one arrived meanwhile, and
     /// gives the answer that stands.
     async fn fetch_shared(&self, id: &str, asker: Asker) -> Result<Answer, FetchError> {
-        let k = key(id);
+        let k = self.key(id);
         let cell = match self.inflight.lock() {
             Ok(mut m) => m.entry(k.clone()).or_default().clone(),
             Err(_) => Arc::default(),
         };
-        let result = cell
-            .get_or_init(|| async {
-                let started = clock::now();
-                match self.fetch_within(id, asker).await {
-                    Ok(a) => Ok(self.store(id, Some(a.clone()), started).await.unwrap_or(a)),
-                    Err(e) => Err(e),
-                }
-            })
-            .await
-            .clone();
-        if let Ok(mut m) = self.inflight.lock() {
-            if m.get(&k).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                m.remove(&k);
+        // Dropped however this ends (answered, or given up mid-fetch): the last one out
+        // takes the fetch off the map.
+        let _leaving = Leaving {
+            source: self,
+            key: &k,
+            cell: &cell,
+        };
+        cell.get_or_init(|| async {
+            let started = clock::now();
+            let a = self.fetch_within(id, asker).await?;
+            match self.store(id, Some(a.clone()), started).await {
+                (_, Some(standing)) => Ok(standing),
+                // Forgotten while it was fetched: the source changed since it was read.
+                (_, None) => Err(FetchError::Superseded),
             }
-        }
-        result
+        })
+        .await
+        .clone()
     }
 
     /// Starts one background refresh of `id`, unless one is running or the source is
     /// backed off.
-    fn refresh_in_background(self: &Arc<Self>, id: &str) {
+    fn refresh_in_background(self: &Arc<Self>, id: &str, asker: Asker) {
         if self.backed_off().is_some() {
             return;
         }
@@ -499,17 +524,17 @@ impl Source {
         let id = id.to_owned();
         tokio::spawn(async move {
             let started = clock::now();
-            if let Ok(answer) = this.fetch_within(&id, Asker::Proven).await {
+            if let Ok(answer) = this.fetch_within(&id, asker).await {
                 this.store(&id, Some(answer), started).await;
             }
             drop(running);
         });
     }
 
-    /// Replaces the device's answer with one the source gave as of `as_of` (a poll, a
-    /// pushed event), unless the cache holds a newer one.
-    pub async fn push(&self, id: &str, answer: Answer, as_of: Instant) {
-        self.store(id, Some(answer), as_of).await;
+    /// Replaces the device's answer with one the source gave as of `as_of` (a poll),
+    /// unless the cache holds a newer one; whether it did.
+    pub async fn push(&self, id: &str, answer: Answer, as_of: Instant) -> bool {
+        self.store(id, Some(answer), as_of).await.0
     }
 
     /// Forgets the device's answer as of `as_of`: the next lookup fetches (an answer older
@@ -518,32 +543,72 @@ impl Source {
         self.store(id, None, as_of).await;
     }
 
-    /// Stores `answer` (`None`: forgotten) as of `as_of` unless the entry is newer; the
-    /// answer that stands (`None` when forgotten). Writes are serialised per source, so a
-    /// late, older answer never replaces a newer one.
-    async fn store(&self, id: &str, answer: Option<Answer>, as_of: Instant) -> Option<Answer> {
+    /// Applies a webhook event the source sent at `sent` (Unix seconds, its clock):
+    /// `answer`, or forgotten for `None`. It replaces any fetched or polled answer (it is
+    /// news), but not one from an event the source sent later (events held back on the way
+    /// cannot undo newer ones; both stamps are the source's clock). Whether it applied.
+    pub async fn push_event(&self, id: &str, answer: Option<Answer>, sent: i64) -> bool {
         let _one_writer = self.writing.lock().await;
-        let k = key(id);
+        let k = self.key(id);
         if let Some(c) = self.cache.get(&k).await {
-            if c.at > as_of {
-                return c.answer.clone();
+            if c.event_sent.is_some_and(|t| t > sent) {
+                return false;
             }
         }
-        self.cache
-            .insert(
-                k,
-                Arc::new(Cached {
-                    answer: answer.clone(),
-                    at: as_of,
-                }),
-            )
-            .await;
-        answer
+        let cached = Cached {
+            answer,
+            at: clock::now(),
+            event_sent: Some(sent),
+        };
+        self.cache.insert(k, Arc::new(cached)).await;
+        true
+    }
+
+    /// Stores `answer` (`None`: forgotten) as of `as_of` unless the entry is newer:
+    /// whether it did, and the answer that stands (`None` when forgotten). Writes are
+    /// serialised per source, so a late, older answer never replaces a newer one.
+    async fn store(
+        &self,
+        id: &str,
+        answer: Option<Answer>,
+        as_of: Instant,
+    ) -> (bool, Option<Answer>) {
+        let _one_writer = self.writing.lock().await;
+        let k = self.key(id);
+        if let Some(c) = self.cache.get(&k).await {
+            if c.at > as_of {
+                return (false, c.answer.clone());
+            }
+        }
+        let cached = Cached {
+            answer: answer.clone(),
+            at: as_of,
+            event_sent: None,
+        };
+        self.cache.insert(k, Arc::new(cached)).await;
+        (true, answer)
+    }
+
+    /// The cache key of a device id: for sources whose ids are of a case-insensitive
+    /// format (GUIDs, hex, MACs) ASCII case is folded, as records are matched, so one
+    /// device has one entry however a poll, an event or a certificate spell it; other ids
+    /// are taken as they are.
+    fn key(&self, id: &str) -> String {
+        if self.fold_case {
+            id.to_ascii_lowercase()
+        } else {
+            id.to_owned()
+        }
+    }
+
+    /// Fetches running (shared by their lookups).
+    pub fn fetches_in_flight(&self) -> usize {
+        self.inflight.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// The cached answer and its age, if any.
     pub async fn cached(&self, id: &str) -> Option<(Answer, Duration)> {
-        let c = self.cache.get(&key(id)).await?;
+        let c = self.cache.get(&self.key(id)).await?;
         Some((
             c.answer.clone()?,
             clock::now().saturating_duration_since(c.at),
@@ -556,7 +621,9 @@ impl Source {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout(self.settings.timeout)),
         };
-        if let Err(e) = &r {
+        // An unproven asker over its share of the rate is the limit working, not a failure.
+        let limited = matches!(r, Err(FetchError::RateLimited(_))) && asker == Asker::Unproven;
+        if let (Err(e), false) = (&r, limited) {
             Stats::count(&self.stats.errors, self.name(), e.kind());
             debug!(posture.source = %self.name(), error = %e, "posture lookup failed");
         }
@@ -582,7 +649,9 @@ impl Source {
                     )))
                 }
             };
-            let record = match record::record_of(step, &body, &lookup).map_err(FetchError::Shape)? {
+            let record = match record::record_of(step, &body, &lookup, self.fold_case)
+                .map_err(FetchError::Shape)?
+            {
                 StepOutcome::Record(r) => r.clone(),
                 StepOutcome::Unknown(why) => return Ok(Answer::Unknown(why)),
             };

@@ -36,6 +36,7 @@ fn settings(addr: std::net::SocketAddr, oauth: bool) -> SourceSettings {
             from: IdFrom::SanUri,
             prefix: "IntuneDeviceId://".into(),
             pattern: Regex::new(&format!("^(?:{})$", super::settings::PATTERNS[0].1)).unwrap(),
+            fold_case: true,
         }],
         steps: vec![Step {
             path: Template::parse("/v1.0/deviceManagement/managedDevices/{id}").unwrap(),
@@ -81,12 +82,49 @@ async fn start(oauth: bool) -> (Arc<DevMdm>, std::net::SocketAddr) {
     (mdm, addr)
 }
 
+/// A lookup of ID against a dev MDM that answers after `delay`, 100 ms under way.
+async fn fetch_under_way(
+    delay: Duration,
+) -> (
+    Arc<DevMdm>,
+    Arc<Source>,
+    tokio::task::JoinHandle<super::Lookup>,
+) {
+    let (mdm, addr) = start(false).await;
+    mdm.set(|k| k.delay = delay);
+    let s = source(settings(addr, false));
+    let task = {
+        let s = s.clone();
+        tokio::spawn(async move { s.lookup(&cert(ID), None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (mdm, s, task)
+}
+
+/// A source keyed by the certificate's serial (case-sensitive ids), looked up through the
+/// list endpoint filtered by serial number.
+fn by_serial_list(addr: std::net::SocketAddr) -> SourceSettings {
+    let mut st = settings(addr, false);
+    st.identity[0] = by_serial("[A-Za-z0-9]+");
+    st.steps[0] = Step {
+        path: Template::parse(
+            "/v1.0/deviceManagement/managedDevices?$filter=serialNumber eq '{id}'",
+        )
+        .unwrap(),
+        results: Some("/value".into()),
+        matches: vec![("/serialNumber".into(), Template::parse("{id}").unwrap())],
+        save: Vec::new(),
+    };
+    st
+}
+
 /// Ids from the certificate's serial, matching `pattern`.
 fn by_serial(pattern: &str) -> Extractor {
     Extractor {
         from: IdFrom::Serial,
         prefix: String::new(),
         pattern: Regex::new(&format!("^(?:{pattern})$")).unwrap(),
+        fold_case: false,
     }
 }
 
@@ -174,18 +212,7 @@ async fn a_missing_device_and_a_certificate_without_an_id_are_unknown_devices() 
 #[tokio::test]
 async fn a_list_that_ignores_its_filter_never_gives_the_first_devices_posture() {
     let (mdm, addr) = start(false).await;
-    let mut st = settings(addr, false);
-    st.identity[0] = by_serial("[A-Za-z0-9]+");
-    st.steps[0] = Step {
-        path: Template::parse(
-            "/v1.0/deviceManagement/managedDevices?$filter=serialNumber eq '{id}'",
-        )
-        .unwrap(),
-        results: Some("/value".into()),
-        matches: vec![("/serialNumber".into(), Template::parse("{id}").unwrap())],
-        save: Vec::new(),
-    };
-    let s = source(st);
+    let s = source(by_serial_list(addr));
     let c = CertFacts {
         serial: "SN2".into(),
         ..CertFacts::default()
@@ -391,22 +418,40 @@ async fn a_webhook_push_during_a_fetch_is_not_overwritten_by_the_older_fetch() {
     );
 }
 
+fn known(s: &Source, state: &str) -> super::source::Answer {
+    super::source::Answer::Known(
+        super::record::posture_of(&s.settings.facts, &json!({"complianceState": state})).unwrap(),
+    )
+}
+
 #[tokio::test]
 async fn an_event_older_than_the_one_applied_does_not_undo_it() {
     let (_mdm, addr) = start(false).await;
     let s = source(settings(addr, false));
-    let known = |c: &str| {
-        super::source::Answer::Known(
-            super::record::posture_of(&s.settings.facts, &json!({"complianceState": c})).unwrap(),
-        )
-    };
-    let now = crate::clock::now();
-    s.push(ID, known("noncompliant"), now).await;
-    // Held back on the way and delivered late: stamped earlier than the one applied.
-    s.push(ID, known("compliant"), now - Duration::from_secs(5))
-        .await;
+    let now = crate::clock::unix_now();
+    assert!(s.push_event(ID, Some(known(&s, "noncompliant")), now).await);
+    // Held back on the way and delivered late: sent before the one applied.
+    assert!(
+        !s.push_event(ID, Some(known(&s, "compliant")), now - 5)
+            .await
+    );
     let (answer, _) = s.cached(ID).await.unwrap();
     assert!(matches!(answer, super::source::Answer::Known(p) if p.compliant == Some(false)));
+}
+
+#[tokio::test]
+async fn an_event_stamped_by_a_source_clock_behind_ours_still_applies() {
+    let (_mdm, addr) = start(false).await;
+    let s = source(settings(addr, false));
+    s.lookup(&cert(ID), None).await;
+    // The source's clock is 30 s behind: its event still replaces the fetched answer.
+    let sent = crate::clock::unix_now() - 30;
+    assert!(
+        s.push_event(ID, Some(known(&s, "noncompliant")), sent)
+            .await
+    );
+    let l = s.lookup(&cert(ID), None).await;
+    assert_eq!(compliant(&l), Some(false));
 }
 
 #[tokio::test]
@@ -415,17 +460,89 @@ async fn ids_differing_only_in_case_share_one_cache_entry() {
     let s = source(settings(addr, false));
     s.lookup(&cert(ID), None).await;
     let upper = ID.to_ascii_uppercase();
-    let nc =
-        super::record::posture_of(&s.settings.facts, &json!({"complianceState": "x"})).unwrap();
-    s.push(
-        &upper,
-        super::source::Answer::Known(nc),
-        crate::clock::now(),
-    )
-    .await;
+    let sent = crate::clock::unix_now();
+    assert!(s.push_event(&upper, Some(known(&s, "x")), sent).await);
     let l = s.lookup(&cert(ID), None).await;
     assert_eq!(compliant(&l), Some(false), "the update reached the device");
     assert_eq!(mdm.counts().device_requests, 1);
+}
+
+#[tokio::test]
+async fn ids_of_a_case_sensitive_format_are_different_devices() {
+    let (mdm, addr) = start(false).await;
+    let s = source(by_serial_list(addr));
+    let sent = crate::clock::unix_now();
+    assert!(
+        s.push_event("sn2", Some(known(&s, "compliant")), sent)
+            .await
+    );
+    let c = CertFacts {
+        serial: "SN2".into(),
+        ..CertFacts::default()
+    };
+    let l = s.lookup(&c, None).await;
+    assert_eq!((l.served, compliant(&l)), (Served::Fetched, Some(false)));
+    assert_eq!(mdm.counts().device_requests, 1);
+}
+
+#[tokio::test]
+async fn an_answer_fetched_before_the_device_was_forgotten_is_not_served() {
+    let (_mdm, s, fetching) = fetch_under_way(Duration::from_millis(400)).await;
+    s.forget(ID, crate::clock::now()).await;
+    let l = fetching.await.unwrap();
+    assert!(
+        matches!(l.answer, PostureAnswer::Unavailable(_)),
+        "the fetch read the source before the change: {l:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_answer_asked_for_before_the_key_is_proved_is_refreshed_within_its_share() {
+    let (mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.fresh = Duration::ZERO;
+    st.rate = 0.001;
+    st.burst = 4.0;
+    let s = source(st);
+    s.lookup(&cert(ID), None).await;
+    s.lookup(&cert(OTHER), None).await;
+    // Two tokens left, no more than half the bucket: an unproven asker may not spend one.
+    let l = s
+        .lookup_as(&cert(ID), None, super::source::Asker::Unproven)
+        .await;
+    assert_eq!(l.served, Served::Stale);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(mdm.counts().device_requests, 2);
+}
+
+#[tokio::test]
+async fn a_lookup_given_up_mid_fetch_leaves_nothing_behind() {
+    let (_mdm, s, task) = fetch_under_way(Duration::from_millis(300)).await;
+    task.abort();
+    let _ = task.await;
+    assert_eq!(s.fetches_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn unproven_lookups_over_their_share_are_not_counted_as_source_errors() {
+    let (_mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.rate = 1.0;
+    st.burst = 1.0;
+    let s = source(st);
+    let l = s
+        .lookup_as(&cert(ID), None, super::source::Asker::Unproven)
+        .await;
+    assert_eq!(l.served, Served::Failed);
+    let errors = s
+        .stats()
+        .errors
+        .get_or_create(&super::source::SourceLabels {
+            source: "mdm".into(),
+            kind: "rate_limited",
+        })
+        .get();
+    assert_eq!(errors, 0);
 }
 
 #[tokio::test]

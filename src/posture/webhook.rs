@@ -145,11 +145,16 @@ pub struct Headers<'a> {
 ///
 /// # Errors
 /// The [`Refusal`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the source's settings it reads, then the request: each a plain value"
+)]
 pub fn check(
     hook: &Webhook,
     last_step: &Step,
     facts: &super::settings::FactMap,
     seen: &Seen,
+    fold_case: bool,
     headers: Headers<'_>,
     body: &[u8],
     now: i64,
@@ -212,7 +217,7 @@ pub fn check(
             };
             let id = device.clone();
             let vars = move |n: &str| (n == "id").then(|| id.clone());
-            match record::record_of(&only_id, r, &vars) {
+            match record::record_of(&only_id, r, &vars, fold_case) {
                 Ok(StepOutcome::Record(r)) => Some(Answer::Known(
                     record::posture_of(facts, r).map_err(|_| Refusal::BadBody)?,
                 )),
@@ -324,6 +329,7 @@ mod tests {
             &step(),
             &facts(),
             &seen,
+            true,
             headers("1000", &sig),
             body,
             1010,
@@ -337,6 +343,7 @@ mod tests {
                 &step(),
                 &facts(),
                 &seen,
+                true,
                 headers("1000", &sig),
                 body,
                 1010
@@ -351,7 +358,7 @@ mod tests {
         let seen = Seen::default();
         let body = br#"{"device":"d1","record":{"id":"d1","compliant":true}}"#;
         let wrong = sign("other", "1000", body);
-        let r = |hd, b: &[u8], now| check(&h, &step(), &facts(), &seen, hd, b, now);
+        let r = |hd, b: &[u8], now| check(&h, &step(), &facts(), &seen, true, hd, b, now);
         assert_eq!(
             r(headers("1000", &wrong), body, 1000),
             Err(Refusal::BadAuth)
@@ -388,6 +395,7 @@ mod tests {
             &step(),
             &facts(),
             &seen,
+            true,
             with(Some("Bearer t0k")),
             body,
             1000,
@@ -402,7 +410,7 @@ mod tests {
         );
         for a in [None, Some("Bearer t0"), Some("t0k")] {
             assert_eq!(
-                check(&h, &step(), &facts(), &seen, with(a), body, 1000),
+                check(&h, &step(), &facts(), &seen, true, with(a), body, 1000),
                 Err(Refusal::BadAuth)
             );
         }
@@ -419,6 +427,7 @@ mod tests {
             &step(),
             &facts(),
             &before,
+            true,
             headers("5000", &sig),
             body,
             5000
@@ -432,6 +441,7 @@ mod tests {
                 &step(),
                 &facts(),
                 &after,
+                true,
                 headers("5000", &sig),
                 body,
                 5001

@@ -315,27 +315,11 @@ pub async fn decide(
     now: i64,
 ) -> Checked {
     let cert = CertFacts::of(&peer.chain);
-    // Posture runs alongside revocation: the lookups started mid-handshake, or started now.
+    // Posture lookups started mid-handshake, for this device and these sources, if any.
     let reads = policy.posture_reads();
-    let pending = runtime
-        .posture
-        .as_ref()
-        .filter(|sources| sources.needed(reads))
-        .map(|sources| {
-            early_posture
-                .filter(|e| e.usable(&peer.path, sources, reads))
-                .unwrap_or_else(|| {
-                    EarlyPosture::spawn(
-                        sources.clone(),
-                        reads.clone(),
-                        cert.clone(),
-                        first.calling_station.clone(),
-                        Asker::Proven,
-                        &peer.path,
-                        None,
-                    )
-                })
-        });
+    let sources = runtime.posture.as_ref().filter(|s| s.needed(reads));
+    let early_posture =
+        early_posture.filter(|e| sources.is_some_and(|s| e.usable(&peer.path, s, reads)));
     // Started while the handshake went on, for this very path: its answer (awaited within
     // the deadline it was started with).
     let revocation = match &runtime.revocation {
@@ -371,10 +355,23 @@ pub async fn decide(
     // refused before they do) does not wait for a slow source.
     let (mut decision, mut trace) = policy::evaluate(policy, &facts);
     let mut lookups = Vec::new();
-    if let Some(pending) = pending.filter(|_| policy.consulted_posture(&trace)) {
-        lookups = pending
-            .finish(&facts.cert, facts.first.calling_station.as_deref())
-            .await;
+    if let Some(sources) = sources.filter(|_| policy.consulted_posture(&trace)) {
+        let station = facts.first.calling_station.clone();
+        lookups = match early_posture {
+            Some(e) => e.finish(&facts.cert, station.as_deref()).await,
+            // Asked only now that the rules need it: a device whose rules never read
+            // posture costs the source nothing.
+            None => {
+                let source = PostureLookup {
+                    sources,
+                    reads,
+                    cert: &facts.cert,
+                    calling_station: station.as_deref(),
+                    asker: Asker::Proven,
+                };
+                gather(&source).await
+            }
+        };
         facts.posture = Sources::facts(&lookups);
         (decision, trace) = policy::evaluate(policy, &facts);
     }
