@@ -20,8 +20,8 @@ use crate::logsafe::Escaped;
 use crate::pki::facts::{CertFacts, CertSummary};
 use crate::pki::revocation::{Checker, Report, State};
 use crate::policy::{
-    self, Decision, Facts, Policy, PostureFacts, PostureReads, RequestFacts, RevocationFacts,
-    RevocationOutcome, Trace,
+    self, Decision, Facts, Policy, PostureReads, RequestFacts, RevocationFacts, RevocationOutcome,
+    Trace,
 };
 use crate::posture::{Asker, Lookup, Served, Sources};
 use crate::tls::VerifiedChain;
@@ -114,6 +114,8 @@ impl Early {
 #[derive(Debug)]
 pub struct EarlyPosture {
     leaf: Vec<u8>,
+    /// The device certificate's facts, parsed once for the lookups and the decision.
+    cert: Arc<CertFacts>,
     sources: Arc<Sources>,
     reads: PostureReads,
     asker: Asker,
@@ -169,12 +171,13 @@ impl EarlyPosture {
         path: &VerifiedChain,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
-        let (task_sources, task_reads) = (sources.clone(), reads.clone());
+        let cert = Arc::new(cert);
+        let (task_sources, task_reads, task_cert) = (sources.clone(), reads.clone(), cert.clone());
         let task = tokio::spawn(async move {
             let source = PostureLookup {
                 sources: &task_sources,
                 reads: &task_reads,
-                cert: &cert,
+                cert: &task_cert,
                 calling_station: station.as_deref(),
                 asker,
             };
@@ -182,6 +185,7 @@ impl EarlyPosture {
         });
         Self {
             leaf: path.end_entity().to_vec(),
+            cert,
             sources,
             reads,
             asker,
@@ -196,6 +200,18 @@ impl EarlyPosture {
             && Arc::ptr_eq(&self.sources, sources)
             && self.reads == *reads
             && clock::now().saturating_duration_since(self.started) <= EARLY_FRESH
+    }
+
+    /// The lookups' answers if they are all in and none failed, without waiting.
+    fn ready(&mut self) -> Option<Vec<(String, Lookup)>> {
+        use futures_util::FutureExt as _;
+        if !self.task.is_finished() {
+            return None;
+        }
+        match (&mut self.task).now_or_never() {
+            Some(Ok(l)) if l.iter().all(|(_, l)| l.served != Served::Failed) => Some(l),
+            _ => None,
+        }
     }
 
     /// The lookups' answers, within the deadline. A lookup made before the device proved
@@ -314,12 +330,21 @@ pub async fn decide(
     (early, early_posture): (Option<Early>, Option<EarlyPosture>),
     now: i64,
 ) -> Checked {
-    let cert = CertFacts::of(&peer.chain);
     // Posture lookups started mid-handshake, for this device and these sources, if any.
     let reads = policy.posture_reads();
     let sources = runtime.posture.as_ref().filter(|s| s.needed(reads));
-    let early_posture =
+    let mut early_posture =
         early_posture.filter(|e| sources.is_some_and(|s| e.usable(&peer.path, s, reads)));
+    // The same device certificate: its facts as parsed then (the chain as presented now).
+    let cert = match &early_posture {
+        Some(e) => CertFacts {
+            chain: peer.chain.clone(),
+            ..(*e.cert).clone()
+        },
+        None => CertFacts::of(&peer.chain),
+    };
+    // Answers already in (from the cache, mid-handshake): used at once, one decision.
+    let ready = early_posture.as_mut().and_then(EarlyPosture::ready);
     // Started while the handshake went on, for this very path: its answer (awaited within
     // the deadline it was started with).
     let revocation = match &runtime.revocation {
@@ -349,13 +374,14 @@ pub async fn decide(
         first: first.clone(),
         last,
         revocation,
-        posture: PostureFacts::default(),
+        posture: ready.as_deref().map(Sources::facts).unwrap_or_default(),
     };
-    // Decided without posture first: a device whose rules never read it (or that is
-    // refused before they do) does not wait for a slow source.
+    // Otherwise decided without posture first: a device whose rules never read it (or
+    // that is refused before they do) does not wait for a slow source.
     let (mut decision, mut trace) = policy::evaluate(policy, &facts);
-    let mut lookups = Vec::new();
-    if let Some(sources) = sources.filter(|_| policy.consulted_posture(&trace)) {
+    let mut lookups = ready.unwrap_or_default();
+    let waiting = lookups.is_empty();
+    if let Some(sources) = sources.filter(|_| waiting && policy.consulted_posture(&trace)) {
         let station = facts.first.calling_station.clone();
         lookups = match early_posture {
             Some(e) => e.finish(&facts.cert, station.as_deref()).await,
