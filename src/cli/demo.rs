@@ -339,7 +339,7 @@ async fn push_noncompliant(
     let body = serde_json::json!({ "device": STAFF_INTUNE_ID, "record": record }).to_string();
     let ts = crate::clock::unix_now().to_string();
     let sig = crate::posture::webhook::sign(secret, &ts, body.as_bytes());
-    let resp = crate::tls::http_client()
+    let resp = crate::tls::http_client(std::time::Duration::from_secs(10))
         .build()?
         .post(format!("http://{admin}/v1/posture/events/mdm"))
         .header("X-Anchord-Timestamp", ts)

@@ -204,8 +204,7 @@ async fn cached(
         bail!("--cache asks the running server: the config needs [admin] with token_file");
     };
     let pem = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-    let mut req = crate::tls::http_client()
-        .timeout(std::time::Duration::from_secs(10))
+    let mut req = crate::tls::http_client(std::time::Duration::from_secs(10))
         .build()?
         .post(format!("http://{addr}/v1/posture/cache"))
         .bearer_auth(token.expose())

@@ -227,13 +227,9 @@ impl Checker {
     /// # Errors
     /// The HTTP client cannot be built.
     pub fn new(settings: Settings) -> Result<Self, String> {
-        let http = crate::tls::http_client()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            // A responder or distribution point URL may come from the device's certificate:
-            // never let it send us on to somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
+        // A responder or distribution point URL may come from the device's certificate:
+        // the client follows no redirect.
+        let http = crate::tls::http_client(settings.timeout)
             .build()
             .map_err(|e| e.to_string())?;
         let cache = Cache::builder()

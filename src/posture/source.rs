@@ -362,13 +362,9 @@ impl Source {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let http = crate::tls::http_client()
+        // No redirect: one could take the token to another host.
+        let http = crate::tls::http_client(settings.timeout)
             .use_preconfigured_tls(tls)
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            // A redirect could take the token to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
             .build()
             .map_err(|e| e.to_string())?;
         let cache = Cache::builder()

@@ -324,20 +324,7 @@ mod tests {
         let seen = Seen::default();
         let body = br#"{"device":"d1","record":{"id":"d1","compliant":false}}"#;
         let sig = sign("k", "1000", body);
-        let c = check(
-            &h,
-            &step(),
-            &facts(),
-            &seen,
-            true,
-            headers("1000", &sig),
-            body,
-            1010,
-        )
-        .unwrap();
-        assert_eq!(c.device, "d1");
-        assert!(matches!(c.answer, Some(Answer::Known(p)) if p.compliant == Some(false)));
-        assert_eq!(
+        let run = || {
             check(
                 &h,
                 &step(),
@@ -346,10 +333,13 @@ mod tests {
                 true,
                 headers("1000", &sig),
                 body,
-                1010
-            ),
-            Err(Refusal::Replay)
-        );
+                1010,
+            )
+        };
+        let c = run().unwrap();
+        assert_eq!(c.device, "d1");
+        assert!(matches!(c.answer, Some(Answer::Known(p)) if p.compliant == Some(false)));
+        assert_eq!(run(), Err(Refusal::Replay));
     }
 
     #[test]

@@ -17,13 +17,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{Error, ServerConfig, SupportedProtocolVersion};
 
-/// An HTTP client builder for outside services (OCSP responders, posture sources), its
-/// TLS on rustls with the aws-lc-rs provider this crate uses everywhere (installed as the
-/// process default once, so reqwest never looks for another).
-pub fn http_client() -> reqwest::ClientBuilder {
+/// An HTTP client builder for outside services (OCSP responders, posture sources, the
+/// admin listener): `timeout` for connecting and for the whole request, no redirects (a
+/// URL from a certificate or a source must not send us, or a token, somewhere else), no
+/// proxy from the environment; TLS on rustls with the aws-lc-rs provider this crate uses
+/// everywhere (installed as the process default once, so reqwest never looks for another).
+pub fn http_client(timeout: std::time::Duration) -> reqwest::ClientBuilder {
     // Err means a provider is installed already: the same one, or one a caller chose.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
 }
 
 /// TLS versions anchord can speak.
