@@ -262,10 +262,23 @@ pub enum PostureAnswer {
 impl PostureAnswer {
     /// The answer in one phrase for the audit record and `explain`.
     pub fn describe(&self) -> String {
+        let mut out = String::new();
+        self.describe_into(&mut out);
+        out
+    }
+
+    /// [`PostureAnswer::describe`], appended to `out`.
+    pub fn describe_into(&self, out: &mut String) {
         match self {
-            Self::Known(p) => p.describe(),
-            Self::Unavailable(why) => format!("unavailable: {why}"),
-            Self::UnknownDevice(why) => format!("unknown device: {why}"),
+            Self::Known(p) => p.describe_into(out),
+            Self::Unavailable(why) => {
+                out.push_str("unavailable: ");
+                out.push_str(why);
+            }
+            Self::UnknownDevice(why) => {
+                out.push_str("unknown device: ");
+                out.push_str(why);
+            }
         }
     }
 }
@@ -340,25 +353,44 @@ impl PostureFacts {
 impl Posture {
     /// The facts present, `name=value`, comma-separated (`no facts` when none).
     pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                parts.push(format!("{k}={v}"));
+        let mut out = String::new();
+        self.describe_into(&mut out);
+        out
+    }
+
+    /// [`Posture::describe`], appended to `out` (on every authentication that asks posture).
+    pub fn describe_into(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let start = out.len();
+        let mut put = |k: &str, v: &dyn std::fmt::Display| {
+            if out.len() > start {
+                out.push_str(", ");
             }
+            let _ = write!(out, "{k}={v}");
         };
-        put("compliant", self.compliant.map(|b| b.to_string()));
-        put("managed", self.managed.map(|b| b.to_string()));
-        put("risk_score", self.risk_score.map(|n| n.to_string()));
-        put("os", self.os.clone());
-        put("os_version", self.os_version.clone());
-        put("last_seen", self.last_seen.map(|t| t.to_string()));
-        for (k, v) in &self.extra {
-            parts.push(format!("{k}={v}"));
+        if let Some(b) = self.compliant {
+            put("compliant", &b);
         }
-        if parts.is_empty() {
-            "no facts".into()
-        } else {
-            parts.join(", ")
+        if let Some(b) = self.managed {
+            put("managed", &b);
+        }
+        if let Some(n) = self.risk_score {
+            put("risk_score", &n);
+        }
+        if let Some(v) = &self.os {
+            put("os", v);
+        }
+        if let Some(v) = &self.os_version {
+            put("os_version", v);
+        }
+        if let Some(t) = self.last_seen {
+            put("last_seen", &t);
+        }
+        for (k, v) in &self.extra {
+            put(k, v);
+        }
+        if out.len() == start {
+            out.push_str("no facts");
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod record;
 pub mod settings;
 pub mod source;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -166,6 +166,26 @@ impl Sources {
                 (s.name().to_owned(), l)
             });
         futures_util::future::join_all(asked).await
+    }
+
+    /// Every source the policy reads answered without asking any of them (fresh cached
+    /// answers, or no device id), if they all can; nothing is counted unless they all do.
+    pub async fn settled(
+        &self,
+        reads: &PostureReads,
+        cert: &CertFacts,
+        calling_station: Option<&str>,
+    ) -> Option<Vec<(String, Lookup)>> {
+        let mut out = Vec::new();
+        for s in self.sources.iter().filter(|s| reads.needs(s.name())) {
+            out.push((s.name().to_owned(), s.settled(cert, calling_station).await?));
+        }
+        for (name, l) in &out {
+            if let Some(s) = self.source(name) {
+                s.count(l);
+            }
+        }
+        Some(out)
     }
 
     /// The lookups as the policy's facts.

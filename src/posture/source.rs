@@ -426,20 +426,7 @@ impl Source {
         asker: Asker,
     ) -> Lookup {
         let Some(id) = self.device_id(cert, calling_station) else {
-            let tried: Vec<_> = self
-                .settings
-                .identity
-                .iter()
-                .map(|e| e.from.label())
-                .collect();
-            return self.counted(Lookup {
-                id: None,
-                answer: PostureAnswer::UnknownDevice(format!(
-                    "no device id in the certificate or request (tried {})",
-                    tried.join(", ")
-                )),
-                served: Served::NoId,
-            });
+            return self.counted(self.no_id());
         };
         let lookup = self.lookup_id(&id.id, asker).await;
         self.counted(Lookup {
@@ -448,8 +435,48 @@ impl Source {
         })
     }
 
-    fn counted(&self, l: Lookup) -> Lookup {
+    /// The device's answer if it needs nothing from the source: a fresh cached answer, or
+    /// "unknown device" when no id can be taken. Not counted (see [`Source::count`]).
+    pub async fn settled(&self, cert: &CertFacts, calling_station: Option<&str>) -> Option<Lookup> {
+        let Some(id) = self.device_id(cert, calling_station) else {
+            return Some(self.no_id());
+        };
+        let c = self.cache.get(&self.key(&id.id)).await?;
+        let answer = c
+            .answer
+            .as_ref()
+            .filter(|_| clock::now().saturating_duration_since(c.at) <= self.settings.fresh)?;
+        Some(Lookup {
+            id: Some(id),
+            ..served(answer, Served::Fresh)
+        })
+    }
+
+    /// The lookup of a device without an id for this source.
+    fn no_id(&self) -> Lookup {
+        let tried: Vec<_> = self
+            .settings
+            .identity
+            .iter()
+            .map(|e| e.from.label())
+            .collect();
+        Lookup {
+            id: None,
+            answer: PostureAnswer::UnknownDevice(format!(
+                "no device id in the certificate or request (tried {})",
+                tried.join(", ")
+            )),
+            served: Served::NoId,
+        }
+    }
+
+    /// Counts a lookup answered by [`Source::settled`].
+    pub fn count(&self, l: &Lookup) {
         Stats::count(&self.stats.lookups, self.name(), l.served.label());
+    }
+
+    fn counted(&self, l: Lookup) -> Lookup {
+        self.count(&l);
         l
     }
 

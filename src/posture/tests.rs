@@ -17,7 +17,7 @@ use super::source::{Served, Source, Stats};
 use crate::pki::facts::CertFacts;
 use crate::policy::PostureAnswer;
 
-const ID: &str = "0f6a2c1e-8f61-4a55-b0a9-2c7b3c1b7d10";
+pub(crate) const ID: &str = "0f6a2c1e-8f61-4a55-b0a9-2c7b3c1b7d10";
 const OTHER: &str = "11111111-2222-3333-4444-555555555555";
 
 fn devices() -> Vec<Value> {
@@ -28,7 +28,7 @@ fn devices() -> Vec<Value> {
     ]
 }
 
-fn settings(addr: std::net::SocketAddr, oauth: bool) -> SourceSettings {
+pub(crate) fn settings(addr: std::net::SocketAddr, oauth: bool) -> SourceSettings {
     SourceSettings {
         name: "mdm".into(),
         base: format!("http://{addr}").parse().unwrap(),
@@ -75,7 +75,7 @@ fn settings(addr: std::net::SocketAddr, oauth: bool) -> SourceSettings {
     }
 }
 
-async fn start(oauth: bool) -> (Arc<DevMdm>, std::net::SocketAddr) {
+pub(crate) async fn start(oauth: bool) -> (Arc<DevMdm>, std::net::SocketAddr) {
     let client = oauth.then(|| ("anchord".to_owned(), "s3cret".to_owned()));
     let mdm = DevMdm::new(devices(), client);
     let addr = mdm.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -128,7 +128,7 @@ fn by_serial(pattern: &str) -> Extractor {
     }
 }
 
-fn cert(id: &str) -> CertFacts {
+pub(crate) fn cert(id: &str) -> CertFacts {
     let mut c = CertFacts::default();
     c.san.uri = vec![format!("IntuneDeviceId://{id}")];
     c
@@ -181,6 +181,26 @@ async fn past_its_fresh_time_the_answer_is_served_and_refreshed_once_in_the_back
     let after = s.lookup(&cert(ID), None).await;
     assert_eq!(after.served, Served::Fresh);
     assert_eq!(compliant(&after), Some(false));
+}
+
+#[tokio::test]
+async fn only_a_fresh_cached_answer_or_a_missing_id_settles_without_asking_the_source() {
+    let (mdm, addr) = start(false).await;
+    let mut st = settings(addr, false);
+    st.fresh = Duration::from_millis(200);
+    let s = source(st);
+    assert!(s.settled(&cert(ID), None).await.is_none(), "nothing cached");
+    let no_id = s.settled(&CertFacts::default(), None).await.unwrap();
+    assert_eq!(no_id.served, Served::NoId);
+    assert!(matches!(no_id.answer, PostureAnswer::UnknownDevice(_)));
+    s.lookup(&cert(ID), None).await;
+    let fresh = s.settled(&cert(ID), None).await.unwrap();
+    assert_eq!(fresh.served, Served::Fresh);
+    assert_eq!(compliant(&fresh), Some(true));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.settled(&cert(ID), None).await.is_none(), "stale is not settled");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(mdm.counts().device_requests, 1, "settling never asks the source");
 }
 
 #[tokio::test]

@@ -120,8 +120,15 @@ pub struct EarlyPosture {
     reads: PostureReads,
     asker: Asker,
     started: Instant,
-    task: tokio::task::JoinHandle<Vec<(String, Lookup)>>,
+    work: Work,
     _slot: Option<OwnedSemaphorePermit>,
+}
+
+/// Early posture lookups: answered at once (from the cache), or running on a task.
+#[derive(Debug)]
+enum Work {
+    Done(Option<Vec<(String, Lookup)>>),
+    Running(tokio::task::JoinHandle<Vec<(String, Lookup)>>),
 }
 
 static EARLY_POSTURE_SLOTS: LazyLock<Arc<Semaphore>> =
@@ -129,7 +136,9 @@ static EARLY_POSTURE_SLOTS: LazyLock<Arc<Semaphore>> =
 
 impl Drop for EarlyPosture {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Work::Running(task) = &self.work {
+            task.abort();
+        }
     }
 }
 
@@ -161,7 +170,8 @@ impl EarlyPosture {
         ))
     }
 
-    /// Starts the lookups on a task of their own.
+    /// Starts the lookups: answered at once when the caches can (no task, no slot kept),
+    /// else on a task of their own.
     fn spawn(
         sources: Arc<Sources>,
         reads: PostureReads,
@@ -169,11 +179,12 @@ impl EarlyPosture {
         station: Option<String>,
         asker: Asker,
         path: &VerifiedChain,
-        slot: Option<OwnedSemaphorePermit>,
+        mut slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
+        use futures_util::FutureExt as _;
         let cert = Arc::new(cert);
         let (task_sources, task_reads, task_cert) = (sources.clone(), reads.clone(), cert.clone());
-        let task = tokio::spawn(async move {
+        let mut lookups = Box::pin(async move {
             let source = PostureLookup {
                 sources: &task_sources,
                 reads: &task_reads,
@@ -183,6 +194,15 @@ impl EarlyPosture {
             };
             gather(&source).await
         });
+        // Polled once here: a warm cache answers without a task (or a wake-up) per
+        // conversation; otherwise the task polls it on, with its own waker.
+        let work = match lookups.as_mut().now_or_never() {
+            Some(done) => {
+                slot = None;
+                Work::Done(Some(done))
+            }
+            None => Work::Running(tokio::spawn(lookups)),
+        };
         Self {
             leaf: path.end_entity().to_vec(),
             cert,
@@ -190,7 +210,7 @@ impl EarlyPosture {
             reads,
             asker,
             started: clock::now(),
-            task,
+            work,
             _slot: slot,
         }
     }
@@ -205,12 +225,16 @@ impl EarlyPosture {
     /// The lookups' answers if they are all in and none failed, without waiting.
     fn ready(&mut self) -> Option<Vec<(String, Lookup)>> {
         use futures_util::FutureExt as _;
-        if !self.task.is_finished() {
-            return None;
+        if let Work::Running(task) = &mut self.work {
+            if !task.is_finished() {
+                return None;
+            }
+            // Its output taken once, kept for `finish`.
+            self.work = Work::Done(task.now_or_never().and_then(Result::ok));
         }
-        match (&mut self.task).now_or_never() {
-            Some(Ok(l)) if l.iter().all(|(_, l)| l.served != Served::Failed) => Some(l),
-            _ => None,
+        match &mut self.work {
+            Work::Done(done) => done.take_if(|l| l.iter().all(|(_, l)| l.served != Served::Failed)),
+            Work::Running(_) => None,
         }
     }
 
@@ -229,9 +253,12 @@ impl EarlyPosture {
             calling_station,
             asker: Asker::Proven,
         };
-        let lookups = match tokio::time::timeout(source.deadline(), &mut self.task).await {
-            Ok(Ok(lookups)) => lookups,
-            _ => return source.late(),
+        let lookups = match &mut self.work {
+            Work::Done(done) => done.take().unwrap_or_else(|| source.late()),
+            Work::Running(task) => match tokio::time::timeout(source.deadline(), task).await {
+                Ok(Ok(lookups)) => lookups,
+                _ => return source.late(),
+            },
         };
         let failed = lookups.iter().any(|(_, l)| l.served == Served::Failed);
         if failed && self.asker == Asker::Unproven {
@@ -278,16 +305,22 @@ pub fn posture_detail(lookups: &[(String, Lookup)]) -> String {
     if lookups.is_empty() {
         return "-".into();
     }
-    lookups
-        .iter()
-        .map(|(name, l)| {
-            let id =
-                l.id.as_ref()
-                    .map_or(String::new(), |i| format!(", {}", i.from));
-            format!("{name} ({}{id}): {}", l.served.label(), l.answer.describe())
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    let mut out = String::with_capacity(128);
+    for (i, (name, l)) in lookups.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(name);
+        out.push_str(" (");
+        out.push_str(l.served.label());
+        if let Some(id) = &l.id {
+            out.push_str(", ");
+            out.push_str(id.from);
+        }
+        out.push_str("): ");
+        l.answer.describe_into(&mut out);
+    }
+    out
 }
 
 /// Runs a source within its deadline.
@@ -336,15 +369,25 @@ pub async fn decide(
     let mut early_posture =
         early_posture.filter(|e| sources.is_some_and(|s| e.usable(&peer.path, s, reads)));
     // The same device certificate: its facts as parsed then (the chain as presented now).
-    let cert = match &early_posture {
-        Some(e) => CertFacts {
-            chain: peer.chain.clone(),
-            ..(*e.cert).clone()
-        },
+    let cert = match &mut early_posture {
+        Some(e) => {
+            // Its lookups are done with it, or hold their own reference.
+            let mut cert = Arc::unwrap_or_clone(std::mem::take(&mut e.cert));
+            cert.chain.clone_from(&peer.chain);
+            cert
+        }
         None => CertFacts::of(&peer.chain),
     };
-    // Answers already in (from the cache, mid-handshake): used at once, one decision.
-    let ready = early_posture.as_mut().and_then(EarlyPosture::ready);
+    // Answers already in (mid-handshake, or in the cache now): used at once, one decision.
+    let ready = match (&mut early_posture, sources) {
+        (Some(e), _) => e.ready(),
+        (None, Some(s)) => {
+            use futures_util::FutureExt as _;
+            let station = first.calling_station.as_deref();
+            s.settled(reads, &cert, station).now_or_never().flatten()
+        }
+        (None, None) => None,
+    };
     // Started while the handshake went on, for this very path: its answer (awaited within
     // the deadline it was started with).
     let revocation = match &runtime.revocation {
@@ -628,5 +671,81 @@ mod tests {
         assert!(held.len() <= MAX_EARLY);
         drop(held);
         assert!(Early::start(&rt, device, 0).is_some(), "slots come back");
+    }
+
+    /// Early lookups of a device, unproven, from sources built on `settings`.
+    fn early(sources: &Arc<Sources>, device: &VerifiedChain) -> EarlyPosture {
+        let reads = PostureReads {
+            any: true,
+            ..PostureReads::default()
+        };
+        let cert = crate::posture::tests::cert(crate::posture::tests::ID);
+        EarlyPosture::spawn(
+            sources.clone(),
+            reads,
+            cert,
+            None,
+            Asker::Unproven,
+            device,
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_warm_cache_answers_early_lookups_at_once_without_a_task() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let device = path(dir.path(), "device-ecdsa");
+        let (mdm, addr) = crate::posture::tests::start(false).await;
+        let settings = crate::posture::PostureSettings {
+            sources: vec![crate::posture::tests::settings(addr, false)],
+        };
+        let sources = Arc::new(Sources::build(&settings).unwrap());
+        // Cold: fetched on a task.
+        let cold = early(&sources, &device);
+        assert!(matches!(cold.work, Work::Running(_)));
+        let cert = cold.cert.clone();
+        let fetched = cold.finish(&cert, None).await;
+        assert_eq!(fetched[0].1.served, Served::Fetched);
+        // Warm: answered before `spawn` returns, no request.
+        let mut warm = early(&sources, &device);
+        assert!(matches!(warm.work, Work::Done(_)));
+        let ready = warm.ready().expect("answered from the cache");
+        assert_eq!(ready[0].1.served, Served::Fresh);
+        assert_eq!(mdm.counts().device_requests, 1);
+    }
+
+    #[tokio::test]
+    async fn an_early_lookup_that_failed_before_the_decision_is_asked_again_not_awaited_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let device = path(dir.path(), "device-ecdsa");
+        let (mdm, addr) = crate::posture::tests::start(false).await;
+        mdm.set(|k| k.status = Some(500));
+        let settings = crate::posture::PostureSettings {
+            sources: vec![crate::posture::tests::settings(addr, false)],
+        };
+        let sources = Arc::new(Sources::build(&settings).unwrap());
+        let mut e = early(&sources, &device);
+        // The failure is in before the decision looks.
+        for _ in 0..200 {
+            if let Work::Running(t) = &e.work {
+                if !t.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+            break;
+        }
+        assert!(e.ready().is_none(), "a failed lookup is not an answer");
+        // The device proved its key meanwhile, and the source is back.
+        mdm.set(|k| k.status = None);
+        let cert = e.cert.clone();
+        let lookups = e.finish(&cert, None).await;
+        assert_eq!(lookups[0].1.served, Served::Fetched);
+        assert!(matches!(
+            lookups[0].1.answer,
+            crate::policy::PostureAnswer::Known(_)
+        ));
     }
 }
