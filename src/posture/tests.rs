@@ -198,9 +198,16 @@ async fn only_a_fresh_cached_answer_or_a_missing_id_settles_without_asking_the_s
     assert_eq!(fresh.served, Served::Fresh);
     assert_eq!(compliant(&fresh), Some(true));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(s.settled(&cert(ID), None).await.is_none(), "stale is not settled");
+    assert!(
+        s.settled(&cert(ID), None).await.is_none(),
+        "stale is not settled"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(mdm.counts().device_requests, 1, "settling never asks the source");
+    assert_eq!(
+        mdm.counts().device_requests,
+        1,
+        "settling never asks the source"
+    );
 }
 
 #[tokio::test]
