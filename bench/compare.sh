@@ -61,6 +61,7 @@ start_anchord() { # STEM, or "hsm" for the key on the SoftHSM2 token
   cat >"$work/$inst.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$APORT"]
+accounting_listen = []
 max_sessions = $((HALF_OPEN * 2))
 ${SERVER_EXTRA:-}
 $key

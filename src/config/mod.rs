@@ -91,6 +91,8 @@ pub struct Client {
     pub secret: SharedSecret,
     /// Drop Access-Requests without Message-Authenticator (BlastRADIUS).
     pub require_message_authenticator: bool,
+    /// Drop Accounting-Requests without Message-Authenticator.
+    pub accounting_require_message_authenticator: bool,
 }
 
 impl Client {
@@ -102,6 +104,7 @@ impl Client {
             network: IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
             secret: SharedSecret::new(b"s".to_vec()),
             require_message_authenticator: true,
+            accounting_require_message_authenticator: false,
         }
     }
 }
@@ -113,6 +116,13 @@ pub struct Config {
     pub path: PathBuf,
     /// Sockets to listen on.
     pub listen: Vec<SocketAddr>,
+    /// Accounting sockets (RFC 2866); empty: no accounting listener.
+    pub accounting_listen: Vec<SocketAddr>,
+    /// A live session with no accounting update for this long is gone (2-3 times the
+    /// NAS's interim interval).
+    pub live_session_expiry: Duration,
+    /// Most live sessions kept; the least recently updated are evicted beyond it.
+    pub max_live_sessions: u64,
     /// Most EAP sessions kept at once; the least recently used is evicted beyond it.
     pub max_sessions: u64,
     /// Most EAP sessions one client (NAS entry) may hold, if set; new conversations beyond
@@ -495,25 +505,55 @@ impl PolicyPart {
     }
 }
 
-fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
-    let s = &raw.server;
-    let mut listen = Vec::new();
-    for (i, l) in s.listen.iter().enumerate() {
+/// The socket addresses in `list` (`key[i]` in errors; `port` in the IPv6 example).
+fn addresses(ctx: &mut Ctx<'_>, list: &[Spanned<String>], key: &str, port: u16) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for (i, l) in list.iter().enumerate() {
         match l.get_ref().parse::<SocketAddr>() {
-            Ok(a) => listen.push(a),
+            Ok(a) => out.push(a),
             Err(_) => ctx.err(
                 l.span(),
-                format!("server.listen[{i}]"),
+                format!("{key}[{i}]"),
                 format!(
-                    "`{}` is not an address:port (IPv6 as [::1]:1812)",
+                    "`{}` is not an address:port (IPv6 as [::1]:{port})",
                     l.get_ref()
                 ),
             ),
         }
     }
+    out
+}
+
+fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
+    let s = &raw.server;
+    let listen = addresses(ctx, &s.listen, "server.listen", 1812);
     if listen.is_empty() && ctx.errors.is_empty() {
         ctx.err(0..0, "server.listen", "at least one address is needed");
     }
+    let accounting_listen = match &s.accounting_listen {
+        // Each auth address on the next port (1812 -> 1813); port 0 (tests) stays 0.
+        None => listen
+            .iter()
+            .map(|a| {
+                let mut a = *a;
+                if a.port() != 0 {
+                    a.set_port(a.port().saturating_add(1));
+                }
+                a
+            })
+            .collect(),
+        Some(list) => addresses(ctx, list, "server.accounting_listen", 1813),
+    };
+    let live_session_expiry = ctx.bounded(
+        &s.live_session_expiry_secs,
+        "server.live_session_expiry_secs",
+        60..604_801,
+    );
+    let max_live_sessions = ctx.bounded(
+        &s.max_live_sessions,
+        "server.max_live_sessions",
+        1..100_000_001,
+    );
     let max_sessions = ctx.bounded(&s.max_sessions, "server.max_sessions", 1..10_000_001);
     let max_sessions_per_client = s
         .max_sessions_per_client
@@ -690,6 +730,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
             network,
             secret: SharedSecret::new(secret),
             require_message_authenticator: c.require_message_authenticator,
+            accounting_require_message_authenticator: c.accounting_require_message_authenticator,
         });
     }
     if raw.client.is_empty() {
@@ -714,6 +755,9 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     Some(Config {
         path: ctx.file.to_path_buf(),
         listen,
+        accounting_listen,
+        live_session_expiry: Duration::from_secs(live_session_expiry),
+        max_live_sessions,
         max_sessions,
         max_sessions_per_client,
         max_conversations_per_device,
@@ -1241,6 +1285,34 @@ mod tests {
                     .collect()
             }
         }
+    }
+
+    #[test]
+    fn accounting_listens_on_the_next_port_of_each_listen_address_unless_told() {
+        let c = parse("").0.unwrap();
+        let want: Vec<SocketAddr> = vec![
+            "0.0.0.0:1813".parse().unwrap(),
+            "[::]:1813".parse().unwrap(),
+        ];
+        assert_eq!(c.accounting_listen, want);
+        let c = parse("[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:11812\"]\n")
+            .0
+            .unwrap();
+        let want: Vec<SocketAddr> = vec![
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:11813".parse().unwrap(),
+        ];
+        assert_eq!(c.accounting_listen, want);
+        let c = parse("[server]\naccounting_listen = []\n").0.unwrap();
+        assert!(c.accounting_listen.is_empty());
+        assert_eq!(
+            errors("[server]\naccounting_listen = [\"1813\"]\n"),
+            vec![(
+                Some(11),
+                "server.accounting_listen[0]".to_owned(),
+                "`1813` is not an address:port (IPv6 as [::1]:1813)".to_owned()
+            )]
+        );
     }
 
     #[test]

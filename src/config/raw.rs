@@ -389,6 +389,20 @@ pub(crate) struct RawServer {
     pub(crate) duplicate_cache_mib: Spanned<u64>,
     /// FreeRADIUS-format dictionary; the shipped one is built in.
     pub(crate) dictionary: Option<Spanned<String>>,
+    /// Accounting sockets; default: each `listen` address on its port + 1 (1813).
+    pub(crate) accounting_listen: Option<Vec<Spanned<String>>>,
+    #[serde(default = "default_live_session_expiry_secs")]
+    pub(crate) live_session_expiry_secs: Spanned<u64>,
+    #[serde(default = "default_max_live_sessions")]
+    pub(crate) max_live_sessions: Spanned<u64>,
+}
+
+fn default_live_session_expiry_secs() -> Spanned<u64> {
+    unspanned(1800)
+}
+
+fn default_max_live_sessions() -> Spanned<u64> {
+    unspanned(200_000)
 }
 
 impl Default for RawServer {
@@ -405,6 +419,9 @@ impl Default for RawServer {
             receive_buffer_kib: default_receive_buffer_kib(),
             duplicate_cache_mib: default_duplicate_cache_mib(),
             dictionary: None,
+            accounting_listen: None,
+            live_session_expiry_secs: default_live_session_expiry_secs(),
+            max_live_sessions: default_max_live_sessions(),
         }
     }
 }
@@ -509,6 +526,10 @@ pub(crate) struct RawClient {
     pub(crate) secret_file: Option<Spanned<String>>,
     #[serde(default = "default_require_message_authenticator")]
     pub(crate) require_message_authenticator: bool,
+    /// Drop Accounting-Requests without Message-Authenticator (off by default: many NASes,
+    /// hostapd among them, do not send it there; the Request Authenticator is always checked).
+    #[serde(default)]
+    pub(crate) accounting_require_message_authenticator: bool,
 }
 
 fn default_require_message_authenticator() -> bool {

@@ -54,10 +54,16 @@ pub fn response_authenticator(secret: &SharedSecret, packet: &[u8]) -> [u8; 16] 
     h.finalize().into()
 }
 
-/// Request Authenticator of a Disconnect/CoA/Accounting request (RFC 5176 §2.3):
-/// MD5 over the packet with 16 zero bytes in the authenticator field, then the secret.
-pub fn accounting_request_authenticator(secret: &SharedSecret, packet: &[u8]) -> [u8; 16] {
-    response_authenticator(secret, packet)
+/// Request Authenticator of an Accounting, Disconnect or CoA request (RFC 2866 §3,
+/// RFC 5176 §2.3): MD5 over the packet with 16 zero bytes in place of the authenticator
+/// field (whatever it holds), then the secret.
+pub fn request_authenticator(secret: &SharedSecret, packet: &[u8]) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update(packet.get(..4).unwrap_or_default());
+    h.update([0u8; 16]);
+    h.update(packet.get(20..).unwrap_or_default());
+    h.update(secret.expose());
+    h.finalize().into()
 }
 
 /// Constant-time equality of two byte strings (lengths are not secret).

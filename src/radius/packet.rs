@@ -21,9 +21,42 @@ pub enum Code {
     AccessChallenge,
     /// Status-Server (12).
     StatusServer,
+    /// Accounting-Request (4, RFC 2866).
+    AccountingRequest,
+    /// Accounting-Response (5).
+    AccountingResponse,
+    /// Disconnect-Request (40, RFC 5176).
+    DisconnectRequest,
+    /// Disconnect-ACK (41).
+    DisconnectAck,
+    /// Disconnect-NAK (42).
+    DisconnectNak,
+    /// CoA-Request (43).
+    CoaRequest,
+    /// CoA-ACK (44).
+    CoaAck,
+    /// CoA-NAK (45).
+    CoaNak,
     /// Any other code.
     Other(u8),
 }
+
+/// Every named code, for [`Code::from_number`].
+const CODES: [Code; 13] = [
+    Code::AccessRequest,
+    Code::AccessAccept,
+    Code::AccessReject,
+    Code::AccessChallenge,
+    Code::StatusServer,
+    Code::AccountingRequest,
+    Code::AccountingResponse,
+    Code::DisconnectRequest,
+    Code::DisconnectAck,
+    Code::DisconnectNak,
+    Code::CoaRequest,
+    Code::CoaAck,
+    Code::CoaNak,
+];
 
 impl Code {
     /// The wire number.
@@ -34,20 +67,24 @@ impl Code {
             Self::AccessReject => 0x03,
             Self::AccessChallenge => 0x0B,
             Self::StatusServer => 0x0C,
+            Self::AccountingRequest => 4,
+            Self::AccountingResponse => 5,
+            Self::DisconnectRequest => 40,
+            Self::DisconnectAck => 41,
+            Self::DisconnectNak => 42,
+            Self::CoaRequest => 43,
+            Self::CoaAck => 44,
+            Self::CoaNak => 45,
             Self::Other(n) => n,
         }
     }
 
     /// The code for a wire number.
     pub fn from_number(n: u8) -> Self {
-        match n {
-            0x01 => Self::AccessRequest,
-            0x02 => Self::AccessAccept,
-            0x03 => Self::AccessReject,
-            0x0B => Self::AccessChallenge,
-            0x0C => Self::StatusServer,
-            n => Self::Other(n),
-        }
+        CODES
+            .into_iter()
+            .find(|c| c.number() == n)
+            .unwrap_or(Self::Other(n))
     }
 }
 
@@ -90,6 +127,10 @@ pub enum DecodeError {
     /// Message-Authenticator does not verify: wrong secret or altered packet.
     #[error("Message-Authenticator invalid (wrong shared secret?)")]
     BadMessageAuthenticator,
+    /// An Accounting-Request's Request Authenticator does not verify (RFC 2866 §3): wrong
+    /// secret or altered packet.
+    #[error("Request Authenticator invalid (wrong shared secret?)")]
+    BadRequestAuthenticator,
     /// More than one State attribute: which conversation is meant is ambiguous (RFC 2865
     /// §5.24 sends back the one State received).
     #[error("more than one State attribute")]
@@ -113,6 +154,7 @@ impl DecodeError {
             Self::MissingMessageAuthenticator => "missing_message_authenticator",
             Self::MalformedMessageAuthenticator => "malformed_message_authenticator",
             Self::BadMessageAuthenticator => "bad_message_authenticator",
+            Self::BadRequestAuthenticator => "bad_request_authenticator",
             Self::DuplicateState => "duplicate_state",
             Self::SplitEapMessage => "split_eap_message",
         }
@@ -158,7 +200,8 @@ enum EapRun {
     Ended,
 }
 
-/// A structurally valid Access-Request or Status-Server that is not yet authenticated.
+/// A structurally valid Access-Request, Status-Server or Accounting-Request that is not yet
+/// authenticated.
 #[derive(Debug)]
 pub struct UnverifiedRequest<'a> {
     packet: &'a [u8],
@@ -174,7 +217,8 @@ impl<'a> UnverifiedRequest<'a> {
     /// Checks header, length and attribute layout. Bytes past the Length field are ignored.
     ///
     /// # Errors
-    /// Any structural fault, or a code other than Access-Request / Status-Server.
+    /// Any structural fault, or a code other than Access-Request / Status-Server /
+    /// Accounting-Request.
     pub fn parse(datagram: &'a [u8]) -> Result<Self, DecodeError> {
         if datagram.len() < MIN_PACKET {
             return Err(DecodeError::TooShort(datagram.len()));
@@ -195,7 +239,7 @@ impl<'a> UnverifiedRequest<'a> {
             received: datagram.len(),
         })?;
         let code = match Code::from_number(code) {
-            c @ (Code::AccessRequest | Code::StatusServer) => c,
+            c @ (Code::AccessRequest | Code::StatusServer | Code::AccountingRequest) => c,
             other => return Err(DecodeError::UnexpectedCode(other.number())),
         };
         let attributes = parse_attributes(packet.get(MIN_PACKET..).unwrap_or_default())?;
@@ -250,14 +294,17 @@ impl<'a> UnverifiedRequest<'a> {
         &self.authenticator
     }
 
-    /// Authenticates the request with the client's secret (RFC 3579 §3.2, RFC 5997 §3).
+    /// Authenticates the request with the client's secret (RFC 3579 §3.2, RFC 5997 §3,
+    /// RFC 2866 §3).
     ///
     /// Message-Authenticator is always required on Status-Server and with EAP-Message, and on
     /// every request when `require_message_authenticator` is set (BlastRADIUS, CVE-2024-3596).
-    /// A request carrying Proxy-State without it is refused as well.
+    /// A request carrying Proxy-State without it is refused as well. An Accounting-Request's
+    /// Request Authenticator is checked first; its Message-Authenticator, when present, is
+    /// computed with that field zeroed (as for Disconnect and CoA requests, RFC 5176 §3.4).
     ///
     /// # Errors
-    /// Missing or wrong Message-Authenticator.
+    /// Missing or wrong Message-Authenticator, or a wrong Accounting-Request authenticator.
     pub fn verify(
         self,
         secret: &SharedSecret,
@@ -268,6 +315,15 @@ impl<'a> UnverifiedRequest<'a> {
             || self.code == Code::StatusServer
             || has(AttrType::EapMessage)
             || has(AttrType::ProxyState);
+        let signed = self.code == Code::AccountingRequest;
+        if signed
+            && !crypto::ct_eq(
+                &self.authenticator,
+                &crypto::request_authenticator(secret, self.packet),
+            )
+        {
+            return Err(DecodeError::BadRequestAuthenticator);
+        }
         match self.message_authenticator_at {
             None if required => return Err(DecodeError::MissingMessageAuthenticator),
             None => {}
@@ -279,6 +335,11 @@ impl<'a> UnverifiedRequest<'a> {
                 let mut zeroed = self.packet.to_vec();
                 if let Some(v) = zeroed.get_mut(at..at + AUTHENTICATOR_LEN) {
                     v.fill(0);
+                }
+                if signed {
+                    if let Some(v) = zeroed.get_mut(4..MIN_PACKET) {
+                        v.fill(0);
+                    }
                 }
                 let expected = crypto::message_authenticator(secret, &zeroed);
                 if !crypto::ct_eq(received, &expected) {
@@ -613,5 +674,92 @@ mod tests {
         // landed only in the padding or rewrote a byte to its own value. The count is fixed by
         // the seed; with the Message-Authenticator check off, thousands more pass.
         assert_eq!((accepted, unchanged), (ACCEPTED, ACCEPTED));
+    }
+
+    /// An Accounting-Request (Start: Acct-Status-Type, Acct-Session-Id, User-Name,
+    /// Calling-Station-Id) signed with RFC 2865 §7.1's secret, computed with Python's hashlib.
+    const ACCT_START: &str = "0407004d4d17c827e9b876ec8f5b5f3d69bde4882806000000012c123031323334\
+        35363738394142434445460\
+        10e6465766963652d65636473611f1330322d30302d30302d30302d30302d3031";
+    /// The same with a Message-Authenticator (computed with the authenticator field zeroed).
+    const ACCT_START_MA: &str = "0407005f4cc951e6689aaada9252997a3f1e61762806000000012c12303132\
+        3334353637383941424344454601\
+        0e6465766963652d65636473611f1330322d30302d30302d30302d30302d30315012a892cc8f67dcaa8f4f\
+        1ee2c3775d3327";
+
+    fn acct_secret() -> SharedSecret {
+        SharedSecret::new(b"xyzzy5461".to_vec())
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        hex::decode(s.split_whitespace().collect::<String>()).unwrap()
+    }
+
+    #[test]
+    fn an_accounting_request_verifies_by_its_request_authenticator() {
+        for (v, has_ma) in [(ACCT_START, false), (ACCT_START_MA, true)] {
+            let bytes = unhex(v);
+            let req = UnverifiedRequest::parse(&bytes).unwrap();
+            assert_eq!(req.code(), Code::AccountingRequest);
+            let req = UnverifiedRequest::parse(&bytes)
+                .unwrap()
+                .verify(&acct_secret(), has_ma)
+                .unwrap();
+            assert_eq!(
+                req.text(AttrType::UserName).as_deref(),
+                Some("device-ecdsa")
+            );
+            assert_eq!(
+                req.first(AttrType::Other(44)),
+                Some(&b"0123456789ABCDEF"[..])
+            );
+            // Another secret, or one flipped bit anywhere: refused.
+            let other = SharedSecret::new(b"other".to_vec());
+            assert_eq!(
+                UnverifiedRequest::parse(&bytes)
+                    .unwrap()
+                    .verify(&other, false)
+                    .unwrap_err(),
+                DecodeError::BadRequestAuthenticator
+            );
+            for at in [1, 4, 25, bytes.len() - 1] {
+                let mut bad = bytes.clone();
+                bad[at] ^= 1;
+                assert!(
+                    UnverifiedRequest::parse(&bad)
+                        .and_then(|r| r.verify(&acct_secret(), false))
+                        .is_err(),
+                    "bit flipped at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_accounting_request_needs_a_message_authenticator_only_when_the_client_requires_one() {
+        let bytes = unhex(ACCT_START);
+        assert_eq!(
+            UnverifiedRequest::parse(&bytes)
+                .unwrap()
+                .verify(&acct_secret(), true)
+                .unwrap_err(),
+            DecodeError::MissingMessageAuthenticator
+        );
+        // A Message-Authenticator computed over the real authenticator (as in an
+        // Access-Request) is wrong here, even though the Request Authenticator is right.
+        let mut bytes = unhex(ACCT_START_MA);
+        let at = bytes.len() - 16;
+        bytes[at..].fill(0);
+        let wrong = crypto::message_authenticator(&acct_secret(), &bytes);
+        bytes[at..].copy_from_slice(&wrong);
+        let auth = crypto::request_authenticator(&acct_secret(), &bytes);
+        bytes[4..20].copy_from_slice(&auth);
+        assert_eq!(
+            UnverifiedRequest::parse(&bytes)
+                .unwrap()
+                .verify(&acct_secret(), false)
+                .unwrap_err(),
+            DecodeError::BadMessageAuthenticator
+        );
     }
 }

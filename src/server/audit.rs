@@ -46,6 +46,8 @@ const INFORMATIONAL: u8 = 6;
 
 enum Message {
     Line(String, &'static str),
+    /// A line whose writer answers once it is written (true) or failed (false).
+    Acked(String, &'static str, tokio::sync::oneshot::Sender<bool>),
     Reopen,
 }
 
@@ -102,6 +104,23 @@ impl Audit {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.inc();
+            }
+        }
+    }
+
+    /// Queues one JSON line and answers once the sink has it: `None` when the queue is
+    /// full or the writer gone (counted as dropped).
+    pub fn send_acked(
+        &self,
+        line: String,
+        kind: &'static str,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(Message::Acked(line, kind, done)) {
+            Ok(()) => Some(written),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+                None
             }
         }
     }
@@ -212,6 +231,11 @@ fn capped(v: &str) -> String {
 }
 
 /// UTC with microseconds: RFC 3339, and within RFC 5424's six fractional digits.
+/// Now, as audit records write it.
+pub fn now_text() -> String {
+    timestamp()
+}
+
 fn timestamp() -> String {
     let t = clock::utc_now();
     format!(
@@ -414,6 +438,11 @@ fn write_all(mut out: Output, rx: &Receiver<Message>, reopen: &AtomicBool) {
         }
         .and_then(|()| match message {
             Message::Line(line, kind) => out.write(&line, kind),
+            Message::Acked(line, kind, done) => {
+                let written = out.write(&line, kind);
+                let _ = done.send(written.is_ok());
+                written
+            }
             Message::Reopen => Ok(()),
         });
         // One warning per run of failures, not one per record.

@@ -37,6 +37,7 @@ mod tests {
             network: net.parse().unwrap(),
             secret: SharedSecret::new(b"s".to_vec()),
             require_message_authenticator: true,
+            accounting_require_message_authenticator: false,
         }
     }
 

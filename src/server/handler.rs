@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 use super::checks;
 use super::ending::{self, Conversation, Ended};
 use super::fairness;
+use super::registry::Authentication;
 use super::sessions::{SessionEntry, TakeError};
 use super::Shared;
 use super::{facts, reply};
@@ -328,7 +329,27 @@ async fn access_request(
                 &eap,
                 &keys.msk[..],
             ) {
-                Ok(b) => {
+                Ok(mut b) => {
+                    // The Class the NAS echoes in accounting: joins its sessions to this.
+                    let (id, class) = shared.class_key.mint();
+                    if b.push(AttrType::Class, &class).is_ok() {
+                        if let Some(c) = entry.checked.as_deref() {
+                            let cert = c.cert();
+                            shared.registry.accepted(Authentication {
+                                id,
+                                at: clock::unix_now(),
+                                nas: client.name.clone(),
+                                identity: entry.identity.clone(),
+                                station: entry.station.clone(),
+                                cert_subject: cert.subject,
+                                cert_serial: cert.serial,
+                                cert_issuer: cert.issuer,
+                                rule: Some(c.trace.rule.clone()),
+                                vlan: c.decision.vlan().map(str::to_owned),
+                                posture: c.posture.clone(),
+                            });
+                        }
+                    }
                     who.finished(&Conversation::of(&entry), "accept", "ok".into(), "");
                     Some(b)
                 }

@@ -114,6 +114,17 @@ pub struct Metrics {
     duplicates: Family<DuplicateLabels, Counter>,
     in_background: Counter,
     reloads: Family<ResultLabels, Counter>,
+    accounting: Family<AcctLabels, Counter>,
+}
+
+/// Accounting records stored, by Acct-Status-Type, and whether they joined an
+/// authentication of ours through their Class.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcctLabels {
+    /// `start`, `interim`, `stop`, `on`, `off`, `other`.
+    pub status: &'static str,
+    /// `yes` or `no`.
+    pub joined: &'static str,
 }
 
 impl Default for Metrics {
@@ -128,6 +139,7 @@ impl Default for Metrics {
             duplicates: Family::default(),
             in_background: Counter::default(),
             reloads: Family::default(),
+            accounting: Family::default(),
         }
     }
 }
@@ -213,6 +225,22 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// An accounting record stored and answered.
+    pub fn accounting(&self, status: &'static str, joined: bool) {
+        let joined = if joined { "yes" } else { "no" };
+        self.accounting
+            .get_or_create(&AcctLabels { status, joined })
+            .inc();
+    }
+
+    /// Accounting records stored with this status, joined or not.
+    pub fn accounting_count(&self, status: &'static str, joined: bool) -> u64 {
+        let joined = if joined { "yes" } else { "no" };
+        self.accounting
+            .get(&AcctLabels { status, joined })
+            .map_or(0, |c| c.get())
+    }
+
     /// Authentications that ended with this outcome and reason, over every TLS version.
     pub fn authentications(&self, outcome: &'static str, reason: &'static str) -> u64 {
         ["1.2", "1.3", "none"]
@@ -280,6 +308,11 @@ impl Metrics {
             "reloads",
             "Configuration reloads, taken (ok) or refused (error)",
             self.reloads.clone(),
+        );
+        r.register(
+            "accounting_records",
+            "Accounting records stored and answered, by status and whether their Class joined them to an authentication",
+            self.accounting.clone(),
         );
         let gauge = |v: u64| {
             let g = Gauge::<i64>::default();

@@ -2,8 +2,10 @@
 //! task per datagram under a concurrency cap. No protocol logic lives here beyond the
 //! order of checks (STYLE §2.5); a bad datagram is counted and dropped, never fatal.
 
+pub mod accounting;
 pub mod audit;
 pub mod checks;
+pub mod class;
 pub mod clients;
 pub mod dedup;
 mod ending;
@@ -13,6 +15,7 @@ pub mod fifo;
 mod handler;
 pub mod loglimit;
 pub mod metrics;
+pub mod registry;
 pub mod reply;
 pub mod sessions;
 pub mod watch;
@@ -33,6 +36,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::clock;
 use crate::config::{Config, ConfigErrors, PkiRuntime, Runtime};
 use crate::radius::packet::parse_attributes;
+use crate::radius::packet::DecodeError;
 use crate::radius::summary::summarize;
 use crate::radius::{Code, UnverifiedRequest};
 use clients::ClientTable;
@@ -124,6 +128,10 @@ pub struct Shared {
     /// Counters.
     pub metrics: Metrics,
     audit: Option<mpsc::UnboundedSender<AuditRecord>>,
+    /// Mints and opens the Class of every Access-Accept.
+    pub(crate) class_key: class::ClassKey,
+    /// Live sessions, from accounting.
+    pub registry: registry::Registry,
     /// Held through a reload: SIGHUP and the file watcher never build two runtimes at
     /// once (the one finishing last, perhaps from older files, would win).
     reloading: std::sync::Mutex<()>,
@@ -163,6 +171,34 @@ fn granted(reported: usize) -> usize {
 pub struct Server {
     shared: Arc<Shared>,
     sockets: Vec<Arc<UdpSocket>>,
+    accounting: Vec<Arc<UdpSocket>>,
+}
+
+/// What a listening socket takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Access-Request and Status-Server.
+    Auth,
+    /// Accounting-Request.
+    Accounting,
+}
+
+/// Binds one UDP socket; IPv6 ones are v6-only so `0.0.0.0` and `[::]` can share a port.
+fn bind_udp(addr: SocketAddr, receive_buffer: usize) -> io::Result<Arc<UdpSocket>> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    set_receive_buffer(&s, addr, receive_buffer);
+    s.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+    Ok(Arc::new(UdpSocket::from_std(s.into())?))
 }
 
 impl Server {
@@ -176,23 +212,16 @@ impl Server {
         runtime: Arc<Runtime>,
         audit: Option<mpsc::UnboundedSender<AuditRecord>>,
     ) -> io::Result<Self> {
-        let mut sockets = Vec::new();
-        for addr in &config.listen {
-            let domain = if addr.is_ipv6() {
-                Domain::IPV6
-            } else {
-                Domain::IPV4
-            };
-            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-            if addr.is_ipv6() {
-                s.set_only_v6(true)?;
-            }
-            s.set_nonblocking(true)?;
-            set_receive_buffer(&s, *addr, config.receive_buffer);
-            s.bind(&(*addr).into())
-                .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
-            sockets.push(Arc::new(UdpSocket::from_std(s.into())?));
-        }
+        let sockets = config
+            .listen
+            .iter()
+            .map(|a| bind_udp(*a, config.receive_buffer))
+            .collect::<io::Result<Vec<_>>>()?;
+        let accounting = config
+            .accounting_listen
+            .iter()
+            .map(|a| bind_udp(*a, config.receive_buffer))
+            .collect::<io::Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
             live: RwLock::new(Live::new(config.clone(), runtime)),
             dedup: Dedup::new(config.duplicate_cache, config.duplicate_window),
@@ -201,14 +230,28 @@ impl Server {
             shares: Shares::default(),
             metrics: Metrics::default(),
             audit,
+            class_key: class::ClassKey::random(),
+            registry: registry::Registry::new(config.max_live_sessions, config.live_session_expiry),
             reloading: std::sync::Mutex::new(()),
         });
-        Ok(Self { shared, sockets })
+        Ok(Self {
+            shared,
+            sockets,
+            accounting,
+        })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// The accounting addresses actually bound (port 0 resolved).
+    pub fn accounting_addrs(&self) -> Vec<SocketAddr> {
+        self.accounting
             .iter()
             .filter_map(|s| s.local_addr().ok())
             .collect()
@@ -229,10 +272,16 @@ impl Server {
         warn_inline_secrets(&config);
         let inflight = Arc::new(Semaphore::new(config.max_inflight));
         let mut loops = JoinSet::new();
-        for sock in self.sockets {
-            info!(addr = %sock.local_addr()?, "listening");
+        let all = (self.sockets.into_iter().map(|s| (s, Role::Auth)))
+            .chain(self.accounting.into_iter().map(|s| (s, Role::Accounting)));
+        for (sock, role) in all {
+            match role {
+                Role::Auth => info!(addr = %sock.local_addr()?, "listening"),
+                Role::Accounting => info!(addr = %sock.local_addr()?, "listening for accounting"),
+            }
             loops.spawn(recv_loop(
                 sock,
+                role,
                 self.shared.clone(),
                 inflight.clone(),
                 shutdown.clone(),
@@ -493,6 +542,18 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
             "server.receive_buffer_kib",
             running.receive_buffer != new.receive_buffer,
         ),
+        (
+            "server.accounting_listen",
+            running.accounting_listen != new.accounting_listen,
+        ),
+        (
+            "server.live_session_expiry_secs",
+            running.live_session_expiry != new.live_session_expiry,
+        ),
+        (
+            "server.max_live_sessions",
+            running.max_live_sessions != new.max_live_sessions,
+        ),
         ("admin.listen", running.admin != new.admin),
         ("audit", running.audit != new.audit),
     ]
@@ -512,6 +573,7 @@ fn warn_inline_secrets(config: &Config) {
 
 async fn recv_loop(
     sock: Arc<UdpSocket>,
+    role: Role,
     shared: Arc<Shared>,
     inflight: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -561,7 +623,7 @@ async fn recv_loop(
         let (task_shared, sock) = (shared.clone(), sock.clone());
         let span = tracing::debug_span!("request", %src);
         let request = fairness::charged(share, async move {
-            let authentic = handle_datagram(&task_shared, &sock, src, &datagram).await;
+            let authentic = handle_datagram(&task_shared, &sock, role, src, &datagram).await;
             drop((permit, counted));
             authentic
         })
@@ -598,6 +660,7 @@ async fn recv_loop(
 async fn handle_datagram(
     shared: &Arc<Shared>,
     sock: &UdpSocket,
+    role: Role,
     src: SocketAddr,
     datagram: &[u8],
 ) -> bool {
@@ -605,9 +668,17 @@ async fn handle_datagram(
     let Some(client) = live.clients.lookup(src.ip()) else {
         return false;
     };
-    let req = match UnverifiedRequest::parse(datagram)
-        .and_then(|u| u.verify(&client.secret, client.require_message_authenticator))
-    {
+    // Each port takes its own codes only (RFC 2866 §3: accounting on its own port).
+    let req = match UnverifiedRequest::parse(datagram).and_then(|u| match (role, u.code()) {
+        (Role::Accounting, Code::AccountingRequest) => u.verify(
+            &client.secret,
+            client.accounting_require_message_authenticator,
+        ),
+        (Role::Auth, Code::AccessRequest | Code::StatusServer) => {
+            u.verify(&client.secret, client.require_message_authenticator)
+        }
+        (_, other) => Err(DecodeError::UnexpectedCode(other.number())),
+    }) {
         Ok(r) => r,
         Err(e) => {
             shared.metrics.dropped(e.reason());
@@ -617,9 +688,12 @@ async fn handle_datagram(
     };
     let code = match req.code {
         Code::StatusServer => "status_server",
+        Code::AccountingRequest => "accounting_request",
         _ => "access_request",
     };
-    shared.metrics.request(code, &client.name);
+    if role == Role::Auth {
+        shared.metrics.request(code, &client.name);
+    }
     if tracing::enabled!(tracing::Level::DEBUG) {
         let attrs = summarize(req.attributes(), &live.config.dictionary);
         debug!(nas = %client.name, radius.id = req.identifier, code = ?req.code, len = datagram.len(), %attrs, "request");
@@ -643,7 +717,13 @@ async fn handle_datagram(
             return true;
         }
     };
-    match handler::process(shared, &live.config, &live.runtime, client, src, &req).await {
+    let reply = match role {
+        Role::Auth => {
+            handler::process(shared, &live.config, &live.runtime, client, src, &req).await
+        }
+        Role::Accounting => accounting::process(shared, client, src, &req).await,
+    };
+    match reply {
         Some(reply) => {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let attrs = reply

@@ -101,6 +101,12 @@ secret = "{SECRET}"
         }
     }
 
+    /// The first accounting address the server bound.
+    pub(crate) fn accounting_addr(&self) -> SocketAddr {
+        let line = self.wait_log(&["listening for accounting"]);
+        line.split("addr=").nth(1).unwrap().trim().parse().unwrap()
+    }
+
     pub(crate) fn config_path(&self) -> PathBuf {
         self._dir.path().join("anchord.toml")
     }

@@ -8,6 +8,7 @@
 //! Integration tests: the real `anchord` binary on loopback, driven by eapol_test and by a
 //! hand-made RADIUS client for wire-level cases.
 
+mod accounting;
 mod admin;
 mod bench;
 mod check;

@@ -1,0 +1,247 @@
+//! The live-session registry of one node: every session a NAS reported in accounting,
+//! joined (through the Class anchord minted, see [`super::class`]) to the authentication
+//! that created it.
+//!
+//! Sessions are keyed by NAS, Acct-Session-Id and the authentication (hostapd reuses an
+//! Acct-Session-Id when a MAC re-authenticates within seconds, so the id alone would merge
+//! two authentications). An entry ends on Stop, on the NAS's Accounting-On/Off, or when
+//! no update came for [`Registry::expiry`]; both tables are bounded, evictions counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use prometheus_client::metrics::counter::Counter;
+
+use super::class::AuthId;
+
+/// What anchord decided for one accepted authentication, kept for its sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// The id its Class carries.
+    pub id: AuthId,
+    /// Unix seconds.
+    pub at: i64,
+    /// The client (NAS) entry.
+    pub nas: String,
+    /// The EAP identity.
+    pub identity: String,
+    /// The device's Calling-Station-Id (normalised), if sent.
+    pub station: Option<String>,
+    /// Certificate subject, serial (hex) and issuer.
+    pub cert_subject: String,
+    /// Certificate serial (hex).
+    pub cert_serial: String,
+    /// Certificate issuer.
+    pub cert_issuer: String,
+    /// The rule that decided, if a policy did.
+    pub rule: Option<String>,
+    /// The VLAN given.
+    pub vlan: Option<String>,
+    /// The posture audit text at the decision.
+    pub posture: String,
+}
+
+/// A session's key: NAS entry, Acct-Session-Id, and the authentication it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The client (NAS) entry.
+    pub nas: String,
+    /// Acct-Session-Id as sent.
+    pub acct_session_id: String,
+    /// The authentication, when the Class opened.
+    pub auth: Option<AuthId>,
+}
+
+/// One live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    /// Its key.
+    pub key: SessionKey,
+    /// The authentication that created it (`None`: no Class of ours, e.g. from before a
+    /// restart).
+    pub auth: Option<Arc<Authentication>>,
+    /// User-Name in accounting.
+    pub user_name: Option<String>,
+    /// Calling-Station-Id (normalised).
+    pub station: Option<String>,
+    /// NAS-IP-Address / NAS-IPv6-Address as text.
+    pub nas_ip: Option<String>,
+    /// NAS-Identifier.
+    pub nas_identifier: Option<String>,
+    /// Unix seconds of the first record seen.
+    pub started: i64,
+    /// Unix seconds of the latest record.
+    pub updated: i64,
+}
+
+/// The registry.
+#[derive(Debug)]
+pub struct Registry {
+    auths: Cache<AuthId, Arc<Authentication>>,
+    sessions: Cache<SessionKey, Arc<LiveSession>>,
+    expiry: Duration,
+    /// Sessions evicted because the table was full.
+    pub evicted: Counter,
+}
+
+/// How long an authentication is kept for sessions yet to report (a NAS sends Start within
+/// seconds of the Accept; Interim-Updates refresh it).
+const AUTH_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+impl Registry {
+    /// A registry of at most `max` sessions (and as many authentications), a session
+    /// ending `expiry` after its last update.
+    pub fn new(max: u64, expiry: Duration) -> Self {
+        let evicted = Counter::default();
+        let counted = evicted.clone();
+        Self {
+            auths: Cache::builder()
+                .max_capacity(max)
+                .time_to_idle(AUTH_IDLE)
+                .build(),
+            sessions: Cache::builder()
+                .max_capacity(max)
+                .time_to_idle(expiry)
+                .support_invalidation_closures()
+                .eviction_listener(move |_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        counted.inc();
+                    }
+                })
+                .build(),
+            expiry,
+            evicted,
+        }
+    }
+
+    /// How long a session lives without an update.
+    pub fn expiry(&self) -> Duration {
+        self.expiry
+    }
+
+    /// Remembers an accepted authentication.
+    pub fn accepted(&self, a: Authentication) {
+        self.auths.insert(a.id, Arc::new(a));
+    }
+
+    /// The authentication with this id, if kept.
+    pub fn authentication(&self, id: &AuthId) -> Option<Arc<Authentication>> {
+        self.auths.get(id)
+    }
+
+    /// Starts or refreshes a session (Start, Interim-Update).
+    pub fn update(&self, mut s: LiveSession) {
+        if let Some(old) = self.sessions.get(&s.key) {
+            s.started = old.started;
+        }
+        self.sessions.insert(s.key.clone(), Arc::new(s));
+    }
+
+    /// Ends a session (Stop); whether it was live.
+    pub fn stop(&self, key: &SessionKey) -> bool {
+        self.sessions.remove(key).is_some()
+    }
+
+    /// Ends every session of the NAS entry `nas` (Accounting-On/Off: it rebooted).
+    pub fn clear_nas(&self, nas: &str) {
+        let nas = nas.to_owned();
+        // Only errors when invalidation closures are not enabled; they are.
+        let _ = self
+            .sessions
+            .invalidate_entries_if(move |k, _| k.nas == nas);
+        self.sessions.run_pending_tasks();
+    }
+
+    /// Every live session, oldest first.
+    pub fn sessions(&self) -> Vec<Arc<LiveSession>> {
+        self.sessions.run_pending_tasks();
+        let mut all: Vec<_> = self.sessions.iter().map(|(_, v)| v).collect();
+        all.sort_by(|a, b| {
+            (a.started, &a.key.acct_session_id).cmp(&(b.started, &b.key.acct_session_id))
+        });
+        all
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> u64 {
+        self.sessions.run_pending_tasks();
+        self.sessions.entry_count()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(nas: &str, id: &str, auth: Option<AuthId>) -> LiveSession {
+        LiveSession {
+            key: SessionKey {
+                nas: nas.into(),
+                acct_session_id: id.into(),
+                auth,
+            },
+            auth: None,
+            user_name: None,
+            station: None,
+            nas_ip: None,
+            nas_identifier: None,
+            started: 100,
+            updated: 100,
+        }
+    }
+
+    #[test]
+    fn a_reused_session_id_under_a_new_authentication_is_another_session() {
+        let r = Registry::new(100, Duration::from_secs(600));
+        r.update(session("ap1", "AAAA", Some([1; 16])));
+        r.update(session("ap1", "AAAA", Some([2; 16])));
+        r.update(session("ap2", "AAAA", Some([1; 16])));
+        assert_eq!(r.len(), 3);
+        // An Interim-Update keeps the session's start.
+        let mut later = session("ap1", "AAAA", Some([1; 16]));
+        later.started = 500;
+        later.updated = 500;
+        r.update(later);
+        let s = r
+            .sessions()
+            .into_iter()
+            .find(|s| s.key.nas == "ap1" && s.key.auth == Some([1; 16]))
+            .unwrap();
+        assert_eq!((s.started, s.updated), (100, 500));
+        assert!(r.stop(&session("ap1", "AAAA", Some([2; 16])).key));
+        assert!(
+            !r.stop(&session("ap1", "AAAA", Some([2; 16])).key),
+            "stopped once"
+        );
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn accounting_on_ends_every_session_of_that_nas_only() {
+        let r = Registry::new(100, Duration::from_secs(600));
+        for i in 0..5 {
+            r.update(session("ap1", &format!("S{i}"), None));
+        }
+        r.update(session("ap2", "S0", None));
+        r.clear_nas("ap1");
+        let left = r.sessions();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].key.nas, "ap2");
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_evictions_are_counted() {
+        let r = Registry::new(10, Duration::from_secs(600));
+        for i in 0..50 {
+            r.update(session("ap1", &format!("S{i}"), None));
+        }
+        assert!(r.len() <= 10, "{}", r.len());
+        assert!(r.evicted.get() >= 40, "{}", r.evicted.get());
+    }
+}

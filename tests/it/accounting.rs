@@ -1,0 +1,199 @@
+//! Accounting (RFC 2866) on the wire: a device authenticated by eapol_test gets a Class in
+//! its Accept; Accounting-Requests carrying it are verified, written to the audit trail
+//! joined to that authentication, and answered; duplicates are answered from the cache;
+//! forged ones and codes of the other port get nothing. Authenticators are computed and
+//! checked here with RustCrypto's MD5 directly, not with anchord's helpers.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+
+use crate::harness::{eapol_test, last_reply, pki_dir, Server, SECRET};
+
+/// An Accounting-Request: the Request Authenticator is MD5 over the packet with a zero
+/// authenticator, then the secret.
+fn acct_request(id: u8, attrs: &[(u8, Vec<u8>)], secret: &str) -> Vec<u8> {
+    let mut p = vec![4, id, 0, 0];
+    p.extend([0u8; 16]);
+    for (t, v) in attrs {
+        p.push(*t);
+        p.push(u8::try_from(v.len() + 2).unwrap());
+        p.extend(v);
+    }
+    let len = u16::try_from(p.len()).unwrap().to_be_bytes();
+    p[2..4].copy_from_slice(&len);
+    let mut h = Md5::new();
+    h.update(&p);
+    h.update(secret.as_bytes());
+    let auth = h.finalize();
+    p[4..20].copy_from_slice(&auth);
+    p
+}
+
+/// Checks an Accounting-Response to `req`: code, identifier, Response Authenticator.
+fn assert_response(req: &[u8], reply: &[u8]) {
+    assert_eq!(reply[0], 5, "Accounting-Response");
+    assert_eq!(reply[1], req[1], "same identifier");
+    let len = usize::from(u16::from_be_bytes([reply[2], reply[3]]));
+    assert_eq!(len, reply.len());
+    let mut h = Md5::new();
+    h.update(&reply[..4]);
+    h.update(&req[4..20]);
+    h.update(&reply[20..]);
+    h.update(SECRET.as_bytes());
+    assert_eq!(&h.finalize()[..], &reply[4..20], "Response Authenticator");
+}
+
+fn client(to: SocketAddr) -> UdpSocket {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(to).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock
+}
+
+fn recv(sock: &UdpSocket) -> Vec<u8> {
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a reply");
+    buf[..n].to_vec()
+}
+
+/// The audit lines that contain every needle, waiting up to 10 s for at least `n`.
+fn audit_lines(path: &std::path::Path, needles: &[&str], n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let found: Vec<String> = text
+            .lines()
+            .filter(|l| needles.iter().all(|x| l.contains(x)))
+            .map(str::to_owned)
+            .collect();
+        if found.len() >= n || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn hex_value(v: &str) -> Vec<u8> {
+    hex::decode(
+        v.chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect::<String>(),
+    )
+    .unwrap_or_else(|_| panic!("a hex value: {v}"))
+}
+
+#[test]
+fn accounting_joins_the_authentication_through_its_class_and_is_answered_once_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let s = Server::start_with(|c| {
+        format!(
+            "{c}\n[audit]\nsink = \"file\"\npath = \"{}\"\n",
+            audit.display()
+        )
+    });
+    let out = eapol_test(&s, pki_dir(), "tls12-ecdsa", &[]);
+    let (code, attrs) = last_reply(&out);
+    assert_eq!(code, 2, "Access-Accept: {out}");
+    let class = attrs
+        .iter()
+        .find(|(t, _)| *t == 25)
+        .map(|(_, v)| hex_value(v))
+        .expect("a Class in the Accept");
+    assert!(class.starts_with(b"anc1"), "{class:?}");
+
+    let acct = client(s.accounting_addr());
+    let start = acct_request(
+        7,
+        &[
+            (40, 1u32.to_be_bytes().to_vec()),
+            (44, b"0123456789ABCDEF".to_vec()),
+            (1, b"device-ecdsa".to_vec()),
+            (31, b"02-00-00-00-00-01".to_vec()),
+            (25, class.clone()),
+        ],
+        SECRET,
+    );
+    // Forged (another secret) and altered requests first: never answered.
+    acct.send(&acct_request(
+        6,
+        &[(40, 1u32.to_be_bytes().to_vec())],
+        "wrong",
+    ))
+    .unwrap();
+    let mut altered = start.clone();
+    *altered.last_mut().unwrap() ^= 1;
+    acct.send(&altered).unwrap();
+    acct.send(&start).unwrap();
+    let reply = recv(&acct);
+    assert_response(&start, &reply);
+    // Retransmitted: the same answer, one record.
+    acct.send(&start).unwrap();
+    assert_eq!(recv(&acct), reply);
+    let joined = audit_lines(
+        &audit,
+        &[
+            "\"event\":\"accounting\"",
+            "\"status\":\"start\"",
+            "\"joined\":true",
+            "\"session_id\":\"0123456789ABCDEF\"",
+            "\"vlan\":\"100\"",
+            "\"station\":\"02-00-00-00-00-01\"",
+        ],
+        1,
+    );
+    assert_eq!(
+        joined.len(),
+        1,
+        "one record for the request and its retransmission"
+    );
+    assert!(joined[0].contains("\"serial\":"), "{}", joined[0]);
+    s.wait_log(&["bad_request_authenticator"]);
+
+    // Without our Class (or with an altered one): stored, answered, not joined.
+    let mut forged_class = class.clone();
+    forged_class[10] ^= 1;
+    let stop = acct_request(
+        8,
+        &[
+            (40, 2u32.to_be_bytes().to_vec()),
+            (44, b"0123456789ABCDEF".to_vec()),
+            (25, forged_class),
+            (46, 30u32.to_be_bytes().to_vec()),
+        ],
+        SECRET,
+    );
+    acct.send(&stop).unwrap();
+    assert_response(&stop, &recv(&acct));
+    let unjoined = audit_lines(
+        &audit,
+        &[
+            "\"status\":\"stop\"",
+            "\"joined\":false",
+            "\"session_time\":30",
+        ],
+        1,
+    );
+    assert_eq!(unjoined.len(), 1);
+
+    // An Access-Request on the accounting port, or an Accounting-Request on the auth
+    // port: dropped (logged as they are dropped, so no answer can still be on its way).
+    let mut wrong_port = start.clone();
+    wrong_port[0] = 1;
+    acct.send(&wrong_port).unwrap();
+    let auth = client(s.addr);
+    auth.send(&start).unwrap();
+    s.wait_log_lines(&["unexpected_code"], 2);
+    for sock in [&acct, &auth] {
+        sock.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let e = sock.recv(&mut buf).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "no answer to a wrong-port code"
+        );
+    }
+}
