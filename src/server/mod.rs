@@ -781,7 +781,9 @@ mod tests {
             [
                 "server.listen",
                 "server.max_sessions",
-                "server.duplicate_cache_mib"
+                "server.duplicate_cache_mib",
+                // Derived from listen (the next port).
+                "server.accounting_listen"
             ]
         );
     }
