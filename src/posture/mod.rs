@@ -169,7 +169,7 @@ impl Sources {
     }
 
     /// Every source the policy reads answered without asking any of them (fresh cached
-    /// answers, or no device id), if they all can; nothing is counted unless they all do.
+    /// answers, or no device id), if they all can. Not counted: see [`Sources::count`].
     pub async fn settled(
         &self,
         reads: &PostureReads,
@@ -180,12 +180,16 @@ impl Sources {
         for s in self.sources.iter().filter(|s| reads.needs(s.name())) {
             out.push((s.name().to_owned(), s.settled(cert, calling_station).await?));
         }
-        for (name, l) in &out {
+        Some(out)
+    }
+
+    /// Counts lookups answered by [`Sources::settled`] (once the rules read them).
+    pub fn count(&self, lookups: &[(String, Lookup)]) {
+        for (name, l) in lookups {
             if let Some(s) = self.source(name) {
                 s.count(l);
             }
         }
-        Some(out)
     }
 
     /// The lookups as the policy's facts.

@@ -20,8 +20,8 @@ use crate::logsafe::Escaped;
 use crate::pki::facts::{CertFacts, CertSummary};
 use crate::pki::revocation::{Checker, Report, State};
 use crate::policy::{
-    self, Decision, Facts, Policy, PostureReads, RequestFacts, RevocationFacts, RevocationOutcome,
-    Trace,
+    self, Decision, Facts, Policy, PostureFacts, PostureReads, RequestFacts, RevocationFacts,
+    RevocationOutcome, Trace,
 };
 use crate::posture::{Asker, Lookup, Served, Sources};
 use crate::tls::VerifiedChain;
@@ -229,8 +229,9 @@ impl EarlyPosture {
             if !task.is_finished() {
                 return None;
             }
-            // Its output taken once, kept for `finish`.
-            self.work = Work::Done(task.now_or_never().and_then(Result::ok));
+            // Its output taken once, kept for `finish`; a task that cannot be read now (the
+            // request has spent its cooperative budget) is left for `finish` to await.
+            self.work = Work::Done(task.now_or_never()?.ok());
         }
         match &mut self.work {
             Work::Done(done) => done.take_if(|l| l.iter().all(|(_, l)| l.served != Served::Failed)),
@@ -379,12 +380,16 @@ pub async fn decide(
         None => CertFacts::of(&peer.chain),
     };
     // Answers already in (mid-handshake, or in the cache now): used at once, one decision.
+    // Those from the cache now count (and are recorded) only if the rules read them.
+    let mut settled = false;
     let ready = match (&mut early_posture, sources) {
         (Some(e), _) => e.ready(),
         (None, Some(s)) => {
             use futures_util::FutureExt as _;
             let station = first.calling_station.as_deref();
-            s.settled(reads, &cert, station).now_or_never().flatten()
+            let answers = s.settled(reads, &cert, station).now_or_never().flatten();
+            settled = answers.is_some();
+            answers
         }
         (None, None) => None,
     };
@@ -423,6 +428,14 @@ pub async fn decide(
     // that is refused before they do) does not wait for a slow source.
     let (mut decision, mut trace) = policy::evaluate(policy, &facts);
     let mut lookups = ready.unwrap_or_default();
+    if let Some(s) = sources.filter(|_| settled) {
+        if policy.consulted_posture(&trace) {
+            s.count(&lookups);
+        } else {
+            lookups.clear();
+            facts.posture = PostureFacts::default();
+        }
+    }
     let waiting = lookups.is_empty();
     if let Some(sources) = sources.filter(|_| waiting && policy.consulted_posture(&trace)) {
         let station = facts.first.calling_station.clone();
@@ -747,5 +760,105 @@ mod tests {
             lookups[0].1.answer,
             crate::policy::PostureAnswer::Known(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_finished_early_lookup_is_read_even_when_the_request_has_spent_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let device = path(dir.path(), "device-ecdsa");
+        let (mdm, addr) = crate::posture::tests::start(false).await;
+        let settings = crate::posture::PostureSettings {
+            sources: vec![crate::posture::tests::settings(addr, false)],
+        };
+        let sources = Arc::new(Sources::build(&settings).unwrap());
+        let mut e = early(&sources, &device);
+        for _ in 0..200 {
+            if let Work::Running(t) = &e.work {
+                if !t.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+            break;
+        }
+        // The request task has used up its cooperative budget: the finished task cannot be
+        // read now, and must not be forgotten.
+        while tokio::task::coop::has_budget_remaining() {
+            tokio::task::coop::consume_budget().await;
+        }
+        let _ = e.ready();
+        let cert = e.cert.clone();
+        let lookups = e.finish(&cert, None).await;
+        assert_eq!(
+            lookups[0].1.served,
+            Served::Fetched,
+            "the early answer, not a second lookup"
+        );
+        assert_eq!(mdm.counts().device_requests, 1);
+    }
+
+    #[tokio::test]
+    async fn cached_posture_the_rules_never_read_is_neither_recorded_nor_counted() {
+        use crate::policy::{Policy, PolicyFile};
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let device = path(dir.path(), "device-ecdsa");
+        let (_mdm, addr) = crate::posture::tests::start(false).await;
+        let text = "[tls]\ncertificate = \"server.pem\"\nprivate_key = \"server.key\"\n\
+                    ca = [\"root-ca.pem\"]\n\n[[client]]\nname = \"nas\"\n\
+                    address = \"127.0.0.1\"\nsecret = \"s\"\n";
+        let config = Config::parse(&dir.path().join("anchord.toml"), text).unwrap();
+        let mut rt = Runtime::build(&config, None).unwrap();
+        let settings = crate::posture::PostureSettings {
+            sources: vec![crate::posture::tests::settings(addr, false)],
+        };
+        let sources = Arc::new(Sources::build(&settings).unwrap());
+        rt.posture = Some(sources.clone());
+        // The device's rule decides before the one that reads posture.
+        let policy = Policy::compile(
+            &[PolicyFile {
+                name: "p.toml".into(),
+                text:
+                    "[[rule]]\nname = \"devices\"\nwhen = { cert.cn = { prefix = \"device\" } }\n\
+                       vlan = 10\n\n[[rule]]\nname = \"others\"\n\
+                       when = { posture.mdm.compliant = true }\nvlan = 20\n\n\
+                       [[rule]]\nname = \"default\"\nreject = \"unknown\"\n"
+                        .into(),
+            }],
+            config.dictionary.clone(),
+            jiff::tz::TimeZone::UTC,
+        )
+        .unwrap();
+        // The device is in the cache (its id is the dev certificate's Intune id).
+        let cert = CertFacts::of(device.certificates());
+        let warm = sources.all()[0].lookup(&cert, None).await;
+        assert_ne!(
+            warm.served,
+            Served::NoId,
+            "the dev certificate carries an id"
+        );
+        let counted = |kind: &'static str| {
+            sources
+                .stats
+                .lookups
+                .get_or_create(&crate::posture::source::SourceLabels {
+                    source: "mdm".into(),
+                    kind,
+                })
+                .get()
+        };
+        let before = counted("fresh");
+        let peer = PeerInfo {
+            chain: device.certificates().to_vec(),
+            path: device.clone(),
+            tls_version: "1.3",
+            cipher_suite: "TLS13_AES_128_GCM_SHA256",
+        };
+        let first = RequestFacts::default();
+        let checked = decide(&peer, &first, first.clone(), &rt, &policy, (None, None), 0).await;
+        assert_eq!(checked.trace.rule, "devices");
+        assert_eq!(checked.posture, "-", "posture was not read");
+        assert_eq!(counted("fresh"), before, "nor counted");
     }
 }
