@@ -77,6 +77,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/posture/events/{source}", post(posture_event))
         .route("/v1/posture/cache", post(posture_cache))
+        .route("/v1/sessions", get(sessions))
         .with_state(shared);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -188,6 +189,62 @@ async fn posture_event(
     (StatusCode::ACCEPTED, "accepted\n").into_response()
 }
 
+/// The refusal of an admin command whose request lacks the admin token (`[admin]
+/// token_file`, compared in constant time); `None` when it carries it.
+fn refusal(config: &crate::config::Config, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &config.admin_token else {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "admin commands are off: set [admin] token_file\n",
+            )
+                .into_response(),
+        );
+    };
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+    (!webhook::bearer_matches(authorization, token))
+        .then(|| (StatusCode::UNAUTHORIZED, "refused: bad_auth\n").into_response())
+}
+
+/// The live sessions (`anchord sessions list`), those of one device (`device=`: its
+/// certificate serial in hex, its EAP identity or its User-Name) or one MAC (`mac=`, any
+/// common notation) if asked.
+async fn sessions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let live = shared.live();
+    if let Some(refused) = refusal(&live.config, &headers) {
+        return refused;
+    }
+    let (mut device, mut mac) = (None, None);
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match &*k {
+            "device" => device = Some(v.into_owned()),
+            "mac" => mac = Some(station_id(v.as_bytes())),
+            _ => {}
+        }
+    }
+    let list: Vec<_> = shared
+        .registry
+        .sessions()
+        .into_iter()
+        .filter(|s| {
+            device
+                .as_deref()
+                .is_none_or(|d| crate::server::registry::is_device(s, d))
+        })
+        .filter(|s| mac.is_none() || s.station == mac)
+        .map(|s| crate::server::registry::session_json(&s))
+        .collect();
+    (
+        [(CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(list).to_string(),
+    )
+        .into_response()
+}
+
 /// What each posture source's cache holds for the device whose certificate (PEM) is the
 /// body (`X-Calling-Station-Id` for sources keyed by MAC): `anchord posture lookup --cache`.
 async fn posture_cache(
@@ -196,16 +253,8 @@ async fn posture_cache(
     body: Body,
 ) -> Response {
     let live = shared.live();
-    let Some(token) = &live.config.admin_token else {
-        return (
-            StatusCode::FORBIDDEN,
-            "admin commands are off: set [admin] token_file\n",
-        )
-            .into_response();
-    };
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-    if !webhook::bearer_matches(authorization, token) {
-        return (StatusCode::UNAUTHORIZED, "refused: bad_auth\n").into_response();
+    if let Some(refused) = refusal(&live.config, &headers) {
+        return refused;
     }
     let Ok(body) = axum::body::to_bytes(body, webhook::MAX_BODY).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "refused: too_large\n").into_response();

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod pki;
 pub mod policy;
 pub mod posture;
+pub mod sessions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ enum Command {
     /// Posture sources: ask them about a device; serve a development MDM.
     #[command(subcommand)]
     Posture(posture::PostureCommand),
+    /// Live sessions (from accounting) of the running server.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
     /// Load generator: complete EAP-TLS authentications against a RADIUS server.
     Bench(Box<bench::BenchArgs>),
     /// Make a dev PKI, start a server, authenticate the demo devices with eapol_test.
@@ -72,6 +76,25 @@ enum Command {
         #[arg(long)]
         hsm: bool,
     },
+}
+
+/// Sends an admin command to the running server's admin listener at `addr`; the answer's
+/// text, or an error naming the status the server gave.
+pub(crate) async fn ask_admin(
+    req: reqwest::RequestBuilder,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("asking the server's admin listener at {addr}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("the server answered {status}: {}", text.trim());
+    }
+    Ok(text)
 }
 
 /// Parses the command line and runs it.
@@ -115,6 +138,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Pki(cmd) => pki::run(*cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Posture(cmd) => rt.block_on(posture::run(cmd)),
+        Command::Sessions(cmd) => rt.block_on(sessions::run(cmd)),
     };
     // A blocking call stuck on a hung token (a reload, a signature past its deadline) must
     // not keep the process from exiting.

@@ -212,15 +212,7 @@ async fn cached(
     if let Some(station) = calling_station {
         req = req.header("X-Calling-Station-Id", station);
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("asking the server's admin listener at {addr}"))?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    if !status.is_success() {
-        bail!("the server answered {status}: {}", text.trim());
-    }
+    let text = super::ask_admin(req, addr).await?;
     if as_json {
         println!("{}", text.trim());
         return Ok(ExitCode::SUCCESS);

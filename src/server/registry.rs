@@ -175,6 +175,41 @@ impl Registry {
     }
 }
 
+/// Whether `s` is the device `d` names: its certificate serial (hex, any case), its EAP
+/// identity, or its User-Name.
+pub fn is_device(s: &LiveSession, d: &str) -> bool {
+    let serial = |a: &Authentication| a.cert_serial.eq_ignore_ascii_case(d);
+    s.auth
+        .as_deref()
+        .is_some_and(|a| serial(a) || a.identity == d)
+        || s.user_name.as_deref() == Some(d)
+}
+
+/// A session as the admin listener shows it.
+pub fn session_json(s: &LiveSession) -> serde_json::Value {
+    serde_json::json!({
+        "nas": s.key.nas,
+        "acct_session_id": s.key.acct_session_id,
+        "authentication": s.key.auth.as_ref().map(super::class::id_text),
+        "user_name": s.user_name,
+        "station": s.station,
+        "nas_ip": s.nas_ip,
+        "nas_identifier": s.nas_identifier,
+        "started": s.started,
+        "updated": s.updated,
+        "joined": s.auth.is_some(),
+        "identity": s.auth.as_ref().map(|a| &a.identity),
+        "cert": s.auth.as_ref().map(|a| serde_json::json!({
+            "subject": a.cert_subject,
+            "serial": a.cert_serial,
+            "issuer": a.cert_issuer,
+        })),
+        "rule": s.auth.as_ref().and_then(|a| a.rule.as_ref()),
+        "vlan": s.auth.as_ref().and_then(|a| a.vlan.as_ref()),
+        "posture": s.auth.as_ref().map(|a| &a.posture),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,3 +197,96 @@ fn accounting_joins_the_authentication_through_its_class_and_is_answered_once_st
         );
     }
 }
+
+/// `anchord sessions list` against the running server: a joined Start shows with its
+/// certificate, rule and VLAN; filters by MAC and device; Stop takes it off; Accounting-On
+/// ends the NAS's sessions; a wrong token is refused.
+#[test]
+fn sessions_list_shows_what_accounting_started_and_stop_or_accounting_on_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "it-admin-token\n").unwrap();
+    let s = Server::start_with(|c| {
+        format!(
+            "{c}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+            token.display()
+        )
+    });
+    let admin = crate::admin::admin_addr(&s).to_string();
+    let list = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anchord"))
+            .args(["sessions", "list", "--json", "--admin", &admin, "--config"])
+            .arg(s.config_path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    };
+    assert!(list(&[]).is_empty());
+    let out = eapol_test(&s, pki_dir(), "tls12-ecdsa", &[]);
+    let (code, attrs) = last_reply(&out);
+    assert_eq!(code, 2);
+    let class = attrs
+        .iter()
+        .find(|(t, _)| *t == 25)
+        .map(|(_, v)| hex_value(v))
+        .unwrap();
+    let acct = client(s.accounting_addr());
+    let send = |id: u8, status: u32, session: &[u8], class: Option<&[u8]>| {
+        let mut attrs = vec![
+            (40, status.to_be_bytes().to_vec()),
+            (44, session.to_vec()),
+            (31, b"02:00:00:00:00:01".to_vec()),
+            (1, b"device-ecdsa".to_vec()),
+        ];
+        if let Some(c) = class {
+            attrs.push((25, c.to_vec()));
+        }
+        let req = acct_request(id, &attrs, SECRET);
+        acct.send(&req).unwrap();
+        assert_response(&req, &recv(&acct));
+    };
+    send(1, 1, b"AAAA000000000001", Some(&class));
+    send(2, 1, b"AAAA000000000002", None);
+    let all = list(&[]);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let joined: Vec<_> = all.iter().filter(|s| s["joined"] == true).collect();
+    assert_eq!(joined.len(), 1);
+    assert_eq!(joined[0]["acct_session_id"], "AAAA000000000001");
+    assert_eq!(joined[0]["vlan"], "100");
+    assert_eq!(joined[0]["station"], "02-00-00-00-00-01");
+    assert!(joined[0]["cert"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("device-ecdsa"));
+    let serial = joined[0]["cert"]["serial"].as_str().unwrap().to_owned();
+    // By device (its certificate serial: only the joined one) and by MAC (both).
+    assert_eq!(list(&["--device", &serial.to_uppercase()]).len(), 1);
+    assert_eq!(list(&["--mac", "0200.0000.0001"]).len(), 2);
+    assert!(list(&["--mac", "02-00-00-00-00-02"]).is_empty());
+    // Stop ends the one; Accounting-On (the NAS restarted) the rest.
+    send(3, 2, b"AAAA000000000001", Some(&class));
+    assert_eq!(list(&[]).len(), 1);
+    let on = acct_request(4, &[(40, 7u32.to_be_bytes().to_vec())], SECRET);
+    acct.send(&on).unwrap();
+    assert_response(&on, &recv(&acct));
+    assert!(list(&[]).is_empty());
+    // Without the token: refused.
+    std::fs::write(&token, "another-token\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anchord"))
+        .args(["sessions", "list", "--admin", &admin, "--config"])
+        .arg(s.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
