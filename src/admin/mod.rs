@@ -78,6 +78,7 @@ pub async fn serve(
         .route("/v1/posture/events/{source}", post(posture_event))
         .route("/v1/posture/cache", post(posture_cache))
         .route("/v1/sessions", get(sessions))
+        .route("/v1/sessions/disconnect", post(sessions_disconnect))
         .with_state(shared);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -218,6 +219,22 @@ async fn sessions(
     if let Some(refused) = refusal(&live.config, &headers) {
         return refused;
     }
+    let list: Vec<_> = matching(&shared, &uri)
+        .into_iter()
+        .map(|s| crate::server::registry::session_json(&s))
+        .collect();
+    (
+        [(CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(list).to_string(),
+    )
+        .into_response()
+}
+
+/// The live sessions `uri`'s query names (`device=`, `mac=`; every session without).
+fn matching(
+    shared: &Shared,
+    uri: &axum::http::Uri,
+) -> Vec<Arc<crate::server::registry::LiveSession>> {
     let (mut device, mut mac) = (None, None);
     for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         match &*k {
@@ -226,7 +243,7 @@ async fn sessions(
             _ => {}
         }
     }
-    let list: Vec<_> = shared
+    shared
         .registry
         .sessions()
         .into_iter()
@@ -236,11 +253,37 @@ async fn sessions(
                 .is_none_or(|d| crate::server::registry::is_device(s, d))
         })
         .filter(|s| mac.is_none() || s.station == mac)
-        .map(|s| crate::server::registry::session_json(&s))
-        .collect();
+        .collect()
+}
+
+/// Disconnects the live sessions of a device or a MAC (`anchord sessions disconnect`);
+/// refuses without one of them, so no slip disconnects every session.
+async fn sessions_disconnect(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    {
+        let live = shared.live();
+        if let Some(refused) = refusal(&live.config, &headers) {
+            return refused;
+        }
+    }
+    let query = uri.query().unwrap_or_default();
+    if !form_urlencoded::parse(query.as_bytes())
+        .any(|(k, v)| (k == "device" || k == "mac") && !v.is_empty())
+    {
+        return (StatusCode::BAD_REQUEST, "name a device= or a mac=\n").into_response();
+    }
+    let done = futures_util::future::join_all(
+        matching(&shared, &uri)
+            .into_iter()
+            .map(|s| crate::server::enforce::disconnect(&shared, s, "admin")),
+    )
+    .await;
     (
         [(CONTENT_TYPE, "application/json")],
-        serde_json::Value::Array(list).to_string(),
+        serde_json::Value::Array(done).to_string(),
     )
         .into_response()
 }

@@ -32,6 +32,26 @@ pub enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Disconnect the live sessions of a device or a MAC: a Disconnect-Request (RFC 5176)
+    /// to each session's NAS (`dynamic_authorization` on its [[client]]); the device
+    /// re-authenticates and gets a new decision.
+    Disconnect {
+        /// Config file (its `[admin]` listener and token).
+        #[arg(long, default_value = "config/anchord.toml")]
+        config: PathBuf,
+        /// This device: its certificate serial (hex), EAP identity or User-Name.
+        #[arg(long, required_unless_present = "mac")]
+        device: Option<String>,
+        /// This MAC (Calling-Station-Id, any common notation).
+        #[arg(long)]
+        mac: Option<String>,
+        /// The admin listener's address, if not the config's `[admin] listen`.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Print the server's JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a `sessions` subcommand.
@@ -47,7 +67,77 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
             admin,
             json,
         } => list(&config, device.as_deref(), mac.as_deref(), admin, json).await,
+        SessionsCommand::Disconnect {
+            config,
+            device,
+            mac,
+            admin,
+            json,
+        } => disconnect(&config, device.as_deref(), mac.as_deref(), admin, json).await,
     }
+}
+
+/// Asks the running server's `/v1/sessions{path}` about `device` and `mac` (GET, or POST
+/// for a command); its JSON text.
+async fn ask(
+    config: &Path,
+    path: &str,
+    device: Option<&str>,
+    mac: Option<&str>,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<String> {
+    let config = crate::config::Config::load(config).map_err(|e| anyhow!("{e}"))?;
+    let (Some(addr), Some(token)) = (admin.or(config.admin), &config.admin_token) else {
+        bail!("sessions asks the running server: the config needs [admin] with token_file");
+    };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(d) = device {
+        query.append_pair("device", d);
+    }
+    if let Some(m) = mac {
+        query.append_pair("mac", m);
+    }
+    let url = format!("http://{addr}/v1/sessions{path}?{}", query.finish());
+    // Each Disconnect-Request takes up to 7 s (three tries) and they run at once.
+    let client = crate::tls::http_client(std::time::Duration::from_secs(30)).build()?;
+    let req = if path.is_empty() {
+        client.get(url)
+    } else {
+        client.post(url)
+    };
+    super::ask_admin(req.bearer_auth(token.expose()), addr).await
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "sessions disconnect reports to the admin on stdout"
+)]
+async fn disconnect(
+    config: &Path,
+    device: Option<&str>,
+    mac: Option<&str>,
+    admin: Option<SocketAddr>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let text = ask(config, "/disconnect", device, mac, admin).await?;
+    if as_json {
+        println!("{}", text.trim());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+    if done.is_empty() {
+        println!("no live session matched");
+    }
+    for d in &done {
+        println!(
+            "{} session {} ({}): {}",
+            Escaped(d["nas"].as_str().unwrap_or("?")),
+            Escaped(d["session_id"].as_str().unwrap_or("?")),
+            Escaped(d["station"].as_str().unwrap_or("-")),
+            Escaped(d["answer"].as_str().unwrap_or("?")),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[allow(
@@ -61,22 +151,7 @@ async fn list(
     admin: Option<SocketAddr>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = crate::config::Config::load(config).map_err(|e| anyhow!("{e}"))?;
-    let (Some(addr), Some(token)) = (admin.or(config.admin), &config.admin_token) else {
-        bail!("sessions asks the running server: the config needs [admin] with token_file");
-    };
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    if let Some(d) = device {
-        query.append_pair("device", d);
-    }
-    if let Some(m) = mac {
-        query.append_pair("mac", m);
-    }
-    let req = crate::tls::http_client(std::time::Duration::from_secs(10))
-        .build()?
-        .get(format!("http://{addr}/v1/sessions?{}", query.finish()))
-        .bearer_auth(token.expose());
-    let text = super::ask_admin(req, addr).await?;
+    let text = ask(config, "", device, mac, admin).await?;
     if as_json {
         println!("{}", text.trim());
         return Ok(ExitCode::SUCCESS);

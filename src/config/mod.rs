@@ -93,6 +93,21 @@ pub struct Client {
     pub require_message_authenticator: bool,
     /// Drop Accounting-Requests without Message-Authenticator.
     pub accounting_require_message_authenticator: bool,
+    /// Dynamic authorization (RFC 5176) toward this NAS, if on.
+    pub das: Option<DasSettings>,
+}
+
+/// What anchord may ask a NAS's Dynamic Authorization Server (RFC 5176).
+#[derive(Debug, Clone)]
+pub struct DasSettings {
+    /// CoA-Request with new attributes where it can; else Disconnect-Request only.
+    pub coa: bool,
+    /// The DAS address, if not the address the NAS's accounting came from.
+    pub address: Option<std::net::IpAddr>,
+    /// Its port.
+    pub port: u16,
+    /// Its secret (the client's unless `das_secret_file` is set).
+    pub secret: SharedSecret,
 }
 
 impl Client {
@@ -105,6 +120,7 @@ impl Client {
             secret: SharedSecret::new(b"s".to_vec()),
             require_message_authenticator: true,
             accounting_require_message_authenticator: false,
+            das: None,
         }
     }
 }
@@ -505,6 +521,75 @@ impl PolicyPart {
     }
 }
 
+/// A client's `dynamic_authorization` settings, if on; errors into `ctx`.
+fn client_das(
+    ctx: &mut Ctx<'_>,
+    c: &raw::RawClient,
+    key: &dyn Fn(&str) -> String,
+    secret: &[u8],
+) -> Option<DasSettings> {
+    let coa = match c
+        .dynamic_authorization
+        .as_ref()
+        .map(|m| (m, m.get_ref().as_str()))
+    {
+        None | Some((_, "off")) => return None,
+        Some((_, "disconnect")) => false,
+        Some((_, "coa")) => true,
+        Some((m, other)) => {
+            ctx.err(
+                m.span(),
+                key("dynamic_authorization"),
+                format!("`{other}`: one of \"off\", \"disconnect\", \"coa\""),
+            );
+            return None;
+        }
+    };
+    let port = match &c.das_port {
+        Some(p) => u16::try_from(ctx.bounded(p, &key("das_port"), 1..65_536)).unwrap_or(3799),
+        None => 3799,
+    };
+    let address = match &c.das_address {
+        None => None,
+        Some(a) => match a.get_ref().parse::<std::net::IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                ctx.err(
+                    a.span(),
+                    key("das_address"),
+                    format!("`{}` is not an IP address", a.get_ref()),
+                );
+                return None;
+            }
+        },
+    };
+    let secret = match &c.das_secret_file {
+        None => secret.to_vec(),
+        Some(f) => match ctx.read_secret(f, &key("das_secret_file")) {
+            Ok(mut bytes) => {
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                bytes
+            }
+            Err(e) => {
+                ctx.err(
+                    f.span(),
+                    key("das_secret_file"),
+                    format!("cannot read {}: {e}", ctx.path(f.get_ref()).display()),
+                );
+                return None;
+            }
+        },
+    };
+    Some(DasSettings {
+        coa,
+        address,
+        port,
+        secret: SharedSecret::new(secret),
+    })
+}
+
 /// The socket addresses in `list` (`key[i]` in errors; `port` in the IPv6 example).
 fn addresses(ctx: &mut Ctx<'_>, list: &[Spanned<String>], key: &str, port: u16) -> Vec<SocketAddr> {
     let mut out = Vec::new();
@@ -725,9 +810,11 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
             ctx.err(span, key("secret"), "the shared secret is empty");
             continue;
         }
+        let das = client_das(ctx, c, &key, &secret);
         clients.push(Client {
             name: c.name.get_ref().clone(),
             network,
+            das,
             secret: SharedSecret::new(secret),
             require_message_authenticator: c.require_message_authenticator,
             accounting_require_message_authenticator: c.accounting_require_message_authenticator,

@@ -530,6 +530,14 @@ pub(crate) struct RawClient {
     /// hostapd among them, do not send it there; the Request Authenticator is always checked).
     #[serde(default)]
     pub(crate) accounting_require_message_authenticator: bool,
+    /// RFC 5176 toward this NAS: "off" (default), "disconnect" or "coa".
+    pub(crate) dynamic_authorization: Option<Spanned<String>>,
+    /// The NAS's DAS port (default 3799).
+    pub(crate) das_port: Option<Spanned<u64>>,
+    /// The NAS's DAS address (default: the address its accounting came from).
+    pub(crate) das_address: Option<Spanned<String>>,
+    /// The DAS's secret (default: the client's).
+    pub(crate) das_secret_file: Option<Spanned<String>>,
 }
 
 fn default_require_message_authenticator() -> bool {

@@ -356,6 +356,67 @@ impl<'a> UnverifiedRequest<'a> {
     }
 }
 
+/// Verifies a reply (Disconnect-ACK/NAK, CoA-ACK/NAK, Accounting-Response) to a request of
+/// ours with `request_authenticator`: its Response Authenticator (RFC 2865 §3, RFC 5176
+/// §2.3) and, when present, its Message-Authenticator (computed with the Request
+/// Authenticator in the header); the code and attributes.
+///
+/// # Errors
+/// A malformed packet or an authenticator that does not verify.
+pub fn verify_reply<'a>(
+    datagram: &'a [u8],
+    request_authenticator: &[u8; 16],
+    secret: &SharedSecret,
+) -> Result<(Code, u8, Vec<Attribute<'a>>), DecodeError> {
+    if datagram.len() < MIN_PACKET {
+        return Err(DecodeError::TooShort(datagram.len()));
+    }
+    let len = usize::from(u16::from_be_bytes([
+        datagram.get(2).copied().unwrap_or(0),
+        datagram.get(3).copied().unwrap_or(0),
+    ]));
+    if !(MIN_PACKET..=MAX_PACKET).contains(&len) {
+        return Err(DecodeError::BadLength(
+            u16::try_from(len).unwrap_or(u16::MAX),
+        ));
+    }
+    let packet = datagram.get(..len).ok_or(DecodeError::Truncated {
+        claimed: u16::try_from(len).unwrap_or(u16::MAX),
+        received: datagram.len(),
+    })?;
+    let code = Code::from_number(packet.first().copied().unwrap_or(0));
+    let identifier = packet.get(1).copied().unwrap_or(0);
+    let attributes = parse_attributes(packet.get(MIN_PACKET..).unwrap_or_default())?;
+    let mut with_request = packet.to_vec();
+    if let Some(v) = with_request.get_mut(4..MIN_PACKET) {
+        v.copy_from_slice(request_authenticator);
+    }
+    let expected = crypto::response_authenticator(secret, &with_request);
+    if !crypto::ct_eq(packet.get(4..MIN_PACKET).unwrap_or_default(), &expected) {
+        return Err(DecodeError::BadRequestAuthenticator);
+    }
+    let mut offset = MIN_PACKET;
+    let mut seen = false;
+    for a in &attributes {
+        if a.ty == AttrType::MessageAuthenticator {
+            if a.value.len() != AUTHENTICATOR_LEN || seen {
+                return Err(DecodeError::MalformedMessageAuthenticator);
+            }
+            seen = true;
+            let at = offset + 2;
+            if let Some(v) = with_request.get_mut(at..at + AUTHENTICATOR_LEN) {
+                v.fill(0);
+            }
+            let ma = crypto::message_authenticator(secret, &with_request);
+            if !crypto::ct_eq(a.value, &ma) {
+                return Err(DecodeError::BadMessageAuthenticator);
+            }
+        }
+        offset += 2 + a.value.len();
+    }
+    Ok((code, identifier, attributes))
+}
+
 /// An authenticated request.
 #[derive(Debug)]
 pub struct Request<'a> {

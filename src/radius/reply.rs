@@ -215,6 +215,19 @@ impl ReplyBuilder {
         Ok(self.buf)
     }
 
+    /// Signs the packet as a Disconnect-Request or CoA-Request (RFC 5176 §2.3, §3.4): the
+    /// Message-Authenticator over the packet with a zero authenticator field, then the
+    /// Request Authenticator, MD5 over the packet (that field zero) and the secret.
+    ///
+    /// # Errors
+    /// The packet exceeds 4096 bytes.
+    pub fn finish_signed_request(mut self, secret: &SharedSecret) -> Result<Vec<u8>, EncodeError> {
+        self.seal(secret, &[0u8; AUTHENTICATOR_LEN])?;
+        let auth = crypto::request_authenticator(secret, &self.buf);
+        self.set(AUTHENTICATOR_OFFSET, &auth);
+        Ok(self.buf)
+    }
+
     /// Sets the Length, puts `request_authenticator` in the header and computes the
     /// Message-Authenticator over the result.
     fn seal(

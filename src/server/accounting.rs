@@ -186,6 +186,7 @@ pub async fn process(
             auth: auth.clone(),
             user_name,
             station,
+            nas_addr: src.ip(),
             nas_ip,
             nas_identifier,
             started: now,

@@ -125,6 +125,11 @@ impl Audit {
         }
     }
 
+    /// Queues one JSON line (an event of its own); `kind` is its syslog MSGID.
+    pub fn line(&self, line: String, kind: &'static str) {
+        self.send(line, kind);
+    }
+
     /// Writes one finished request.
     pub fn record(&self, r: &AuditRecord) {
         self.send(record_json(r, &timestamp()), "authentication");

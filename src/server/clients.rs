@@ -38,6 +38,7 @@ mod tests {
             secret: SharedSecret::new(b"s".to_vec()),
             require_message_authenticator: true,
             accounting_require_message_authenticator: false,
+            das: None,
         }
     }
 

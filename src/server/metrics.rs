@@ -115,6 +115,14 @@ pub struct Metrics {
     in_background: Counter,
     reloads: Family<ResultLabels, Counter>,
     accounting: Family<AcctLabels, Counter>,
+    dynamic_authorization: Family<AnswerLabels, Counter>,
+}
+
+/// Disconnect/CoA requests by the NAS's answer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    /// `ack`, `nak`, `no_answer`.
+    pub answer: &'static str,
 }
 
 /// Accounting records stored, by Acct-Status-Type, and whether they joined an
@@ -140,6 +148,7 @@ impl Default for Metrics {
             in_background: Counter::default(),
             reloads: Family::default(),
             accounting: Family::default(),
+            dynamic_authorization: Family::default(),
         }
     }
 }
@@ -233,6 +242,13 @@ impl Metrics {
             .inc();
     }
 
+    /// A Disconnect/CoA request and the NAS's answer.
+    pub fn dynamic_authorization(&self, answer: &'static str) {
+        self.dynamic_authorization
+            .get_or_create(&AnswerLabels { answer })
+            .inc();
+    }
+
     /// Accounting records stored with this status, joined or not.
     pub fn accounting_count(&self, status: &'static str, joined: bool) -> u64 {
         let joined = if joined { "yes" } else { "no" };
@@ -313,6 +329,11 @@ impl Metrics {
             "accounting_records",
             "Accounting records stored and answered, by status and whether their Class joined them to an authentication",
             self.accounting.clone(),
+        );
+        r.register(
+            "dynamic_authorization_requests",
+            "Disconnect/CoA requests sent to NASes, by their answer",
+            self.dynamic_authorization.clone(),
         );
         let gauge = |v: u64| {
             let g = Gauge::<i64>::default();

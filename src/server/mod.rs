@@ -7,8 +7,10 @@ pub mod audit;
 pub mod checks;
 pub mod class;
 pub mod clients;
+pub mod das;
 pub mod dedup;
 mod ending;
+pub mod enforce;
 pub mod facts;
 pub mod fairness;
 pub mod fifo;
@@ -132,6 +134,8 @@ pub struct Shared {
     pub(crate) class_key: class::ClassKey,
     /// Live sessions, from accounting.
     pub registry: registry::Registry,
+    /// The caps on Disconnect/CoA requests in flight.
+    pub(crate) enforcer: enforce::Enforcer,
     /// Held through a reload: SIGHUP and the file watcher never build two runtimes at
     /// once (the one finishing last, perhaps from older files, would win).
     reloading: std::sync::Mutex<()>,
@@ -231,6 +235,7 @@ impl Server {
             metrics: Metrics::default(),
             audit,
             class_key: class::ClassKey::random(),
+            enforcer: enforce::Enforcer::default(),
             registry: registry::Registry::new(config.max_live_sessions, config.live_session_expiry),
             reloading: std::sync::Mutex::new(()),
         });

@@ -65,6 +65,8 @@ pub struct LiveSession {
     pub user_name: Option<String>,
     /// Calling-Station-Id (normalised).
     pub station: Option<String>,
+    /// The address the NAS's accounting came from (where its DAS is, unless configured).
+    pub nas_addr: std::net::IpAddr,
     /// NAS-IP-Address / NAS-IPv6-Address as text.
     pub nas_ip: Option<String>,
     /// NAS-Identifier.
@@ -224,6 +226,7 @@ mod tests {
             auth: None,
             user_name: None,
             station: None,
+            nas_addr: [127, 0, 0, 1].into(),
             nas_ip: None,
             nas_identifier: None,
             started: 100,
