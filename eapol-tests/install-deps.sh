@@ -2,7 +2,8 @@
 # Installs the system packages anchord's demo and tests use (Debian 12):
 #   eapoltest (eapol_test, the 802.1X test client), openssl, softhsm2 (PKCS#11 token),
 #   opensc (pkcs11-tool, an independent look at the token in tests), python3 (OpenSSL's
-#   key export for a known-answer test; POSIX locks that hold a SoftHSM2 token hung).
+#   key export for a known-answer test; POSIX locks that hold a SoftHSM2 token hung),
+#   hostapd + wpasupplicant + iproute2 (a real NAS and device for the enforcement tests).
 # Skips apt when everything is already there. Needs root (or sudo) for apt.
 set -euo pipefail
 need=()
@@ -11,6 +12,11 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# hostapd as a real NAS (wired driver) and wpa_supplicant as the device, in the live
+# enforcement tests; iproute2 for their veth pair and network namespace.
+command -v hostapd >/dev/null 2>&1 || need+=(hostapd)
+command -v wpa_supplicant >/dev/null 2>&1 || need+=(wpasupplicant)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -13,7 +13,7 @@ use crate::harness::{eapol_test, last_reply, pki_dir, Server, SECRET};
 
 /// An Accounting-Request: the Request Authenticator is MD5 over the packet with a zero
 /// authenticator, then the secret.
-fn acct_request(id: u8, attrs: &[(u8, Vec<u8>)], secret: &str) -> Vec<u8> {
+pub(crate) fn acct_request(id: u8, attrs: &[(u8, Vec<u8>)], secret: &str) -> Vec<u8> {
     let mut p = vec![4, id, 0, 0];
     p.extend([0u8; 16]);
     for (t, v) in attrs {
@@ -32,7 +32,7 @@ fn acct_request(id: u8, attrs: &[(u8, Vec<u8>)], secret: &str) -> Vec<u8> {
 }
 
 /// Checks an Accounting-Response to `req`: code, identifier, Response Authenticator.
-fn assert_response(req: &[u8], reply: &[u8]) {
+pub(crate) fn assert_response(req: &[u8], reply: &[u8]) {
     assert_eq!(reply[0], 5, "Accounting-Response");
     assert_eq!(reply[1], req[1], "same identifier");
     let len = usize::from(u16::from_be_bytes([reply[2], reply[3]]));
@@ -45,14 +45,14 @@ fn assert_response(req: &[u8], reply: &[u8]) {
     assert_eq!(&h.finalize()[..], &reply[4..20], "Response Authenticator");
 }
 
-fn client(to: SocketAddr) -> UdpSocket {
+pub(crate) fn client(to: SocketAddr) -> UdpSocket {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(to).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sock
 }
 
-fn recv(sock: &UdpSocket) -> Vec<u8> {
+pub(crate) fn recv(sock: &UdpSocket) -> Vec<u8> {
     let mut buf = [0u8; 4096];
     let n = sock.recv(&mut buf).expect("a reply");
     buf[..n].to_vec()
@@ -198,6 +198,34 @@ fn accounting_joins_the_authentication_through_its_class_and_is_answered_once_st
     }
 }
 
+/// `anchord sessions CMD --json ARGS` against the running server at `admin`; its JSON.
+pub(crate) fn sessions(
+    s: &Server,
+    admin: &std::net::SocketAddr,
+    cmd: &str,
+    args: &[&str],
+) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anchord"))
+        .args([
+            "sessions",
+            cmd,
+            "--json",
+            "--admin",
+            &admin.to_string(),
+            "--config",
+        ])
+        .arg(s.config_path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `anchord sessions list` against the running server: a joined Start shows with its
 /// certificate, rule and VLAN; filters by MAC and device; Stop takes it off; Accounting-On
 /// ends the NAS's sessions; a wrong token is refused.
@@ -212,21 +240,8 @@ fn sessions_list_shows_what_accounting_started_and_stop_or_accounting_on_ended()
             token.display()
         )
     });
-    let admin = crate::admin::admin_addr(&s).to_string();
-    let list = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anchord"))
-            .args(["sessions", "list", "--json", "--admin", &admin, "--config"])
-            .arg(s.config_path())
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
-    };
+    let admin = crate::admin::admin_addr(&s);
+    let list = |extra: &[&str]| sessions(&s, &admin, "list", extra);
     assert!(list(&[]).is_empty());
     let out = eapol_test(&s, pki_dir(), "tls12-ecdsa", &[]);
     let (code, attrs) = last_reply(&out);
@@ -277,6 +292,7 @@ fn sessions_list_shows_what_accounting_started_and_stop_or_accounting_on_ended()
     assert_response(&on, &recv(&acct));
     assert!(list(&[]).is_empty());
     // Without the token: refused.
+    let admin = admin.to_string();
     std::fs::write(&token, "another-token\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_anchord"))
         .args(["sessions", "list", "--admin", &admin, "--config"])

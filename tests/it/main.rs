@@ -19,6 +19,7 @@ mod endings;
 mod fairness;
 mod forged_chain;
 mod harness;
+mod hostapd;
 mod hsm;
 mod hsm_layout;
 mod inprogress;

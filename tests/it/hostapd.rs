@@ -1,0 +1,318 @@
+//! hostapd (Debian `hostapd` 2.10) as a real NAS: `driver=wired` on one end of a veth
+//! pair, wpa_supplicant `-Dwired` on the other end inside a network namespace this test
+//! makes; accounting and its Dynamic Authorization Server pointed at anchord on loopback.
+//! Needs root (CI runs as root) and the packages `eapol-tests/install-deps.sh` installs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::accounting::{self, sessions};
+use crate::harness::{pki_dir, Server, SECRET};
+
+/// Runs `cmd args` and insists that it succeeds; its standard output.
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e} (install: eapol-tests/install-deps.sh)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A veth pair (the NAS's end here, the device's in a namespace), hostapd on the one and
+/// wpa_supplicant on the other; all taken down when dropped.
+struct Lab {
+    ns: String,
+    nas_if: String,
+    dir: tempfile::TempDir,
+    hostapd: Child,
+    supplicant: Child,
+    /// The device's MAC.
+    mac: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.supplicant.kill();
+        let _ = self.hostapd.kill();
+        let _ = self.supplicant.wait();
+        let _ = self.hostapd.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.nas_if])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+impl Lab {
+    fn start(server: &Server, das_port: u16) -> Self {
+        assert_eq!(
+            run("id", &["-u"]).trim(),
+            "0",
+            "the hostapd tests need root (network namespaces, veth)"
+        );
+        let tag: u32 = rand::random::<u32>() % 100_000;
+        let (ns, nas_if, dev_if) = (
+            format!("anc-ns-{tag}"),
+            format!("anc-n{tag}"),
+            format!("anc-d{tag}"),
+        );
+        run("ip", &["netns", "add", &ns]);
+        run(
+            "ip",
+            &[
+                "link", "add", &nas_if, "type", "veth", "peer", "name", &dev_if,
+            ],
+        );
+        run("ip", &["link", "set", &dev_if, "netns", &ns]);
+        run("ip", &["link", "set", &nas_if, "up"]);
+        run(
+            "ip",
+            &["netns", "exec", &ns, "ip", "link", "set", &dev_if, "up"],
+        );
+        let mac = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "cat",
+                &format!("/sys/class/net/{dev_if}/address"),
+            ],
+        )
+        .trim()
+        .to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let acct = server.accounting_addr();
+        let hostapd_conf = dir.path().join("hostapd.conf");
+        std::fs::write(
+            &hostapd_conf,
+            format!(
+                "interface={nas_if}\ndriver=wired\nieee8021x=1\neap_server=0\neapol_version=2\n\
+                 ctrl_interface={ctrl}\nlogger_stdout=-1\nlogger_stdout_level=1\n\
+                 own_ip_addr=127.0.0.1\nnas_identifier=anchord-it\n\
+                 auth_server_addr=127.0.0.1\nauth_server_port={auth}\n\
+                 auth_server_shared_secret={SECRET}\n\
+                 acct_server_addr=127.0.0.1\nacct_server_port={acct}\n\
+                 acct_server_shared_secret={SECRET}\nradius_acct_interim_interval=60\n\
+                 radius_das_port={das_port}\nradius_das_client=127.0.0.1 {SECRET}\n\
+                 radius_das_require_event_timestamp=1\n\
+                 radius_das_require_message_authenticator=1\n",
+                ctrl = dir.path().join("hostapd").display(),
+                auth = server.addr.port(),
+                acct = acct.port(),
+            ),
+        )
+        .unwrap();
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let hostapd = Command::new("hostapd")
+            .arg("-dd")
+            .arg(&hostapd_conf)
+            .stdout(log("hostapd.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("hostapd (install: eapol-tests/install-deps.sh)");
+        let pki = pki_dir();
+        let supplicant_conf = dir.path().join("wpa.conf");
+        std::fs::write(
+            &supplicant_conf,
+            format!(
+                "ctrl_interface={ctrl}\nap_scan=0\nnetwork={{\n  key_mgmt=IEEE8021X\n  eap=TLS\n  \
+                 identity=\"device-ecdsa\"\n  ca_cert=\"{pki}/root-ca.pem\"\n  \
+                 client_cert=\"{pki}/device-ecdsa.pem\"\n  private_key=\"{pki}/device-ecdsa.key\"\n  \
+                 eapol_flags=0\n}}\n",
+                ctrl = dir.path().join("wpa").display(),
+                pki = pki.display(),
+            ),
+        )
+        .unwrap();
+        let supplicant = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "wpa_supplicant",
+                "-Dwired",
+                "-i",
+                &dev_if,
+                "-dd",
+                "-c",
+            ])
+            .arg(&supplicant_conf)
+            .stdout(log("wpa.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wpa_supplicant (install: eapol-tests/install-deps.sh)");
+        Self {
+            ns,
+            nas_if,
+            dir,
+            hostapd,
+            supplicant,
+            mac,
+        }
+    }
+
+    fn hostapd_ctrl(&self) -> PathBuf {
+        self.dir.path().join("hostapd")
+    }
+
+    /// hostapd's view of the device: `hostapd_cli sta MAC`.
+    fn station(&self) -> String {
+        let ctrl = self.hostapd_ctrl();
+        let out = Command::new("hostapd_cli")
+            .arg("-p")
+            .arg(&ctrl)
+            .args(["sta", &self.mac])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        let tail = |t: String| t.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+        format!(
+            "hostapd:\n{}\nwpa_supplicant:\n{}",
+            tail(read("hostapd.log")),
+            tail(read("wpa.log"))
+        )
+    }
+
+    /// Waits up to `secs` for `done` to hold of the station's state.
+    fn wait_station(&self, secs: u64, what: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let sta = self.station();
+            if done(&sta) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: station {sta}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `wpa_cli reauthenticate` on the device.
+    fn reauthenticate(&self) {
+        run(
+            "wpa_cli",
+            &[
+                "-p",
+                &self.dir.path().join("wpa").display().to_string(),
+                "reauthenticate",
+            ],
+        );
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_sessions(
+    s: &Server,
+    admin: &SocketAddr,
+    lab: &Lab,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = sessions(s, admin, "list", &[]);
+        if done(&list) {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {list:?}\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn authorized(sta: &str) -> bool {
+    sta.contains("[AUTHORIZED]")
+}
+
+#[test]
+fn hostapd_accounts_the_session_and_an_admin_disconnect_unauthorizes_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "it-admin-token\n").unwrap();
+    let das_port = free_udp_port();
+    let s = Server::start_with(|c| {
+        format!(
+            "{c}dynamic_authorization = \"disconnect\"\ndas_port = {das_port}\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+            token.display()
+        )
+    });
+    let admin = crate::admin::admin_addr(&s);
+    let lab = Lab::start(&s, das_port);
+    // wpa_supplicant waits ~2 s before its EAPOL-Start.
+    lab.wait_station(40, "the device is authorized", authorized);
+    // 1. hostapd's Accounting-Start: the session, joined to its certificate and VLAN.
+    let list = wait_sessions(&s, &admin, &lab, "Accounting-Start", |l| l.len() == 1);
+    let session = &list[0];
+    assert_eq!(session["joined"], true, "{session}");
+    assert_eq!(session["vlan"], "100");
+    assert_eq!(session["user_name"], "device-ecdsa");
+    assert_eq!(session["nas_identifier"], "anchord-it");
+    assert!(session["cert"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("device-ecdsa"));
+    let mac = session["station"].as_str().unwrap().to_owned();
+    assert_eq!(mac.to_lowercase().replace('-', ":"), lab.mac);
+
+    // 2. An admin disconnect: hostapd ACKs and unauthorizes the port; its Accounting-Stop
+    // (or the ACK) takes the session off.
+    let done = sessions(&s, &admin, "disconnect", &["--mac", &mac]);
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["answer"], "ack", "{done:?}\n{}", lab.logs());
+    lab.wait_station(10, "the port is unauthorized", |sta| !authorized(sta));
+    wait_sessions(&s, &admin, &lab, "the session ended", <[_]>::is_empty);
+
+    // 3. The device authenticates again: a new session. A Disconnect for a session hostapd
+    // does not have (reported by accounting, then lost by the NAS) gets NAK 503 and leaves
+    // the registry consistent: that one gone, the real one kept.
+    lab.reauthenticate();
+    lab.wait_station(30, "re-authorized", authorized);
+    wait_sessions(&s, &admin, &lab, "a new session", |l| l.len() == 1);
+    let acct = accounting::client(s.accounting_addr());
+    let ghost = accounting::acct_request(
+        1,
+        &[
+            (40, 1u32.to_be_bytes().to_vec()),
+            (44, b"FFFFFFFFFFFFFFFF".to_vec()),
+            (1, b"ghost".to_vec()),
+            (31, b"02-00-00-00-00-99".to_vec()),
+        ],
+        SECRET,
+    );
+    acct.send(&ghost).unwrap();
+    accounting::assert_response(&ghost, &accounting::recv(&acct));
+    assert_eq!(sessions(&s, &admin, "list", &[]).len(), 2);
+    let done = sessions(&s, &admin, "disconnect", &["--mac", "02-00-00-00-00-99"]);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["answer"], "nak 503", "{done:?}\n{}", lab.logs());
+    let left = sessions(&s, &admin, "list", &[]);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["user_name"], "device-ecdsa");
+    assert!(authorized(&lab.station()));
+}
