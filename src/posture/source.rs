@@ -616,7 +616,9 @@ impl Source {
     /// format (GUIDs, hex, MACs) ASCII case is folded, as records are matched, so one
     /// device has one entry however a poll, an event or a certificate spell it; other ids
     /// are taken as they are.
-    fn key(&self, id: &str) -> String {
+    /// The cache key of a device id: case-folded for the extractors whose ids are
+    /// case-insensitive (GUID, hex, MAC), else as it is.
+    pub fn key(&self, id: &str) -> String {
         if self.fold_case {
             id.to_ascii_lowercase()
         } else {

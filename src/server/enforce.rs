@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::das::{self, Answer};
@@ -114,4 +115,107 @@ pub async fn disconnect(
         audit.line(record.to_string(), "dynamic_authorization");
     }
     record
+}
+
+/// How often the posture watcher looks whether a reload replaced the posture sources.
+const SOURCES_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Acts on posture changes (webhook events, polls) until `shutdown`: see [`on_posture`].
+pub async fn watch_posture(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let sources = shared.live().runtime.posture.clone();
+        let Some(sources) = sources else {
+            tokio::select! {
+                () = tokio::time::sleep(SOURCES_CHECK) => continue,
+                () = shutdown.cancelled() => return,
+            }
+        };
+        let mut events = sources.subscribe();
+        loop {
+            tokio::select! {
+                e = events.recv() => match e {
+                    Ok(event) => on_posture(&shared, &sources, &event),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "posture changes came faster than live sessions were checked: those sessions keep their access until they re-authenticate");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                () = tokio::time::sleep(SOURCES_CHECK) => {
+                    let now = shared.live().runtime.posture.clone();
+                    if !now.is_some_and(|n| Arc::ptr_eq(&n, &sources)) {
+                        break;
+                    }
+                }
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// A device's posture changed at a source: each live session of that device has the
+/// policy (the one in force now) re-run on the facts it was decided on with the new answer;
+/// one whose outcome changes (another VLAN, or a refusal) is disconnected, so the device
+/// re-authenticates into its new decision. A forgotten answer changes nothing now (the next
+/// authentication asks the source).
+fn on_posture(
+    shared: &Arc<Shared>,
+    sources: &crate::posture::Sources,
+    event: &crate::posture::Event,
+) {
+    use crate::policy::{Decision, SourcePosture};
+    let Some(answer) = &event.answer else {
+        return;
+    };
+    let Some(source) = sources.source(&event.source) else {
+        return;
+    };
+    let key = source.key(&event.device);
+    let policy = shared.live().runtime.policy.clone();
+    for session in shared.registry.sessions() {
+        let Some(auth) = &session.auth else {
+            continue;
+        };
+        if !auth
+            .posture_ids
+            .iter()
+            .any(|(name, id)| *name == event.source && *id == key)
+        {
+            continue;
+        }
+        let mut facts = (*auth.facts).clone();
+        facts.now = crate::clock::unix_now();
+        match facts
+            .posture
+            .sources
+            .iter_mut()
+            .find(|p| p.source == event.source)
+        {
+            Some(p) => p.answer = answer.clone(),
+            None => facts.posture.sources.push(SourcePosture {
+                source: event.source.clone(),
+                answer: answer.clone(),
+            }),
+        }
+        let (decision, trace) = crate::policy::evaluate(&policy, &facts);
+        let unchanged = match &decision {
+            Decision::Accept { .. } => decision.vlan().map(str::to_owned) == auth.vlan,
+            Decision::Reject { .. } => false,
+        };
+        if unchanged {
+            continue;
+        }
+        info!(
+            nas = %session.key.nas,
+            session = %Escaped(&session.key.acct_session_id),
+            posture.source = %event.source,
+            rule = %trace.rule,
+            vlan = ?decision.vlan(),
+            was = ?auth.vlan,
+            "posture change turns a live session's decision: disconnecting it"
+        );
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            disconnect(&shared, session, "posture").await;
+        });
+    }
 }

@@ -347,6 +347,17 @@ async fn access_request(
                                 rule: Some(c.trace.rule.clone()),
                                 vlan: c.decision.vlan().map(str::to_owned),
                                 posture: c.posture.clone(),
+                                posture_ids: runtime
+                                    .posture
+                                    .iter()
+                                    .flat_map(|p| p.all())
+                                    .filter_map(|s| {
+                                        let station = c.facts.first.calling_station.as_deref();
+                                        let id = s.device_id(&c.facts.cert, station)?;
+                                        Some((s.name().to_owned(), s.key(&id.id)))
+                                    })
+                                    .collect(),
+                                facts: Arc::new(c.facts.clone()),
                             });
                         }
                     }

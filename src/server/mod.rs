@@ -294,6 +294,10 @@ impl Server {
         }
         let watcher = tokio::spawn(watch_rotation(self.shared.clone(), shutdown.clone()));
         let crl_watcher = tokio::spawn(watch_crls(self.shared.clone(), shutdown.clone()));
+        let posture_watcher = tokio::spawn(enforce::watch_posture(
+            self.shared.clone(),
+            shutdown.clone(),
+        ));
         let mut result = Ok(());
         while let Some(r) = loops.join_next().await {
             if let Ok(Err(e)) = r {
@@ -303,6 +307,7 @@ impl Server {
         }
         watcher.abort();
         crl_watcher.abort();
+        posture_watcher.abort();
         info!("stopped");
         result
     }

@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::class::AuthId;
 
 /// What anchord decided for one accepted authentication, kept for its sessions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Authentication {
     /// The id its Class carries.
     pub id: AuthId,
@@ -40,6 +40,11 @@ pub struct Authentication {
     pub vlan: Option<String>,
     /// The posture audit text at the decision.
     pub posture: String,
+    /// The facts it was decided on: a posture change re-runs the policy on them.
+    pub facts: Arc<crate::policy::Facts>,
+    /// The device's id at each posture source (source, cache key), whether or not the
+    /// rules asked: how a posture event finds its sessions.
+    pub posture_ids: Vec<(String, String)>,
 }
 
 /// A session's key: NAS entry, Acct-Session-Id, and the authentication it belongs to.
@@ -54,7 +59,7 @@ pub struct SessionKey {
 }
 
 /// One live session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LiveSession {
     /// Its key.
     pub key: SessionKey,

@@ -316,3 +316,44 @@ fn hostapd_accounts_the_session_and_an_admin_disconnect_unauthorizes_the_port() 
     assert_eq!(left[0]["user_name"], "device-ecdsa");
     assert!(authorized(&lab.station()));
 }
+
+/// The seed's point: an MDM pushes that the device is no longer compliant; anchord re-runs
+/// the policy on the session's facts, sends hostapd a Disconnect-Request, hostapd
+/// unauthorizes the port, and the device's next authentication lands in quarantine.
+#[test]
+fn a_posture_change_disconnects_the_device_and_it_comes_back_in_quarantine() {
+    use anchord::pki::dev::STAFF_INTUNE_ID;
+    let mdm = crate::harness::Mdm::start();
+    let das_port = free_udp_port();
+    let (s, admin, _hook) = crate::posture::start_with_nas(
+        &mdm,
+        |t| t,
+        &format!("dynamic_authorization = \"disconnect\"\ndas_port = {das_port}\n"),
+    );
+    let lab = Lab::start(&s, das_port);
+    lab.wait_station(40, "the device is authorized", authorized);
+    let list = wait_sessions(&s, &admin, &lab, "Accounting-Start", |l| l.len() == 1);
+    assert_eq!(list[0]["vlan"], "100", "compliant: the production VLAN");
+    let record = serde_json::json!({
+        "id": STAFF_INTUNE_ID, "complianceState": "noncompliant", "managementState": "managed"
+    });
+    let body = serde_json::json!({ "device": STAFF_INTUNE_ID, "record": record }).to_string();
+    let headers = crate::posture::signed("hook-s3cret", crate::posture::now(), body.as_bytes());
+    assert_eq!(
+        crate::posture::post_event(admin, &headers, body.as_bytes()),
+        202
+    );
+    s.wait_log(&[
+        "posture change turns a live session's decision",
+        "vlan=Some(\"999\")",
+    ]);
+    lab.wait_station(10, "the port is unauthorized", |sta| !authorized(sta));
+    s.wait_log(&["session disconnected", "trigger=\"posture\""]);
+    // Re-authenticated: quarantined, by the rule for non-compliant staff.
+    lab.reauthenticate();
+    lab.wait_station(30, "re-authorized", authorized);
+    let list = wait_sessions(&s, &admin, &lab, "the new session", |l| {
+        l.len() == 1 && l[0]["vlan"] == "999"
+    });
+    assert_eq!(list[0]["rule"], "staff-noncompliant");
+}

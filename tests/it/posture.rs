@@ -17,6 +17,15 @@ use crate::harness::{eapol_test, last_reply, pki_dir, repo, Mdm, Server};
 /// The server with the shipped policies, the `mdm` source on `mdm` (its source table
 /// edited by `tweak`) and the admin listener.
 fn start(mdm: &Mdm, tweak: impl Fn(String) -> String) -> (Server, SocketAddr, tempfile::TempDir) {
+    start_with_nas(mdm, tweak, "")
+}
+
+/// [`start`], with `nas` appended to the `[[client]]` table.
+pub(crate) fn start_with_nas(
+    mdm: &Mdm,
+    tweak: impl Fn(String) -> String,
+    nas: &str,
+) -> (Server, SocketAddr, tempfile::TempDir) {
     let hook = tempfile::tempdir().unwrap();
     let secret = hook.path().join("hook.secret");
     std::fs::write(&secret, "hook-s3cret\n").unwrap();
@@ -27,7 +36,7 @@ fn start(mdm: &Mdm, tweak: impl Fn(String) -> String) -> (Server, SocketAddr, te
     let source = tweak(mdm.source("mdm"));
     let s = Server::start_with(|c| {
         format!(
-            "{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{source}\n[posture.source.webhook]\nhmac_secret_file = \"{}\"\n",
+            "{}{nas}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{source}\n[posture.source.webhook]\nhmac_secret_file = \"{}\"\n",
             c.replace(
                 "[authorization]\nvlan = \"100\"\n",
                 &format!("[policy]\ndir = \"{}\"\n", repo().join("policies").display()),
@@ -75,7 +84,7 @@ fn finished(s: &Server, n: usize) -> String {
 }
 
 /// POSTs a posture event; the status code.
-fn post_event(admin: SocketAddr, headers: &[(&str, String)], body: &[u8]) -> u16 {
+pub(crate) fn post_event(admin: SocketAddr, headers: &[(&str, String)], body: &[u8]) -> u16 {
     let mut c = TcpStream::connect(admin).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut head = format!(
@@ -93,13 +102,13 @@ fn post_event(admin: SocketAddr, headers: &[(&str, String)], body: &[u8]) -> u16
     text.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn signed(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+pub(crate) fn signed(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
     let ts = ts.to_string();
     let sig = anchord::posture::webhook::sign(secret, &ts, body);
     vec![("X-Anchord-Timestamp", ts), ("X-Anchord-Signature", sig)]
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     anchord::clock::unix_now()
 }
 
