@@ -1057,6 +1057,11 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Revo
         "revocation.crl_refresh_secs",
         1..86_401,
     );
+    let live_recheck = ctx.bounded(
+        &r.live_recheck_secs,
+        "revocation.live_recheck_secs",
+        0..86_401,
+    );
     let files: Vec<PathBuf> = r.crl_files.iter().map(|f| ctx.path(f.get_ref())).collect();
     let crls = if files.is_empty() {
         if !ocsp && !r.crl_distribution_points {
@@ -1095,6 +1100,7 @@ fn revocation_settings(ctx: &mut Ctx<'_>, r: &raw::RawRevocation) -> Option<Revo
         check_intermediates: r.check_intermediates,
         crls,
         crl_refresh: Duration::from_secs(crl_refresh),
+        live_recheck: Duration::from_secs(live_recheck),
         crl_distribution_points: r.crl_distribution_points,
     };
     Some(RevocationSettings {

@@ -270,6 +270,12 @@ pub(crate) struct RawRevocation {
     pub(crate) crl_distribution_points: bool,
     #[serde(default = "default_crl_refresh_secs")]
     pub(crate) crl_refresh_secs: Spanned<u64>,
+    #[serde(default = "default_live_recheck_secs")]
+    pub(crate) live_recheck_secs: Spanned<u64>,
+}
+
+fn default_live_recheck_secs() -> Spanned<u64> {
+    unspanned(300)
 }
 
 fn default_crl_refresh_secs() -> Spanned<u64> {

@@ -75,6 +75,9 @@ pub struct Settings {
     pub crls: Option<Arc<CrlStore>>,
     /// How often CRL files are re-read, and the longest a fetched CRL is kept.
     pub crl_refresh: Duration,
+    /// How often the certificates of live sessions are checked again (zero: never), so a
+    /// certificate revoked after its device connected is pushed off.
+    pub live_recheck: Duration,
     /// Fetch CRLs from the certificate's CRL distribution points (http).
     pub crl_distribution_points: bool,
 }
@@ -98,6 +101,7 @@ impl Settings {
             && self.cache_size == other.cache_size
             && self.ocsp == other.ocsp
             && self.check_intermediates == other.check_intermediates
+            && self.live_recheck == other.live_recheck
             && files(self) == files(other)
             && self.crl_refresh == other.crl_refresh
             && self.crl_distribution_points == other.crl_distribution_points
@@ -279,6 +283,11 @@ impl Checker {
     pub fn longest_check(&self) -> Duration {
         let asks = u32::try_from(self.settings.responders.len().max(1) + 1).unwrap_or(u32::MAX);
         self.settings.timeout.saturating_mul(asks)
+    }
+
+    /// How often the certificates of live sessions are checked again (zero: never).
+    pub fn live_recheck(&self) -> Duration {
+        self.settings.live_recheck
     }
 
     /// Intermediates are checked too.

@@ -343,6 +343,8 @@ pub struct Checked {
     pub trace: Trace,
     /// What each posture source answered and how (`-` when none was asked).
     pub posture: String,
+    /// The path rustls verified (what revocation is checked on, again for live sessions).
+    pub path: VerifiedChain,
 }
 
 impl Checked {
@@ -462,6 +464,7 @@ pub async fn decide(
         decision,
         trace,
         posture: posture_detail(&lookups),
+        path: peer.path.clone(),
     }
 }
 
@@ -525,7 +528,12 @@ fn no_answer(
     }
 }
 
-async fn revocation_facts(checker: &Checker, path: &VerifiedChain, now: i64) -> RevocationFacts {
+/// The revocation facts of `path` at `now` (Unix seconds), within the checker's bounds.
+pub async fn revocation_facts(
+    checker: &Checker,
+    path: &VerifiedChain,
+    now: i64,
+) -> RevocationFacts {
     let count = if checker.check_intermediates() {
         usize::MAX
     } else {

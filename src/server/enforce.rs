@@ -219,3 +219,58 @@ fn on_posture(
         });
     }
 }
+
+/// Checks the certificates of live sessions for revocation every `[revocation]
+/// live_recheck_secs` (through the checker's cache: an answer still fresh is not asked
+/// again), and disconnects every session of a certificate found revoked.
+pub async fn watch_revocation(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let checker = shared.live().runtime.revocation.clone();
+        let every = checker
+            .as_ref()
+            .map(|c| c.live_recheck())
+            .filter(|d| !d.is_zero());
+        tokio::select! {
+            () = tokio::time::sleep(every.unwrap_or(SOURCES_CHECK)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let (Some(checker), Some(_)) = (checker, every) else {
+            continue;
+        };
+        // One check per certificate, however many sessions it has.
+        let mut by_cert: HashMap<String, Vec<Arc<LiveSession>>> = HashMap::new();
+        for s in shared.registry.sessions() {
+            if let Some(a) = &s.auth {
+                by_cert
+                    .entry(a.facts.cert.sha256.clone())
+                    .or_default()
+                    .push(s.clone());
+            }
+        }
+        for sessions in by_cert.into_values() {
+            let Some(auth) = sessions.first().and_then(|s| s.auth.clone()) else {
+                continue;
+            };
+            let now = crate::clock::unix_now();
+            let facts = super::checks::revocation_facts(&checker, &auth.path, now).await;
+            if !matches!(
+                facts.outcome,
+                crate::policy::RevocationOutcome::Revoked { .. }
+            ) {
+                continue;
+            }
+            info!(
+                cert.serial = %auth.cert_serial,
+                sessions = sessions.len(),
+                revocation = %Escaped(&facts.detail),
+                "a live session's certificate is revoked: disconnecting its sessions"
+            );
+            for s in sessions {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    disconnect(&shared, s, "revocation").await;
+                });
+            }
+        }
+    }
+}

@@ -358,6 +358,7 @@ async fn access_request(
                                     })
                                     .collect(),
                                 facts: Arc::new(c.facts.clone()),
+                                path: c.path.clone(),
                             });
                         }
                     }

@@ -298,6 +298,10 @@ impl Server {
             self.shared.clone(),
             shutdown.clone(),
         ));
+        let revocation_watcher = tokio::spawn(enforce::watch_revocation(
+            self.shared.clone(),
+            shutdown.clone(),
+        ));
         let mut result = Ok(());
         while let Some(r) = loops.join_next().await {
             if let Ok(Err(e)) = r {
@@ -308,6 +312,7 @@ impl Server {
         watcher.abort();
         crl_watcher.abort();
         posture_watcher.abort();
+        revocation_watcher.abort();
         info!("stopped");
         result
     }

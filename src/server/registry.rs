@@ -40,6 +40,8 @@ pub struct Authentication {
     pub vlan: Option<String>,
     /// The posture audit text at the decision.
     pub posture: String,
+    /// The path rustls verified: checked again for revocation while the session lives.
+    pub path: crate::tls::VerifiedChain,
     /// The facts it was decided on: a posture change re-runs the policy on them.
     pub facts: Arc<crate::policy::Facts>,
     /// The device's id at each posture source (source, cache key), whether or not the

@@ -245,12 +245,9 @@ fn wait_sessions(
     }
 }
 
-fn authorized(sta: &str) -> bool {
-    sta.contains("[AUTHORIZED]")
-}
-
-#[test]
-fn hostapd_accounts_the_session_and_an_admin_disconnect_unauthorizes_the_port() {
+/// The test server with its client's DAS on a free port, the admin listener with a token,
+/// and `extra` appended; the admin address, the DAS port, the token's folder.
+fn nas_server(extra: &str) -> (Server, SocketAddr, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("admin.token");
     std::fs::write(&token, "it-admin-token\n").unwrap();
@@ -258,11 +255,21 @@ fn hostapd_accounts_the_session_and_an_admin_disconnect_unauthorizes_the_port() 
     let s = Server::start_with(|c| {
         format!(
             "{c}dynamic_authorization = \"disconnect\"\ndas_port = {das_port}\n\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{extra}",
             token.display()
         )
     });
     let admin = crate::admin::admin_addr(&s);
+    (s, admin, das_port, dir)
+}
+
+fn authorized(sta: &str) -> bool {
+    sta.contains("[AUTHORIZED]")
+}
+
+#[test]
+fn hostapd_accounts_the_session_and_an_admin_disconnect_unauthorizes_the_port() {
+    let (s, admin, das_port, _dir) = nas_server("");
     let lab = Lab::start(&s, das_port);
     // wpa_supplicant waits ~2 s before its EAPOL-Start.
     lab.wait_station(40, "the device is authorized", authorized);
@@ -356,4 +363,33 @@ fn a_posture_change_disconnects_the_device_and_it_comes_back_in_quarantine() {
         l.len() == 1 && l[0]["vlan"] == "999"
     });
     assert_eq!(list[0]["rule"], "staff-noncompliant");
+}
+
+/// A certificate revoked while its device is connected: the next check of live sessions
+/// (`live_recheck_secs`, through an OCSP cache of one second) finds it revoked, anchord
+/// disconnects the session, and the device's re-authentication is rejected.
+#[test]
+fn a_certificate_revoked_while_connected_is_disconnected_and_then_rejected() {
+    let responder = crate::responder::Responder::start(pki_dir(), "issuing-ca");
+    let (s, admin, das_port, _dir) = nas_server(&format!(
+        "\n[revocation]\nresponders = [{{ url = \"{}\" }}]\nmax_ttl_secs = 1\n\
+         live_recheck_secs = 1\n",
+        responder.url
+    ));
+    let lab = Lab::start(&s, das_port);
+    lab.wait_station(40, "the device is authorized", authorized);
+    wait_sessions(&s, &admin, &lab, "Accounting-Start", |l| l.len() == 1);
+    s.wait_log(&["outcome=\"accept\"", "revocation=good"]);
+    responder.revoke_device_ecdsa();
+    s.wait_log(&["a live session's certificate is revoked"]);
+    lab.wait_station(10, "the port is unauthorized", |sta| !authorized(sta));
+    s.wait_log(&["session disconnected", "trigger=\"revocation\""]);
+    wait_sessions(&s, &admin, &lab, "the session ended", <[_]>::is_empty);
+    lab.reauthenticate();
+    s.wait_log(&[
+        "outcome=\"reject\"",
+        "reason=\"revoked\"",
+        "identity=device-ecdsa",
+    ]);
+    assert!(!authorized(&lab.station()));
 }

@@ -104,6 +104,15 @@ impl Responder {
         std::fs::rename(d.join("fixed-response.new"), d.join("fixed-response.der")).unwrap();
     }
 
+    /// From now on, answer that device-ecdsa (serial 1014) was revoked (key compromise).
+    pub(crate) fn revoke_device_ecdsa(&self) {
+        std::fs::write(
+            self._dir.path().join("index.txt"),
+            "R\t301231235959Z\t250101000000Z,keyCompromise\t1014\tunknown\t/CN=device-ecdsa\n",
+        )
+        .unwrap();
+    }
+
     /// True if the last request came as an RFC 5019 GET.
     pub(crate) fn saw_get(&self) -> bool {
         self._dir.path().join("last-method").exists()
