@@ -535,7 +535,15 @@ fn client_das(
     {
         None | Some((_, "off")) => return None,
         Some((_, "disconnect")) => false,
-        Some((_, "coa")) => true,
+        Some((m, "coa")) => {
+            ctx.err(
+                m.span(),
+                key("dynamic_authorization"),
+                "\"coa\" is not supported yet: use \"disconnect\" (the device re-authenticates \
+                 into its new decision)",
+            );
+            return None;
+        }
         Some((m, other)) => {
             ctx.err(
                 m.span(),
@@ -569,6 +577,10 @@ fn client_das(
             Ok(mut bytes) => {
                 while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     bytes.pop();
+                }
+                if bytes.is_empty() {
+                    ctx.err(f.span(), key("das_secret_file"), "the DAS secret is empty");
+                    return None;
                 }
                 bytes
             }
@@ -1378,6 +1390,29 @@ mod tests {
                     .collect()
             }
         }
+    }
+
+    #[test]
+    fn a_das_needs_a_secret_and_coa_is_refused_until_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("das.secret");
+        std::fs::write(&empty, "\n").unwrap();
+        let errs = errors(&format!(
+            "dynamic_authorization = \"disconnect\"\ndas_secret_file = \"{}\"\n",
+            empty.display()
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].1, "client[0].das_secret_file");
+        assert_eq!(errs[0].2, "the DAS secret is empty");
+        let errs = errors("dynamic_authorization = \"coa\"\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, Some(10));
+        assert!(errs[0].2.contains("not supported yet"), "{errs:?}");
+        let c = parse("dynamic_authorization = \"disconnect\"\ndas_port = 3799\n")
+            .0
+            .unwrap();
+        let das = c.clients[0].das.as_ref().unwrap();
+        assert_eq!((das.port, das.address), (3799, None));
     }
 
     #[test]

@@ -128,7 +128,11 @@ pub async fn process(
     let auth_id = req
         .all(AttrType::Class)
         .find_map(|c| shared.class_key.open(c));
-    let auth = auth_id.and_then(|id| shared.registry.authentication(&id));
+    // Only the NAS entry the device authenticated through may report its sessions: the
+    // Class travels in clear in the Accept, and another NAS must not claim the device.
+    let auth = auth_id
+        .and_then(|id| shared.registry.authentication(&id))
+        .filter(|a| a.nas == client.name);
     let station = req.first(AttrType::CallingStationId).map(station_id);
     let user_name = req.text(AttrType::UserName);
     let nas_ip = nas_ip(req);
@@ -195,7 +199,7 @@ pub async fn process(
         (Status::Stop, Some(id)) => {
             shared.registry.stop(&key(id));
         }
-        (Status::On | Status::Off, _) => shared.registry.clear_nas(&client.name),
+        (Status::On | Status::Off, _) => shared.registry.clear_nas(&client.name, src.ip()),
         _ => {}
     }
     shared.metrics.accounting(status.label(), auth.is_some());

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -41,6 +41,15 @@ impl Default for Enforcer {
 }
 
 impl Enforcer {
+    /// A turn to send to `nas`: its own slot first, then one of the global ones, so
+    /// requests queued for a NAS that does not answer never hold global slots other NASes
+    /// need.
+    async fn slots(&self, nas: &str) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let own = self.nas_slots(nas).acquire_owned().await.ok()?;
+        let global = self.global.clone().acquire_owned().await.ok()?;
+        Some((own, global))
+    }
+
     fn nas_slots(&self, nas: &str) -> Arc<Semaphore> {
         match self.per_nas.lock() {
             Ok(mut m) => m
@@ -71,13 +80,9 @@ pub async fn disconnect(
         None => "no dynamic_authorization configured for this NAS".to_owned(),
         Some(das) => {
             let to = SocketAddr::new(das.address.unwrap_or(session.nas_addr), das.port);
-            let nas_slots = shared.enforcer.nas_slots(&session.key.nas);
-            let answer = match (
-                shared.enforcer.global.clone().acquire_owned().await,
-                nas_slots.acquire_owned().await,
-            ) {
-                (Ok(_g), Ok(_n)) => das::disconnect(&session, to, &das.secret).await,
-                _ => Answer::NoAnswer,
+            let answer = match shared.enforcer.slots(&session.key.nas).await {
+                Some(_slots) => das::disconnect(&session, to, &das.secret).await,
+                None => Answer::NoAnswer,
             };
             if matches!(
                 answer,
@@ -271,6 +276,37 @@ pub async fn watch_revocation(shared: Arc<Shared>, shutdown: CancellationToken) 
                     disconnect(&shared, s, "revocation").await;
                 });
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_queued_for_a_silent_nas_leave_the_others_their_turn() {
+        let e = Arc::new(Enforcer::default());
+        // A NAS that never answers: its slots held, a crowd of requests waiting for them.
+        let mut held = Vec::new();
+        for _ in 0..PER_NAS_IN_FLIGHT {
+            held.push(e.slots("silent").await.unwrap());
+        }
+        let waiting: Vec<_> = (0..GLOBAL_IN_FLIGHT * 2)
+            .map(|_| {
+                let e = e.clone();
+                tokio::spawn(async move { e.slots("silent").await.map(drop) })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let other = tokio::time::timeout(std::time::Duration::from_secs(1), e.slots("other")).await;
+        assert!(
+            matches!(other, Ok(Some(_))),
+            "another NAS gets its turn at once"
+        );
+        drop(held);
+        for w in waiting {
+            w.abort();
         }
     }
 }

@@ -129,8 +129,13 @@ impl Registry {
         self.expiry
     }
 
-    /// Remembers an accepted authentication.
-    pub fn accepted(&self, a: Authentication) {
+    /// Remembers an accepted authentication, without the chain the device presented (the
+    /// verified path is kept; a device must not make every authentication of its weigh
+    /// what it chose to send).
+    pub fn accepted(&self, mut a: Authentication) {
+        if !a.facts.cert.chain.is_empty() {
+            Arc::make_mut(&mut a.facts).cert.chain = Vec::new();
+        }
         self.auths.insert(a.id, Arc::new(a));
     }
 
@@ -152,13 +157,14 @@ impl Registry {
         self.sessions.remove(key).is_some()
     }
 
-    /// Ends every session of the NAS entry `nas` (Accounting-On/Off: it rebooted).
-    pub fn clear_nas(&self, nas: &str) {
+    /// Ends every session the NAS at `addr` of entry `nas` reported (Accounting-On/Off: it
+    /// rebooted); other NASes of the same entry (a subnet of access points) keep theirs.
+    pub fn clear_nas(&self, nas: &str, addr: std::net::IpAddr) {
         let nas = nas.to_owned();
         // Only errors when invalidation closures are not enabled; they are.
         let _ = self
             .sessions
-            .invalidate_entries_if(move |k, _| k.nas == nas);
+            .invalidate_entries_if(move |k, v| k.nas == nas && v.nas_addr == addr);
         self.sessions.run_pending_tasks();
     }
 
@@ -274,10 +280,81 @@ mod tests {
             r.update(session("ap1", &format!("S{i}"), None));
         }
         r.update(session("ap2", "S0", None));
-        r.clear_nas("ap1");
-        let left = r.sessions();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].key.nas, "ap2");
+        // Another access point of the same client entry (a subnet).
+        let mut sibling = session("ap1", "T0", None);
+        sibling.nas_addr = [127, 0, 0, 2].into();
+        r.update(sibling);
+        r.clear_nas("ap1", [127, 0, 0, 1].into());
+        let left: Vec<_> = r
+            .sessions()
+            .iter()
+            .map(|s| s.key.acct_session_id.clone())
+            .collect();
+        assert_eq!(left, ["S0", "T0"]);
+    }
+
+    #[test]
+    fn an_authentication_is_kept_without_the_chain_the_device_presented() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let pem = |n: &str| {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::CertificateDer::from_pem_file(dir.path().join(format!("{n}.pem")))
+                .unwrap()
+        };
+        let path = crate::tls::VerifiedChain::for_test(vec![
+            pem("device-ecdsa"),
+            pem("issuing-ca"),
+            pem("root-ca"),
+        ]);
+        let mut facts = crate::policy::Facts {
+            now: 0,
+            cert: crate::pki::facts::CertFacts::of(path.certificates()),
+            tls_version: "1.3",
+            first: crate::policy::RequestFacts::default(),
+            last: crate::policy::RequestFacts::default(),
+            revocation: crate::policy::RevocationFacts::not_checked(),
+            posture: crate::policy::PostureFacts::default(),
+        };
+        // A device padding its chain: sent, not kept.
+        facts
+            .cert
+            .chain
+            .extend(std::iter::repeat_n(pem("root-ca"), 40));
+        let id = [7; 16];
+        r_accept(&Registry::new(10, Duration::from_secs(60)), id, facts, path);
+    }
+
+    fn r_accept(
+        r: &Registry,
+        id: AuthId,
+        facts: crate::policy::Facts,
+        path: crate::tls::VerifiedChain,
+    ) {
+        r.accepted(Authentication {
+            id,
+            at: 0,
+            nas: "ap1".into(),
+            identity: "device-ecdsa".into(),
+            station: None,
+            cert_subject: String::new(),
+            cert_serial: String::new(),
+            cert_issuer: String::new(),
+            rule: None,
+            vlan: None,
+            posture: "-".into(),
+            facts: Arc::new(facts),
+            path,
+            posture_ids: Vec::new(),
+        });
+        let kept = r.authentication(&id).unwrap();
+        assert!(kept.facts.cert.chain.is_empty());
+        assert_eq!(
+            kept.path.certificates().len(),
+            3,
+            "the verified path is kept"
+        );
+        assert!(!kept.facts.cert.serial.is_empty(), "and the facts");
     }
 
     #[test]

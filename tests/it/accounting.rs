@@ -306,3 +306,54 @@ fn sessions_list_shows_what_accounting_started_and_stop_or_accounting_on_ended()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The Class travels in clear in the Access-Accept: another NAS entry echoing it does not
+/// join the device's authentication (its sessions cannot be claimed, nor Disconnects drawn
+/// to that NAS); the NAS the device authenticated through does.
+#[test]
+fn another_nas_echoing_a_devices_class_does_not_join_its_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let s = Server::start_with(|c| {
+        format!(
+            "{c}\n[[client]]\nname = \"other-nas\"\naddress = \"127.0.0.2\"\nsecret = \"{SECRET}\"\n\n\
+             [audit]\nsink = \"file\"\npath = \"{}\"\n",
+            audit.display()
+        )
+    });
+    let out = eapol_test(&s, pki_dir(), "tls12-ecdsa", &[]);
+    let (code, attrs) = last_reply(&out);
+    assert_eq!(code, 2);
+    let class = attrs
+        .iter()
+        .find(|(t, _)| *t == 25)
+        .map(|(_, v)| hex_value(v))
+        .unwrap();
+    let start = |id: u8, session: &[u8]| {
+        acct_request(
+            id,
+            &[
+                (40, 1u32.to_be_bytes().to_vec()),
+                (44, session.to_vec()),
+                (25, class.clone()),
+            ],
+            SECRET,
+        )
+    };
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    other.connect(s.accounting_addr()).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let claimed = start(1, b"CLAIMED");
+    other.send(&claimed).unwrap();
+    assert_response(&claimed, &recv(&other));
+    let own = client(s.accounting_addr());
+    let real = start(2, b"REAL");
+    own.send(&real).unwrap();
+    assert_response(&real, &recv(&own));
+    let lines = audit_lines(&audit, &["\"event\":\"accounting\""], 2);
+    let of = |id: &str| lines.iter().find(|l| l.contains(id)).unwrap().clone();
+    assert!(of("\"CLAIMED\"").contains("\"joined\":false"), "{lines:?}");
+    assert!(of("\"REAL\"").contains("\"joined\":true"), "{lines:?}");
+}
