@@ -84,6 +84,18 @@ fn hex_value(v: &str) -> Vec<u8> {
     .unwrap_or_else(|_| panic!("a hex value: {v}"))
 }
 
+/// Authenticates device-ecdsa with eapol_test; the Class of its Access-Accept.
+fn accepted_class(s: &Server) -> Vec<u8> {
+    let out = eapol_test(s, pki_dir(), "tls12-ecdsa", &[]);
+    let (code, attrs) = last_reply(&out);
+    assert_eq!(code, 2, "Access-Accept: {out}");
+    attrs
+        .iter()
+        .find(|(t, _)| *t == 25)
+        .map(|(_, v)| hex_value(v))
+        .expect("a Class in the Accept")
+}
+
 #[test]
 fn accounting_joins_the_authentication_through_its_class_and_is_answered_once_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,14 +106,7 @@ fn accounting_joins_the_authentication_through_its_class_and_is_answered_once_st
             audit.display()
         )
     });
-    let out = eapol_test(&s, pki_dir(), "tls12-ecdsa", &[]);
-    let (code, attrs) = last_reply(&out);
-    assert_eq!(code, 2, "Access-Accept: {out}");
-    let class = attrs
-        .iter()
-        .find(|(t, _)| *t == 25)
-        .map(|(_, v)| hex_value(v))
-        .expect("a Class in the Accept");
+    let class = accepted_class(&s);
     assert!(class.starts_with(b"anc1"), "{class:?}");
 
     let acct = client(s.accounting_addr());
@@ -243,14 +248,7 @@ fn sessions_list_shows_what_accounting_started_and_stop_or_accounting_on_ended()
     let admin = crate::admin::admin_addr(&s);
     let list = |extra: &[&str]| sessions(&s, &admin, "list", extra);
     assert!(list(&[]).is_empty());
-    let out = eapol_test(&s, pki_dir(), "tls12-ecdsa", &[]);
-    let (code, attrs) = last_reply(&out);
-    assert_eq!(code, 2);
-    let class = attrs
-        .iter()
-        .find(|(t, _)| *t == 25)
-        .map(|(_, v)| hex_value(v))
-        .unwrap();
+    let class = accepted_class(&s);
     let acct = client(s.accounting_addr());
     let send = |id: u8, status: u32, session: &[u8], class: Option<&[u8]>| {
         let mut attrs = vec![
@@ -321,14 +319,7 @@ fn another_nas_echoing_a_devices_class_does_not_join_its_authentication() {
             audit.display()
         )
     });
-    let out = eapol_test(&s, pki_dir(), "tls12-ecdsa", &[]);
-    let (code, attrs) = last_reply(&out);
-    assert_eq!(code, 2);
-    let class = attrs
-        .iter()
-        .find(|(t, _)| *t == 25)
-        .map(|(_, v)| hex_value(v))
-        .unwrap();
+    let class = accepted_class(&s);
     let start = |id: u8, session: &[u8]| {
         acct_request(
             id,
