@@ -275,12 +275,22 @@ async fn sessions_disconnect(
     {
         return (StatusCode::BAD_REQUEST, "name a device= or a mac=\n").into_response();
     }
-    let done = futures_util::future::join_all(
-        matching(&shared, &uri)
-            .into_iter()
-            .map(|s| crate::server::enforce::disconnect(&shared, s, "admin")),
-    )
-    .await;
+    // Each on a task of its own: a request cut short (the client gone, the connection's
+    // time up) still has every Disconnect finished, applied and audited.
+    let tasks: Vec<_> = matching(&shared, &uri)
+        .into_iter()
+        .map(|s| {
+            let shared = shared.clone();
+            tokio::spawn(
+                async move { crate::server::enforce::disconnect(&shared, s, "admin").await },
+            )
+        })
+        .collect();
+    let done: Vec<_> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
     (
         [(CONTENT_TYPE, "application/json")],
         serde_json::Value::Array(done).to_string(),

@@ -122,6 +122,19 @@ pub async fn disconnect(
     record
 }
 
+/// Whether `decision` differs from an Accept with `reply`: a refusal, or any reply
+/// attribute (VLAN, Filter-Id, a vendor role, Session-Timeout, ...) added, removed or
+/// changed.
+fn outcome_changes(
+    reply: &[crate::policy::ReplyAttribute],
+    decision: &crate::policy::Decision,
+) -> bool {
+    match decision {
+        crate::policy::Decision::Accept { reply: new } => new.as_slice() != reply,
+        crate::policy::Decision::Reject { .. } => true,
+    }
+}
+
 /// How often the posture watcher looks whether a reload replaced the posture sources.
 const SOURCES_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -167,7 +180,7 @@ fn on_posture(
     sources: &crate::posture::Sources,
     event: &crate::posture::Event,
 ) {
-    use crate::policy::{Decision, SourcePosture};
+    use crate::policy::SourcePosture;
     let Some(answer) = &event.answer else {
         return;
     };
@@ -202,11 +215,7 @@ fn on_posture(
             }),
         }
         let (decision, trace) = crate::policy::evaluate(&policy, &facts);
-        let unchanged = match &decision {
-            Decision::Accept { .. } => decision.vlan().map(str::to_owned) == auth.vlan,
-            Decision::Reject { .. } => false,
-        };
-        if unchanged {
+        if !outcome_changes(&auth.reply, &decision) {
             continue;
         }
         info!(
@@ -283,6 +292,31 @@ pub async fn watch_revocation(shared: Arc<Shared>, shutdown: CancellationToken) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_change_of_the_reply_is_a_changed_outcome_not_only_the_vlan() {
+        use crate::policy::{Decision, ReplyAttribute};
+        let attr = |name: &str, value: &str| ReplyAttribute {
+            name: name.into(),
+            tag: None,
+            value: value.into(),
+        };
+        let was = vec![attr("Filter-Id", "full")];
+        let same = Decision::Accept { reply: was.clone() };
+        assert!(!outcome_changes(&was, &same));
+        let restricted = Decision::Accept {
+            reply: vec![attr("Filter-Id", "restricted")],
+        };
+        assert!(
+            outcome_changes(&was, &restricted),
+            "same VLAN (none), other filter"
+        );
+        let refused = Decision::Reject {
+            reason: "noncompliant".into(),
+            rule: "r".into(),
+        };
+        assert!(outcome_changes(&was, &refused));
+    }
 
     #[tokio::test]
     async fn requests_queued_for_a_silent_nas_leave_the_others_their_turn() {

@@ -346,6 +346,7 @@ async fn access_request(
                                 cert_issuer: cert.issuer,
                                 rule: Some(c.trace.rule.clone()),
                                 vlan: c.decision.vlan().map(str::to_owned),
+                                reply: attrs.to_vec(),
                                 posture: c.posture.clone(),
                                 posture_ids: runtime
                                     .posture

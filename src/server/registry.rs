@@ -38,6 +38,9 @@ pub struct Authentication {
     pub rule: Option<String>,
     /// The VLAN given.
     pub vlan: Option<String>,
+    /// The reply attributes it was given (a posture change that alters any of them, not
+    /// only the VLAN, acts on the session).
+    pub reply: Vec<crate::policy::ReplyAttribute>,
     /// The posture audit text at the decision.
     pub posture: String,
     /// The path rustls verified: checked again for revocation while the session lives.
@@ -342,6 +345,7 @@ mod tests {
             cert_issuer: String::new(),
             rule: None,
             vlan: None,
+            reply: Vec::new(),
             posture: "-".into(),
             facts: Arc::new(facts),
             path,
