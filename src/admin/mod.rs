@@ -230,19 +230,26 @@ async fn sessions(
         .into_response()
 }
 
+/// The `device=` and `mac=` of `uri`'s query (the last of each; empty ones count as absent).
+fn filters(uri: &axum::http::Uri) -> (Option<String>, Option<String>) {
+    let (mut device, mut mac) = (None, None);
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        let v = (!v.is_empty()).then(|| v.into_owned());
+        match &*k {
+            "device" => device = v,
+            "mac" => mac = v.map(|m| station_id(m.as_bytes())),
+            _ => {}
+        }
+    }
+    (device, mac)
+}
+
 /// The live sessions `uri`'s query names (`device=`, `mac=`; every session without).
 fn matching(
     shared: &Shared,
     uri: &axum::http::Uri,
 ) -> Vec<Arc<crate::server::registry::LiveSession>> {
-    let (mut device, mut mac) = (None, None);
-    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
-        match &*k {
-            "device" => device = Some(v.into_owned()),
-            "mac" => mac = Some(station_id(v.as_bytes())),
-            _ => {}
-        }
-    }
+    let (device, mac) = filters(uri);
     shared
         .registry
         .sessions()
@@ -269,10 +276,7 @@ async fn sessions_disconnect(
             return refused;
         }
     }
-    let query = uri.query().unwrap_or_default();
-    if !form_urlencoded::parse(query.as_bytes())
-        .any(|(k, v)| (k == "device" || k == "mac") && !v.is_empty())
-    {
+    if filters(&uri) == (None, None) {
         return (StatusCode::BAD_REQUEST, "name a device= or a mac=\n").into_response();
     }
     // Each on a task of its own: a request cut short (the client gone, the connection's
@@ -352,4 +356,22 @@ async fn posture_cache(
         serde_json::Value::Array(out).to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_disconnect_guard_and_the_filter_read_the_query_alike() {
+        let f = |q: &str| filters(&format!("/v1/sessions/disconnect?{q}").parse().unwrap());
+        // An empty last value does not turn a named device into "every device".
+        assert_eq!(f("device=alice&device="), (None, None));
+        assert_eq!(f("device=&mac="), (None, None));
+        assert_eq!(f("device=alice"), (Some("alice".into()), None));
+        assert_eq!(
+            f("mac=02%3A00%3A00%3A00%3A00%3A01"),
+            (None, Some("02-00-00-00-00-01".into()))
+        );
+    }
 }

@@ -37,6 +37,9 @@ fn weight(reply: &[u8]) -> usize {
 pub struct RequestKey {
     /// Source address and port.
     pub src: SocketAddr,
+    /// Packet code: an Access-Request and an Accounting-Request (two ports, two kinds of
+    /// answer) never stand for each other, whatever their identifiers and authenticators.
+    pub code: u8,
     /// RADIUS Identifier.
     pub identifier: u8,
     /// Request Authenticator.
@@ -46,7 +49,7 @@ pub struct RequestKey {
 impl Hash for RequestKey {
     /// One write of the fields that tell requests apart, so hashing costs one pass.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let mut b = [0u8; 35];
+        let mut b = [0u8; 36];
         let (ip, rest) = b.split_at_mut(16);
         match self.src.ip() {
             IpAddr::V4(a) => ip.copy_from_slice(&a.to_ipv6_mapped().octets()),
@@ -54,6 +57,8 @@ impl Hash for RequestKey {
         }
         let (port, rest) = rest.split_at_mut(2);
         port.copy_from_slice(&self.src.port().to_be_bytes());
+        let (code, rest) = rest.split_at_mut(1);
+        code.fill(self.code);
         let (id, auth) = rest.split_at_mut(1);
         id.fill(self.identifier);
         auth.copy_from_slice(&self.authenticator);
@@ -226,9 +231,21 @@ mod tests {
     fn key(identifier: u8) -> RequestKey {
         RequestKey {
             src: "127.0.0.1:1000".parse().unwrap(),
+            code: 1,
             identifier,
             authenticator: [7; 16],
         }
+    }
+
+    #[test]
+    fn an_accounting_request_is_never_answered_with_an_access_reply_of_the_same_id() {
+        let d = Dedup::new(100 * weight(&[0; 64]), Duration::from_secs(30));
+        let Begin::New(access) = d.begin(key(1)) else {
+            panic!("first sight is new");
+        };
+        access.answered(std::sync::Arc::from(&b"access-reject"[..]));
+        let accounting = RequestKey { code: 4, ..key(1) };
+        assert!(matches!(d.begin(accounting), Begin::New(_)));
     }
 
     #[test]
@@ -272,6 +289,7 @@ mod tests {
     async fn weight_left_by_expired_replies_in_other_shards_does_not_refuse_new_ones() {
         let key = |i: u16| RequestKey {
             src: "127.0.0.1:1000".parse().unwrap(),
+            code: 1,
             identifier: 0,
             authenticator: [[0; 14].as_slice(), &i.to_be_bytes()]
                 .concat()

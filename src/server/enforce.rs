@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::das::{self, Answer};
-use super::registry::LiveSession;
+use super::registry::{LiveSession, SessionKey};
 use super::Shared;
 use crate::logsafe::Escaped;
 
@@ -29,6 +29,9 @@ pub const PER_NAS_IN_FLIGHT: usize = 4;
 pub struct Enforcer {
     global: Arc<Semaphore>,
     per_nas: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Sessions with a Disconnect queued or under way: a trigger repeated meanwhile (a
+    /// webhook resent, the next revocation pass) does not queue another.
+    busy: Mutex<std::collections::HashSet<SessionKey>>,
 }
 
 impl Default for Enforcer {
@@ -36,11 +39,35 @@ impl Default for Enforcer {
         Self {
             global: Arc::new(Semaphore::new(GLOBAL_IN_FLIGHT)),
             per_nas: Mutex::default(),
+            busy: Mutex::default(),
+        }
+    }
+}
+
+/// A session marked busy; unmarked when dropped.
+struct Busy<'a> {
+    enforcer: &'a Enforcer,
+    key: SessionKey,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.enforcer.busy.lock() {
+            b.remove(&self.key);
         }
     }
 }
 
 impl Enforcer {
+    /// Marks `key` busy, unless it is already.
+    fn begin(&self, key: &SessionKey) -> Option<Busy<'_>> {
+        let mut b = self.busy.lock().ok()?;
+        b.insert(key.clone()).then(|| Busy {
+            enforcer: self,
+            key: key.clone(),
+        })
+    }
+
     /// A turn to send to `nas`: its own slot first, then one of the global ones, so
     /// requests queued for a NAS that does not answer never hold global slots other NASes
     /// need.
@@ -76,8 +103,12 @@ pub async fn disconnect(
             .find(|c| c.name == session.key.nas)
             .and_then(|c| c.das.clone())
     };
+    let busy = shared.enforcer.begin(&session.key);
     let result = match das {
         None => "no dynamic_authorization configured for this NAS".to_owned(),
+        Some(_) if busy.is_none() => {
+            "a Disconnect for this session is already under way".to_owned()
+        }
         Some(das) => {
             let to = SocketAddr::new(das.address.unwrap_or(session.nas_addr), das.port);
             let answer = match shared.enforcer.slots(&session.key.nas).await {
@@ -292,6 +323,21 @@ pub async fn watch_revocation(shared: Arc<Shared>, shutdown: CancellationToken) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_is_disconnected_once_at_a_time() {
+        let e = Enforcer::default();
+        let key = SessionKey {
+            nas: "ap".into(),
+            acct_session_id: "S".into(),
+            auth: None,
+        };
+        let first = e.begin(&key);
+        assert!(first.is_some());
+        assert!(e.begin(&key).is_none(), "a repeated trigger queues nothing");
+        drop(first);
+        assert!(e.begin(&key).is_some(), "the next one, once it is done");
+    }
 
     #[test]
     fn any_change_of_the_reply_is_a_changed_outcome_not_only_the_vlan() {

@@ -715,6 +715,7 @@ async fn handle_datagram(
     }
     let key = RequestKey {
         src,
+        code: req.code.number(),
         identifier: req.identifier,
         authenticator: req.authenticator,
     };

@@ -151,6 +151,9 @@ impl Registry {
     pub fn update(&self, mut s: LiveSession) {
         if let Some(old) = self.sessions.get(&s.key) {
             s.started = old.started;
+            // Where the DAS is stays where the session began: a record replayed from
+            // another address of the same entry must not redirect its Disconnects.
+            s.nas_addr = old.nas_addr;
         }
         self.sessions.insert(s.key.clone(), Arc::new(s));
     }
@@ -268,6 +271,16 @@ mod tests {
             .find(|s| s.key.nas == "ap1" && s.key.auth == Some([1; 16]))
             .unwrap();
         assert_eq!((s.started, s.updated), (100, 500));
+        // An update from another address of the entry does not move the session's NAS.
+        let mut moved = session("ap1", "AAAA", Some([1; 16]));
+        moved.nas_addr = [192, 0, 2, 66].into();
+        r.update(moved);
+        let s = r
+            .sessions()
+            .into_iter()
+            .find(|s| s.key.nas == "ap1" && s.key.auth == Some([1; 16]))
+            .unwrap();
+        assert_eq!(s.nas_addr, std::net::IpAddr::from([127, 0, 0, 1]));
         assert!(r.stop(&session("ap1", "AAAA", Some([2; 16])).key));
         assert!(
             !r.stop(&session("ap1", "AAAA", Some([2; 16])).key),
