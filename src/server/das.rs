@@ -133,8 +133,17 @@ pub async fn disconnect(session: &LiveSession, to: SocketAddr, secret: &SharedSe
             return Answer::NoAnswer;
         }
         let deadline = tokio::time::Instant::now() + wait;
-        // Answers that do not verify (or to another identifier) are ignored, not ends.
-        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+        // Answers that do not verify (or to another identifier) are ignored, not ends; so is
+        // an ICMP error (anyone can send one): the try still waits its time out.
+        loop {
+            let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => {
+                    tokio::time::sleep_until(deadline).await;
+                    break;
+                }
+                Err(_) => break,
+            };
             let Ok((code, id, attrs)) =
                 verify_reply(buf.get(..n).unwrap_or_default(), &auth, secret)
             else {
@@ -256,6 +265,32 @@ mod tests {
             }
         });
         (addr, task)
+    }
+
+    #[tokio::test]
+    async fn an_icmp_error_does_not_spend_the_tries_at_once() {
+        let secret = SharedSecret::new(b"das-secret".to_vec());
+        // Nobody listens yet: the first try gets "port unreachable".
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let to: SocketAddr = ([127, 0, 0, 1], port).into();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let sock = UdpSocket::bind(to).await.unwrap();
+            let mut buf = [0u8; 4096];
+            let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+            let req = &buf[..n];
+            let auth: [u8; 16] = req[4..20].try_into().unwrap();
+            let ack = ReplyBuilder::new(Code::DisconnectAck, req[1])
+                .finish(&SharedSecret::new(b"das-secret".to_vec()), &auth)
+                .unwrap();
+            sock.send_to(&ack, from).await.unwrap();
+        });
+        assert_eq!(disconnect(&session(), to, &secret).await, Answer::Ack);
+        late.await.unwrap();
     }
 
     #[tokio::test]
