@@ -311,11 +311,13 @@ impl<'a> UnverifiedRequest<'a> {
         require_message_authenticator: bool,
     ) -> Result<Request<'a>, DecodeError> {
         let has = |t: AttrType| self.attributes.iter().any(|a| a.ty == t);
+        let signed = self.code == Code::AccountingRequest;
+        // An Accounting-Request's Request Authenticator already covers every byte, Proxy-State
+        // included (proxies relaying accounting rarely add a Message-Authenticator).
         let required = require_message_authenticator
             || self.code == Code::StatusServer
             || has(AttrType::EapMessage)
-            || has(AttrType::ProxyState);
-        let signed = self.code == Code::AccountingRequest;
+            || (has(AttrType::ProxyState) && !signed);
         if signed
             && !crypto::ct_eq(
                 &self.authenticator,

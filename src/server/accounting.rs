@@ -203,7 +203,18 @@ pub async fn process(
         _ => {}
     }
     shared.metrics.accounting(status.label(), auth.is_some());
-    let reply = ReplyBuilder::new(Code::AccountingResponse, req.identifier);
+    response(client, req)
+}
+
+/// The Accounting-Response to `req`, its Proxy-State copied unchanged and in order
+/// (RFC 2865 §5.33); `None` if it cannot be encoded.
+pub fn response(client: &Client, req: &Request<'_>) -> Option<Vec<u8>> {
+    let mut reply = ReplyBuilder::new(Code::AccountingResponse, req.identifier);
+    for ps in req.all(AttrType::ProxyState) {
+        if reply.push(AttrType::ProxyState, ps).is_err() {
+            return None;
+        }
+    }
     match reply.finish(&client.secret, &req.authenticator) {
         Ok(bytes) => Some(bytes),
         Err(e) => {

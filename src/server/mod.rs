@@ -689,6 +689,9 @@ async fn handle_datagram(
             &client.secret,
             client.accounting_require_message_authenticator,
         ),
+        // RFC 5997 §3: Status-Server on the accounting port (Message-Authenticator always
+        // required) is answered with an Accounting-Response.
+        (Role::Accounting, Code::StatusServer) => u.verify(&client.secret, true),
         (Role::Auth, Code::AccessRequest | Code::StatusServer) => {
             u.verify(&client.secret, client.require_message_authenticator)
         }
@@ -737,6 +740,7 @@ async fn handle_datagram(
         Role::Auth => {
             handler::process(shared, &live.config, &live.runtime, client, src, &req).await
         }
+        Role::Accounting if req.code == Code::StatusServer => accounting::response(client, &req),
         Role::Accounting => accounting::process(shared, client, src, &req).await,
     };
     match reply {

@@ -348,3 +348,41 @@ fn another_nas_echoing_a_devices_class_does_not_join_its_authentication() {
     assert!(of("\"CLAIMED\"").contains("\"joined\":false"), "{lines:?}");
     assert!(of("\"REAL\"").contains("\"joined\":true"), "{lines:?}");
 }
+
+/// Status-Server on the accounting port (RFC 5997 §3) gets an Accounting-Response; a
+/// proxied Accounting-Request (Proxy-State, no Message-Authenticator: its Request
+/// Authenticator covers it) is stored and answered with its Proxy-State echoed.
+#[test]
+fn status_server_and_proxied_accounting_are_answered_on_the_accounting_port() {
+    use hmac::{Hmac, Mac};
+    let s = Server::start();
+    let acct = client(s.accounting_addr());
+    // Status-Server: a random authenticator, Message-Authenticator over the packet.
+    let mut status = vec![12, 3, 0, 38];
+    status.extend(rand::random::<[u8; 16]>());
+    status.extend([80, 18]);
+    status.extend([0u8; 16]);
+    let mut mac = <Hmac<md5::Md5> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&status);
+    let ma = mac.finalize().into_bytes();
+    status[22..38].copy_from_slice(&ma);
+    acct.send(&status).unwrap();
+    assert_response(&status, &recv(&acct));
+    // Proxied accounting.
+    let proxied = acct_request(
+        4,
+        &[
+            (40, 3u32.to_be_bytes().to_vec()),
+            (44, b"PROXIED".to_vec()),
+            (33, b"proxy-hop-1".to_vec()),
+        ],
+        SECRET,
+    );
+    acct.send(&proxied).unwrap();
+    let reply = recv(&acct);
+    assert_response(&proxied, &reply);
+    assert!(
+        reply.windows(13).any(|w| w == b"\x21\x0dproxy-hop-1"),
+        "Proxy-State echoed: {reply:?}"
+    );
+}
