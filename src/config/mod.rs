@@ -381,6 +381,28 @@ impl Ctx<'_> {
     }
 
     /// Reads a file holding a secret, noting a warning when group or others may read it.
+    /// The secret in file `f` without its trailing newline; an error at `key` (and `None`)
+    /// when it cannot be read.
+    fn secret_file(&mut self, f: &Spanned<String>, key: &str) -> Option<Vec<u8>> {
+        match self.read_secret(f, key) {
+            Ok(mut bytes) => {
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                Some(bytes)
+            }
+            Err(e) => {
+                let path = self.path(f.get_ref());
+                self.err(
+                    f.span(),
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
     fn read_secret(&mut self, f: &Spanned<String>, key: &str) -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::PermissionsExt as _;
         let path = self.path(f.get_ref());
@@ -573,26 +595,14 @@ fn client_das(
     };
     let secret = match &c.das_secret_file {
         None => secret.to_vec(),
-        Some(f) => match ctx.read_secret(f, &key("das_secret_file")) {
-            Ok(mut bytes) => {
-                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    bytes.pop();
-                }
-                if bytes.is_empty() {
-                    ctx.err(f.span(), key("das_secret_file"), "the DAS secret is empty");
-                    return None;
-                }
-                bytes
-            }
-            Err(e) => {
-                ctx.err(
-                    f.span(),
-                    key("das_secret_file"),
-                    format!("cannot read {}: {e}", ctx.path(f.get_ref()).display()),
-                );
+        Some(f) => {
+            let bytes = ctx.secret_file(f, &key("das_secret_file"))?;
+            if bytes.is_empty() {
+                ctx.err(f.span(), key("das_secret_file"), "the DAS secret is empty");
                 return None;
             }
-        },
+            bytes
+        }
     };
     Some(DasSettings {
         coa,
@@ -782,22 +792,9 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
                 inline_secrets.push(c.name.get_ref().clone());
                 Some((s.span(), s.get_ref().as_bytes().to_vec()))
             }
-            (None, Some(f)) => match ctx.read_secret(f, &key("secret_file")) {
-                Ok(mut bytes) => {
-                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        bytes.pop();
-                    }
-                    Some((f.span(), bytes))
-                }
-                Err(e) => {
-                    ctx.err(
-                        f.span(),
-                        key("secret_file"),
-                        format!("cannot read {}: {e}", ctx.path(f.get_ref()).display()),
-                    );
-                    None
-                }
-            },
+            (None, Some(f)) => ctx
+                .secret_file(f, &key("secret_file"))
+                .map(|bytes| (f.span(), bytes)),
             (Some(s), Some(_)) => {
                 ctx.err(
                     s.span(),
