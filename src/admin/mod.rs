@@ -207,6 +207,15 @@ fn refusal(config: &crate::config::Config, headers: &HeaderMap) -> Option<Respon
         .then(|| (StatusCode::UNAUTHORIZED, "refused: bad_auth\n").into_response())
 }
 
+/// A JSON array as the answer.
+fn json_list(list: Vec<serde_json::Value>) -> Response {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(list).to_string(),
+    )
+        .into_response()
+}
+
 /// The live sessions (`anchord sessions list`), those of one device (`device=`: its
 /// certificate serial in hex, its EAP identity or its User-Name) or one MAC (`mac=`, any
 /// common notation) if asked.
@@ -215,19 +224,14 @@ async fn sessions(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    let live = shared.live();
-    if let Some(refused) = refusal(&live.config, &headers) {
+    if let Some(refused) = refusal(&shared.live().config, &headers) {
         return refused;
     }
     let list: Vec<_> = matching(&shared, &uri)
         .into_iter()
         .map(|s| crate::server::registry::session_json(&s))
         .collect();
-    (
-        [(CONTENT_TYPE, "application/json")],
-        serde_json::Value::Array(list).to_string(),
-    )
-        .into_response()
+    json_list(list)
 }
 
 /// The `device=` and `mac=` of `uri`'s query (the last of each; empty ones count as absent).
@@ -270,11 +274,8 @@ async fn sessions_disconnect(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    {
-        let live = shared.live();
-        if let Some(refused) = refusal(&live.config, &headers) {
-            return refused;
-        }
+    if let Some(refused) = refusal(&shared.live().config, &headers) {
+        return refused;
     }
     if filters(&uri) == (None, None) {
         return (StatusCode::BAD_REQUEST, "name a device= or a mac=\n").into_response();
@@ -295,11 +296,7 @@ async fn sessions_disconnect(
         .into_iter()
         .filter_map(Result::ok)
         .collect();
-    (
-        [(CONTENT_TYPE, "application/json")],
-        serde_json::Value::Array(done).to_string(),
-    )
-        .into_response()
+    json_list(done)
 }
 
 /// What each posture source's cache holds for the device whose certificate (PEM) is the
@@ -351,11 +348,7 @@ async fn posture_cache(
             })),
         }));
     }
-    (
-        [(CONTENT_TYPE, "application/json")],
-        serde_json::Value::Array(out).to_string(),
-    )
-        .into_response()
+    json_list(out)
 }
 
 #[cfg(test)]

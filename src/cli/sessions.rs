@@ -108,6 +108,27 @@ async fn ask(
     super::ask_admin(req.bearer_auth(token.expose()), addr).await
 }
 
+/// [`ask`]'s answer: printed as it is with `--json` (then `None`), else parsed.
+#[allow(
+    clippy::print_stdout,
+    reason = "sessions commands report to the admin on stdout"
+)]
+async fn answer(
+    config: &Path,
+    path: &str,
+    device: Option<&str>,
+    mac: Option<&str>,
+    admin: Option<SocketAddr>,
+    as_json: bool,
+) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
+    let text = ask(config, path, device, mac, admin).await?;
+    if as_json {
+        println!("{}", text.trim());
+        return Ok(None);
+    }
+    Ok(Some(serde_json::from_str(&text)?))
+}
+
 #[allow(
     clippy::print_stdout,
     reason = "sessions disconnect reports to the admin on stdout"
@@ -119,12 +140,9 @@ async fn disconnect(
     admin: Option<SocketAddr>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let text = ask(config, "/disconnect", device, mac, admin).await?;
-    if as_json {
-        println!("{}", text.trim());
+    let Some(done) = answer(config, "/disconnect", device, mac, admin, as_json).await? else {
         return Ok(ExitCode::SUCCESS);
-    }
-    let done: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+    };
     if done.is_empty() {
         println!("no live session matched");
     }
@@ -151,12 +169,9 @@ async fn list(
     admin: Option<SocketAddr>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let text = ask(config, "", device, mac, admin).await?;
-    if as_json {
-        println!("{}", text.trim());
+    let Some(list) = answer(config, "", device, mac, admin, as_json).await? else {
         return Ok(ExitCode::SUCCESS);
-    }
-    let list: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+    };
     if list.is_empty() {
         println!("no live sessions");
         return Ok(ExitCode::SUCCESS);
