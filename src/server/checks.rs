@@ -712,16 +712,44 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_warm_cache_answers_early_lookups_at_once_without_a_task() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
-        let device = path(dir.path(), "device-ecdsa");
+    /// Posture sources asking a dev MDM on loopback, and the MDM.
+    async fn dev_mdm_sources() -> (Arc<crate::posture::devmdm::DevMdm>, Arc<Sources>) {
         let (mdm, addr) = crate::posture::tests::start(false).await;
         let settings = crate::posture::PostureSettings {
             sources: vec![crate::posture::tests::settings(addr, false)],
         };
-        let sources = Arc::new(Sources::build(&settings).unwrap());
+        (mdm, Arc::new(Sources::build(&settings).unwrap()))
+    }
+
+    /// A dev PKI (its folder), its device-ecdsa path, and [`dev_mdm_sources`].
+    async fn posture_lab() -> (
+        tempfile::TempDir,
+        VerifiedChain,
+        Arc<crate::posture::devmdm::DevMdm>,
+        Arc<Sources>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
+        let device = path(dir.path(), "device-ecdsa");
+        let (mdm, sources) = dev_mdm_sources().await;
+        (dir, device, mdm, sources)
+    }
+
+    /// Waits (up to 2 s) until early lookups running on a task are done.
+    async fn until_finished(e: &EarlyPosture) {
+        for _ in 0..200 {
+            match &e.work {
+                Work::Running(t) if !t.is_finished() => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_warm_cache_answers_early_lookups_at_once_without_a_task() {
+        let (_dir, device, mdm, sources) = posture_lab().await;
         // Cold: fetched on a task.
         let cold = early(&sources, &device);
         assert!(matches!(cold.work, Work::Running(_)));
@@ -738,26 +766,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_early_lookup_that_failed_before_the_decision_is_asked_again_not_awaited_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
-        let device = path(dir.path(), "device-ecdsa");
-        let (mdm, addr) = crate::posture::tests::start(false).await;
+        let (_dir, device, mdm, sources) = posture_lab().await;
         mdm.set(|k| k.status = Some(500));
-        let settings = crate::posture::PostureSettings {
-            sources: vec![crate::posture::tests::settings(addr, false)],
-        };
-        let sources = Arc::new(Sources::build(&settings).unwrap());
         let mut e = early(&sources, &device);
         // The failure is in before the decision looks.
-        for _ in 0..200 {
-            if let Work::Running(t) = &e.work {
-                if !t.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            }
-            break;
-        }
+        until_finished(&e).await;
         assert!(e.ready().is_none(), "a failed lookup is not an answer");
         // The device proved its key meanwhile, and the source is back.
         mdm.set(|k| k.status = None);
@@ -772,24 +785,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_early_lookup_is_read_even_when_the_request_has_spent_its_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
-        let device = path(dir.path(), "device-ecdsa");
-        let (mdm, addr) = crate::posture::tests::start(false).await;
-        let settings = crate::posture::PostureSettings {
-            sources: vec![crate::posture::tests::settings(addr, false)],
-        };
-        let sources = Arc::new(Sources::build(&settings).unwrap());
+        let (_dir, device, mdm, sources) = posture_lab().await;
         let mut e = early(&sources, &device);
-        for _ in 0..200 {
-            if let Work::Running(t) = &e.work {
-                if !t.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            }
-            break;
-        }
+        until_finished(&e).await;
         // The request task has used up its cooperative budget: the finished task cannot be
         // read now, and must not be forgotten.
         while tokio::task::coop::has_budget_remaining() {
@@ -812,16 +810,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crate::pki::dev::generate(dir.path(), time::OffsetDateTime::now_utc()).unwrap();
         let device = path(dir.path(), "device-ecdsa");
-        let (_mdm, addr) = crate::posture::tests::start(false).await;
         let text = "[tls]\ncertificate = \"server.pem\"\nprivate_key = \"server.key\"\n\
                     ca = [\"root-ca.pem\"]\n\n[[client]]\nname = \"nas\"\n\
                     address = \"127.0.0.1\"\nsecret = \"s\"\n";
         let config = Config::parse(&dir.path().join("anchord.toml"), text).unwrap();
         let mut rt = Runtime::build(&config, None).unwrap();
-        let settings = crate::posture::PostureSettings {
-            sources: vec![crate::posture::tests::settings(addr, false)],
-        };
-        let sources = Arc::new(Sources::build(&settings).unwrap());
+        let (_mdm, sources) = dev_mdm_sources().await;
         rt.posture = Some(sources.clone());
         // The device's rule decides before the one that reads posture.
         let policy = Policy::compile(
