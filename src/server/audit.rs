@@ -352,16 +352,19 @@ impl Output {
         })
     }
 
-    fn write(&mut self, line: &str, kind: &str) -> io::Result<()> {
+    /// Writes the batch's lines: to a file or stdout in one write, to syslog one datagram
+    /// each. An error fails the whole batch (its acknowledged records are answered as not
+    /// stored, and their NASes retransmit).
+    fn write_batch(&mut self, batch: &[Message]) -> io::Result<()> {
+        let lines = batch.iter().filter_map(|m| match m {
+            Message::Line(line, kind) | Message::Acked(line, kind, _) => Some((line, *kind)),
+            Message::Reopen => None,
+        });
         match self {
-            Self::File { file, .. } => {
-                file.write_all(line.as_bytes())?;
-                file.write_all(b"\n")
-            }
+            Self::File { file, .. } => file.write_all(&joined(lines)),
             Self::Stdout => {
                 let mut out = io::stdout().lock();
-                out.write_all(line.as_bytes())?;
-                out.write_all(b"\n")?;
+                out.write_all(&joined(lines))?;
                 out.flush()
             }
             Self::Syslog {
@@ -371,11 +374,17 @@ impl Output {
                 host,
             } => {
                 let pid = std::process::id();
-                let mut message = syslog_message(*facility, host, pid, kind, line);
-                if message.len() > MAX_SYSLOG {
-                    message = syslog_message(*facility, host, pid, kind, &outcome_only(line));
+                let mut result = Ok(());
+                for (line, kind) in lines {
+                    let mut message = syslog_message(*facility, host, pid, kind, line);
+                    if message.len() > MAX_SYSLOG {
+                        message = syslog_message(*facility, host, pid, kind, &outcome_only(line));
+                    }
+                    if let Err(e) = socket.send_to(message.as_bytes(), *to) {
+                        result = Err(e);
+                    }
                 }
-                socket.send_to(message.as_bytes(), *to).map(drop)
+                result
             }
         }
     }
@@ -386,6 +395,16 @@ impl Output {
         }
         Ok(())
     }
+}
+
+/// The lines, each ended by a newline, in one buffer.
+fn joined<'a>(lines: impl Iterator<Item = (&'a String, &'static str)>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for (line, _) in lines {
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+    }
+    buf
 }
 
 /// Opens for appending, creating it readable by its owner only (records name devices).
@@ -433,23 +452,34 @@ fn hostname() -> String {
     }
 }
 
+/// Most queued records written together (one `write` to a file).
+const BATCH: usize = 256;
+
 fn write_all(mut out: Output, rx: &Receiver<Message>, reopen: &AtomicBool) {
     let mut failing = false;
-    for message in rx {
+    let mut batch = Vec::with_capacity(BATCH);
+    // What is queued while one batch is written goes out in the next: under load a record
+    // costs a share of one system call and one wake-up, not one each.
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
         let result = if reopen.swap(false, Ordering::SeqCst) {
             out.reopen()
         } else {
             Ok(())
         }
-        .and_then(|()| match message {
-            Message::Line(line, kind) => out.write(&line, kind),
-            Message::Acked(line, kind, done) => {
-                let written = out.write(&line, kind);
-                let _ = done.send(written.is_ok());
-                written
+        .and_then(|()| out.write_batch(&batch));
+        let written = result.is_ok();
+        for message in batch.drain(..) {
+            if let Message::Acked(_, _, done) = message {
+                let _ = done.send(written);
             }
-            Message::Reopen => Ok(()),
-        });
+        }
         // One warning per run of failures, not one per record.
         match result {
             Err(e) if !failing => {
