@@ -12,6 +12,9 @@
 #                               # alternating pairs, default 5; medians)
 #   bench/compare.sh posture    # the 50-rule policy plus a posture rule answered by the dev
 #                               # MDM from a warm cache, against the built-in policy
+#   bench/compare.sh accounting # accounting records (Start, 2 Interim-Updates, Stop per session)
+#                               # against FreeRADIUS writing its detail file; anchord writes
+#                               # each record to its audit file before answering
 #   bench/compare.sh flood      # one NAS's devices while another NAS floods half-open
 #                               # conversations (FLOOD_RATE, GOOD_RATE, FLOOD_RUNS): success, p99,
 #                               # against no flood and against the machine's floor (the flood
@@ -61,7 +64,7 @@ start_anchord() { # STEM, or "hsm" for the key on the SoftHSM2 token
   cat >"$work/$inst.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$APORT"]
-accounting_listen = []
+accounting_listen = ${ACCT_LISTEN:-[]}
 max_sessions = $((HALF_OPEN * 2))
 ${SERVER_EXTRA:-}
 $key
@@ -79,7 +82,7 @@ TOML
   echo "anchord did not start:" >&2; cat "$work/$inst.log" >&2; exit 1
 }
 
-start_freeradius() { # STEM
+start_freeradius() { # STEM (ACCT_PORT: accounting too)
   bench/freeradius-setup.sh "$work/fr-$1" "$work/pki" "$FPORT" "$SECRET" 1024 "$1" >/dev/null
   taskset -c 0 "$work/fr-$1/start.sh" &
   pid=$!
@@ -287,6 +290,66 @@ if [ "$mode" = posture ]; then
   source_toml+=$'[posture.source.facts]\ncompliant = { pointer = "/complianceState", equals = "compliant" }\n'
   AUTHZ_B=$'[policy]\ndir = "'"$work/policies"$'"\nwatch = false' EXTRA_B=$source_toml \
     CHECK_B='rule="default" .*posture=mdm \(fresh, san_uri\): compliant=true' against_builtin 50+posture
+  exit 0
+fi
+
+if [ "$mode" = accounting ]; then
+  # Closed loop, 32 sessions in flight, each a Start, two Interim-Updates and a Stop (the
+  # mix of a NAS with a 10-minute interim interval and 30-minute sessions). Both servers
+  # store every record before answering: anchord in its audit file (JSON lines) and its
+  # session registry, FreeRADIUS in its detail file (after acct_unique).
+  acct() { # PORT: prints "records_per_sec cpu_us_per_record peak_rss_mib errors"
+    taskset -c 1 "$A" bench --accounting --server "127.0.0.1:$1" --secret "$SECRET" \
+      --concurrency 4 --duration 1 --json --quiet >/dev/null || true
+    local t0 t1 j
+    t0=$(ticks "$pid")
+    j=$(taskset -c 1 "$A" bench --accounting --server "127.0.0.1:$1" --secret "$SECRET" \
+      --concurrency 32 --duration "$D" --json --quiet || true)
+    t1=$(ticks "$pid")
+    echo "$j" >"$work/acct-$1.json"
+    local n rate errs
+    n=$(echo "$j" | jget 'd["records"]')
+    rate=$(echo "$j" | jget 'd["records_per_sec"]')
+    errs=$(echo "$j" | jget 'sum(d["errors"].values())')
+    python3 -c "print(f'{$rate:.1f}', f'{($t1-$t0)/$TCK*1e6/max($n,1):.3f}', f'{$(kib "$pid" VmHWM)/1024:.1f}', $errs)"
+  }
+  AP=$((APORT + 1)) FAP=$((FPORT + 2))
+  a_runs=() f_runs=() steal0=$(steal_ticks)
+  for i in 1 2 3; do
+    run_a() {
+      rm -f "$work/audit.jsonl"
+      ACCT_LISTEN="[\"127.0.0.1:$AP\"]" \
+        AUTHZ=$'[authorization]\nvlan = "100"\n[audit]\nsink = "file"\npath = "'"$work/audit.jsonl"'"' \
+        start_anchord server
+      a_runs+=("$(acct "$AP")")
+      stop
+      # Every answered record is in the audit file.
+      stored=$(grep -c '"event":"accounting"' "$work/audit.jsonl")
+      answered=$(jget 'd["records"]' <"$work/acct-$AP.json")
+      [ "$stored" -ge "$answered" ] || { echo "anchord answered $answered records but stored $stored" >&2; exit 1; }
+    }
+    run_f() {
+      ACCT_PORT=$FAP start_freeradius server
+      f_runs+=("$(acct "$FAP")")
+      stop
+      stored=$(cat "$work"/fr-server/radacct/*/detail-* | grep -c '^	Acct-Unique-Session-Id')
+      answered=$(jget 'd["records"]' <"$work/acct-$FAP.json")
+      [ "$stored" -ge "$answered" ] || { echo "freeradius answered $answered records but stored $stored" >&2; exit 1; }
+      rm -rf "$work"/fr-server/radacct
+    }
+    # The second server of a pair measures slower on this kind of VM: swap each round.
+    if (( i % 2 )); then run_a; run_f; else run_f; run_a; fi
+  done
+  read -r a_rate a_cpu a_rss a_err < <(median_sat "${a_runs[@]}")
+  read -r f_rate f_cpu f_rss f_err < <(median_sat "${f_runs[@]}")
+  printf '%-40s %10s %10s %8s\n' "accounting (medians of 3)" anchord freeradius ratio
+  printf '%-40s %10s %10s %8s\n' "records/s at saturation" "$a_rate" "$f_rate" "$(python3 -c "print(f'{$a_rate/$f_rate:.2f}x')")"
+  printf '%-40s %10s %10s %8s\n' "server CPU µs per record" "$a_cpu" "$f_cpu" "$(python3 -c "print(f'{$a_cpu/$f_cpu:.2f}x')")"
+  a_core=$(python3 -c "print(f'{1e6/$a_cpu:.0f}')"); f_core=$(python3 -c "print(f'{1e6/$f_cpu:.0f}')")
+  printf '%-40s %10s %10s %8s\n' "records/s per server core" "$a_core" "$f_core" "$(python3 -c "print(f'{$a_core/$f_core:.2f}x')")"
+  printf '%-40s %10s %10s\n' "peak RSS MiB" "$a_rss" "$f_rss"
+  printf '%-40s %10s %10s\n' "errors" "$a_err" "$f_err"
+  printf '%-40s %10s\n' "host steal % (noise)" "$(steal_pct "$steal0")"
   exit 0
 fi
 

@@ -13,7 +13,10 @@
 #   SERVER_CERT_STEM  default "server"; e.g. "server-rsa" for server-rsa.pem/.key
 #
 # Env: ECDH_CURVE (default "", OpenSSL's own group list, X25519 first as with rustls;
-# "prime256v1" restricts it), FREERADIUS (binary, default freeradius).
+# "prime256v1" restricts it), FREERADIUS (binary, default freeradius), ACCT_PORT (also
+# serve accounting on this UDP port of 127.0.0.1: acct_unique, then every record written
+# to the detail file, OUT_DIR/radacct/127.0.0.1/detail-YYYYMMDD, as Debian's default
+# site does).
 #
 # /etc/freeradius is only read (copied), never changed. The result accepts any device
 # whose certificate chains to root-ca.pem, with TLS 1.2 or 1.3, and puts VLAN 100 in every
@@ -39,6 +42,9 @@ src=/etc/freeradius/3.0
 [[ -n $secret && $secret != *[\'\\]* && $secret =~ ^[[:print:]]+$ ]] \
   || die "SECRET must be printable and contain no ' or \\"
 [[ $curve =~ ^[A-Za-z0-9:_-]*$ ]] || die "bad ECDH_CURVE: $curve"
+acct_port=${ACCT_PORT:-}
+[[ -z $acct_port || ( $acct_port =~ ^[0-9]+$ && $acct_port -ge 1 && $acct_port -le 65535 ) ]] \
+  || die "bad ACCT_PORT: $acct_port"
 pki=$(cd "$pki_arg" 2>/dev/null && pwd) || die "PKI_DIR not found: $pki_arg"
 for f in root-ca.pem "$stem.pem" "$stem.key"; do
   [ -r "$pki/$f" ] || die "missing or unreadable: $pki/$f"
@@ -89,6 +95,7 @@ chmod -R go-w "$raddb"
 find "$raddb/mods-enabled" "$raddb/sites-enabled" -mindepth 1 -delete
 ln -s ../mods-available/always "$raddb/mods-enabled/always"
 ln -s ../mods-available/expr "$raddb/mods-enabled/expr"
+[ -z "$acct_port" ] || ln -s ../mods-available/detail "$raddb/mods-enabled/detail"
 
 # --- radiusd.conf: written whole, paths inside OUT_DIR ----------------------------------
 cat >"$raddb/radiusd.conf" <<EOF
@@ -266,8 +273,29 @@ server default {
 			eap
 		}
 	}
-}
 EOF
+if [ -n "$acct_port" ]; then
+  cat >>"$raddb/sites-enabled/default" <<EOF
+
+	listen {
+		type = acct
+		ipaddr = 127.0.0.1
+		port = $acct_port
+		proto = udp
+	}
+
+	preacct {
+		# Acct-Unique-Session-Id, as the default site computes it.
+		acct_unique
+	}
+
+	accounting {
+		# One detail record per Accounting-Request, before the Accounting-Response.
+		detail
+	}
+EOF
+fi
+echo "}" >>"$raddb/sites-enabled/default"
 
 # --- check, then say how to start it ---------------------------------------------------------
 start=("$frbin" -f -d "$raddb" -l "$out/radius.log")

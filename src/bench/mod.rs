@@ -2,15 +2,17 @@
 //! server, many in flight, every reply verified ([`verify`]), with closed-loop, open-loop and
 //! half-open modes. An authentication counts only if every check passed.
 
+pub mod accounting;
 pub mod peer;
 pub mod trust;
 pub mod verify;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -175,40 +177,183 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
     if !cfg.abandon && !matches!(cfg.mode, Mode::HalfOpen { .. }) {
         // One authentication outside the figures: the generator's own first-time costs
         // (its first handshake takes tens of milliseconds) are not the server's latency.
-        let sock = bind(cfg.server, cfg.bind).await?;
-        one(&cfg, &Tally::default(), &sock, &mut rand::random::<u8>()).await;
+        let link = Target::of(cfg.server, cfg.bind).link().await?;
+        one(&cfg, &Tally::default(), &link).await;
     }
     let start = clock::now();
-    let deadline = start + cfg.duration;
+    let t = tally.clone();
     let progress = cfg.progress.then(|| {
-        let t = tally.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            let mut last = 0;
-            loop {
-                tick.tick().await;
-                let done = t.completed.load(Ordering::Relaxed);
-                eprintln!(
-                    "  {:>5.0}s  completed {done:>8}  ({:>6}/s)  errors {}",
-                    clock::now().saturating_duration_since(start).as_secs_f64(),
-                    done - last,
-                    t.error_count()
-                );
-                last = done;
-            }
+        progress_lines(start, "completed", move || {
+            (t.completed.load(Ordering::Relaxed), t.error_count())
         })
     });
+    let (c, t) = (cfg.clone(), tally.clone());
+    let dropped = move || t.error(&AuthError::Protocol("offered_dropped (max in flight)"));
+    let t = tally.clone();
+    offer(
+        cfg.mode,
+        &Target::of(cfg.server, cfg.bind),
+        start + cfg.duration,
+        dropped,
+        move |link| {
+            let (c, t) = (c.clone(), t.clone());
+            async move { one(&c, &t, &link).await }
+        },
+    )
+    .await?;
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let elapsed = clock::now()
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        .max(1e-9);
+    let mut lat = tally
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    let completed = tally.completed.load(Ordering::Relaxed);
+    let round_trips = tally.round_trips.load(Ordering::Relaxed);
+    Ok(Report {
+        completed,
+        round_trips,
+        retransmissions: tally.retransmissions.load(Ordering::Relaxed),
+        elapsed_secs: elapsed,
+        auths_per_sec: completed as f64 / elapsed,
+        round_trips_per_sec: round_trips as f64 / elapsed,
+        latency_ms: percentiles(&mut lat),
+        errors: tally.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+    })
+}
+
+/// p50, p90, p99, p99.9 and max of latencies in microseconds, in milliseconds.
+fn percentiles(lat: &mut [u64]) -> BTreeMap<String, f64> {
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
+        lat.get(rank.saturating_sub(1).min(lat.len() - 1))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    [
+        ("p50", 50.0),
+        ("p90", 90.0),
+        ("p99", 99.0),
+        ("p99.9", 99.9),
+        ("max", 100.0),
+    ]
+    .into_iter()
+    .map(|(k, p)| (k.to_owned(), pct(p)))
+    .collect()
+}
+
+/// Where load goes, and from which local address.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    server: SocketAddr,
+    bind: Option<std::net::IpAddr>,
+}
+
+impl Target {
+    fn of(server: SocketAddr, bind: Option<std::net::IpAddr>) -> Self {
+        Self { server, bind }
+    }
+
+    /// A socket of its own, connected to the server, with a random first identifier.
+    async fn link(&self) -> std::io::Result<Link> {
+        let any = if self.server.is_ipv6() {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        };
+        let sock = UdpSocket::bind(SocketAddr::new(self.bind.unwrap_or(any), 0)).await?;
+        sock.connect(self.server).await?;
+        Ok(Link {
+            sock,
+            id: AtomicU8::new(rand::random()),
+        })
+    }
+}
+
+/// One simulated NAS socket: one request in flight at a time, identifiers in sequence.
+struct Link {
+    sock: UdpSocket,
+    id: AtomicU8,
+}
+
+impl Link {
+    /// The identifier of the next request.
+    fn next_id(&self) -> u8 {
+        self.id.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    }
+
+    /// Sends a request and waits for its reply (the first datagram with its identifier),
+    /// retransmitting the same bytes after each `timeout`, `retries` times.
+    async fn exchange(
+        &self,
+        request: &[u8],
+        timeout: Duration,
+        retries: u32,
+        retransmissions: &AtomicU64,
+    ) -> Result<Vec<u8>, AuthError> {
+        let io = |e: std::io::Error| AuthError::Io(e.to_string());
+        let mut buf = vec![0u8; 4096];
+        for attempt in 0..=retries {
+            if attempt > 0 {
+                retransmissions.fetch_add(1, Ordering::Relaxed);
+            }
+            self.sock.send(request).await.map_err(io)?;
+            let wait = tokio::time::sleep(timeout);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    r = self.sock.recv(&mut buf) => {
+                        let n = r.map_err(io)?;
+                        let reply = buf.get(..n).unwrap_or_default();
+                        // A late reply to an earlier request is not ours: keep waiting.
+                        if reply.get(1) != request.get(1) {
+                            continue;
+                        }
+                        return Ok(reply.to_vec());
+                    }
+                    () = &mut wait => break,
+                }
+            }
+        }
+        Err(AuthError::Timeout)
+    }
+}
+
+/// Offers `unit` (one authentication, one accounting session) in `mode` until `deadline`:
+/// closed loop, each of N links starting again at once; open loop, a new link and unit at
+/// each tick (`dropped` counts an arrival over the in-flight cap); half-open, `count` units
+/// in turn on one link.
+async fn offer<F, Fut>(
+    mode: Mode,
+    target: &Target,
+    deadline: Instant,
+    dropped: impl Fn(),
+    unit: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Arc<Link>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let target = *target;
     let mut tasks = JoinSet::new();
-    match cfg.mode {
+    match mode {
         Mode::Closed { concurrency } => {
             for _ in 0..concurrency.max(1) {
-                let (cfg, tally) = (cfg.clone(), tally.clone());
+                let unit = unit.clone();
                 tasks.spawn(async move {
-                    let sock = bind(cfg.server, cfg.bind).await?;
-                    let mut id = rand::random::<u8>();
+                    let link = Arc::new(target.link().await?);
                     while clock::now() < deadline {
-                        one(&cfg, &tally, &sock, &mut id).await;
+                        unit(link.clone()).await;
                     }
                     Ok::<(), std::io::Error>(())
                 });
@@ -223,24 +368,22 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
                 tick.tick().await;
                 while tasks.try_join_next().is_some() {}
                 let Ok(permit) = inflight.clone().try_acquire_owned() else {
-                    tally.error(&AuthError::Protocol("offered_dropped (max in flight)"));
+                    dropped();
                     continue;
                 };
-                let (cfg, tally) = (cfg.clone(), tally.clone());
+                let unit = unit.clone();
                 tasks.spawn(async move {
-                    let sock = bind(cfg.server, cfg.bind).await?;
-                    let mut id = rand::random::<u8>();
-                    one(&cfg, &tally, &sock, &mut id).await;
+                    let link = Arc::new(target.link().await?);
+                    unit(link).await;
                     drop(permit);
                     Ok(())
                 });
             }
         }
         Mode::HalfOpen { count } => {
-            let sock = bind(cfg.server, cfg.bind).await?;
-            let mut id = rand::random::<u8>();
+            let link = Arc::new(target.link().await?);
             for _ in 0..count {
-                one(&cfg, &tally, &sock, &mut id).await;
+                unit(link.clone()).await;
             }
         }
     }
@@ -249,66 +392,36 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
             return Err(e);
         }
     }
-    if let Some(p) = progress {
-        p.abort();
-    }
-    let elapsed = clock::now()
-        .saturating_duration_since(start)
-        .as_secs_f64()
-        .max(1e-9);
-    let mut lat = tally
-        .latencies_us
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
-    lat.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
+    Ok(())
+}
+
+/// Prints "completed N (n/s) errors E" (with `what` for "completed") every second, from
+/// `now() -> (done, errors)`, until aborted.
+fn progress_lines(
+    start: Instant,
+    what: &'static str,
+    now: impl Fn() -> (u64, u64) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let mut last = 0;
+        loop {
+            tick.tick().await;
+            let (done, errors) = now();
+            eprintln!(
+                "  {:>5.0}s  {what} {done:>9}  ({:>7}/s)  errors {errors}",
+                clock::now().saturating_duration_since(start).as_secs_f64(),
+                done - last,
+            );
+            last = done;
         }
-        let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
-        lat.get(rank.saturating_sub(1).min(lat.len() - 1))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
-    let completed = tally.completed.load(Ordering::Relaxed);
-    let round_trips = tally.round_trips.load(Ordering::Relaxed);
-    Ok(Report {
-        completed,
-        round_trips,
-        retransmissions: tally.retransmissions.load(Ordering::Relaxed),
-        elapsed_secs: elapsed,
-        auths_per_sec: completed as f64 / elapsed,
-        round_trips_per_sec: round_trips as f64 / elapsed,
-        latency_ms: [
-            ("p50", 50.0),
-            ("p90", 90.0),
-            ("p99", 99.0),
-            ("p99.9", 99.9),
-            ("max", 100.0),
-        ]
-        .into_iter()
-        .map(|(k, p)| (k.to_owned(), pct(p)))
-        .collect(),
-        errors: tally.errors.lock().map(|e| e.clone()).unwrap_or_default(),
     })
 }
 
-async fn bind(server: SocketAddr, from: Option<std::net::IpAddr>) -> std::io::Result<UdpSocket> {
-    let any = if server.is_ipv6() {
-        std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-    } else {
-        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-    };
-    let sock = UdpSocket::bind(SocketAddr::new(from.unwrap_or(any), 0)).await?;
-    sock.connect(server).await?;
-    Ok(sock)
-}
-
-async fn one(cfg: &BenchConfig, tally: &Tally, sock: &UdpSocket, id: &mut u8) {
+async fn one(cfg: &BenchConfig, tally: &Tally, link: &Link) {
     let started = clock::now();
-    match authenticate(cfg, tally, sock, id).await {
+    match authenticate(cfg, tally, link).await {
         Ok(()) => {
             tally.completed.fetch_add(1, Ordering::Relaxed);
             let us = u64::try_from(clock::now().saturating_duration_since(started).as_micros())
@@ -322,12 +435,7 @@ async fn one(cfg: &BenchConfig, tally: &Tally, sock: &UdpSocket, id: &mut u8) {
 }
 
 /// One complete EAP-TLS authentication (or, in half-open mode, its first half).
-async fn authenticate(
-    cfg: &BenchConfig,
-    tally: &Tally,
-    sock: &UdpSocket,
-    id: &mut u8,
-) -> Result<(), AuthError> {
+async fn authenticate(cfg: &BenchConfig, tally: &Tally, link: &Link) -> Result<(), AuthError> {
     let mut peer = Peer::new(cfg.tls.clone(), cfg.server_name.clone(), cfg.fragment_size)?;
     let mut eap = Peer::identity(rand::random(), &cfg.identity);
     let mut state: Option<Vec<u8>> = None;
@@ -339,9 +447,8 @@ async fn authenticate(
         mac[0], mac[1], mac[2], mac[3], mac[4]
     );
     loop {
-        *id = id.wrapping_add(1);
         let authenticator: [u8; 16] = rand::random();
-        let mut b = ReplyBuilder::new(Code::AccessRequest, *id);
+        let mut b = ReplyBuilder::new(Code::AccessRequest, link.next_id());
         let enc = |e: crate::radius::EncodeError| AuthError::Io(e.to_string());
         b.push(AttrType::UserName, cfg.identity.as_bytes())
             .map_err(enc)?;
@@ -356,7 +463,10 @@ async fn authenticate(
             b.push(AttrType::State, s).map_err(enc)?;
         }
         let request = b.finish_request(&cfg.secret, &authenticator).map_err(enc)?;
-        let reply = exchange(cfg, tally, sock, &request).await?;
+        let reply = link
+            .exchange(&request, cfg.timeout, cfg.retries, &tally.retransmissions)
+            .await?;
+        tally.round_trips.fetch_add(1, Ordering::Relaxed);
         let parsed = verify_reply(&reply, &request, &cfg.secret)?;
         match Code::from_number(parsed.code) {
             Code::AccessChallenge => {
@@ -391,41 +501,6 @@ async fn authenticate(
             _ => return Err(AuthError::Protocol("unexpected reply code")),
         }
     }
-}
-
-/// Sends a request and waits for its reply, retransmitting the same bytes on timeout.
-async fn exchange(
-    cfg: &BenchConfig,
-    tally: &Tally,
-    sock: &UdpSocket,
-    request: &[u8],
-) -> Result<Vec<u8>, AuthError> {
-    let io = |e: std::io::Error| AuthError::Io(e.to_string());
-    let mut buf = vec![0u8; 4096];
-    for attempt in 0..=cfg.retries {
-        if attempt > 0 {
-            tally.retransmissions.fetch_add(1, Ordering::Relaxed);
-        }
-        sock.send(request).await.map_err(io)?;
-        let wait = tokio::time::sleep(cfg.timeout);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                r = sock.recv(&mut buf) => {
-                    let n = r.map_err(io)?;
-                    let reply = buf.get(..n).unwrap_or_default();
-                    // A late reply to an earlier request is not ours: keep waiting.
-                    if reply.get(1) != request.get(1) {
-                        continue;
-                    }
-                    tally.round_trips.fetch_add(1, Ordering::Relaxed);
-                    return Ok(reply.to_vec());
-                }
-                () = &mut wait => break,
-            }
-        }
-    }
-    Err(AuthError::Timeout)
 }
 
 impl Report {

@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
+use crate::bench::accounting::AcctConfig;
 use crate::bench::trust::RememberingVerifier;
 use crate::bench::{BenchConfig, Mode};
 use crate::radius::SharedSecret;
@@ -43,14 +44,14 @@ pub(super) struct BenchArgs {
     #[arg(long)]
     secret_file: Option<PathBuf>,
     /// Device certificate chain (PEM).
-    #[arg(long)]
-    cert: PathBuf,
+    #[arg(long, required_unless_present = "accounting")]
+    cert: Option<PathBuf>,
     /// Device private key (PEM).
-    #[arg(long)]
-    key: PathBuf,
+    #[arg(long, required_unless_present = "accounting")]
+    key: Option<PathBuf>,
     /// CA that must have issued the server certificate (PEM).
-    #[arg(long)]
-    ca: PathBuf,
+    #[arg(long, required_unless_present = "accounting")]
+    ca: Option<PathBuf>,
     /// Name the server certificate must carry.
     #[arg(long, default_value = "radius.anchord.test")]
     server_name: String,
@@ -108,6 +109,13 @@ pub(super) struct BenchArgs {
     /// loading the server.
     #[arg(long)]
     verify_chain_every_time: bool,
+    /// Accounting load instead (RFC 2866, to the accounting port): sessions of a Start,
+    /// --interims Interim-Updates and a Stop; --concurrency / --rate count sessions.
+    #[arg(long, conflicts_with_all = ["half_open", "abandon"])]
+    accounting: bool,
+    /// With --accounting: Interim-Updates per session.
+    #[arg(long, default_value_t = 2)]
+    interims: u32,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -129,14 +137,20 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         _ => bail!("give --secret or --secret-file"),
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&a.cert)
+    if a.accounting {
+        return accounting(a, secret).await;
+    }
+    let (Some(cert), Some(key), Some(ca)) = (&a.cert, &a.key, &a.ca) else {
+        bail!("give --cert, --key and --ca");
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(Iterator::collect)
-        .with_context(|| format!("reading {}", a.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&a.key)
-        .with_context(|| format!("reading {}", a.key.display()))?;
+        .with_context(|| format!("reading {}", cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
     let mut roots = RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&a.ca)
-        .with_context(|| format!("reading {}", a.ca.display()))?
+    for ca in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
     {
         roots.add(ca?)?;
     }
@@ -200,6 +214,43 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report.table());
     }
     Ok(if report.errors.is_empty() && report.completed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `anchord bench --accounting`.
+#[allow(clippy::print_stdout, reason = "the report is the command's output")]
+async fn accounting(a: BenchArgs, secret: Vec<u8>) -> anyhow::Result<ExitCode> {
+    let mode = match a.rate {
+        Some(rate) => Mode::Open {
+            rate,
+            max_inflight: a.max_inflight,
+        },
+        None => Mode::Closed {
+            concurrency: a.concurrency,
+        },
+    };
+    let cfg = AcctConfig {
+        server: a.server,
+        secret: SharedSecret::new(secret),
+        interims: a.interims,
+        user_name: a.identity,
+        mode,
+        duration: Duration::from_secs_f64(a.duration.max(0.1)),
+        timeout: Duration::from_millis(a.timeout_ms),
+        retries: a.retries,
+        bind: a.bind,
+        progress: !a.quiet && !a.json,
+    };
+    let report = crate::bench::accounting::run(cfg).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.errors.is_empty() && report.records > 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -138,3 +138,60 @@ fn load_generator_counts_a_wrong_secret_as_an_error() {
     assert!(r["errors"]["timeout"].as_u64().unwrap() > 0, "{r}");
     assert!(r["retransmissions"].as_u64().unwrap() > 0, "{r}");
 }
+
+/// Runs `anchord bench --accounting --json` against the server's accounting port.
+fn run_accounting_bench(server: &Server, secret: &str, args: &[&str]) -> (bool, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
+        .args(["bench", "--accounting", "--json", "--secret", secret])
+        .arg("--server")
+        .arg(server.accounting_addr().to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), report)
+}
+
+#[test]
+fn accounting_load_generator_completes_verified_sessions_and_counts_a_wrong_secret() {
+    let s = Server::start();
+    for args in [
+        &["--concurrency", "4", "--duration", "1"][..],
+        &["--rate", "50", "--duration", "1", "--interims", "0"][..],
+    ] {
+        let (ok, r) = run_accounting_bench(&s, SECRET, args);
+        assert!(ok, "{r}");
+        assert_eq!(r["errors"].as_object().unwrap().len(), 0, "{r}");
+        // Each session ran to its Stop, every record answered and verified.
+        let sessions = r["sessions"].as_u64().unwrap();
+        let interims = if args.contains(&"0") { 0 } else { 2 };
+        assert!(sessions >= 1, "{r}");
+        assert_eq!(
+            r["records"].as_u64().unwrap(),
+            (2 + interims) * sessions,
+            "{r}"
+        );
+        assert_eq!(r["by_status"]["start"].as_u64(), Some(sessions), "{r}");
+        assert_eq!(r["by_status"]["stop"].as_u64(), Some(sessions), "{r}");
+    }
+    // The server drops a request whose authenticator does not verify: no answer, retransmitted.
+    let (ok, r) = run_accounting_bench(
+        &s,
+        "wrong",
+        &[
+            "--concurrency",
+            "1",
+            "--duration",
+            "0.2",
+            "--timeout-ms",
+            "200",
+            "--retries",
+            "1",
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(r["records"], 0, "{r}");
+    assert!(r["errors"]["timeout"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["retransmissions"].as_u64().unwrap() > 0, "{r}");
+}
