@@ -102,6 +102,9 @@ pub struct Client {
 pub struct DasSettings {
     /// CoA-Request with new attributes where it can; else Disconnect-Request only.
     pub coa: bool,
+    /// With `coa`: the attributes (dictionary names) the NAS accepts in a CoA-Request. A
+    /// change that needs any other, or would remove one the session has, is a Disconnect.
+    pub coa_attributes: Vec<String>,
     /// The DAS address, if not the address the NAS's accounting came from.
     pub address: Option<std::net::IpAddr>,
     /// Its port.
@@ -543,12 +546,23 @@ impl PolicyPart {
     }
 }
 
+/// What a NAS with `dynamic_authorization = "coa"` accepts in a CoA-Request unless
+/// `coa_attributes` says: the VLAN (RFC 3580 §3.31), Filter-Id and Session-Timeout.
+const DEFAULT_COA_ATTRIBUTES: [&str; 5] = [
+    "Tunnel-Type",
+    "Tunnel-Medium-Type",
+    "Tunnel-Private-Group-Id",
+    "Filter-Id",
+    "Session-Timeout",
+];
+
 /// A client's `dynamic_authorization` settings, if on; errors into `ctx`.
 fn client_das(
     ctx: &mut Ctx<'_>,
     c: &raw::RawClient,
     key: &dyn Fn(&str) -> String,
     secret: &[u8],
+    dictionary: Option<&Dictionary>,
 ) -> Option<DasSettings> {
     let coa = match c
         .dynamic_authorization
@@ -557,15 +571,7 @@ fn client_das(
     {
         None | Some((_, "off")) => return None,
         Some((_, "disconnect")) => false,
-        Some((m, "coa")) => {
-            ctx.err(
-                m.span(),
-                key("dynamic_authorization"),
-                "\"coa\" is not supported yet: use \"disconnect\" (the device re-authenticates \
-                 into its new decision)",
-            );
-            return None;
-        }
+        Some((_, "coa")) => true,
         Some((m, other)) => {
             ctx.err(
                 m.span(),
@@ -604,8 +610,46 @@ fn client_das(
             bytes
         }
     };
+    let coa_attributes = match &c.coa_attributes {
+        None => DEFAULT_COA_ATTRIBUTES
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect(),
+        Some(list) => {
+            let mut names = Vec::new();
+            for name in list.get_ref() {
+                match dictionary.map(|d| d.by_name(name)) {
+                    Some(None) => ctx.err(
+                        list.span(),
+                        key("coa_attributes"),
+                        format!("`{name}` is not in the dictionary"),
+                    ),
+                    Some(Some(def)) if def.encrypt != 0 => ctx.err(
+                        list.span(),
+                        key("coa_attributes"),
+                        format!(
+                            "`{name}` is hidden (encrypt={}): it cannot be sent in a CoA-Request",
+                            def.encrypt
+                        ),
+                    ),
+                    _ => names.push(name.clone()),
+                }
+            }
+            names
+        }
+    };
+    if !coa && c.coa_attributes.is_some() {
+        if let Some(list) = &c.coa_attributes {
+            ctx.err(
+                list.span(),
+                key("coa_attributes"),
+                "only with dynamic_authorization = \"coa\"",
+            );
+        }
+    }
     Some(DasSettings {
         coa,
+        coa_attributes,
         address,
         port,
         secret: SharedSecret::new(secret),
@@ -819,7 +863,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
             ctx.err(span, key("secret"), "the shared secret is empty");
             continue;
         }
-        let das = client_das(ctx, c, &key, &secret);
+        let das = client_das(ctx, c, &key, &secret, dictionary.as_ref());
         clients.push(Client {
             name: c.name.get_ref().clone(),
             network,
@@ -1390,7 +1434,7 @@ mod tests {
     }
 
     #[test]
-    fn a_das_needs_a_secret_and_coa_is_refused_until_it_is_built() {
+    fn a_das_needs_a_secret_and_coa_attributes_must_be_sendable() {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("das.secret");
         std::fs::write(&empty, "\n").unwrap();
@@ -1401,10 +1445,30 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].1, "client[0].das_secret_file");
         assert_eq!(errs[0].2, "the DAS secret is empty");
-        let errs = errors("dynamic_authorization = \"coa\"\n");
+        let c = parse("dynamic_authorization = \"coa\"\n").0.unwrap();
+        let das = c.clients[0].das.as_ref().unwrap();
+        assert!(das.coa);
+        assert!(das
+            .coa_attributes
+            .contains(&"Tunnel-Private-Group-Id".to_owned()));
+        let errs = errors(
+            "dynamic_authorization = \"coa\"\ncoa_attributes = [\"Filter-Id\", \"Tunnel-Password\", \"Nope\"]\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].0, Some(11));
+        assert_eq!(errs[0].1, "client[0].coa_attributes");
+        assert!(
+            errs[0].2.contains("`Tunnel-Password` is hidden"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].2.contains("`Nope` is not in the dictionary"),
+            "{errs:?}"
+        );
+        let errs =
+            errors("dynamic_authorization = \"disconnect\"\ncoa_attributes = [\"Filter-Id\"]\n");
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert_eq!(errs[0].0, Some(10));
-        assert!(errs[0].2.contains("not supported yet"), "{errs:?}");
+        assert!(errs[0].2.contains("only with"), "{errs:?}");
         let c = parse("dynamic_authorization = \"disconnect\"\ndas_port = 3799\n")
             .0
             .unwrap();

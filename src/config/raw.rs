@@ -544,6 +544,8 @@ pub(crate) struct RawClient {
     pub(crate) das_address: Option<Spanned<String>>,
     /// The DAS's secret (default: the client's).
     pub(crate) das_secret_file: Option<Spanned<String>>,
+    /// With "coa": the attributes the NAS accepts in a CoA-Request.
+    pub(crate) coa_attributes: Option<Spanned<Vec<String>>>,
 }
 
 fn default_require_message_authenticator() -> bool {

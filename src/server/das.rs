@@ -1,12 +1,14 @@
-//! The dynamic authorization client (RFC 5176): Disconnect-Requests to a NAS's Dynamic
-//! Authorization Server for a live session, retransmitted with back-off, the answer
-//! verified (Response Authenticator, Message-Authenticator).
+//! The dynamic authorization client (RFC 5176): Disconnect-Requests and CoA-Requests to a
+//! NAS's Dynamic Authorization Server for a live session, retransmitted with back-off, the
+//! answer verified (Response Authenticator, Message-Authenticator).
 //!
 //! A request names the session only with what a NAS accepts for that (hostapd refuses
 //! anything else with Error-Cause 401): User-Name, Calling-Station-Id, Acct-Session-Id,
 //! NAS-IP-Address or NAS-IPv6-Address, NAS-Identifier; plus Event-Timestamp (hostapd
 //! drops a request without one when it requires it, or outside its time window) and
-//! Message-Authenticator (first).
+//! Message-Authenticator (first). A CoA-Request adds the session's new authorization
+//! attributes (RFC 5176 §3.1), never hidden ones (their hiding needs a Request
+//! Authenticator that, in a CoA-Request, is computed over them).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -14,7 +16,9 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 
 use super::registry::LiveSession;
+use crate::policy::ReplyAttribute;
 use crate::radius::attr::AttrType;
+use crate::radius::dictionary::Dictionary;
 use crate::radius::packet::{verify_reply, Code};
 use crate::radius::reply::ReplyBuilder;
 use crate::radius::SharedSecret;
@@ -33,9 +37,9 @@ const TRIES: u32 = 3;
 /// What the NAS answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Disconnect-ACK: the session is gone.
+    /// Disconnect-ACK (the session is gone) or CoA-ACK (it has its new authorization).
     Ack,
-    /// Disconnect-NAK, with its Error-Cause if any.
+    /// Disconnect-NAK or CoA-NAK, with its Error-Cause if any.
     Nak(Option<u32>),
     /// No verified answer after every try.
     NoAnswer,
@@ -53,64 +57,141 @@ impl Answer {
     }
 }
 
-/// The Disconnect-Request for `session`, signed with `secret`, with this identifier and
+/// What a request asks of the NAS.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    /// End the session (Disconnect-Request).
+    Disconnect,
+    /// Give the session these attributes (CoA-Request), encoded with the dictionary.
+    Change(&'a [ReplyAttribute], &'a Dictionary),
+}
+
+impl Ask<'_> {
+    /// The request, ACK and NAK codes.
+    fn codes(self) -> (Code, Code, Code) {
+        match self {
+            Self::Disconnect => (
+                Code::DisconnectRequest,
+                Code::DisconnectAck,
+                Code::DisconnectNak,
+            ),
+            Self::Change(..) => (Code::CoaRequest, Code::CoaAck, Code::CoaNak),
+        }
+    }
+}
+
+/// Why a request could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// An attribute the dictionary does not know or cannot encode, or one too long.
+    #[error("{0}")]
+    Encode(String),
+    /// An attribute the dictionary hides (`encrypt=`): not sent in a CoA-Request.
+    #[error("`{0}` is a hidden attribute: not sent in a CoA-Request")]
+    Hidden(String),
+}
+
+/// The request for `session`, signed with `secret`, with this identifier and
 /// Event-Timestamp (Unix seconds).
 ///
 /// # Errors
-/// An attribute that does not fit.
-pub fn disconnect_request(
+/// An attribute that does not fit, is unknown, or is hidden.
+pub fn request(
+    ask: Ask<'_>,
     session: &LiveSession,
     identifier: u8,
     secret: &SharedSecret,
     now: i64,
-) -> Result<Vec<u8>, crate::radius::reply::EncodeError> {
-    let mut b = ReplyBuilder::new(Code::DisconnectRequest, identifier);
+) -> Result<Vec<u8>, RequestError> {
+    let enc = |e: crate::radius::reply::EncodeError| RequestError::Encode(e.to_string());
+    let mut b = ReplyBuilder::new(ask.codes().0, identifier);
     if let Some(u) = &session.user_name {
-        b.push(AttrType::UserName, u.as_bytes())?;
+        b.push(AttrType::UserName, u.as_bytes()).map_err(enc)?;
     }
     if let Some(mac) = &session.station {
-        b.push(AttrType::CallingStationId, mac.as_bytes())?;
+        b.push(AttrType::CallingStationId, mac.as_bytes())
+            .map_err(enc)?;
     }
     b.push(
         AttrType::Other(super::accounting::ACCT_SESSION_ID),
         session.key.acct_session_id.as_bytes(),
-    )?;
+    )
+    .map_err(enc)?;
     match session
         .nas_ip
         .as_deref()
         .and_then(|ip| ip.parse::<IpAddr>().ok())
     {
         Some(IpAddr::V4(v4)) => {
-            b.push(AttrType::NasIpAddress, &v4.octets())?;
+            b.push(AttrType::NasIpAddress, &v4.octets()).map_err(enc)?;
         }
         Some(IpAddr::V6(v6)) => {
             b.push(
                 AttrType::Other(super::accounting::NAS_IPV6_ADDRESS),
                 &v6.octets(),
-            )?;
+            )
+            .map_err(enc)?;
         }
         None => {}
     }
     if let Some(id) = &session.nas_identifier {
-        b.push(AttrType::NasIdentifier, id.as_bytes())?;
+        b.push(AttrType::NasIdentifier, id.as_bytes())
+            .map_err(enc)?;
     }
     let ts = u32::try_from(now).unwrap_or(0).to_be_bytes();
-    b.push(AttrType::Other(EVENT_TIMESTAMP), &ts)?;
-    b.finish_signed_request(secret)
+    b.push(AttrType::Other(EVENT_TIMESTAMP), &ts).map_err(enc)?;
+    if let Ask::Change(attrs, dictionary) = ask {
+        for a in attrs {
+            let (def, _) = dictionary
+                .encode(&a.name, a.tag, &a.value)
+                .map_err(RequestError::Encode)?;
+            if def.encrypt != 0 {
+                return Err(RequestError::Hidden(a.name.clone()));
+            }
+        }
+        // Nothing is hidden, so the hiding keys are never used.
+        let hiding = super::reply::Hiding {
+            secret,
+            authenticator: &[0; 16],
+            salt: 0x8000,
+        };
+        super::reply::push_attributes(&mut b, attrs, dictionary, &hiding)
+            .map_err(|e| RequestError::Encode(e.to_string()))?;
+    }
+    b.finish_signed_request(secret).map_err(enc)
 }
 
-/// Sends a Disconnect-Request for `session` to the DAS at `to` and waits for its verified
-/// answer, trying [`TRIES`] times (the same packet: RFC 5080 §2.2.1), each wait twice the
-/// one before.
-pub async fn disconnect(session: &LiveSession, to: SocketAddr, secret: &SharedSecret) -> Answer {
+/// Sends the request for `session` to the DAS at `to` and waits for its verified answer,
+/// trying [`TRIES`] times (the same packet: RFC 5080 §2.2.1), each wait twice the one
+/// before.
+///
+/// # Errors
+/// The request could not be made (see [`request`]); nothing was sent.
+pub async fn ask(
+    what: Ask<'_>,
+    session: &LiveSession,
+    to: SocketAddr,
+    secret: &SharedSecret,
+) -> Result<Answer, RequestError> {
     let identifier: u8 = rand::random();
-    let Ok(request) = disconnect_request(session, identifier, secret, crate::clock::unix_now())
-    else {
-        return Answer::NoAnswer;
-    };
-    let Some(auth) = request
+    let request = request(what, session, identifier, secret, crate::clock::unix_now())?;
+    let (_, ack, nak) = what.codes();
+    Ok(exchange(&request, ack, nak, to, secret).await)
+}
+
+/// Sends `request` until a verified `ack` or `nak` with its identifier comes back.
+async fn exchange(
+    request: &[u8],
+    ack: Code,
+    nak: Code,
+    to: SocketAddr,
+    secret: &SharedSecret,
+) -> Answer {
+    let Some((identifier, auth)) = request
         .get(4..20)
         .and_then(|a| <[u8; 16]>::try_from(a).ok())
+        .zip(request.get(1).copied())
+        .map(|(a, id)| (id, a))
     else {
         return Answer::NoAnswer;
     };
@@ -129,7 +210,7 @@ pub async fn disconnect(session: &LiveSession, to: SocketAddr, secret: &SharedSe
     let mut wait = FIRST_WAIT;
     let mut buf = vec![0u8; crate::radius::MAX_PACKET];
     for _ in 0..TRIES {
-        if sock.send(&request).await.is_err() {
+        if sock.send(request).await.is_err() {
             return Answer::NoAnswer;
         }
         let deadline = tokio::time::Instant::now() + wait;
@@ -156,10 +237,11 @@ pub async fn disconnect(session: &LiveSession, to: SocketAddr, secret: &SharedSe
                 .iter()
                 .find(|a| a.ty == AttrType::Other(ERROR_CAUSE))
                 .and_then(|a| a.value.try_into().ok().map(u32::from_be_bytes));
-            match code {
-                Code::DisconnectAck => return Answer::Ack,
-                Code::DisconnectNak => return Answer::Nak(cause),
-                _ => continue,
+            if code == ack {
+                return Answer::Ack;
+            }
+            if code == nak {
+                return Answer::Nak(cause);
             }
         }
         wait *= 2;
@@ -195,7 +277,7 @@ mod tests {
     #[test]
     fn a_disconnect_request_carries_only_what_identifies_the_session_and_is_signed() {
         let secret = SharedSecret::new(b"das-secret".to_vec());
-        let p = disconnect_request(&session(), 9, &secret, 1_800_000_000).unwrap();
+        let p = request(Ask::Disconnect, &session(), 9, &secret, 1_800_000_000).unwrap();
         assert_eq!(p[0], 40);
         assert_eq!(p[1], 9);
         let attrs = parse_attributes(&p[20..]).unwrap();
@@ -289,7 +371,10 @@ mod tests {
                 .unwrap();
             sock.send_to(&ack, from).await.unwrap();
         });
-        assert_eq!(disconnect(&session(), to, &secret).await, Answer::Ack);
+        assert_eq!(
+            ask(Ask::Disconnect, &session(), to, &secret).await.unwrap(),
+            Answer::Ack
+        );
         late.await.unwrap();
     }
 
@@ -298,17 +383,96 @@ mod tests {
         let secret = SharedSecret::new(b"das-secret".to_vec());
         // The first request is lost: the Ack answers the retransmission.
         let (addr, _) = das(41, None, 1, b"das-secret").await;
-        assert_eq!(disconnect(&session(), addr, &secret).await, Answer::Ack);
+        assert_eq!(
+            ask(Ask::Disconnect, &session(), addr, &secret)
+                .await
+                .unwrap(),
+            Answer::Ack
+        );
         let (addr, _) = das(42, Some(SESSION_NOT_FOUND), 0, b"das-secret").await;
         assert_eq!(
-            disconnect(&session(), addr, &secret).await,
+            ask(Ask::Disconnect, &session(), addr, &secret)
+                .await
+                .unwrap(),
             Answer::Nak(Some(SESSION_NOT_FOUND))
         );
         // A DAS with another secret: its answers never verify.
         let (addr, _) = das(41, None, 0, b"other").await;
         assert_eq!(
-            disconnect(&session(), addr, &secret).await,
+            ask(Ask::Disconnect, &session(), addr, &secret)
+                .await
+                .unwrap(),
             Answer::NoAnswer
+        );
+    }
+
+    fn attr(name: &str, tag: Option<u8>, value: &str) -> ReplyAttribute {
+        ReplyAttribute {
+            name: name.into(),
+            tag,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_coa_request_carries_the_session_and_its_new_authorization_never_a_hidden_one() {
+        let secret = SharedSecret::new(b"das-secret".to_vec());
+        let dict = Dictionary::builtin().unwrap();
+        let vlan = [
+            attr("Tunnel-Type", Some(0), "VLAN"),
+            attr("Tunnel-Medium-Type", Some(0), "IEEE-802"),
+            attr("Tunnel-Private-Group-Id", Some(0), "999"),
+        ];
+        let p = request(
+            Ask::Change(&vlan, &dict),
+            &session(),
+            7,
+            &secret,
+            1_800_000_000,
+        )
+        .unwrap();
+        assert_eq!(p[0], 43, "CoA-Request");
+        let attrs = parse_attributes(&p[20..]).unwrap();
+        let types: Vec<u8> = attrs.iter().map(|a| a.ty.code()).collect();
+        assert_eq!(types, vec![80, 1, 31, 44, 4, 32, 55, 64, 65, 81]);
+        assert_eq!(attrs[9].value, b"\0999", "tag 0, then the VLAN");
+        // Signed as a Disconnect-Request is (RFC 5176 §3.4).
+        let mut zeroed = p.clone();
+        zeroed[4..20].fill(0);
+        assert_eq!(
+            &crypto::request_authenticator(&secret, &zeroed)[..],
+            &p[4..20]
+        );
+        let hidden = [attr("Tunnel-Password", Some(1), "x")];
+        assert!(matches!(
+            request(Ask::Change(&hidden, &dict), &session(), 7, &secret, 0),
+            Err(RequestError::Hidden(_))
+        ));
+        let unknown = [attr("No-Such-Attribute", None, "x")];
+        assert!(matches!(
+            request(Ask::Change(&unknown, &dict), &session(), 7, &secret, 0),
+            Err(RequestError::Encode(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_coa_is_answered_by_a_coa_ack_or_nak() {
+        let secret = SharedSecret::new(b"das-secret".to_vec());
+        let dict = Dictionary::builtin().unwrap();
+        let vlan = [attr("Tunnel-Private-Group-Id", Some(0), "999")];
+        let (addr, _) = das(44, None, 0, b"das-secret").await;
+        assert_eq!(
+            ask(Ask::Change(&vlan, &dict), &session(), addr, &secret)
+                .await
+                .unwrap(),
+            Answer::Ack
+        );
+        let (addr, _) = das(45, Some(402), 0, b"das-secret").await;
+        assert_eq!(
+            ask(Ask::Change(&vlan, &dict), &session(), addr, &secret)
+                .await
+                .unwrap(),
+            Answer::Nak(Some(402))
         );
     }
 }

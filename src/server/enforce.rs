@@ -1,12 +1,16 @@
-//! Acting on live sessions: a Disconnect-Request (RFC 5176) to the NAS of each session a
-//! trigger names, within a global cap and a per-NAS cap of requests in flight, so a mass
-//! change cannot flood the controllers (the rest wait their turn, in order). The answer
-//! updates the registry (an ACK, or a NAK "Session Context Not Found", ends the session)
-//! and every action is an audit record: what triggered it, which session, what the NAS
-//! said.
+//! Acting on live sessions: a CoA-Request (RFC 5176) with the session's new authorization
+//! where its NAS takes one, else a Disconnect-Request (the device re-authenticates into its
+//! new decision), within a global cap and a per-NAS cap of requests in flight, so a mass
+//! change cannot flood the controllers (the rest wait their turn, in order, counted in the
+//! `dynamic_authorization_backlog` metric). The answer updates the registry (a CoA-ACK
+//! gives the session its new authorization; a Disconnect-ACK, or a NAK "Session Context Not
+//! Found", ends it; a CoA-NAK for any other cause, or no answer, falls back to a
+//! Disconnect) and every request is an audit record: what triggered it, which session, what
+//! the NAS said.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -14,7 +18,7 @@ use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::das::{self, Answer};
+use super::das::{self, Answer, Ask};
 use super::registry::{LiveSession, SessionKey};
 use super::Shared;
 use crate::logsafe::Escaped;
@@ -32,6 +36,10 @@ pub struct Enforcer {
     /// Sessions with a Disconnect queued or under way: a trigger repeated meanwhile (a
     /// webhook resent, the next revocation pass) does not queue another.
     busy: Mutex<std::collections::HashSet<SessionKey>>,
+    /// Requests waiting for a slot.
+    queued: AtomicU64,
+    /// Requests sent and not yet answered (or given up).
+    in_flight: AtomicU64,
 }
 
 impl Default for Enforcer {
@@ -40,8 +48,55 @@ impl Default for Enforcer {
             global: Arc::new(Semaphore::new(GLOBAL_IN_FLIGHT)),
             per_nas: Mutex::default(),
             busy: Mutex::default(),
+            queued: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         }
     }
+}
+
+/// Counts one while alive.
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(c: &'a AtomicU64) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Self(c)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A live session's new authorization: the policy's Accept when a trigger re-ran it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The reply attributes (VLAN, Filter-Id, ...).
+    pub reply: Vec<crate::policy::ReplyAttribute>,
+    /// The VLAN among them.
+    pub vlan: Option<String>,
+    /// The rule that decided.
+    pub rule: String,
+    /// The facts it was decided on.
+    pub facts: Arc<crate::policy::Facts>,
+}
+
+/// Whether a CoA-Request can carry the change from `was` to `now` for a NAS that accepts
+/// `allowed`: every new attribute is one it accepts, and nothing the session has would have
+/// to be removed (a CoA-Request can set attributes, not take them away).
+fn coa_fits(
+    allowed: &[String],
+    was: &[crate::policy::ReplyAttribute],
+    now: &[crate::policy::ReplyAttribute],
+) -> bool {
+    let ok = |name: &str| allowed.iter().any(|a| a.eq_ignore_ascii_case(name));
+    !now.is_empty()
+        && now.iter().all(|a| ok(&a.name))
+        && was
+            .iter()
+            .all(|w| now.iter().any(|n| n.name.eq_ignore_ascii_case(&w.name)))
 }
 
 /// A session marked busy; unmarked when dropped.
@@ -72,6 +127,7 @@ impl Enforcer {
     /// requests queued for a NAS that does not answer never hold global slots other NASes
     /// need.
     async fn slots(&self, nas: &str) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let _queued = Counted::new(&self.queued);
         let own = self.nas_slots(nas).acquire_owned().await.ok()?;
         let global = self.global.clone().acquire_owned().await.ok()?;
         Some((own, global))
@@ -86,66 +142,161 @@ impl Enforcer {
             Err(_) => Arc::new(Semaphore::new(PER_NAS_IN_FLIGHT)),
         }
     }
+
+    /// Requests waiting for a slot, and requests sent and not yet answered.
+    pub fn backlog(&self) -> (u64, u64) {
+        (
+            self.queued.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
 }
 
-/// Disconnects `session` because of `trigger` (`admin`, `posture`, `revocation`); what
-/// happened, as the admin listener reports it.
+/// Disconnects `session` because of `trigger` (`admin`, `posture`, `revocation`,
+/// `policy`); what happened, as the admin listener reports it.
 pub async fn disconnect(
     shared: &Arc<Shared>,
     session: Arc<LiveSession>,
     trigger: &'static str,
 ) -> serde_json::Value {
-    let das = {
+    act(shared, session, trigger, None).await
+}
+
+/// Gives `session` its new authorization `change` (a CoA-Request, if its NAS takes one
+/// for these attributes) or, without a change or when the CoA fails, disconnects it.
+/// The audit record of the last request sent, as the admin listener reports it.
+pub async fn act(
+    shared: &Arc<Shared>,
+    session: Arc<LiveSession>,
+    trigger: &'static str,
+    change: Option<Change>,
+) -> serde_json::Value {
+    let (das, dictionary) = {
         let live = shared.live();
-        live.config
+        let das = live
+            .config
             .clients
             .iter()
             .find(|c| c.name == session.key.nas)
-            .and_then(|c| c.das.clone())
+            .and_then(|c| c.das.clone());
+        (das, live.config.dictionary.clone())
     };
     let busy = shared.enforcer.begin(&session.key);
-    let result = match das {
-        None => "no dynamic_authorization configured for this NAS".to_owned(),
-        Some(_) if busy.is_none() => {
-            "a Disconnect for this session is already under way".to_owned()
-        }
-        Some(das) => {
-            let to = SocketAddr::new(das.address.unwrap_or(session.nas_addr), das.port);
-            let answer = match shared.enforcer.slots(&session.key.nas).await {
-                Some(_slots) => das::disconnect(&session, to, &das.secret).await,
-                None => Answer::NoAnswer,
-            };
-            if matches!(
-                answer,
-                Answer::Ack | Answer::Nak(Some(das::SESSION_NOT_FOUND))
-            ) {
-                shared.registry.stop(&session.key);
-            }
-            shared.metrics.dynamic_authorization(match answer {
-                Answer::Ack => "ack",
-                Answer::Nak(_) => "nak",
-                Answer::NoAnswer => "no_answer",
-            });
-            let label = answer.label();
-            if matches!(answer, Answer::Ack) {
-                info!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, "session disconnected");
-            } else {
-                warn!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, answer = %label, "Disconnect-Request not acknowledged");
-            }
-            label
-        }
+    let Some(das) = das else {
+        return record(
+            &session,
+            trigger,
+            "disconnect",
+            "no dynamic_authorization configured for this NAS",
+        );
     };
+    if busy.is_none() {
+        return record(
+            &session,
+            trigger,
+            "disconnect",
+            "a request for this session is already under way",
+        );
+    }
+    let to = SocketAddr::new(das.address.unwrap_or(session.nas_addr), das.port);
+    let Some(_slots) = shared.enforcer.slots(&session.key.nas).await else {
+        return record(&session, trigger, "disconnect", "no answer");
+    };
+    let was = session
+        .auth
+        .as_ref()
+        .map(|a| a.reply.as_slice())
+        .unwrap_or_default();
+    let change = change.filter(|c| {
+        let fits = das.coa && coa_fits(&das.coa_attributes, was, &c.reply);
+        if das.coa && !fits {
+            info!(nas = %session.key.nas, session = %Escaped(&session.key.acct_session_id), trigger, "a CoA-Request cannot carry this change (an attribute outside the NAS's coa_attributes, or one the session has that would have to be removed): disconnecting the session instead");
+        }
+        fits
+    });
+    if let Some(change) = change {
+        let answer = {
+            let _in_flight = Counted::new(&shared.enforcer.in_flight);
+            das::ask(
+                Ask::Change(&change.reply, &dictionary),
+                &session,
+                to,
+                &das.secret,
+            )
+            .await
+        };
+        let label = match &answer {
+            Ok(a) => a.label(),
+            Err(e) => format!("not sent: {e}"),
+        };
+        shared
+            .metrics
+            .dynamic_authorization("coa", metric_label(answer.as_ref().ok()));
+        match answer {
+            Ok(Answer::Ack) => {
+                shared.registry.reauthorized(&session.key, &change);
+                info!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, vlan = ?change.vlan, "session re-authorized (CoA)");
+                return record(&session, trigger, "coa", &label);
+            }
+            Ok(Answer::Nak(Some(das::SESSION_NOT_FOUND))) => {
+                shared.registry.stop(&session.key);
+                return record(&session, trigger, "coa", &label);
+            }
+            _ => {
+                warn!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, answer = %label, "CoA-Request not acknowledged: disconnecting the session instead");
+                record(&session, trigger, "coa", &label);
+            }
+        }
+    }
+    let answer = {
+        let _in_flight = Counted::new(&shared.enforcer.in_flight);
+        das::ask(Ask::Disconnect, &session, to, &das.secret).await
+    };
+    let label = match &answer {
+        Ok(a) => a.label(),
+        Err(e) => format!("not sent: {e}"),
+    };
+    shared
+        .metrics
+        .dynamic_authorization("disconnect", metric_label(answer.as_ref().ok()));
+    if let Ok(Answer::Ack | Answer::Nak(Some(das::SESSION_NOT_FOUND))) = answer {
+        shared.registry.stop(&session.key);
+    }
+    if label == "ack" {
+        info!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, "session disconnected");
+    } else {
+        warn!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, answer = %label, "Disconnect-Request not acknowledged");
+    }
+    record(&session, trigger, "disconnect", &label)
+}
+
+/// The metrics label of an answer (`None`: the request could not be made).
+fn metric_label(answer: Option<&Answer>) -> &'static str {
+    match answer {
+        Some(Answer::Ack) => "ack",
+        Some(Answer::Nak(_)) => "nak",
+        Some(Answer::NoAnswer) | None => "no_answer",
+    }
+}
+
+/// Writes the audit record of one request (or of why none was sent) and returns it.
+fn record(
+    session: &LiveSession,
+    trigger: &'static str,
+    action: &'static str,
+    answer: &str,
+) -> serde_json::Value {
     let record = json!({
         "time": super::audit::now_text(),
         "event": "dynamic_authorization",
-        "action": "disconnect",
+        "action": action,
         "trigger": trigger,
         "nas": session.key.nas,
         "session_id": session.key.acct_session_id,
         "station": session.station,
         "user_name": session.user_name,
         "authentication": session.key.auth.as_ref().map(super::class::id_text),
-        "answer": result,
+        "answer": answer,
     });
     if let Some(audit) = super::audit::current() {
         audit.line(record.to_string(), "dynamic_authorization");
@@ -258,9 +409,19 @@ fn on_posture(
             was = ?auth.vlan,
             "posture change turns a live session's decision: disconnecting it"
         );
+        let vlan = decision.vlan().map(str::to_owned);
+        let change = match decision {
+            crate::policy::Decision::Accept { reply } => Some(Change {
+                vlan,
+                reply,
+                rule: trace.rule.clone(),
+                facts: Arc::new(facts),
+            }),
+            crate::policy::Decision::Reject { .. } => None,
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            disconnect(&shared, session, "posture").await;
+            act(&shared, session, "posture", change).await;
         });
     }
 }
@@ -388,5 +549,36 @@ mod tests {
         for w in waiting {
             w.abort();
         }
+    }
+
+    #[test]
+    fn a_coa_carries_a_change_only_with_attributes_the_nas_takes_and_nothing_to_remove() {
+        use crate::policy::ReplyAttribute;
+        let attr = |name: &str, value: &str| ReplyAttribute {
+            name: name.into(),
+            tag: None,
+            value: value.into(),
+        };
+        let allowed: Vec<String> = ["Tunnel-Private-Group-Id", "Filter-Id"]
+            .map(String::from)
+            .to_vec();
+        let was = vec![attr("Tunnel-Private-Group-Id", "100")];
+        let quarantine = vec![attr("tunnel-private-group-id", "999")];
+        assert!(coa_fits(&allowed, &was, &quarantine));
+        let with_filter = vec![
+            attr("Tunnel-Private-Group-Id", "999"),
+            attr("Filter-Id", "q"),
+        ];
+        assert!(coa_fits(&allowed, &was, &with_filter));
+        // Session-Timeout is not one this NAS takes in a CoA.
+        let timeout = vec![
+            attr("Tunnel-Private-Group-Id", "999"),
+            attr("Session-Timeout", "60"),
+        ];
+        assert!(!coa_fits(&allowed, &was, &timeout));
+        // The Filter-Id would have to be taken away: a CoA cannot.
+        assert!(!coa_fits(&allowed, &with_filter, &quarantine));
+        // Nothing to send.
+        assert!(!coa_fits(&allowed, &[], &[]));
     }
 }

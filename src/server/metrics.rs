@@ -99,6 +99,14 @@ pub struct Levels {
     pub duplicate_bytes: u64,
     /// Replies the duplicate cache could not keep so far.
     pub not_cached: u64,
+    /// Live sessions in the registry.
+    pub live_sessions: u64,
+    /// Live sessions evicted because the registry was full, so far.
+    pub live_sessions_evicted: u64,
+    /// Disconnect/CoA requests waiting for a slot.
+    pub das_queued: u64,
+    /// Disconnect/CoA requests sent, not yet answered.
+    pub das_in_flight: u64,
 }
 
 /// Every counter and histogram the server keeps (cheap to clone: each is shared).
@@ -121,6 +129,8 @@ pub struct Metrics {
 /// Disconnect/CoA requests by the NAS's answer.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AnswerLabels {
+    /// `disconnect`, `coa`.
+    pub action: &'static str,
     /// `ack`, `nak`, `no_answer`.
     pub answer: &'static str,
 }
@@ -242,10 +252,10 @@ impl Metrics {
             .inc();
     }
 
-    /// A Disconnect/CoA request and the NAS's answer.
-    pub fn dynamic_authorization(&self, answer: &'static str) {
+    /// A Disconnect or CoA request (`action`) and the NAS's answer.
+    pub fn dynamic_authorization(&self, action: &'static str, answer: &'static str) {
         self.dynamic_authorization
-            .get_or_create(&AnswerLabels { answer })
+            .get_or_create(&AnswerLabels { action, answer })
             .inc();
     }
 
@@ -332,7 +342,7 @@ impl Metrics {
         );
         r.register(
             "dynamic_authorization_requests",
-            "Disconnect/CoA requests sent to NASes, by their answer",
+            "Disconnect/CoA requests sent to NASes, by action and answer",
             self.dynamic_authorization.clone(),
         );
         let gauge = |v: u64| {
@@ -356,6 +366,28 @@ impl Metrics {
             "duplicate_not_cached",
             "Replies not kept for retransmissions because the duplicate cache's budget was spent",
             not_cached,
+        );
+        r.register(
+            "live_sessions",
+            "Sessions NASes reported in accounting and not yet ended",
+            gauge(now.live_sessions),
+        );
+        let evicted = Counter::<u64>::default();
+        evicted.inc_by(now.live_sessions_evicted);
+        r.register(
+            "live_sessions_evicted",
+            "Live sessions dropped because the registry was full (server.max_live_sessions)",
+            evicted,
+        );
+        r.register(
+            "dynamic_authorization_backlog",
+            "Disconnect/CoA requests waiting for a slot (per-NAS and global caps)",
+            gauge(now.das_queued),
+        );
+        r.register(
+            "dynamic_authorization_in_flight",
+            "Disconnect/CoA requests sent and not yet answered",
+            gauge(now.das_in_flight),
         );
         if let Some(pool) = runtime.pki.as_ref().and_then(|p| p.pool()) {
             pool.stats.register(r.sub_registry_with_prefix("hsm"));

@@ -450,6 +450,10 @@ impl Shared {
             sessions: self.sessions.len(),
             duplicate_bytes: u64::try_from(self.dedup.bytes()).unwrap_or(u64::MAX),
             not_cached: u64::try_from(self.dedup.over_budget()).unwrap_or(u64::MAX),
+            live_sessions: self.registry.len(),
+            live_sessions_evicted: self.registry.evicted.get(),
+            das_queued: self.enforcer.backlog().0,
+            das_in_flight: self.enforcer.backlog().1,
         };
         self.metrics.render(&live.runtime, &levels)
     }

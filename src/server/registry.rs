@@ -158,6 +158,27 @@ impl Registry {
         self.sessions.insert(s.key.clone(), Arc::new(s));
     }
 
+    /// A CoA-ACK: the session (and its authentication, which later records join) has the
+    /// new authorization `change`; the next posture change is weighed against it.
+    pub fn reauthorized(&self, key: &SessionKey, change: &super::enforce::Change) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        let Some(auth) = &session.auth else {
+            return;
+        };
+        let mut auth = (**auth).clone();
+        auth.reply.clone_from(&change.reply);
+        auth.vlan.clone_from(&change.vlan);
+        auth.rule = Some(change.rule.clone());
+        auth.facts = change.facts.clone();
+        let auth = Arc::new(auth);
+        self.auths.insert(auth.id, auth.clone());
+        let mut session = (*session).clone();
+        session.auth = Some(auth);
+        self.sessions.insert(key.clone(), Arc::new(session));
+    }
+
     /// Ends a session (Stop); whether it was live.
     pub fn stop(&self, key: &SessionKey) -> bool {
         self.sessions.remove(key).is_some()

@@ -326,7 +326,10 @@ fn hostapd_accounts_the_session_and_an_admin_disconnect_unauthorizes_the_port() 
 
 /// The seed's point: an MDM pushes that the device is no longer compliant; anchord re-runs
 /// the policy on the session's facts, sends hostapd a Disconnect-Request, hostapd
-/// unauthorizes the port, and the device's next authentication lands in quarantine.
+/// unauthorizes the port, and the device's next authentication lands in quarantine. The NAS
+/// is configured for CoA, but the quarantine preset's attributes (a role, a redirect ACL)
+/// are not all ones it takes in a CoA-Request, and the staff role set would have to be
+/// removed: a CoA cannot carry that change, so it is a Disconnect.
 #[test]
 fn a_posture_change_disconnects_the_device_and_it_comes_back_in_quarantine() {
     use anchord::pki::dev::STAFF_INTUNE_ID;
@@ -335,7 +338,7 @@ fn a_posture_change_disconnects_the_device_and_it_comes_back_in_quarantine() {
     let (s, admin, _hook) = crate::posture::start_with_nas(
         &mdm,
         |t| t,
-        &format!("dynamic_authorization = \"disconnect\"\ndas_port = {das_port}\n"),
+        &format!("dynamic_authorization = \"coa\"\ndas_port = {das_port}\n"),
     );
     let lab = Lab::start(&s, das_port);
     lab.wait_station(40, "the device is authorized", authorized);
@@ -355,6 +358,7 @@ fn a_posture_change_disconnects_the_device_and_it_comes_back_in_quarantine() {
         "vlan=Some(\"999\")",
     ]);
     lab.wait_station(10, "the port is unauthorized", |sta| !authorized(sta));
+    s.wait_log(&["a CoA-Request cannot carry this change"]);
     s.wait_log(&["session disconnected", "trigger=\"posture\""]);
     // Re-authenticated: quarantined, by the rule for non-compliant staff.
     lab.reauthenticate();
