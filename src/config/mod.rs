@@ -142,6 +142,11 @@ pub struct Config {
     pub live_session_expiry: Duration,
     /// Most live sessions kept; the least recently updated are evicted beyond it.
     pub max_live_sessions: u64,
+    /// After a reload that changes the policy, re-run it on every live session's facts and
+    /// act (CoA or Disconnect) on those whose outcome changes.
+    pub reevaluate_live_sessions: bool,
+    /// At most this many sessions acted on per second in that sweep.
+    pub reevaluate_per_second: u32,
     /// Most EAP sessions kept at once; the least recently used is evicted beyond it.
     pub max_sessions: u64,
     /// Most EAP sessions one client (NAS entry) may hold, if set; new conversations beyond
@@ -705,6 +710,12 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         "server.max_live_sessions",
         1..100_000_001,
     );
+    let reevaluate_per_second = u32::try_from(ctx.bounded(
+        &s.reevaluate_per_second,
+        "server.reevaluate_per_second",
+        1..10_001,
+    ))
+    .unwrap_or(10);
     let max_sessions = ctx.bounded(&s.max_sessions, "server.max_sessions", 1..10_000_001);
     let max_sessions_per_client = s
         .max_sessions_per_client
@@ -898,6 +909,8 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         accounting_listen,
         live_session_expiry: Duration::from_secs(live_session_expiry),
         max_live_sessions,
+        reevaluate_live_sessions: s.reevaluate_live_sessions,
+        reevaluate_per_second,
         max_sessions,
         max_sessions_per_client,
         max_conversations_per_device,

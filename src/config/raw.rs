@@ -401,6 +401,16 @@ pub(crate) struct RawServer {
     pub(crate) live_session_expiry_secs: Spanned<u64>,
     #[serde(default = "default_max_live_sessions")]
     pub(crate) max_live_sessions: Spanned<u64>,
+    /// Re-run a changed policy on live sessions after a reload (off by default).
+    #[serde(default)]
+    pub(crate) reevaluate_live_sessions: bool,
+    /// Sessions acted on per second in such a sweep.
+    #[serde(default = "default_reevaluate_per_second")]
+    pub(crate) reevaluate_per_second: Spanned<u64>,
+}
+
+fn default_reevaluate_per_second() -> Spanned<u64> {
+    unspanned(10)
 }
 
 fn default_live_session_expiry_secs() -> Spanned<u64> {
@@ -428,6 +438,8 @@ impl Default for RawServer {
             accounting_listen: None,
             live_session_expiry_secs: default_live_session_expiry_secs(),
             max_live_sessions: default_max_live_sessions(),
+            reevaluate_live_sessions: false,
+            reevaluate_per_second: default_reevaluate_per_second(),
         }
     }
 }

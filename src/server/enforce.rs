@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::das::{self, Answer, Ask};
-use super::registry::{LiveSession, SessionKey};
+use super::registry::{Authentication, LiveSession, SessionKey};
 use super::Shared;
 use crate::logsafe::Escaped;
 
@@ -40,6 +40,8 @@ pub struct Enforcer {
     queued: AtomicU64,
     /// Requests sent and not yet answered (or given up).
     in_flight: AtomicU64,
+    /// Policy sweeps started: a sweep stops when a newer one starts.
+    sweeps: AtomicU64,
 }
 
 impl Default for Enforcer {
@@ -50,6 +52,7 @@ impl Default for Enforcer {
             busy: Mutex::default(),
             queued: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
         }
     }
 }
@@ -317,6 +320,82 @@ fn outcome_changes(
     }
 }
 
+/// Re-runs `policy` on `facts` (a live session's, perhaps with a new posture answer):
+/// `None` when the outcome is what `auth` got; else what to do, a [`Change`] for a new Accept
+/// or `None` inside for a refusal (a Disconnect).
+fn reevaluate(
+    policy: &crate::policy::Policy,
+    auth: &Authentication,
+    facts: crate::policy::Facts,
+) -> Option<Option<Change>> {
+    let (decision, trace) = crate::policy::evaluate(policy, &facts);
+    if !outcome_changes(&auth.reply, &decision) {
+        return None;
+    }
+    let vlan = decision.vlan().map(str::to_owned);
+    Some(match decision {
+        crate::policy::Decision::Accept { reply } => Some(Change {
+            vlan,
+            reply,
+            rule: trace.rule.clone(),
+            facts: Arc::new(facts),
+        }),
+        crate::policy::Decision::Reject { .. } => None,
+    })
+}
+
+/// After a reload (with `[server] reevaluate_live_sessions`): re-runs the policy now in
+/// force on every live session's facts and acts on each whose outcome changes, at
+/// most `reevaluate_per_second` a second, oldest session first. A later reload ends this
+/// sweep and starts its own.
+pub async fn on_reload(shared: Arc<Shared>, per_second: u32) {
+    let sweep = shared.enforcer.sweeps.fetch_add(1, Ordering::SeqCst) + 1;
+    let policy = shared.live().runtime.policy.clone();
+    let mut pace = tokio::time::interval(std::time::Duration::from_secs_f64(
+        1.0 / f64::from(per_second.max(1)),
+    ));
+    let (mut changed, mut seen) = (0u64, 0u64);
+    for session in shared.registry.sessions() {
+        if shared.enforcer.sweeps.load(Ordering::SeqCst) != sweep {
+            info!(
+                seen,
+                changed, "a newer policy reload took over re-evaluating live sessions"
+            );
+            return;
+        }
+        let Some(auth) = &session.auth else {
+            continue;
+        };
+        seen += 1;
+        let mut facts = (*auth.facts).clone();
+        facts.now = crate::clock::unix_now();
+        let Some(change) = reevaluate(&policy, auth, facts) else {
+            continue;
+        };
+        pace.tick().await;
+        changed += 1;
+        info!(
+            nas = %session.key.nas,
+            session = %Escaped(&session.key.acct_session_id),
+            policy = policy.version(),
+            rule = %change.as_ref().map_or("(refused)", |c| c.rule.as_str()),
+            vlan = ?change.as_ref().and_then(|c| c.vlan.as_deref()),
+            was = ?auth.vlan,
+            "the reloaded policy turns a live session's decision: acting on it"
+        );
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            act(&shared, session, "policy", change).await;
+        });
+    }
+    info!(
+        seen,
+        changed,
+        policy = policy.version(),
+        "live sessions re-evaluated after a reload"
+    );
+}
+
 /// How often the posture watcher looks whether a reload replaced the posture sources.
 const SOURCES_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -396,29 +475,18 @@ fn on_posture(
                 answer: answer.clone(),
             }),
         }
-        let (decision, trace) = crate::policy::evaluate(&policy, &facts);
-        if !outcome_changes(&auth.reply, &decision) {
+        let Some(change) = reevaluate(&policy, auth, facts) else {
             continue;
-        }
+        };
         info!(
             nas = %session.key.nas,
             session = %Escaped(&session.key.acct_session_id),
             posture.source = %event.source,
-            rule = %trace.rule,
-            vlan = ?decision.vlan(),
+            rule = %change.as_ref().map_or("(refused)", |c| c.rule.as_str()),
+            vlan = ?change.as_ref().and_then(|c| c.vlan.as_deref()),
             was = ?auth.vlan,
-            "posture change turns a live session's decision: disconnecting it"
+            "posture change turns a live session's decision: acting on it"
         );
-        let vlan = decision.vlan().map(str::to_owned);
-        let change = match decision {
-            crate::policy::Decision::Accept { reply } => Some(Change {
-                vlan,
-                reply,
-                rule: trace.rule.clone(),
-                facts: Arc::new(facts),
-            }),
-            crate::policy::Decision::Reject { .. } => None,
-        };
         let shared = shared.clone();
         tokio::spawn(async move {
             act(&shared, session, "posture", change).await;

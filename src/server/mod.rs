@@ -518,11 +518,19 @@ pub async fn reload_logged(shared: Arc<Shared>, trigger: &'static str) {
         return;
     };
     match result {
-        Ok(()) => info!(
-            trigger,
-            policy = shared.live().runtime.policy.version(),
-            "configuration reloaded"
-        ),
+        Ok(()) => {
+            let live = shared.live();
+            let policy = live.runtime.policy.version();
+            info!(trigger, policy, "configuration reloaded");
+            // The built-in policy's version does not change with its VLAN: every reload is
+            // re-evaluated; sessions whose outcome stays are left alone.
+            if live.config.reevaluate_live_sessions {
+                tokio::spawn(enforce::on_reload(
+                    shared.clone(),
+                    live.config.reevaluate_per_second,
+                ));
+            }
+        }
         Err(errors) => {
             for e in &errors.0 {
                 warn!(trigger, error = %e, "reload refused");

@@ -397,3 +397,52 @@ fn a_certificate_revoked_while_connected_is_disconnected_and_then_rejected() {
     ]);
     assert!(!authorized(&lab.station()));
 }
+
+/// A reload that changes the policy leaves live sessions alone unless `[server]
+/// reevaluate_live_sessions` is on; with it, the new policy is re-run on each live session's
+/// facts, the session whose VLAN changes is disconnected, and the device comes back in the
+/// new VLAN.
+#[test]
+fn a_reloaded_policy_acts_on_live_sessions_only_when_asked_to() {
+    let (s, admin, das_port, _dir) = nas_server("");
+    let lab = Lab::start(&s, das_port);
+    lab.wait_station(40, "the device is authorized", authorized);
+    wait_sessions(&s, &admin, &lab, "Accounting-Start", |l| {
+        l.len() == 1 && l[0]["vlan"] == "100"
+    });
+    let reload = |n: usize, edit: &dyn Fn(String) -> String| {
+        let path = s.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+        s.hangup();
+        s.wait_log_lines(&["configuration reloaded"], n);
+    };
+    // Off (the default): the policy changes, the live session keeps its VLAN.
+    reload(1, &|c| c.replace("vlan = \"100\"", "vlan = \"200\""));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !s.log()
+            .iter()
+            .any(|l| l.contains("the reloaded policy turns")),
+        "acted without reevaluate_live_sessions"
+    );
+    assert!(authorized(&lab.station()));
+    assert_eq!(sessions(&s, &admin, "list", &[]).len(), 1);
+    // On: VLAN 300 now; the session (given 100) is disconnected, the device comes back in 300.
+    reload(2, &|c| {
+        c.replace("vlan = \"200\"", "vlan = \"300\"")
+            .replace("[server]\n", "[server]\nreevaluate_live_sessions = true\n")
+    });
+    s.wait_log(&[
+        "the reloaded policy turns a live session's decision",
+        "vlan=Some(\"300\")",
+    ]);
+    lab.wait_station(10, "the port is unauthorized", |sta| !authorized(sta));
+    s.wait_log(&["session disconnected", "trigger=\"policy\""]);
+    s.wait_log(&["live sessions re-evaluated after a reload", "changed=1"]);
+    lab.reauthenticate();
+    lab.wait_station(30, "re-authorized", authorized);
+    wait_sessions(&s, &admin, &lab, "the new session, in VLAN 300", |l| {
+        l.len() == 1 && l[0]["vlan"] == "300"
+    });
+}
