@@ -243,6 +243,7 @@ pub async fn act(
             }
             Ok(Answer::Nak(Some(das::SESSION_NOT_FOUND))) => {
                 shared.registry.stop(&session.key);
+                info!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, "the NAS does not know the session (CoA-NAK 503): removed from the registry");
                 return record(&session, trigger, "coa", &label);
             }
             _ => {

@@ -85,7 +85,7 @@ fn hex_value(v: &str) -> Vec<u8> {
 }
 
 /// Authenticates device-ecdsa with eapol_test; the Class of its Access-Accept.
-fn accepted_class(s: &Server) -> Vec<u8> {
+pub(crate) fn accepted_class(s: &Server) -> Vec<u8> {
     let out = eapol_test(s, pki_dir(), "tls12-ecdsa", &[]);
     let (code, attrs) = last_reply(&out);
     assert_eq!(code, 2, "Access-Accept: {out}");

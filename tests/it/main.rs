@@ -12,6 +12,7 @@ mod accounting;
 mod admin;
 mod bench;
 mod check;
+mod coa;
 mod crl;
 mod demo;
 mod eapol;

@@ -26,6 +26,16 @@ pub(crate) fn start_with_nas(
     tweak: impl Fn(String) -> String,
     nas: &str,
 ) -> (Server, SocketAddr, tempfile::TempDir) {
+    start_with_policies(mdm, tweak, nas, &repo().join("policies"))
+}
+
+/// [`start_with_nas`], with the policy files in `policies`.
+pub(crate) fn start_with_policies(
+    mdm: &Mdm,
+    tweak: impl Fn(String) -> String,
+    nas: &str,
+    policies: &std::path::Path,
+) -> (Server, SocketAddr, tempfile::TempDir) {
     let hook = tempfile::tempdir().unwrap();
     let secret = hook.path().join("hook.secret");
     std::fs::write(&secret, "hook-s3cret\n").unwrap();
@@ -39,7 +49,7 @@ pub(crate) fn start_with_nas(
             "{}{nas}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{source}\n[posture.source.webhook]\nhmac_secret_file = \"{}\"\n",
             c.replace(
                 "[authorization]\nvlan = \"100\"\n",
-                &format!("[policy]\ndir = \"{}\"\n", repo().join("policies").display()),
+                &format!("[policy]\ndir = \"{}\"\n", policies.display()),
             ),
             token.display(),
             secret.display()
