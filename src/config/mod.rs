@@ -142,6 +142,10 @@ pub struct Config {
     pub live_session_expiry: Duration,
     /// Most live sessions kept; the least recently updated are evicted beyond it.
     pub max_live_sessions: u64,
+    /// Acct-Interim-Interval (RFC 2869 §5.16) in every Access-Accept whose decision does not
+    /// set one, when accounting listens: how often NASes send Interim-Updates, which keep
+    /// live sessions from expiring. `None`: not sent.
+    pub accounting_interim: Option<u32>,
     /// After a reload that changes the policy, re-run it on every live session's facts and
     /// act (CoA or Disconnect) on those whose outcome changes.
     pub reevaluate_live_sessions: bool,
@@ -710,6 +714,30 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         "server.max_live_sessions",
         1..100_000_001,
     );
+    let interim = ctx.bounded(
+        &s.accounting_interim_secs,
+        "server.accounting_interim_secs",
+        0..86_401,
+    );
+    if interim != 0 && interim < 60 {
+        // RFC 2869 §5.16: not smaller than 60 seconds.
+        ctx.err(
+            s.accounting_interim_secs.span(),
+            "server.accounting_interim_secs",
+            format!("{interim}: 0 (not sent) or at least 60 seconds (RFC 2869 §5.16)"),
+        );
+    } else if interim != 0 && live_session_expiry < 2 * interim {
+        ctx.err(
+            s.live_session_expiry_secs.span(),
+            "server.live_session_expiry_secs",
+            format!(
+                "{live_session_expiry} is less than twice accounting_interim_secs ({interim}): \
+                 live sessions would expire between their Interim-Updates"
+            ),
+        );
+    }
+    let accounting_interim = (interim != 0 && !accounting_listen.is_empty())
+        .then(|| u32::try_from(interim).unwrap_or(600));
     let reevaluate_per_second = u32::try_from(ctx.bounded(
         &s.reevaluate_per_second,
         "server.reevaluate_per_second",
@@ -909,6 +937,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         accounting_listen,
         live_session_expiry: Duration::from_secs(live_session_expiry),
         max_live_sessions,
+        accounting_interim,
         reevaluate_live_sessions: s.reevaluate_live_sessions,
         reevaluate_per_second,
         max_sessions,
@@ -1444,6 +1473,28 @@ mod tests {
                     .collect()
             }
         }
+    }
+
+    #[test]
+    fn the_interim_interval_is_at_least_a_minute_and_live_sessions_outlast_two() {
+        let c = parse("").0.unwrap();
+        assert_eq!(c.accounting_interim, Some(600));
+        let c = parse("[server]\naccounting_interim_secs = 0\n").0.unwrap();
+        assert_eq!(c.accounting_interim, None);
+        let c = parse("[server]\naccounting_listen = []\n").0.unwrap();
+        assert_eq!(c.accounting_interim, None, "no accounting, no interim");
+        let e = errors("[server]\naccounting_interim_secs = 30\n");
+        assert_eq!(
+            (e[0].0, e[0].1.as_str()),
+            (Some(11), "server.accounting_interim_secs")
+        );
+        let e =
+            errors("[server]\naccounting_interim_secs = 1200\nlive_session_expiry_secs = 1800\n");
+        assert_eq!(
+            (e[0].0, e[0].1.as_str()),
+            (Some(12), "server.live_session_expiry_secs")
+        );
+        assert!(e[0].2.contains("less than twice"), "{e:?}");
     }
 
     #[test]

@@ -401,12 +401,19 @@ pub(crate) struct RawServer {
     pub(crate) live_session_expiry_secs: Spanned<u64>,
     #[serde(default = "default_max_live_sessions")]
     pub(crate) max_live_sessions: Spanned<u64>,
+    /// Acct-Interim-Interval put in every Access-Accept when accounting listens (0: none).
+    #[serde(default = "default_accounting_interim_secs")]
+    pub(crate) accounting_interim_secs: Spanned<u64>,
     /// Re-run a changed policy on live sessions after a reload (off by default).
     #[serde(default)]
     pub(crate) reevaluate_live_sessions: bool,
     /// Sessions acted on per second in such a sweep.
     #[serde(default = "default_reevaluate_per_second")]
     pub(crate) reevaluate_per_second: Spanned<u64>,
+}
+
+fn default_accounting_interim_secs() -> Spanned<u64> {
+    unspanned(600)
 }
 
 fn default_reevaluate_per_second() -> Spanned<u64> {
@@ -438,6 +445,7 @@ impl Default for RawServer {
             accounting_listen: None,
             live_session_expiry_secs: default_live_session_expiry_secs(),
             max_live_sessions: default_max_live_sessions(),
+            accounting_interim_secs: default_accounting_interim_secs(),
             reevaluate_live_sessions: false,
             reevaluate_per_second: default_reevaluate_per_second(),
         }

@@ -52,6 +52,9 @@ pub(crate) async fn process(
 }
 
 /// Copies Proxy-State and signs the reply; `None` (logged) when it does not fit.
+/// Acct-Interim-Interval (85, RFC 2869 §5.16).
+const ACCT_INTERIM_INTERVAL: u8 = 85;
+
 fn finish(mut reply: ReplyBuilder, client: &Client, req: &Request<'_>) -> Option<Vec<u8>> {
     // RFC 2865 §5.33: Proxy-State is copied unchanged, in order, into the reply.
     let copied = req
@@ -332,6 +335,14 @@ async fn access_request(
                 Ok(mut b) => {
                     // The Class the NAS echoes in accounting: joins its sessions to this.
                     let (id, class) = shared.class_key.mint();
+                    // How often the NAS reports the session: what keeps it live here.
+                    if let Some(secs) = config.accounting_interim.filter(|_| {
+                        !attrs
+                            .iter()
+                            .any(|a| a.name.eq_ignore_ascii_case("Acct-Interim-Interval"))
+                    }) {
+                        let _ = b.push(AttrType::Other(ACCT_INTERIM_INTERVAL), &secs.to_be_bytes());
+                    }
                     if b.push(AttrType::Class, &class).is_ok() {
                         if let Some(c) = entry.checked.as_deref() {
                             let cert = c.cert();

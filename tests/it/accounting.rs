@@ -96,6 +96,29 @@ pub(crate) fn accepted_class(s: &Server) -> Vec<u8> {
         .expect("a Class in the Accept")
 }
 
+/// Every Access-Accept tells the NAS how often to send Interim-Updates (RFC 2869 §5.16:
+/// `[server] accounting_interim_secs`, default 600), which keep its sessions live here; not
+/// when accounting is off.
+#[test]
+fn an_accept_carries_the_interim_interval_when_accounting_listens() {
+    let interim = |s: &Server| {
+        let out = eapol_test(s, pki_dir(), "tls12-ecdsa", &[]);
+        let (code, attrs) = last_reply(&out);
+        assert_eq!(code, 2, "Access-Accept: {out}");
+        attrs
+            .iter()
+            .find(|(t, _)| *t == 85)
+            .map(|(_, v)| v.parse::<u32>().unwrap())
+    };
+    assert_eq!(interim(&Server::start()), Some(600));
+    let s = Server::start_with(|c| {
+        c.replace("[server]\n", "[server]\naccounting_interim_secs = 300\n")
+    });
+    assert_eq!(interim(&s), Some(300));
+    let s = Server::start_with(|c| c.replace("[server]\n", "[server]\naccounting_listen = []\n"));
+    assert_eq!(interim(&s), None);
+}
+
 #[test]
 fn accounting_joins_the_authentication_through_its_class_and_is_answered_once_stored() {
     let dir = tempfile::tempdir().unwrap();
