@@ -142,6 +142,10 @@ pub struct Config {
     pub live_session_expiry: Duration,
     /// Most live sessions kept; the least recently updated are evicted beyond it.
     pub max_live_sessions: u64,
+    /// Most live sessions one client (NAS entry) may have kept; its new ones beyond it are
+    /// stored (audit) and answered but not kept. Defaults to half the table with several
+    /// clients, the whole with one.
+    pub max_live_sessions_per_client: u64,
     /// Acct-Interim-Interval (RFC 2869 §5.16) in every Access-Accept whose decision does not
     /// set one, when accounting listens: how often NASes send Interim-Updates, which keep
     /// live sessions from expiring. `None`: not sent.
@@ -927,6 +931,15 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
     let shared = clients.len() > 1;
     let max_sessions_per_client =
         max_sessions_per_client.or_else(|| shared.then_some((max_sessions / 2).max(1)));
+    let max_live_sessions_per_client = match &s.max_live_sessions_per_client {
+        Some(v) => ctx.bounded(
+            v,
+            "server.max_live_sessions_per_client",
+            1..max_live_sessions + 1,
+        ),
+        None if shared => (max_live_sessions / 2).max(1),
+        None => max_live_sessions,
+    };
     let max_inflight_per_client = max_inflight_per_client
         .or_else(|| shared.then_some((max_inflight / 2).max(1)))
         .and_then(|n| usize::try_from(n).ok());
@@ -937,6 +950,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: raw::RawConfig) -> Option<Config> {
         accounting_listen,
         live_session_expiry: Duration::from_secs(live_session_expiry),
         max_live_sessions,
+        max_live_sessions_per_client,
         accounting_interim,
         reevaluate_live_sessions: s.reevaluate_live_sessions,
         reevaluate_per_second,

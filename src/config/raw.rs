@@ -401,6 +401,7 @@ pub(crate) struct RawServer {
     pub(crate) live_session_expiry_secs: Spanned<u64>,
     #[serde(default = "default_max_live_sessions")]
     pub(crate) max_live_sessions: Spanned<u64>,
+    pub(crate) max_live_sessions_per_client: Option<Spanned<u64>>,
     /// Acct-Interim-Interval put in every Access-Accept when accounting listens (0: none).
     #[serde(default = "default_accounting_interim_secs")]
     pub(crate) accounting_interim_secs: Spanned<u64>,
@@ -445,6 +446,7 @@ impl Default for RawServer {
             accounting_listen: None,
             live_session_expiry_secs: default_live_session_expiry_secs(),
             max_live_sessions: default_max_live_sessions(),
+            max_live_sessions_per_client: None,
             accounting_interim_secs: default_accounting_interim_secs(),
             reevaluate_live_sessions: false,
             reevaluate_per_second: default_reevaluate_per_second(),

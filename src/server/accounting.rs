@@ -185,17 +185,23 @@ pub async fn process(
         auth: auth_id,
     };
     match (status, session_id) {
-        (Status::Start | Status::Interim, Some(id)) => shared.registry.update(LiveSession {
-            key: key(id),
-            auth: auth.clone(),
-            user_name,
-            station,
-            nas_addr: src.ip(),
-            nas_ip,
-            nas_identifier,
-            started: now,
-            updated: now,
-        }),
+        (Status::Start | Status::Interim, Some(id)) => {
+            let kept = shared.registry.update(LiveSession {
+                key: key(id),
+                auth: auth.clone(),
+                user_name,
+                station,
+                nas_addr: src.ip(),
+                nas_ip,
+                nas_identifier,
+                started: now,
+                updated: now,
+                generation: 0,
+            });
+            if !kept {
+                debug!(nas = %client.name, "live session not kept: this NAS entry has its share of the registry (server.max_live_sessions_per_client)");
+            }
+        }
         (Status::Stop, Some(id)) => {
             shared.registry.stop(&key(id));
         }

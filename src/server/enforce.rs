@@ -451,17 +451,10 @@ fn on_posture(
     };
     let key = source.key(&event.device);
     let policy = shared.live().runtime.policy.clone();
-    for session in shared.registry.sessions() {
+    for session in shared.registry.by_posture(&event.source, &key) {
         let Some(auth) = &session.auth else {
             continue;
         };
-        if !auth
-            .posture_ids
-            .iter()
-            .any(|(name, id)| *name == event.source && *id == key)
-        {
-            continue;
-        }
         let mut facts = (*auth.facts).clone();
         facts.now = crate::clock::unix_now();
         match facts
@@ -522,30 +515,58 @@ pub async fn watch_revocation(shared: Arc<Shared>, shutdown: CancellationToken) 
                     .push(s.clone());
             }
         }
-        for sessions in by_cert.into_values() {
-            let Some(auth) = sessions.first().and_then(|s| s.auth.clone()) else {
-                continue;
-            };
+        let sweep = revoked_sessions(&shared, &checker, by_cert);
+        tokio::select! {
+            () = sweep => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Certificates of live sessions checked at once in a revocation pass (each through the
+/// checker's cache and its own timeouts): a slow responder delays a pass, not every check
+/// after it one by one.
+const RECHECKS_AT_ONCE: usize = 16;
+
+/// Checks each certificate of `by_cert` (its sessions) and disconnects every session of
+/// one found revoked.
+async fn revoked_sessions(
+    shared: &Arc<Shared>,
+    checker: &Arc<crate::pki::revocation::Checker>,
+    by_cert: HashMap<String, Vec<Arc<LiveSession>>>,
+) {
+    use futures_util::stream::{self, StreamExt};
+    let mut checks = stream::iter(by_cert.into_values().filter_map(|sessions| {
+        let auth = sessions.first().and_then(|s| s.auth.clone())?;
+        Some((sessions, auth))
+    }))
+    .map(|(sessions, auth)| {
+        let checker = checker.clone();
+        async move {
             let now = crate::clock::unix_now();
             let facts = super::checks::revocation_facts(&checker, &auth.path, now).await;
-            if !matches!(
-                facts.outcome,
-                crate::policy::RevocationOutcome::Revoked { .. }
-            ) {
-                continue;
-            }
-            info!(
-                cert.serial = %auth.cert_serial,
-                sessions = sessions.len(),
-                revocation = %Escaped(&facts.detail),
-                "a live session's certificate is revoked: disconnecting its sessions"
-            );
-            for s in sessions {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    disconnect(&shared, s, "revocation").await;
-                });
-            }
+            (sessions, auth, facts)
+        }
+    })
+    .buffer_unordered(RECHECKS_AT_ONCE);
+    while let Some((sessions, auth, facts)) = checks.next().await {
+        if !matches!(
+            facts.outcome,
+            crate::policy::RevocationOutcome::Revoked { .. }
+        ) {
+            continue;
+        }
+        info!(
+            cert.serial = %auth.cert_serial,
+            sessions = sessions.len(),
+            revocation = %Escaped(&facts.detail),
+            "a live session's certificate is revoked: disconnecting its sessions"
+        );
+        for s in sessions {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                disconnect(&shared, s, "revocation").await;
+            });
         }
     }
 }

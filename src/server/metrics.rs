@@ -103,6 +103,8 @@ pub struct Levels {
     pub live_sessions: u64,
     /// Live sessions evicted because the registry was full, so far.
     pub live_sessions_evicted: u64,
+    /// New live sessions not kept because their NAS entry had its share, so far.
+    pub live_sessions_refused: u64,
     /// Disconnect/CoA requests waiting for a slot.
     pub das_queued: u64,
     /// Disconnect/CoA requests sent, not yet answered.
@@ -378,6 +380,13 @@ impl Metrics {
             "live_sessions_evicted",
             "Live sessions dropped because the registry was full (server.max_live_sessions)",
             evicted,
+        );
+        let refused = Counter::<u64>::default();
+        refused.inc_by(now.live_sessions_refused);
+        r.register(
+            "live_sessions_refused",
+            "New live sessions not kept because their NAS entry had its share of the registry (server.max_live_sessions_per_client)",
+            refused,
         );
         r.register(
             "dynamic_authorization_backlog",

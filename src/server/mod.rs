@@ -236,7 +236,11 @@ impl Server {
             audit,
             class_key: class::ClassKey::random(),
             enforcer: enforce::Enforcer::default(),
-            registry: registry::Registry::new(config.max_live_sessions, config.live_session_expiry),
+            registry: registry::Registry::new(
+                config.max_live_sessions,
+                config.max_live_sessions_per_client,
+                config.live_session_expiry,
+            ),
             reloading: std::sync::Mutex::new(()),
         });
         Ok(Self {
@@ -452,6 +456,7 @@ impl Shared {
             not_cached: u64::try_from(self.dedup.over_budget()).unwrap_or(u64::MAX),
             live_sessions: self.registry.len(),
             live_sessions_evicted: self.registry.evicted.get(),
+            live_sessions_refused: self.registry.refused.get(),
             das_queued: self.enforcer.backlog().0,
             das_in_flight: self.enforcer.backlog().1,
         };

@@ -7,7 +7,10 @@
 //! two authentications). An entry ends on Stop, on the NAS's Accounting-On/Off, or when
 //! no update came for [`Registry::expiry`]; both tables are bounded, evictions counted.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -85,6 +88,81 @@ pub struct LiveSession {
     pub started: i64,
     /// Unix seconds of the latest record.
     pub updated: i64,
+    /// Set by the registry: which insert of this key this is (0 before it is kept).
+    pub generation: u64,
+}
+
+/// Keys of live sessions by something of theirs, each with the generation of the entry
+/// that put it there: a late removal notice for an entry since replaced leaves its
+/// successor indexed.
+#[derive(Debug)]
+struct Index<K>(Mutex<HashMap<K, HashMap<SessionKey, u64>>>);
+
+impl<K: Hash + Eq> Default for Index<K> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Hash + Eq> Index<K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, HashMap<SessionKey, u64>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, k: K, key: &SessionKey, generation: u64) {
+        self.lock()
+            .entry(k)
+            .or_default()
+            .insert(key.clone(), generation);
+    }
+
+    fn remove(&self, k: &K, key: &SessionKey, generation: u64) {
+        let mut m = self.lock();
+        if let Some(keys) = m.get_mut(k) {
+            if keys.get(key) == Some(&generation) {
+                keys.remove(key);
+            }
+            if keys.is_empty() {
+                m.remove(k);
+            }
+        }
+    }
+
+    fn keys(&self, k: &K) -> Vec<SessionKey> {
+        self.lock()
+            .get(k)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn count(&self, k: &K) -> usize {
+        self.lock().get(k).map_or(0, HashMap::len)
+    }
+}
+
+/// The registry's indexes: sessions by NAS entry (for its cap) and by posture device id.
+#[derive(Debug, Default)]
+struct Indexes {
+    by_nas: Index<String>,
+    by_posture: Index<(String, String)>,
+}
+
+impl Indexes {
+    fn remember(&self, s: &LiveSession) {
+        self.by_nas.add(s.key.nas.clone(), &s.key, s.generation);
+        for id in s.auth.iter().flat_map(|a| a.posture_ids.iter()) {
+            self.by_posture.add(id.clone(), &s.key, s.generation);
+        }
+    }
+
+    fn forget(&self, s: &LiveSession) {
+        self.by_nas.remove(&s.key.nas, &s.key, s.generation);
+        for id in s.auth.iter().flat_map(|a| a.posture_ids.iter()) {
+            self.by_posture.remove(id, &s.key, s.generation);
+        }
+    }
 }
 
 /// The registry.
@@ -92,9 +170,14 @@ pub struct LiveSession {
 pub struct Registry {
     auths: Cache<AuthId, Arc<Authentication>>,
     sessions: Cache<SessionKey, Arc<LiveSession>>,
+    indexes: Arc<Indexes>,
+    generations: AtomicU64,
+    per_nas: usize,
     expiry: Duration,
     /// Sessions evicted because the table was full.
     pub evicted: Counter,
+    /// New sessions not kept because their NAS entry had its share of the table.
+    pub refused: Counter,
 }
 
 /// How long an authentication is kept for sessions yet to report (a NAS sends Start within
@@ -102,11 +185,13 @@ pub struct Registry {
 const AUTH_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 impl Registry {
-    /// A registry of at most `max` sessions (and as many authentications), a session
-    /// ending `expiry` after its last update.
-    pub fn new(max: u64, expiry: Duration) -> Self {
+    /// A registry of at most `max` sessions (and as many authentications), at most
+    /// `per_nas` of them from one NAS entry, a session ending `expiry` after its last update.
+    pub fn new(max: u64, per_nas: u64, expiry: Duration) -> Self {
         let evicted = Counter::default();
         let counted = evicted.clone();
+        let indexes = Arc::new(Indexes::default());
+        let forget = indexes.clone();
         Self {
             auths: Cache::builder()
                 .max_capacity(max)
@@ -116,14 +201,23 @@ impl Registry {
                 .max_capacity(max)
                 .time_to_idle(expiry)
                 .support_invalidation_closures()
-                .eviction_listener(move |_, _, cause| {
-                    if cause == moka::notification::RemovalCause::Size {
+                .eviction_listener(move |_, session: Arc<LiveSession>, cause| {
+                    use moka::notification::RemovalCause;
+                    if cause == RemovalCause::Size {
                         counted.inc();
+                    }
+                    // A replaced entry's successor holds its index entries.
+                    if cause != RemovalCause::Replaced {
+                        forget.forget(&session);
                     }
                 })
                 .build(),
+            indexes,
+            generations: AtomicU64::new(1),
+            per_nas: usize::try_from(per_nas).unwrap_or(usize::MAX),
             expiry,
             evicted,
+            refused: Counter::default(),
         }
     }
 
@@ -147,15 +241,43 @@ impl Registry {
         self.auths.get(id)
     }
 
-    /// Starts or refreshes a session (Start, Interim-Update).
-    pub fn update(&self, mut s: LiveSession) {
-        if let Some(old) = self.sessions.get(&s.key) {
-            s.started = old.started;
-            // Where the DAS is stays where the session began: a record replayed from
-            // another address of the same entry must not redirect its Disconnects.
-            s.nas_addr = old.nas_addr;
+    /// Starts or refreshes a session (Start, Interim-Update); false when it is a new
+    /// session of a NAS entry that has its share of the table already (counted in
+    /// `refused`: one NAS cannot crowd out the others' sessions).
+    pub fn update(&self, mut s: LiveSession) -> bool {
+        match self.sessions.get(&s.key) {
+            Some(old) => {
+                s.started = old.started;
+                // Where the DAS is stays where the session began: a record replayed from
+                // another address of the same entry must not redirect its Disconnects.
+                s.nas_addr = old.nas_addr;
+            }
+            None if self.indexes.by_nas.count(&s.key.nas) >= self.per_nas => {
+                self.refused.inc();
+                return false;
+            }
+            None => {}
         }
+        self.insert(s);
+        true
+    }
+
+    /// Keeps `s` under a new generation, indexed.
+    fn insert(&self, mut s: LiveSession) {
+        s.generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        self.indexes.remember(&s);
         self.sessions.insert(s.key.clone(), Arc::new(s));
+    }
+
+    /// The live sessions of the device whose id at posture source `source` is `key` (its
+    /// cache key there).
+    pub fn by_posture(&self, source: &str, key: &str) -> Vec<Arc<LiveSession>> {
+        self.indexes
+            .by_posture
+            .keys(&(source.to_owned(), key.to_owned()))
+            .iter()
+            .filter_map(|k| self.sessions.get(k))
+            .collect()
     }
 
     /// A CoA-ACK: the session (and its authentication, which later records join) has the
@@ -176,7 +298,7 @@ impl Registry {
         self.auths.insert(auth.id, auth.clone());
         let mut session = (*session).clone();
         session.auth = Some(auth);
-        self.sessions.insert(key.clone(), Arc::new(session));
+        self.insert(session);
     }
 
     /// Ends a session (Stop); whether it was live.
@@ -217,14 +339,22 @@ impl Registry {
     }
 }
 
-/// Whether `s` is the device `d` names: its certificate serial (hex, any case), its EAP
-/// identity, or its User-Name.
+/// Whether `s` is the device `d` names. A joined session: by its certificate serial (hex,
+/// any case), its EAP identity, or its id at a posture source; what the device controls in
+/// accounting (User-Name) is not looked at, so no device can pass for another there. A
+/// session without our Class (from before a restart): by its User-Name, the only name it
+/// has.
 pub fn is_device(s: &LiveSession, d: &str) -> bool {
-    let serial = |a: &Authentication| a.cert_serial.eq_ignore_ascii_case(d);
-    s.auth
-        .as_deref()
-        .is_some_and(|a| serial(a) || a.identity == d)
-        || s.user_name.as_deref() == Some(d)
+    match s.auth.as_deref() {
+        Some(a) => {
+            a.cert_serial.eq_ignore_ascii_case(d)
+                || a.identity == d
+                || a.posture_ids
+                    .iter()
+                    .any(|(_, id)| id.eq_ignore_ascii_case(d))
+        }
+        None => s.user_name.as_deref() == Some(d),
+    }
 }
 
 /// A session as the admin listener shows it.
@@ -271,12 +401,13 @@ mod tests {
             nas_identifier: None,
             started: 100,
             updated: 100,
+            generation: 0,
         }
     }
 
     #[test]
     fn a_reused_session_id_under_a_new_authentication_is_another_session() {
-        let r = Registry::new(100, Duration::from_secs(600));
+        let r = Registry::new(100, 100, Duration::from_secs(600));
         r.update(session("ap1", "AAAA", Some([1; 16])));
         r.update(session("ap1", "AAAA", Some([2; 16])));
         r.update(session("ap2", "AAAA", Some([1; 16])));
@@ -312,7 +443,7 @@ mod tests {
 
     #[test]
     fn accounting_on_ends_every_session_of_that_nas_only() {
-        let r = Registry::new(100, Duration::from_secs(600));
+        let r = Registry::new(100, 100, Duration::from_secs(600));
         for i in 0..5 {
             r.update(session("ap1", &format!("S{i}"), None));
         }
@@ -359,7 +490,12 @@ mod tests {
             .chain
             .extend(std::iter::repeat_n(pem("root-ca"), 40));
         let id = [7; 16];
-        r_accept(&Registry::new(10, Duration::from_secs(60)), id, facts, path);
+        r_accept(
+            &Registry::new(10, 10, Duration::from_secs(60)),
+            id,
+            facts,
+            path,
+        );
     }
 
     fn r_accept(
@@ -397,11 +533,108 @@ mod tests {
 
     #[test]
     fn the_table_is_bounded_and_evictions_are_counted() {
-        let r = Registry::new(10, Duration::from_secs(600));
+        let r = Registry::new(10, 10, Duration::from_secs(600));
+        // Five NAS entries of ten sessions each: each within its own share, the table full.
         for i in 0..50 {
-            r.update(session("ap1", &format!("S{i}"), None));
+            r.update(session(&format!("ap{}", i % 5), &format!("S{i}"), None));
         }
         assert!(r.len() <= 10, "{}", r.len());
         assert!(r.evicted.get() >= 40, "{}", r.evicted.get());
+    }
+
+    #[test]
+    fn one_nas_entry_gets_its_share_of_the_table_and_no_more() {
+        let r = Registry::new(100, 3, Duration::from_secs(600));
+        for i in 0..5 {
+            r.update(session("ap1", &format!("S{i}"), None));
+        }
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.refused.get(), 2);
+        // The others' sessions are still taken; an update of a kept one too.
+        assert!(r.update(session("ap2", "S0", None)));
+        assert!(r.update(session("ap1", "S0", None)));
+        // A Stop makes room.
+        assert!(r.stop(&session("ap1", "S1", None).key));
+        assert!(r.update(session("ap1", "S9", None)));
+        assert!(!r.update(session("ap1", "S10", None)));
+    }
+
+    /// A session of `id` joined to an authentication of device-ecdsa (serial 1014) with
+    /// these posture ids.
+    fn joined(id: &str, ids: &[(&str, &str)]) -> LiveSession {
+        let mut s = session("ap1", id, Some([1; 16]));
+        s.auth = Some(Arc::new(Authentication {
+            id: [1; 16],
+            at: 0,
+            nas: "ap1".into(),
+            identity: "device-ecdsa".into(),
+            station: None,
+            cert_subject: String::new(),
+            cert_serial: "1014".into(),
+            cert_issuer: String::new(),
+            rule: None,
+            vlan: None,
+            reply: Vec::new(),
+            posture: "-".into(),
+            facts: Arc::new(crate::policy::Facts {
+                now: 0,
+                cert: crate::pki::facts::CertFacts::default(),
+                tls_version: "1.3",
+                first: crate::policy::RequestFacts::default(),
+                last: crate::policy::RequestFacts::default(),
+                revocation: crate::policy::RevocationFacts::not_checked(),
+                posture: crate::policy::PostureFacts::default(),
+            }),
+            path: crate::tls::VerifiedChain::for_test(Vec::new()),
+            posture_ids: ids
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+        }));
+        s
+    }
+
+    #[test]
+    fn a_joined_session_is_found_by_what_was_verified_not_by_its_user_name() {
+        let mut s = joined("S1", &[("mdm", "0f6a2c1e")]);
+        s.user_name = Some("ceo-laptop".into());
+        assert!(is_device(&s, "1014"));
+        assert!(is_device(&s, "device-ecdsa"));
+        assert!(is_device(&s, "0F6A2C1E"));
+        assert!(
+            !is_device(&s, "ceo-laptop"),
+            "the User-Name a device sent is not who it is"
+        );
+        let mut unjoined = session("ap1", "S2", None);
+        unjoined.user_name = Some("ceo-laptop".into());
+        assert!(
+            is_device(&unjoined, "ceo-laptop"),
+            "without a Class it is the only name"
+        );
+    }
+
+    #[test]
+    fn sessions_are_found_by_posture_id_until_they_end() {
+        let r = Registry::new(100, 100, Duration::from_secs(600));
+        r.update(joined("S1", &[("mdm", "dev-1"), ("edr", "host-1")]));
+        r.update(joined("S2", &[("mdm", "dev-2")]));
+        let found = |src: &str, id: &str| -> Vec<String> {
+            r.by_posture(src, id)
+                .iter()
+                .map(|s| s.key.acct_session_id.clone())
+                .collect()
+        };
+        assert_eq!(found("mdm", "dev-1"), ["S1"]);
+        assert_eq!(found("edr", "host-1"), ["S1"]);
+        assert!(found("edr", "dev-1").is_empty(), "ids are per source");
+        // An Interim-Update replaces the entry: still found.
+        r.update(joined("S1", &[("mdm", "dev-1"), ("edr", "host-1")]));
+        r.sessions();
+        assert_eq!(found("mdm", "dev-1"), ["S1"]);
+        // Stopped: gone from the index too.
+        assert!(r.stop(&joined("S1", &[]).key));
+        r.sessions();
+        assert!(found("mdm", "dev-1").is_empty());
+        assert_eq!(found("mdm", "dev-2"), ["S2"]);
     }
 }
