@@ -32,6 +32,10 @@ pub const ACCT_SESSION_ID: u8 = 44;
 pub const ACCT_SESSION_TIME: u8 = 46;
 /// Acct-Terminate-Cause (49).
 pub const ACCT_TERMINATE_CAUSE: u8 = 49;
+/// Acct-Delay-Time (41).
+const ACCT_DELAY_TIME: u8 = 41;
+/// Event-Timestamp (55).
+const EVENT_TIMESTAMP: u8 = 55;
 /// NAS-IPv6-Address (95).
 pub const NAS_IPV6_ADDRESS: u8 = 95;
 
@@ -179,6 +183,11 @@ pub async fn process(
         }
     }
     let now = crate::clock::unix_now();
+    // When it happened at the NAS (RFC 2869 §5.3; RFC 2866 §5.2): what orders records.
+    let event_time = number(EVENT_TIMESTAMP).map_or_else(
+        || now - i64::from(number(ACCT_DELAY_TIME).unwrap_or(0)),
+        i64::from,
+    );
     let key = |id: String| SessionKey {
         nas: client.name.clone(),
         acct_session_id: id,
@@ -196,6 +205,7 @@ pub async fn process(
                 nas_identifier,
                 started: now,
                 updated: now,
+                event_time,
                 generation: 0,
             });
             if !kept {
@@ -203,7 +213,7 @@ pub async fn process(
             }
         }
         (Status::Stop, Some(id)) => {
-            shared.registry.stop(&key(id));
+            shared.registry.stop_reported(&key(id), event_time);
         }
         (Status::On | Status::Off, _) => shared.registry.clear_nas(&client.name, src.ip()),
         _ => {}

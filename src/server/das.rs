@@ -271,6 +271,7 @@ mod tests {
             nas_identifier: Some("ap1".into()),
             started: 1,
             updated: 1,
+            event_time: 1,
             generation: 0,
         }
     }

@@ -88,6 +88,10 @@ pub struct LiveSession {
     pub started: i64,
     /// Unix seconds of the latest record.
     pub updated: i64,
+    /// Unix seconds at the NAS of the latest record applied (its Event-Timestamp, else
+    /// when it arrived less its Acct-Delay-Time): an older record (late, or replayed) does
+    /// not undo a newer one.
+    pub event_time: i64,
     /// Set by the registry: which insert of this key this is (0 before it is kept).
     pub generation: u64,
 }
@@ -246,6 +250,7 @@ impl Registry {
     /// `refused`: one NAS cannot crowd out the others' sessions).
     pub fn update(&self, mut s: LiveSession) -> bool {
         match self.sessions.get(&s.key) {
+            Some(old) if s.event_time < old.event_time => return true,
             Some(old) => {
                 s.started = old.started;
                 // Where the DAS is stays where the session began: a record replayed from
@@ -299,6 +304,16 @@ impl Registry {
         let mut session = (*session).clone();
         session.auth = Some(auth);
         self.insert(session);
+    }
+
+    /// Ends a session on its Stop from the NAS, unless the session has a record newer than
+    /// `event_time` (a late or replayed Stop); whether it ended.
+    pub fn stop_reported(&self, key: &SessionKey, event_time: i64) -> bool {
+        match self.sessions.get(key) {
+            Some(s) if s.event_time > event_time => false,
+            Some(_) => self.stop(key),
+            None => false,
+        }
     }
 
     /// Ends a session (Stop); whether it was live.
@@ -401,6 +416,7 @@ mod tests {
             nas_identifier: None,
             started: 100,
             updated: 100,
+            event_time: 100,
             generation: 0,
         }
     }
@@ -636,5 +652,25 @@ mod tests {
         r.sessions();
         assert!(found("mdm", "dev-1").is_empty());
         assert_eq!(found("mdm", "dev-2"), ["S2"]);
+    }
+
+    #[test]
+    fn a_late_or_replayed_record_does_not_undo_a_newer_one() {
+        let r = Registry::new(100, 100, Duration::from_secs(600));
+        let at = |t: i64| {
+            let mut s = session("ap1", "S1", None);
+            s.event_time = t;
+            s
+        };
+        r.update(at(100));
+        r.update(at(700));
+        // The Stop of the session's first minutes, replayed (or late): ignored.
+        assert!(!r.stop_reported(&at(0).key, 160));
+        assert_eq!(r.len(), 1);
+        // An older Interim-Update does not move it back either.
+        r.update(at(400));
+        assert_eq!(r.sessions()[0].event_time, 700);
+        assert!(r.stop_reported(&at(0).key, 900));
+        assert!(r.is_empty());
     }
 }
