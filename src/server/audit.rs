@@ -462,6 +462,10 @@ fn write_all(mut out: Output, rx: &Receiver<Message>, reopen: &AtomicBool) {
     // costs a share of one system call and one wake-up, not one each.
     while let Ok(first) = rx.recv() {
         batch.push(first);
+        // Woken by the first record: let the threads that queue records run on before
+        // draining (nothing is waited for when no other thread is runnable), so a busy
+        // server's records come in fewer, larger batches and fewer wake-ups.
+        std::thread::yield_now();
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
