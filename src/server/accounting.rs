@@ -32,6 +32,8 @@ pub const ACCT_SESSION_ID: u8 = 44;
 pub const ACCT_SESSION_TIME: u8 = 46;
 /// Acct-Terminate-Cause (49).
 pub const ACCT_TERMINATE_CAUSE: u8 = 49;
+/// How far ahead of this server's clock a NAS's Event-Timestamp is believed (seconds).
+const MAX_SKEW: i64 = 60;
 /// Acct-Delay-Time (41).
 const ACCT_DELAY_TIME: u8 = 41;
 /// Event-Timestamp (55).
@@ -184,10 +186,14 @@ pub async fn process(
     }
     let now = crate::clock::unix_now();
     // When it happened at the NAS (RFC 2869 §5.3; RFC 2866 §5.2): what orders records.
-    let event_time = number(EVENT_TIMESTAMP).map_or_else(
-        || now - i64::from(number(ACCT_DELAY_TIME).unwrap_or(0)),
-        i64::from,
-    );
+    // Never ahead of this server's clock by more than MAX_SKEW: a NAS whose clock runs
+    // ahead (or a forged far-future timestamp) must not make every later record look old.
+    let event_time = number(EVENT_TIMESTAMP)
+        .map_or_else(
+            || now - i64::from(number(ACCT_DELAY_TIME).unwrap_or(0)),
+            i64::from,
+        )
+        .min(now + MAX_SKEW);
     let key = |id: String| SessionKey {
         nas: client.name.clone(),
         acct_session_id: id,

@@ -33,9 +33,10 @@ pub const PER_NAS_IN_FLIGHT: usize = 4;
 pub struct Enforcer {
     global: Arc<Semaphore>,
     per_nas: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Sessions with a Disconnect queued or under way: a trigger repeated meanwhile (a
-    /// webhook resent, the next revocation pass) does not queue another.
-    busy: Mutex<std::collections::HashSet<SessionKey>>,
+    /// Sessions with a worker (see [`act`]), each with what was asked for it meanwhile
+    /// (only the latest is kept: a trigger repeated, a webhook resent, the next revocation
+    /// pass, do not queue more).
+    work: Mutex<HashMap<SessionKey, Option<Pending>>>,
     /// Requests waiting for a slot.
     queued: AtomicU64,
     /// Requests sent and not yet answered (or given up).
@@ -49,7 +50,7 @@ impl Default for Enforcer {
         Self {
             global: Arc::new(Semaphore::new(GLOBAL_IN_FLIGHT)),
             per_nas: Mutex::default(),
-            busy: Mutex::default(),
+            work: Mutex::default(),
             queued: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             sweeps: AtomicU64::new(0),
@@ -88,42 +89,88 @@ pub struct Change {
 
 /// Whether a CoA-Request can carry the change from `was` to `now` for a NAS that accepts
 /// `allowed`: every new attribute is one it accepts, and nothing the session has would have
-/// to be removed (a CoA-Request can set attributes, not take them away).
+/// to be removed (a CoA-Request can set attributes, not take them away): for each name and
+/// tag, the new reply has at least as many values as the old.
 fn coa_fits(
     allowed: &[String],
     was: &[crate::policy::ReplyAttribute],
     now: &[crate::policy::ReplyAttribute],
 ) -> bool {
     let ok = |name: &str| allowed.iter().any(|a| a.eq_ignore_ascii_case(name));
+    let count = |attrs: &[crate::policy::ReplyAttribute], like: &crate::policy::ReplyAttribute| {
+        attrs
+            .iter()
+            .filter(|a| a.name.eq_ignore_ascii_case(&like.name) && a.tag == like.tag)
+            .count()
+    };
     !now.is_empty()
         && now.iter().all(|a| ok(&a.name))
-        && was
-            .iter()
-            .all(|w| now.iter().any(|n| n.name.eq_ignore_ascii_case(&w.name)))
-}
-
-/// A session marked busy; unmarked when dropped.
-struct Busy<'a> {
-    enforcer: &'a Enforcer,
-    key: SessionKey,
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut b) = self.enforcer.busy.lock() {
-            b.remove(&self.key);
-        }
-    }
+        && was.iter().all(|w| count(now, w) >= count(was, w))
 }
 
 impl Enforcer {
-    /// Marks `key` busy, unless it is already.
-    fn begin(&self, key: &SessionKey) -> Option<Busy<'_>> {
-        let mut b = self.busy.lock().ok()?;
-        b.insert(key.clone()).then(|| Busy {
-            enforcer: self,
-            key: key.clone(),
-        })
+    fn work(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Option<Pending>>> {
+        self.work
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks `p` for `key`: true when the caller is to be the session's worker (there is
+    /// none), false when there is one, which takes `p` once its request is answered (a
+    /// Disconnect asked is not replaced by a reconsideration).
+    fn want(&self, key: &SessionKey, p: Pending) -> bool {
+        let mut work = self.work();
+        match work.get_mut(key) {
+            Some(slot) => {
+                if !matches!(
+                    slot,
+                    Some(Pending {
+                        want: Want::Disconnect,
+                        ..
+                    })
+                ) {
+                    *slot = Some(p);
+                }
+                false
+            }
+            None => {
+                work.insert(key.clone(), None);
+                true
+            }
+        }
+    }
+
+    /// What was asked for `key` since the worker's last request; `None` ends the worker.
+    fn next(&self, key: &SessionKey) -> Option<Pending> {
+        let mut work = self.work();
+        let next = work.get_mut(key).and_then(Option::take);
+        if next.is_none() {
+            work.remove(key);
+        }
+        next
+    }
+
+    /// After a CoA-ACK for `key`: a reconsideration next, unless something was asked
+    /// meanwhile.
+    fn want_after(&self, key: &SessionKey, trigger: &'static str) {
+        if let Some(slot @ None) = self.work().get_mut(key) {
+            *slot = Some(Pending {
+                trigger,
+                want: Want::Reconsider,
+                sweep: None,
+            });
+        }
+    }
+
+    /// The session is gone: what was asked for it no longer matters; ends the worker.
+    fn done(&self, key: &SessionKey) {
+        self.work().remove(key);
+    }
+
+    /// A reload happened: the sweep it may start is this one, and a sweep or queued
+    /// reconsideration of an earlier reload stops.
+    pub fn new_sweep(&self) -> u64 {
+        self.sweeps.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// A turn to send to `nas`: its own slot first, then one of the global ones, so
@@ -155,56 +202,240 @@ impl Enforcer {
     }
 }
 
-/// Disconnects `session` because of `trigger` (`admin`, `posture`, `revocation`,
-/// `policy`); what happened, as the admin listener reports it.
+/// What a trigger asks for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Push it off (an admin, a revoked certificate).
+    Disconnect,
+    /// Re-run the policy in force on its facts with the posture sources' current answers,
+    /// when its turn to send comes, and act if the outcome is not what it has (a posture
+    /// change, a reload): a CoA-Request where the NAS takes one, else a Disconnect.
+    Reconsider,
+}
+
+/// What was asked for a session whose worker is busy.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    trigger: &'static str,
+    want: Want,
+    /// The reload sweep that asked, if one did: a later reload cancels it.
+    sweep: Option<u64>,
+}
+
+/// Most requests one worker sends for one session in a row (a device whose posture flaps
+/// is reconsidered at the next change, not chased forever).
+const ROUNDS: usize = 8;
+
+/// Disconnects `session` because of `trigger` (`admin`, `revocation`); what happened, as
+/// the admin listener reports it.
 pub async fn disconnect(
     shared: &Arc<Shared>,
     session: Arc<LiveSession>,
     trigger: &'static str,
 ) -> serde_json::Value {
-    act(shared, session, trigger, None).await
+    act(shared, session, trigger, Want::Disconnect, None).await
 }
 
-/// Gives `session` its new authorization `change` (a CoA-Request, if its NAS takes one
-/// for these attributes) or, without a change or when the CoA fails, disconnects it.
-/// The audit record of the last request sent, as the admin listener reports it.
+/// Acts on `session` as `want`s. One worker per session sends its requests one at a
+/// time; what is asked while one is under way waits (only the latest kept) and is done
+/// next, decided afresh when its turn to send comes, and after a CoA-ACK the session is
+/// reconsidered once more, so no answer can leave it with an outcome older than the
+/// newest facts. The audit record of the last request (or of why none was sent), as the
+/// admin listener reports it.
 pub async fn act(
     shared: &Arc<Shared>,
     session: Arc<LiveSession>,
     trigger: &'static str,
-    change: Option<Change>,
+    want: Want,
+    sweep: Option<u64>,
 ) -> serde_json::Value {
-    let (das, dictionary) = {
-        let live = shared.live();
-        let das = live
-            .config
-            .clients
-            .iter()
-            .find(|c| c.name == session.key.nas)
-            .and_then(|c| c.das.clone());
-        (das, live.config.dictionary.clone())
-    };
-    let busy = shared.enforcer.begin(&session.key);
-    let Some(das) = das else {
+    let key = session.key.clone();
+    if das_of(shared, &key.nas).is_none() {
         return record(
             &session,
             trigger,
             "disconnect",
             "no dynamic_authorization configured for this NAS",
         );
+    }
+    let mut pending = Pending {
+        trigger,
+        want,
+        sweep,
     };
-    if busy.is_none() {
+    if !shared.enforcer.want(&key, pending) {
         return record(
             &session,
             trigger,
-            "disconnect",
-            "a request for this session is already under way",
+            "queued",
+            "after the request under way for this session",
         );
     }
-    let to = SocketAddr::new(das.address.unwrap_or(session.nas_addr), das.port);
-    let Some(_slots) = shared.enforcer.slots(&session.key.nas).await else {
-        return record(&session, trigger, "disconnect", "no answer");
+    // Ends the worker however this future ends (dropped at shutdown included).
+    let mut worker = Worker {
+        enforcer: &shared.enforcer,
+        key: &key,
+        running: true,
     };
+    // Unless a request is sent: nothing to do (not an audit record).
+    let mut last = json!({
+        "event": "dynamic_authorization",
+        "action": "none",
+        "trigger": trigger,
+        "nas": key.nas,
+        "session_id": key.acct_session_id,
+        "answer": "no change",
+    });
+    for _ in 0..ROUNDS {
+        let (rec, next) = step(shared, &key, pending).await;
+        if let Some(r) = rec {
+            last = r;
+        }
+        match next {
+            Next::Ended => {
+                shared.enforcer.done(&key);
+                worker.running = false;
+                return last;
+            }
+            Next::Reconsider => {
+                // After a CoA-ACK: unless something newer was asked, look once more.
+                shared.enforcer.want_after(&key, pending.trigger);
+            }
+            Next::Idle => {}
+        }
+        match shared.enforcer.next(&key) {
+            Some(p) => pending = p,
+            None => {
+                worker.running = false;
+                return last;
+            }
+        }
+    }
+    last
+}
+
+/// Ends the session's worker when dropped still running.
+struct Worker<'a> {
+    enforcer: &'a Enforcer,
+    key: &'a SessionKey,
+    running: bool,
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        if self.running {
+            self.enforcer.done(self.key);
+        }
+    }
+}
+
+/// What the worker does after a step.
+enum Next {
+    /// The session is gone (or its NAS said so).
+    Ended,
+    /// A CoA was acknowledged: reconsider it once more.
+    Reconsider,
+    /// Nothing more of its own.
+    Idle,
+}
+
+/// The DAS settings of the NAS entry `nas`, if it has dynamic authorization on.
+fn das_of(shared: &Shared, nas: &str) -> Option<crate::config::DasSettings> {
+    shared
+        .live()
+        .config
+        .clients
+        .iter()
+        .find(|c| c.name == nas)
+        .and_then(|c| c.das.clone())
+}
+
+/// The session's facts with the posture sources' current answers (their caches: a webhook
+/// event or a poll has put its answer there) in place of those it was decided on.
+async fn current_facts(shared: &Shared, auth: &Authentication) -> crate::policy::Facts {
+    use crate::policy::SourcePosture;
+    let mut facts = (*auth.facts).clone();
+    facts.now = crate::clock::unix_now();
+    let Some(sources) = shared.live().runtime.posture.clone() else {
+        return facts;
+    };
+    for (name, id) in &auth.posture_ids {
+        let Some(source) = sources.source(name) else {
+            continue;
+        };
+        let Some((answer, _age)) = source.cached(id).await else {
+            continue;
+        };
+        let answer = answer.facts();
+        match facts.posture.sources.iter_mut().find(|p| p.source == *name) {
+            Some(p) => p.answer = answer,
+            None => facts.posture.sources.push(SourcePosture {
+                source: name.clone(),
+                answer,
+            }),
+        }
+    }
+    facts
+}
+
+/// Whether the policy in force, on the session's current facts, decides otherwise than
+/// what the session has: `None` if not; else a [`Change`] for a new Accept, or `None` inside
+/// for a refusal.
+async fn reconsider(shared: &Shared, session: &LiveSession) -> Option<Option<Change>> {
+    let auth = session.auth.as_ref()?;
+    let facts = current_facts(shared, auth).await;
+    let policy = shared.live().runtime.policy.clone();
+    reevaluate(&policy, auth, facts)
+}
+
+/// One request for the session `key` as `pending` asks, decided when its turn to send
+/// comes: its audit record (none when there was nothing to do) and what next.
+async fn step(
+    shared: &Arc<Shared>,
+    key: &SessionKey,
+    pending: Pending,
+) -> (Option<serde_json::Value>, Next) {
+    let trigger = pending.trigger;
+    let Some(das) = das_of(shared, &key.nas) else {
+        return (None, Next::Idle);
+    };
+    let Some(_slots) = shared.enforcer.slots(&key.nas).await else {
+        return (None, Next::Idle);
+    };
+    // As the session is now (a CoA may have changed it, accounting ended it).
+    let Some(session) = shared.registry.get(key) else {
+        return (None, Next::Ended);
+    };
+    let change = match pending.want {
+        Want::Disconnect => None,
+        Want::Reconsider => {
+            if pending
+                .sweep
+                .is_some_and(|s| s != shared.enforcer.sweeps.load(Ordering::SeqCst))
+            {
+                return (None, Next::Idle);
+            }
+            let Some(change) = reconsider(shared, &session).await else {
+                return (None, Next::Idle);
+            };
+            let what = if trigger == "policy" {
+                "the reloaded policy turns a live session's decision: acting on it"
+            } else {
+                "posture change turns a live session's decision: acting on it"
+            };
+            info!(
+                nas = %key.nas,
+                session = %Escaped(&key.acct_session_id),
+                trigger,
+                rule = %change.as_ref().map_or("(refused)", |c| c.rule.as_str()),
+                vlan = ?change.as_ref().and_then(|c| c.vlan.as_deref()),
+                was = ?session.auth.as_ref().and_then(|a| a.vlan.as_deref()),
+                "{what}"
+            );
+            change
+        }
+    };
+    let to = SocketAddr::new(das.address.unwrap_or(session.nas_addr), das.port);
     let was = session
         .auth
         .as_ref()
@@ -213,11 +444,12 @@ pub async fn act(
     let change = change.filter(|c| {
         let fits = das.coa && coa_fits(&das.coa_attributes, was, &c.reply);
         if das.coa && !fits {
-            info!(nas = %session.key.nas, session = %Escaped(&session.key.acct_session_id), trigger, "a CoA-Request cannot carry this change (an attribute outside the NAS's coa_attributes, or one the session has that would have to be removed): disconnecting the session instead");
+            info!(nas = %key.nas, session = %Escaped(&key.acct_session_id), trigger, "a CoA-Request cannot carry this change (an attribute outside the NAS's coa_attributes, or one the session has that would have to be removed): disconnecting the session instead");
         }
         fits
     });
     if let Some(change) = change {
+        let dictionary = shared.live().config.dictionary.clone();
         let answer = {
             let _in_flight = Counted::new(&shared.enforcer.in_flight);
             das::ask(
@@ -237,17 +469,20 @@ pub async fn act(
             .dynamic_authorization("coa", metric_label(answer.as_ref().ok()));
         match answer {
             Ok(Answer::Ack) => {
-                shared.registry.reauthorized(&session.key, &change);
-                info!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, vlan = ?change.vlan, "session re-authorized (CoA)");
-                return record(&session, trigger, "coa", &label);
+                shared.registry.reauthorized(key, &change);
+                info!(nas = %key.nas, %to, session = %Escaped(&key.acct_session_id), trigger, vlan = ?change.vlan, "session re-authorized (CoA)");
+                return (
+                    Some(record(&session, trigger, "coa", &label)),
+                    Next::Reconsider,
+                );
             }
             Ok(Answer::Nak(Some(das::SESSION_NOT_FOUND))) => {
-                shared.registry.stop(&session.key);
-                info!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, "the NAS does not know the session (CoA-NAK 503): removed from the registry");
-                return record(&session, trigger, "coa", &label);
+                shared.registry.stop(key);
+                info!(nas = %key.nas, %to, session = %Escaped(&key.acct_session_id), trigger, "the NAS does not know the session (CoA-NAK 503): removed from the registry");
+                return (Some(record(&session, trigger, "coa", &label)), Next::Ended);
             }
             _ => {
-                warn!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, answer = %label, "CoA-Request not acknowledged: disconnecting the session instead");
+                warn!(nas = %key.nas, %to, session = %Escaped(&key.acct_session_id), trigger, answer = %label, "CoA-Request not acknowledged: disconnecting the session instead");
                 record(&session, trigger, "coa", &label);
             }
         }
@@ -263,15 +498,22 @@ pub async fn act(
     shared
         .metrics
         .dynamic_authorization("disconnect", metric_label(answer.as_ref().ok()));
-    if let Ok(Answer::Ack | Answer::Nak(Some(das::SESSION_NOT_FOUND))) = answer {
-        shared.registry.stop(&session.key);
+    let ended = matches!(
+        answer,
+        Ok(Answer::Ack | Answer::Nak(Some(das::SESSION_NOT_FOUND)))
+    );
+    if ended {
+        shared.registry.stop(key);
     }
     if label == "ack" {
-        info!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, "session disconnected");
+        info!(nas = %key.nas, %to, session = %Escaped(&key.acct_session_id), trigger, "session disconnected");
     } else {
-        warn!(nas = %session.key.nas, %to, session = %Escaped(&session.key.acct_session_id), trigger, answer = %label, "Disconnect-Request not acknowledged");
+        warn!(nas = %key.nas, %to, session = %Escaped(&key.acct_session_id), trigger, answer = %label, "Disconnect-Request not acknowledged");
     }
-    record(&session, trigger, "disconnect", &label)
+    (
+        Some(record(&session, trigger, "disconnect", &label)),
+        if ended { Next::Ended } else { Next::Idle },
+    )
 }
 
 /// The metrics label of an answer (`None`: the request could not be made).
@@ -345,13 +587,11 @@ fn reevaluate(
     })
 }
 
-/// After a reload (with `[server] reevaluate_live_sessions`): re-runs the policy now in
-/// force on every live session's facts and acts on each whose outcome changes, at
-/// most `reevaluate_per_second` a second, oldest session first. A later reload ends this
-/// sweep and starts its own.
-pub async fn on_reload(shared: Arc<Shared>, per_second: u32) {
-    let sweep = shared.enforcer.sweeps.fetch_add(1, Ordering::SeqCst) + 1;
-    let policy = shared.live().runtime.policy.clone();
+/// After a reload (with `[server] reevaluate_live_sessions`), as sweep `sweep` (see
+/// [`Enforcer::new_sweep`]): re-runs the policy now in force on every live session's current
+/// facts and acts on each whose outcome changes, at most `per_second` sessions a second,
+/// oldest first. A later reload ends this sweep, and what it queued is dropped unsent.
+pub async fn on_reload(shared: Arc<Shared>, sweep: u64, per_second: u32) {
     let mut pace = tokio::time::interval(std::time::Duration::from_secs_f64(
         1.0 / f64::from(per_second.max(1)),
     ));
@@ -360,39 +600,28 @@ pub async fn on_reload(shared: Arc<Shared>, per_second: u32) {
         if shared.enforcer.sweeps.load(Ordering::SeqCst) != sweep {
             info!(
                 seen,
-                changed, "a newer policy reload took over re-evaluating live sessions"
+                changed, "a newer reload took over re-evaluating live sessions"
             );
             return;
         }
-        let Some(auth) = &session.auth else {
+        if session.auth.is_none() {
             continue;
-        };
+        }
         seen += 1;
-        let mut facts = (*auth.facts).clone();
-        facts.now = crate::clock::unix_now();
-        let Some(change) = reevaluate(&policy, auth, facts) else {
+        if reconsider(&shared, &session).await.is_none() {
             continue;
-        };
+        }
         pace.tick().await;
         changed += 1;
-        info!(
-            nas = %session.key.nas,
-            session = %Escaped(&session.key.acct_session_id),
-            policy = policy.version(),
-            rule = %change.as_ref().map_or("(refused)", |c| c.rule.as_str()),
-            vlan = ?change.as_ref().and_then(|c| c.vlan.as_deref()),
-            was = ?auth.vlan,
-            "the reloaded policy turns a live session's decision: acting on it"
-        );
         let shared = shared.clone();
         tokio::spawn(async move {
-            act(&shared, session, "policy", change).await;
+            act(&shared, session, "policy", Want::Reconsider, Some(sweep)).await;
         });
     }
     info!(
         seen,
         changed,
-        policy = policy.version(),
+        policy = shared.live().runtime.policy.version(),
         "live sessions re-evaluated after a reload"
     );
 }
@@ -432,58 +661,34 @@ pub async fn watch_posture(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// A device's posture changed at a source: each live session of that device has the
-/// policy (the one in force now) re-run on the facts it was decided on with the new answer;
-/// one whose outcome changes (another VLAN, or a refusal) is disconnected, so the device
-/// re-authenticates into its new decision. A forgotten answer changes nothing now (the next
-/// authentication asks the source).
+/// A device's posture changed at a source: each live session of that device is
+/// reconsidered ([`Want::Reconsider`]): the policy in force re-run on the facts it was
+/// decided on with the sources' current answers; one whose outcome changes (another VLAN or
+/// attribute, or a refusal) gets a CoA or is disconnected, so the device re-authenticates
+/// into its new decision. A forgotten answer changes nothing now (the next authentication
+/// asks the source).
 fn on_posture(
     shared: &Arc<Shared>,
     sources: &crate::posture::Sources,
     event: &crate::posture::Event,
 ) {
-    use crate::policy::SourcePosture;
-    let Some(answer) = &event.answer else {
+    if event.answer.is_none() {
         return;
-    };
+    }
     let Some(source) = sources.source(&event.source) else {
         return;
     };
     let key = source.key(&event.device);
-    let policy = shared.live().runtime.policy.clone();
     for session in shared.registry.by_posture(&event.source, &key) {
-        let Some(auth) = &session.auth else {
+        if session.auth.is_none() {
             continue;
-        };
-        let mut facts = (*auth.facts).clone();
-        facts.now = crate::clock::unix_now();
-        match facts
-            .posture
-            .sources
-            .iter_mut()
-            .find(|p| p.source == event.source)
-        {
-            Some(p) => p.answer = answer.clone(),
-            None => facts.posture.sources.push(SourcePosture {
-                source: event.source.clone(),
-                answer: answer.clone(),
-            }),
         }
-        let Some(change) = reevaluate(&policy, auth, facts) else {
-            continue;
-        };
-        info!(
-            nas = %session.key.nas,
-            session = %Escaped(&session.key.acct_session_id),
-            posture.source = %event.source,
-            rule = %change.as_ref().map_or("(refused)", |c| c.rule.as_str()),
-            vlan = ?change.as_ref().and_then(|c| c.vlan.as_deref()),
-            was = ?auth.vlan,
-            "posture change turns a live session's decision: acting on it"
-        );
         let shared = shared.clone();
         tokio::spawn(async move {
-            act(&shared, session, "posture", change).await;
+            // Nothing queued (no audit record) for a session whose outcome stays.
+            if reconsider(&shared, &session).await.is_some() {
+                act(&shared, session, "posture", Want::Reconsider, None).await;
+            }
         });
     }
 }
@@ -576,18 +781,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_session_is_disconnected_once_at_a_time() {
+    fn one_worker_per_session_takes_the_latest_ask_and_a_disconnect_is_not_replaced() {
         let e = Enforcer::default();
         let key = SessionKey {
             nas: "ap".into(),
             acct_session_id: "S".into(),
             auth: None,
         };
-        let first = e.begin(&key);
-        assert!(first.is_some());
-        assert!(e.begin(&key).is_none(), "a repeated trigger queues nothing");
-        drop(first);
-        assert!(e.begin(&key).is_some(), "the next one, once it is done");
+        let ask = |trigger, want| Pending {
+            trigger,
+            want,
+            sweep: None,
+        };
+        assert!(
+            e.want(&key, ask("posture", Want::Reconsider)),
+            "the first works"
+        );
+        assert!(
+            !e.want(&key, ask("posture", Want::Reconsider)),
+            "a second waits"
+        );
+        assert!(!e.want(&key, ask("policy", Want::Reconsider)));
+        // Only the latest is kept.
+        let next = e.next(&key).unwrap();
+        assert_eq!((next.trigger, next.want), ("policy", Want::Reconsider));
+        // A Disconnect asked meanwhile is not replaced by a later reconsideration.
+        assert!(!e.want(&key, ask("admin", Want::Disconnect)));
+        assert!(!e.want(&key, ask("posture", Want::Reconsider)));
+        assert_eq!(e.next(&key).unwrap().want, Want::Disconnect);
+        // After a CoA-ACK the worker looks again, unless something newer was asked.
+        e.want_after(&key, "posture");
+        assert_eq!(e.next(&key).unwrap().want, Want::Reconsider);
+        assert!(e.next(&key).is_none(), "nothing asked: the worker ends");
+        assert!(
+            e.want(&key, ask("admin", Want::Disconnect)),
+            "then a new one works"
+        );
+        e.done(&key);
+        assert!(e.want(&key, ask("admin", Want::Disconnect)));
     }
 
     #[test]
@@ -670,5 +901,20 @@ mod tests {
         assert!(!coa_fits(&allowed, &with_filter, &quarantine));
         // Nothing to send.
         assert!(!coa_fits(&allowed, &[], &[]));
+        // Tagged: the VLAN of tag 2 would stay on the NAS.
+        let tagged = |tag: u8, v: &str| ReplyAttribute {
+            name: "Tunnel-Private-Group-Id".into(),
+            tag: Some(tag),
+            value: v.into(),
+        };
+        assert!(!coa_fits(
+            &allowed,
+            &[tagged(1, "100"), tagged(2, "200")],
+            &[tagged(1, "999")]
+        ));
+        assert!(coa_fits(&allowed, &[tagged(1, "100")], &[tagged(1, "999")]));
+        // Two filters before, one after: one would stay.
+        let filters = vec![attr("Filter-Id", "a"), attr("Filter-Id", "b")];
+        assert!(!coa_fits(&allowed, &filters, &[attr("Filter-Id", "q")]));
     }
 }

@@ -529,9 +529,13 @@ pub async fn reload_logged(shared: Arc<Shared>, trigger: &'static str) {
             info!(trigger, policy, "configuration reloaded");
             // The built-in policy's version does not change with its VLAN: every reload is
             // re-evaluated; sessions whose outcome stays are left alone.
+            // Every reload starts a sweep number: one still running (or what it queued)
+            // stops, even when this reload turned re-evaluation off.
+            let sweep = shared.enforcer.new_sweep();
             if live.config.reevaluate_live_sessions {
                 tokio::spawn(enforce::on_reload(
                     shared.clone(),
+                    sweep,
                     live.config.reevaluate_per_second,
                 ));
             }

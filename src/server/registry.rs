@@ -176,6 +176,7 @@ pub struct Registry {
     sessions: Cache<SessionKey, Arc<LiveSession>>,
     indexes: Arc<Indexes>,
     generations: AtomicU64,
+    writes: Mutex<()>,
     per_nas: usize,
     expiry: Duration,
     /// Sessions evicted because the table was full.
@@ -218,6 +219,7 @@ impl Registry {
                 .build(),
             indexes,
             generations: AtomicU64::new(1),
+            writes: Mutex::new(()),
             per_nas: usize::try_from(per_nas).unwrap_or(usize::MAX),
             expiry,
             evicted,
@@ -249,6 +251,7 @@ impl Registry {
     /// session of a NAS entry that has its share of the table already (counted in
     /// `refused`: one NAS cannot crowd out the others' sessions).
     pub fn update(&self, mut s: LiveSession) -> bool {
+        let _one_writer = self.writing();
         match self.sessions.get(&s.key) {
             Some(old) if s.event_time < old.event_time => return true,
             Some(old) => {
@@ -256,6 +259,9 @@ impl Registry {
                 // Where the DAS is stays where the session began: a record replayed from
                 // another address of the same entry must not redirect its Disconnects.
                 s.nas_addr = old.nas_addr;
+                // What the session has is what it was given: its Accept, or a CoA since
+                // (which no other session of the same authentication got).
+                s.auth.clone_from(&old.auth);
             }
             None if self.indexes.by_nas.count(&s.key.nas) >= self.per_nas => {
                 self.refused.inc();
@@ -267,11 +273,25 @@ impl Registry {
         true
     }
 
-    /// Keeps `s` under a new generation, indexed.
+    /// Serialises the registry's read-modify-write steps, so an update and a CoA's
+    /// [`Registry::reauthorized`] of one session cannot undo each other, and each index
+    /// entry carries the generation of the entry the table holds.
+    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `s` under a new generation, indexed (with [`Registry::writing`] held).
     fn insert(&self, mut s: LiveSession) {
         s.generation = self.generations.fetch_add(1, Ordering::Relaxed);
         self.indexes.remember(&s);
         self.sessions.insert(s.key.clone(), Arc::new(s));
+    }
+
+    /// The live session with this key.
+    pub fn get(&self, key: &SessionKey) -> Option<Arc<LiveSession>> {
+        self.sessions.get(key)
     }
 
     /// The live sessions of the device whose id at posture source `source` is `key` (its
@@ -285,39 +305,42 @@ impl Registry {
             .collect()
     }
 
-    /// A CoA-ACK: the session (and its authentication, which later records join) has the
-    /// new authorization `change`; the next posture change is weighed against it.
+    /// A CoA-ACK: the session has the new authorization `change`; the next change is weighed
+    /// against it.
     pub fn reauthorized(&self, key: &SessionKey, change: &super::enforce::Change) {
+        let _one_writer = self.writing();
         let Some(session) = self.sessions.get(key) else {
             return;
         };
         let Some(auth) = &session.auth else {
             return;
         };
+        // This session's own copy: another session of the same authentication (the device
+        // roamed) keeps what its NAS gave it.
         let mut auth = (**auth).clone();
         auth.reply.clone_from(&change.reply);
         auth.vlan.clone_from(&change.vlan);
         auth.rule = Some(change.rule.clone());
         auth.facts = change.facts.clone();
-        let auth = Arc::new(auth);
-        self.auths.insert(auth.id, auth.clone());
         let mut session = (*session).clone();
-        session.auth = Some(auth);
+        session.auth = Some(Arc::new(auth));
         self.insert(session);
     }
 
     /// Ends a session on its Stop from the NAS, unless the session has a record newer than
     /// `event_time` (a late or replayed Stop); whether it ended.
     pub fn stop_reported(&self, key: &SessionKey, event_time: i64) -> bool {
+        let _one_writer = self.writing();
         match self.sessions.get(key) {
             Some(s) if s.event_time > event_time => false,
-            Some(_) => self.stop(key),
+            Some(_) => self.sessions.remove(key).is_some(),
             None => false,
         }
     }
 
     /// Ends a session (Stop); whether it was live.
     pub fn stop(&self, key: &SessionKey) -> bool {
+        let _one_writer = self.writing();
         self.sessions.remove(key).is_some()
     }
 
