@@ -32,8 +32,6 @@ pub const ACCT_SESSION_ID: u8 = 44;
 pub const ACCT_SESSION_TIME: u8 = 46;
 /// Acct-Terminate-Cause (49).
 pub const ACCT_TERMINATE_CAUSE: u8 = 49;
-/// How far ahead of this server's clock a NAS's Event-Timestamp is believed (seconds).
-const MAX_SKEW: i64 = 60;
 /// Acct-Delay-Time (41).
 const ACCT_DELAY_TIME: u8 = 41;
 /// Event-Timestamp (55).
@@ -186,14 +184,15 @@ pub async fn process(
     }
     let now = crate::clock::unix_now();
     // When it happened at the NAS (RFC 2869 §5.3; RFC 2866 §5.2): what orders records.
-    // Never ahead of this server's clock by more than MAX_SKEW: a NAS whose clock runs
-    // ahead (or a forged far-future timestamp) must not make every later record look old.
+    // Never ahead of this server's clock: a NAS whose clock runs ahead (or a forged
+    // far-future timestamp) must not make every later record, a Stop without a timestamp
+    // among them, look old.
     let event_time = number(EVENT_TIMESTAMP)
         .map_or_else(
             || now - i64::from(number(ACCT_DELAY_TIME).unwrap_or(0)),
             i64::from,
         )
-        .min(now + MAX_SKEW);
+        .min(now);
     let key = |id: String| SessionKey {
         nas: client.name.clone(),
         acct_session_id: id,
@@ -215,7 +214,15 @@ pub async fn process(
                 generation: 0,
             });
             if !kept {
-                debug!(nas = %client.name, "live session not kept: this NAS entry has its share of the registry (server.max_live_sessions_per_client)");
+                // Its devices are out of reach of live enforcement: say so, not once per
+                // record.
+                if let super::loglimit::Verdict::Log { suppressed } = shared.log_limit.check(
+                    crate::clock::now(),
+                    "live_sessions_per_client",
+                    &client.name,
+                ) {
+                    warn!(nas = %client.name, suppressed, "new live session not tracked: this NAS entry has its share of the registry (server.max_live_sessions_per_client); its devices are out of reach of live enforcement until sessions end");
+                }
             }
         }
         (Status::Stop, Some(id)) => {

@@ -152,12 +152,11 @@ impl Enforcer {
 
     /// After a CoA-ACK for `key`: a reconsideration next, unless something was asked
     /// meanwhile.
-    fn want_after(&self, key: &SessionKey, trigger: &'static str) {
+    fn want_after(&self, key: &SessionKey, done: Pending) {
         if let Some(slot @ None) = self.work().get_mut(key) {
             *slot = Some(Pending {
-                trigger,
                 want: Want::Reconsider,
-                sweep: None,
+                ..done
             });
         }
     }
@@ -298,8 +297,9 @@ pub async fn act(
                 return last;
             }
             Next::Reconsider => {
-                // After a CoA-ACK: unless something newer was asked, look once more.
-                shared.enforcer.want_after(&key, pending.trigger);
+                // After a CoA-ACK: unless something newer was asked, look once more (as
+                // part of the same sweep, if a reload's: a later reload stops it).
+                shared.enforcer.want_after(&key, pending);
             }
             Next::Idle => {}
         }
@@ -810,7 +810,7 @@ mod tests {
         assert!(!e.want(&key, ask("posture", Want::Reconsider)));
         assert_eq!(e.next(&key).unwrap().want, Want::Disconnect);
         // After a CoA-ACK the worker looks again, unless something newer was asked.
-        e.want_after(&key, "posture");
+        e.want_after(&key, ask("posture", Want::Reconsider));
         assert_eq!(e.next(&key).unwrap().want, Want::Reconsider);
         assert!(e.next(&key).is_none(), "nothing asked: the worker ends");
         assert!(

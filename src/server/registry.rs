@@ -696,4 +696,83 @@ mod tests {
         assert!(r.stop_reported(&at(0).key, 900));
         assert!(r.is_empty());
     }
+
+    fn change(vlan: &str) -> super::super::enforce::Change {
+        super::super::enforce::Change {
+            reply: vec![crate::policy::ReplyAttribute {
+                name: "Tunnel-Private-Group-Id".into(),
+                tag: Some(0),
+                value: vlan.into(),
+            }],
+            vlan: Some(vlan.into()),
+            rule: "r".into(),
+            facts: joined("X", &[]).auth.unwrap().facts.clone(),
+        }
+    }
+
+    #[test]
+    fn a_coa_is_the_sessions_own_and_accounting_does_not_roll_it_back() {
+        let r = Registry::new(100, 100, Duration::from_secs(600));
+        // Two sessions of one authentication (the device roamed).
+        r.update(joined("S1", &[]));
+        r.update(joined("S2", &[]));
+        r.reauthorized(&joined("S1", &[]).key, &change("999"));
+        // Interim-Updates carry the authentication as it was accepted.
+        let mut interim = joined("S1", &[]);
+        interim.event_time = 200;
+        r.update(interim);
+        let mut other = joined("S2", &[]);
+        other.event_time = 200;
+        r.update(other);
+        let vlan = |id: &str| {
+            r.sessions()
+                .into_iter()
+                .find(|s| s.key.acct_session_id == id)
+                .and_then(|s| s.auth.as_ref().and_then(|a| a.vlan.clone()))
+        };
+        assert_eq!(
+            vlan("S1").as_deref(),
+            Some("999"),
+            "kept across the Interim"
+        );
+        assert_eq!(vlan("S2"), None, "the other session was not changed");
+    }
+
+    #[test]
+    fn concurrent_updates_and_coas_leave_the_indexes_matching_the_table() {
+        let r = Arc::new(Registry::new(1000, 1000, Duration::from_secs(600)));
+        let ids = [("mdm", "dev-1")];
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        let mut s = joined("S1", &ids);
+                        s.event_time = i;
+                        if (i + t) % 3 == 0 {
+                            r.reauthorized(&s.key, &change("999"));
+                        } else {
+                            r.update(s);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(r.by_posture("mdm", "dev-1").len(), 1);
+        assert!(r.stop(&joined("S1", &ids).key));
+        r.sessions();
+        assert!(r.by_posture("mdm", "dev-1").is_empty());
+        assert_eq!(
+            r.indexes.by_nas.count(&"ap1".to_owned()),
+            0,
+            "its share is free again"
+        );
+        assert_eq!(
+            r.indexes.by_posture.count(&("mdm".into(), "dev-1".into())),
+            0
+        );
+    }
 }

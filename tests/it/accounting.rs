@@ -409,3 +409,56 @@ fn status_server_and_proxied_accounting_are_answered_on_the_accounting_port() {
         "Proxy-State echoed: {reply:?}"
     );
 }
+
+/// Records are ordered by their Event-Timestamp, but one ahead of the server's clock (a NAS
+/// clock gone wrong, or a forged record) is taken as of its arrival: it cannot make the
+/// session's later Stop look old and freeze it. A replayed Stop older than the
+/// session's latest record does not end it.
+#[test]
+fn a_far_future_event_timestamp_does_not_freeze_a_session_and_an_old_stop_does_not_end_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "it-admin-token\n").unwrap();
+    let s = Server::start_with(|c| {
+        format!(
+            "{c}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+            token.display()
+        )
+    });
+    let admin = crate::admin::admin_addr(&s);
+    let acct = client(s.accounting_addr());
+    let now = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let send = |id: u8, status: u32, session: &[u8], ts: Option<u32>| {
+        let mut attrs = vec![
+            (40, status.to_be_bytes().to_vec()),
+            (44, session.to_vec()),
+            (1, b"device-ecdsa".to_vec()),
+        ];
+        if let Some(t) = ts {
+            attrs.push((55, t.to_be_bytes().to_vec()));
+        }
+        let req = acct_request(id, &attrs, SECRET);
+        acct.send(&req).unwrap();
+        assert_response(&req, &recv(&acct));
+    };
+    // Stamped at the end of time, then stopped now (by the server's clock, no timestamp,
+    // as some NASes send it): gone.
+    send(1, 1, b"FUTURE0000000001", Some(u32::MAX));
+    assert_eq!(sessions(&s, &admin, "list", &[]).len(), 1);
+    send(2, 2, b"FUTURE0000000001", None);
+    assert!(sessions(&s, &admin, "list", &[]).is_empty(), "not frozen");
+    // Start, an Interim-Update ten minutes on, then the Stop of the first minute replayed:
+    // stored and answered, but the session stays.
+    send(3, 1, b"REPLAY0000000001", Some(now - 700));
+    send(4, 3, b"REPLAY0000000001", Some(now - 100));
+    send(5, 2, b"REPLAY0000000001", Some(now - 640));
+    assert_eq!(sessions(&s, &admin, "list", &[]).len(), 1, "an old Stop");
+    send(6, 2, b"REPLAY0000000001", Some(now));
+    assert!(sessions(&s, &admin, "list", &[]).is_empty());
+}

@@ -14,7 +14,7 @@ use anchord::pki::dev::STAFF_INTUNE_ID;
 
 use crate::accounting::{accepted_class, acct_request, assert_response, client, recv, sessions};
 use crate::admin::{get, samples};
-use crate::harness::{repo, Mdm, SECRET};
+use crate::harness::{repo, Mdm, Server, SECRET};
 use crate::hostapd::free_udp_port;
 use crate::posture::{now, post_event, signed, start_with_policies};
 
@@ -238,4 +238,143 @@ fn a_das_with_another_secret_never_confirms_and_the_session_stays() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["vlan"], "100", "unconfirmed: unchanged");
     assert!(das.detail().is_empty(), "FreeRADIUS took none of them");
+}
+
+/// A Dynamic Authorization Server that answers every CoA-Request with a CoA-ACK after
+/// `delay` (under anchord's first retransmission, 1 s), recording the VLAN each asked for
+/// (the race a slow NAS opens).
+fn slow_das(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use anchord::radius::packet::{parse_attributes, Code};
+    use anchord::radius::reply::ReplyBuilder;
+    use anchord::radius::SharedSecret;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let req = buf[..n].to_vec();
+            let vlan = parse_attributes(&req[20..])
+                .unwrap()
+                .iter()
+                .find(|a| a.ty.code() == 81)
+                .map(|a| String::from_utf8_lossy(&a.value[1..]).into_owned())
+                .unwrap_or_default();
+            log.lock().unwrap().push(vlan);
+            let sock = sock.try_clone().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let auth: [u8; 16] = req[4..20].try_into().unwrap();
+                let ack = ReplyBuilder::new(Code::CoaAck, req[1])
+                    .finish(&SharedSecret::new(SECRET.as_bytes().to_vec()), &auth)
+                    .unwrap();
+                sock.send_to(&ack, from).unwrap();
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// The device turns non-compliant, then compliant again while the NAS is still
+/// acknowledging the quarantine CoA: once that ACK is in, anchord looks again with the
+/// current answer and moves the session back (a CoA to VLAN 100), instead of leaving it
+/// where the older event put it.
+#[test]
+fn a_posture_change_during_a_coa_is_not_lost() {
+    let (port, seen) = slow_das(Duration::from_millis(800));
+    let mdm = Mdm::start();
+    let policies = tempfile::tempdir().unwrap();
+    vlan_only_policy(policies.path());
+    let (s, admin, _hook) = start_with_policies(
+        &mdm,
+        |t| t,
+        &format!(
+            "dynamic_authorization = \"coa\"\ndas_address = \"127.0.0.1\"\ndas_port = {port}\n"
+        ),
+        policies.path(),
+    );
+    let class = accepted_class(&s);
+    let acct = client(s.accounting_addr());
+    let start = acct_request(
+        1,
+        &[
+            (40, 1u32.to_be_bytes().to_vec()),
+            (44, b"0123456789ABCDEF".to_vec()),
+            (1, b"device-ecdsa".to_vec()),
+            (25, class),
+        ],
+        SECRET,
+    );
+    acct.send(&start).unwrap();
+    assert_response(&start, &recv(&acct));
+    posture_event(admin, false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no CoA");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The quarantine CoA is unanswered for now: the device is compliant again.
+    posture_event(admin, true);
+    s.wait_log_lines(&["session re-authorized (CoA)"], 2);
+    assert_eq!(*seen.lock().unwrap(), ["999", "100"]);
+    let list = sessions(&s, &admin, "list", &[]);
+    assert_eq!(list[0]["vlan"], "100", "{list:?}");
+    assert_eq!(list[0]["rule"], "compliant");
+}
+
+/// A reload that turns re-evaluation off stops the sweep an earlier reload started: the
+/// session whose turn had not come is left alone, and the one acted on is not looked at
+/// again for that sweep.
+#[test]
+fn a_reload_that_turns_reevaluation_off_stops_the_running_sweep() {
+    let (port, seen) = slow_das(Duration::from_millis(800));
+    let s = Server::start_with(|c| {
+        format!(
+            "{}dynamic_authorization = \"coa\"\ndas_address = \"127.0.0.1\"\ndas_port = {port}\n",
+            c.replace(
+                "[server]\n",
+                "[server]\nreevaluate_live_sessions = true\nreevaluate_per_second = 1\n"
+            )
+        )
+    });
+    let class = accepted_class(&s);
+    let acct = client(s.accounting_addr());
+    for (id, session) in [(1u8, &b"AAAA000000000001"[..]), (2, b"AAAA000000000002")] {
+        let start = acct_request(
+            id,
+            &[
+                (40, 1u32.to_be_bytes().to_vec()),
+                (44, session.to_vec()),
+                (1, b"device-ecdsa".to_vec()),
+                (25, class.clone()),
+            ],
+            SECRET,
+        );
+        acct.send(&start).unwrap();
+        assert_response(&start, &recv(&acct));
+    }
+    let reload = |n: usize, edit: &dyn Fn(String) -> String| {
+        let path = s.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+        s.hangup();
+        s.wait_log_lines(&["configuration reloaded"], n);
+    };
+    // VLAN 200: the sweep sends the first session its CoA at once, the second a second later.
+    reload(1, &|c| c.replace("vlan = \"100\"", "vlan = \"200\""));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no CoA");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Stop: back to 100, re-evaluation off.
+    reload(2, &|c| {
+        c.replace("vlan = \"200\"", "vlan = \"100\"").replace(
+            "reevaluate_live_sessions = true",
+            "reevaluate_live_sessions = false",
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(*seen.lock().unwrap(), ["200"], "nothing after the stop");
 }
