@@ -221,8 +221,8 @@ struct Pending {
     sweep: Option<u64>,
 }
 
-/// Most requests one worker sends for one session in a row (a device whose posture flaps
-/// is reconsidered at the next change, not chased forever).
+/// Most looks a worker takes at its session after CoA-ACKs in a row (a device whose
+/// posture flaps is reconsidered at its next change, not chased forever).
 const ROUNDS: usize = 8;
 
 /// Disconnects `session` because of `trigger` (`admin`, `revocation`); what happened, as
@@ -285,7 +285,8 @@ pub async fn act(
         "session_id": key.acct_session_id,
         "answer": "no change",
     });
-    for _ in 0..ROUNDS {
+    let mut looks = 0;
+    loop {
         let (rec, next) = step(shared, &key, pending).await;
         if let Some(r) = rec {
             last = r;
@@ -296,13 +297,16 @@ pub async fn act(
                 worker.running = false;
                 return last;
             }
-            Next::Reconsider => {
-                // After a CoA-ACK: unless something newer was asked, look once more (as
-                // part of the same sweep, if a reload's: a later reload stops it).
+            // After a CoA-ACK: unless something newer was asked, look once more (as part of
+            // the same sweep, if a reload's: a later reload stops it), a few times at most
+            // (a device whose posture flaps is looked at again at its next change).
+            Next::Reconsider if looks < ROUNDS => {
+                looks += 1;
                 shared.enforcer.want_after(&key, pending);
             }
-            Next::Idle => {}
+            Next::Reconsider | Next::Idle => {}
         }
+        // Whatever was asked meanwhile is done before the worker ends: nothing is lost.
         match shared.enforcer.next(&key) {
             Some(p) => pending = p,
             None => {
@@ -311,7 +315,6 @@ pub async fn act(
             }
         }
     }
-    last
 }
 
 /// Ends the session's worker when dropped still running.
