@@ -122,15 +122,22 @@ impl Enforcer {
         let mut work = self.work();
         match work.get_mut(key) {
             Some(slot) => {
-                if !matches!(
-                    slot,
-                    Some(Pending {
-                        want: Want::Disconnect,
-                        ..
-                    })
-                ) {
-                    *slot = Some(p);
-                }
+                *slot = Some(match *slot {
+                    // A Disconnect asked is not replaced by a reconsideration.
+                    Some(
+                        queued @ Pending {
+                            want: Want::Disconnect,
+                            ..
+                        },
+                    ) => queued,
+                    // Two reconsiderations: one that no reload's sweep asked (a posture
+                    // change) must not become one a later reload could cancel.
+                    Some(queued) if p.want == Want::Reconsider => Pending {
+                        sweep: queued.sweep.and(p.sweep),
+                        ..p
+                    },
+                    _ => p,
+                });
                 false
             }
             None => {
@@ -159,6 +166,11 @@ impl Enforcer {
                 ..done
             });
         }
+    }
+
+    /// Whether a worker is under way for `key`.
+    fn busy(&self, key: &SessionKey) -> bool {
+        self.work().contains_key(key)
     }
 
     /// The session is gone: what was asked for it no longer matters; ends the worker.
@@ -682,18 +694,28 @@ fn on_posture(
         return;
     };
     let key = source.key(&event.device);
-    for session in shared.registry.by_posture(&event.source, &key) {
-        if session.auth.is_none() {
-            continue;
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            // Nothing queued (no audit record) for a session whose outcome stays.
-            if reconsider(&shared, &session).await.is_some() {
-                act(&shared, session, "posture", Want::Reconsider, None).await;
-            }
-        });
+    let sessions = shared.registry.by_posture(&event.source, &key);
+    if sessions.is_empty() {
+        return;
     }
+    let shared = shared.clone();
+    // One task per event (a device has a session or two).
+    tokio::spawn(async move {
+        for session in sessions {
+            if session.auth.is_none() {
+                continue;
+            }
+            // Nothing queued (no audit record) for a session whose outcome stays; while
+            // a request for it is under way the registry may not show what the NAS is
+            // being given, so its worker decides.
+            if shared.enforcer.busy(&session.key) || reconsider(&shared, &session).await.is_some() {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    act(&shared, session, "posture", Want::Reconsider, None).await;
+                });
+            }
+        }
+    });
 }
 
 /// Checks the certificates of live sessions for revocation every `[revocation]
@@ -805,9 +827,42 @@ mod tests {
             "a second waits"
         );
         assert!(!e.want(&key, ask("policy", Want::Reconsider)));
-        // Only the latest is kept.
+        // Only the latest is kept; a posture change's is not made cancellable by a sweep's.
         let next = e.next(&key).unwrap();
         assert_eq!((next.trigger, next.want), ("policy", Want::Reconsider));
+        assert_eq!(next.sweep, None);
+        assert!(!e.want(
+            &key,
+            Pending {
+                sweep: Some(3),
+                ..ask("policy", Want::Reconsider)
+            }
+        ));
+        assert!(!e.want(
+            &key,
+            Pending {
+                sweep: Some(4),
+                ..ask("policy", Want::Reconsider)
+            }
+        ));
+        assert_eq!(
+            e.next(&key).unwrap().sweep,
+            Some(4),
+            "sweep after sweep: the latest"
+        );
+        assert!(!e.want(&key, ask("posture", Want::Reconsider)));
+        assert!(!e.want(
+            &key,
+            Pending {
+                sweep: Some(5),
+                ..ask("policy", Want::Reconsider)
+            }
+        ));
+        assert_eq!(
+            e.next(&key).unwrap().sweep,
+            None,
+            "the posture change stays uncancellable"
+        );
         // A Disconnect asked meanwhile is not replaced by a later reconsideration.
         assert!(!e.want(&key, ask("admin", Want::Disconnect)));
         assert!(!e.want(&key, ask("posture", Want::Reconsider)));
