@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{offer, progress_lines, AuthError, Link, Mode, Target};
+use super::{offer, progress_lines, wrap_up, AuthError, Link, Mode, Target};
 use crate::clock;
 use crate::radius::attr::AttrType;
 use crate::radius::crypto::SharedSecret;
@@ -193,18 +193,7 @@ pub async fn run(cfg: AcctConfig) -> std::io::Result<AcctReport> {
         },
     )
     .await?;
-    if let Some(p) = progress {
-        p.abort();
-    }
-    let elapsed = clock::now()
-        .saturating_duration_since(start)
-        .as_secs_f64()
-        .max(1e-9);
-    let mut lat = tally
-        .latencies_us
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
+    let (elapsed, latency_ms) = wrap_up(start, progress, &tally.latencies_us);
     let records = tally.records.load(Ordering::Relaxed);
     Ok(AcctReport {
         records,
@@ -213,7 +202,7 @@ pub async fn run(cfg: AcctConfig) -> std::io::Result<AcctReport> {
         retransmissions: tally.retransmissions.load(Ordering::Relaxed),
         elapsed_secs: elapsed,
         records_per_sec: records as f64 / elapsed,
-        latency_ms: super::percentiles(&mut lat),
+        latency_ms,
         errors: owned(&tally.errors),
     })
 }

@@ -201,18 +201,7 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
         },
     )
     .await?;
-    if let Some(p) = progress {
-        p.abort();
-    }
-    let elapsed = clock::now()
-        .saturating_duration_since(start)
-        .as_secs_f64()
-        .max(1e-9);
-    let mut lat = tally
-        .latencies_us
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
+    let (elapsed, latency_ms) = wrap_up(start, progress, &tally.latencies_us);
     let completed = tally.completed.load(Ordering::Relaxed);
     let round_trips = tally.round_trips.load(Ordering::Relaxed);
     Ok(Report {
@@ -222,9 +211,26 @@ pub async fn run(cfg: BenchConfig) -> std::io::Result<Report> {
         elapsed_secs: elapsed,
         auths_per_sec: completed as f64 / elapsed,
         round_trips_per_sec: round_trips as f64 / elapsed,
-        latency_ms: percentiles(&mut lat),
+        latency_ms,
         errors: tally.errors.lock().map(|e| e.clone()).unwrap_or_default(),
     })
+}
+
+/// Stops the progress line: the run's wall time (seconds) and its latency percentiles.
+fn wrap_up(
+    start: Instant,
+    progress: Option<tokio::task::JoinHandle<()>>,
+    latencies_us: &Mutex<Vec<u64>>,
+) -> (f64, BTreeMap<String, f64>) {
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let elapsed = clock::now()
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        .max(1e-9);
+    let mut lat = latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+    (elapsed, percentiles(&mut lat))
 }
 
 /// p50, p90, p99, p99.9 and max of latencies in microseconds, in milliseconds.

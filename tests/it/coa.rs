@@ -66,6 +66,26 @@ impl Drop for FreeradiusDas {
     }
 }
 
+/// The NAS reports a session of the device (its Accept's `class`) started: an
+/// Accounting-Start, answered.
+fn session_started(s: &Server, id: u8, session: &[u8], class: &[u8]) {
+    let acct = client(s.accounting_addr());
+    let start = acct_request(
+        id,
+        &[
+            (40, 1u32.to_be_bytes().to_vec()),
+            (44, session.to_vec()),
+            (1, b"device-ecdsa".to_vec()),
+            (31, b"02-00-00-00-00-01".to_vec()),
+            (4, vec![127, 0, 0, 1]),
+            (25, class.to_vec()),
+        ],
+        SECRET,
+    );
+    acct.send(&start).unwrap();
+    assert_response(&start, &recv(&acct));
+}
+
 /// Policy files that decide on the VLAN alone: 999 for a device the MDM calls
 /// non-compliant, 100 otherwise. A CoA can carry the change either way.
 fn vlan_only_policy(dir: &Path) {
@@ -115,22 +135,8 @@ fn a_posture_change_is_a_coa_that_the_das_acknowledges_and_the_registry_follows(
     // The laptop authenticates (compliant: VLAN 100); its NAS reports two sessions with
     // its Class.
     let class = accepted_class(&s);
-    let acct = client(s.accounting_addr());
     for (id, session) in [(1u8, &b"0123456789ABCDEF"[..]), (2, b"GONE000000000001")] {
-        let start = acct_request(
-            id,
-            &[
-                (40, 1u32.to_be_bytes().to_vec()),
-                (44, session.to_vec()),
-                (1, b"device-ecdsa".to_vec()),
-                (31, b"02-00-00-00-00-01".to_vec()),
-                (4, vec![127, 0, 0, 1]),
-                (25, class.clone()),
-            ],
-            SECRET,
-        );
-        acct.send(&start).unwrap();
-        assert_response(&start, &recv(&acct));
+        session_started(&s, id, session, &class);
     }
     let list = sessions(&s, &admin, "list", &[]);
     assert_eq!(list.len(), 2, "{list:?}");
@@ -218,19 +224,7 @@ fn a_das_with_another_secret_never_confirms_and_the_session_stays() {
         policies.path(),
     );
     let class = accepted_class(&s);
-    let acct = client(s.accounting_addr());
-    let start = acct_request(
-        1,
-        &[
-            (40, 1u32.to_be_bytes().to_vec()),
-            (44, b"0123456789ABCDEF".to_vec()),
-            (1, b"device-ecdsa".to_vec()),
-            (25, class),
-        ],
-        SECRET,
-    );
-    acct.send(&start).unwrap();
-    assert_response(&start, &recv(&acct));
+    session_started(&s, 1, b"0123456789ABCDEF", &class);
     posture_event(admin, false);
     s.wait_log(&["CoA-Request not acknowledged", "answer=no answer"]);
     s.wait_log(&["Disconnect-Request not acknowledged", "answer=no answer"]);
@@ -295,19 +289,7 @@ fn a_posture_change_during_a_coa_is_not_lost() {
         policies.path(),
     );
     let class = accepted_class(&s);
-    let acct = client(s.accounting_addr());
-    let start = acct_request(
-        1,
-        &[
-            (40, 1u32.to_be_bytes().to_vec()),
-            (44, b"0123456789ABCDEF".to_vec()),
-            (1, b"device-ecdsa".to_vec()),
-            (25, class),
-        ],
-        SECRET,
-    );
-    acct.send(&start).unwrap();
-    assert_response(&start, &recv(&acct));
+    session_started(&s, 1, b"0123456789ABCDEF", &class);
     posture_event(admin, false);
     let deadline = Instant::now() + Duration::from_secs(5);
     while seen.lock().unwrap().is_empty() {
@@ -339,37 +321,18 @@ fn a_reload_that_turns_reevaluation_off_stops_the_running_sweep() {
         )
     });
     let class = accepted_class(&s);
-    let acct = client(s.accounting_addr());
     for (id, session) in [(1u8, &b"AAAA000000000001"[..]), (2, b"AAAA000000000002")] {
-        let start = acct_request(
-            id,
-            &[
-                (40, 1u32.to_be_bytes().to_vec()),
-                (44, session.to_vec()),
-                (1, b"device-ecdsa".to_vec()),
-                (25, class.clone()),
-            ],
-            SECRET,
-        );
-        acct.send(&start).unwrap();
-        assert_response(&start, &recv(&acct));
+        session_started(&s, id, session, &class);
     }
-    let reload = |n: usize, edit: &dyn Fn(String) -> String| {
-        let path = s.config_path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, edit(text)).unwrap();
-        s.hangup();
-        s.wait_log_lines(&["configuration reloaded"], n);
-    };
     // VLAN 200: the sweep sends the first session its CoA at once, the second a second later.
-    reload(1, &|c| c.replace("vlan = \"100\"", "vlan = \"200\""));
+    crate::reload::reload(&s, 1, |c| c.replace("vlan = \"100\"", "vlan = \"200\""));
     let deadline = Instant::now() + Duration::from_secs(5);
     while seen.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "no CoA");
         std::thread::sleep(Duration::from_millis(20));
     }
     // Stop: back to 100, re-evaluation off.
-    reload(2, &|c| {
+    crate::reload::reload(&s, 2, |c| {
         c.replace("vlan = \"200\"", "vlan = \"100\"").replace(
             "reevaluate_live_sessions = true",
             "reevaluate_live_sessions = false",

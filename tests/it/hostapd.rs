@@ -410,15 +410,8 @@ fn a_reloaded_policy_acts_on_live_sessions_only_when_asked_to() {
     wait_sessions(&s, &admin, &lab, "Accounting-Start", |l| {
         l.len() == 1 && l[0]["vlan"] == "100"
     });
-    let reload = |n: usize, edit: &dyn Fn(String) -> String| {
-        let path = s.config_path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, edit(text)).unwrap();
-        s.hangup();
-        s.wait_log_lines(&["configuration reloaded"], n);
-    };
     // Off (the default): the policy changes, the live session keeps its VLAN.
-    reload(1, &|c| c.replace("vlan = \"100\"", "vlan = \"200\""));
+    crate::reload::reload(&s, 1, |c| c.replace("vlan = \"100\"", "vlan = \"200\""));
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !s.log()
@@ -429,7 +422,7 @@ fn a_reloaded_policy_acts_on_live_sessions_only_when_asked_to() {
     assert!(authorized(&lab.station()));
     assert_eq!(sessions(&s, &admin, "list", &[]).len(), 1);
     // On: VLAN 300 now; the session (given 100) is disconnected, the device comes back in 300.
-    reload(2, &|c| {
+    crate::reload::reload(&s, 2, |c| {
         c.replace("vlan = \"200\"", "vlan = \"300\"")
             .replace("[server]\n", "[server]\nreevaluate_live_sessions = true\n")
     });

@@ -9,7 +9,7 @@ use crate::revocation::{auth, responder, responders, server};
 
 /// Rewrites the running server's config file with `edit` and sends SIGHUP; waits until
 /// the reload was taken (the `n`th "configuration reloaded" line).
-fn reload(s: &Server, n: usize, edit: impl FnOnce(String) -> String) {
+pub(crate) fn reload(s: &Server, n: usize, edit: impl FnOnce(String) -> String) {
     let path = s.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
     let new = edit(text.clone());
