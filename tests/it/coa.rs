@@ -97,6 +97,23 @@ fn vlan_only_policy(dir: &Path) {
     .unwrap();
 }
 
+/// The dev MDM, and the server with the VLAN-only policy, the `mdm` source and its webhook,
+/// and CoA to a DAS on 127.0.0.1:`das_port`; its admin address; keep the rest alive.
+fn coa_server(das_port: u16) -> (Mdm, Server, std::net::SocketAddr, [tempfile::TempDir; 2]) {
+    let mdm = Mdm::start();
+    let policies = tempfile::tempdir().unwrap();
+    vlan_only_policy(policies.path());
+    let (s, admin, hook) = start_with_policies(
+        &mdm,
+        |t| t,
+        &format!(
+            "dynamic_authorization = \"coa\"\ndas_address = \"127.0.0.1\"\ndas_port = {das_port}\n"
+        ),
+        policies.path(),
+    );
+    (mdm, s, admin, [policies, hook])
+}
+
 /// The MDM's signed webhook event saying whether the staff laptop is compliant.
 fn posture_event(admin: std::net::SocketAddr, compliant: bool) {
     let state = if compliant {
@@ -120,18 +137,7 @@ fn posture_event(admin: std::net::SocketAddr, compliant: bool) {
 #[test]
 fn a_posture_change_is_a_coa_that_the_das_acknowledges_and_the_registry_follows() {
     let das = FreeradiusDas::start(SECRET);
-    let mdm = Mdm::start();
-    let policies = tempfile::tempdir().unwrap();
-    vlan_only_policy(policies.path());
-    let (s, admin, _hook) = start_with_policies(
-        &mdm,
-        |t| t,
-        &format!(
-            "dynamic_authorization = \"coa\"\ndas_address = \"127.0.0.1\"\ndas_port = {}\n",
-            das.port
-        ),
-        policies.path(),
-    );
+    let (_mdm, s, admin, _dirs) = coa_server(das.port);
     // The laptop authenticates (compliant: VLAN 100); its NAS reports two sessions with
     // its Class.
     let class = accepted_class(&s);
@@ -211,18 +217,7 @@ fn a_posture_change_is_a_coa_that_the_das_acknowledges_and_the_registry_follows(
 #[test]
 fn a_das_with_another_secret_never_confirms_and_the_session_stays() {
     let das = FreeradiusDas::start("another-secret");
-    let mdm = Mdm::start();
-    let policies = tempfile::tempdir().unwrap();
-    vlan_only_policy(policies.path());
-    let (s, admin, _hook) = start_with_policies(
-        &mdm,
-        |t| t,
-        &format!(
-            "dynamic_authorization = \"coa\"\ndas_address = \"127.0.0.1\"\ndas_port = {}\n",
-            das.port
-        ),
-        policies.path(),
-    );
+    let (_mdm, s, admin, _dirs) = coa_server(das.port);
     let class = accepted_class(&s);
     session_started(&s, 1, b"0123456789ABCDEF", &class);
     posture_event(admin, false);
@@ -277,17 +272,7 @@ fn slow_das(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String
 #[test]
 fn a_posture_change_during_a_coa_is_not_lost() {
     let (port, seen) = slow_das(Duration::from_millis(800));
-    let mdm = Mdm::start();
-    let policies = tempfile::tempdir().unwrap();
-    vlan_only_policy(policies.path());
-    let (s, admin, _hook) = start_with_policies(
-        &mdm,
-        |t| t,
-        &format!(
-            "dynamic_authorization = \"coa\"\ndas_address = \"127.0.0.1\"\ndas_port = {port}\n"
-        ),
-        policies.path(),
-    );
+    let (_mdm, s, admin, _dirs) = coa_server(port);
     let class = accepted_class(&s);
     session_started(&s, 1, b"0123456789ABCDEF", &class);
     posture_event(admin, false);
