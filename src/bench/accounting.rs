@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{offer, progress_lines, wrap_up, AuthError, Link, Mode, Target};
+use super::{latency_and_errors, offer, progress_lines, wrap_up, AuthError, Link, Mode, Target};
 use crate::clock;
 use crate::radius::attr::AttrType;
 use crate::radius::crypto::SharedSecret;
@@ -95,17 +95,8 @@ impl AcctReport {
         for (k, v) in &self.by_status {
             s.push_str(&format!("{k}={v}  "));
         }
-        s.push_str("\nlatency ms: ");
-        for (k, v) in &self.latency_ms {
-            s.push_str(&format!("{k}={v:.2}  "));
-        }
         s.push('\n');
-        if self.errors.is_empty() {
-            s.push_str("errors: none\n");
-        }
-        for (k, v) in &self.errors {
-            s.push_str(&format!("error {k}: {v}\n"));
-        }
+        s.push_str(&latency_and_errors(&self.latency_ms, &self.errors));
         s
     }
 }

@@ -233,6 +233,25 @@ fn wrap_up(
     (elapsed, percentiles(&mut lat))
 }
 
+/// The report table's latency line and error lines.
+fn latency_and_errors(
+    latency_ms: &BTreeMap<String, f64>,
+    errors: &BTreeMap<String, u64>,
+) -> String {
+    let mut s = String::from("latency ms: ");
+    for (k, v) in latency_ms {
+        s.push_str(&format!("{k}={v:.2}  "));
+    }
+    s.push('\n');
+    if errors.is_empty() {
+        s.push_str("errors: none\n");
+    }
+    for (k, v) in errors {
+        s.push_str(&format!("error {k}: {v}\n"));
+    }
+    s
+}
+
 /// p50, p90, p99, p99.9 and max of latencies in microseconds, in milliseconds.
 fn percentiles(lat: &mut [u64]) -> BTreeMap<String, f64> {
     lat.sort_unstable();
@@ -520,18 +539,7 @@ impl Report {
             self.round_trips_per_sec,
             self.retransmissions
         );
-        s.push_str("latency ms: ");
-        for (k, v) in &self.latency_ms {
-            s.push_str(&format!("{k}={v:.2}  "));
-        }
-        s.push('\n');
-        if self.errors.is_empty() {
-            s.push_str("errors: none\n");
-        } else {
-            for (k, v) in &self.errors {
-                s.push_str(&format!("error {k}: {v}\n"));
-            }
-        }
+        s.push_str(&latency_and_errors(&self.latency_ms, &self.errors));
         s
     }
 }

@@ -255,6 +255,7 @@ mod tests {
     use crate::radius::crypto;
     use crate::radius::packet::parse_attributes;
     use crate::server::registry::SessionKey;
+    use crate::server::reply::tests::attr;
 
     fn session() -> LiveSession {
         LiveSession {
@@ -406,14 +407,6 @@ mod tests {
                 .unwrap(),
             Answer::NoAnswer
         );
-    }
-
-    fn attr(name: &str, tag: Option<u8>, value: &str) -> ReplyAttribute {
-        ReplyAttribute {
-            name: name.into(),
-            tag,
-            value: value.into(),
-        }
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub fn accept(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::radius::attr::{TUNNEL_MEDIUM_IEEE_802, TUNNEL_TYPE_VLAN};
 
@@ -306,7 +306,8 @@ mod tests {
         .to_string()
     }
 
-    fn attr(name: &str, tag: Option<u8>, value: &str) -> ReplyAttribute {
+    /// A reply attribute as a policy writes it.
+    pub(crate) fn attr(name: &str, tag: Option<u8>, value: &str) -> ReplyAttribute {
         ReplyAttribute {
             name: name.into(),
             tag,

@@ -254,11 +254,9 @@ pub(crate) fn sessions(
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// `anchord sessions list` against the running server: a joined Start shows with its
-/// certificate, rule and VLAN; filters by MAC and device; Stop takes it off; Accounting-On
-/// ends the NAS's sessions; a wrong token is refused.
-#[test]
-fn sessions_list_shows_what_accounting_started_and_stop_or_accounting_on_ended() {
+/// The test server with its admin listener (token in the returned folder's `admin.token`);
+/// the admin address.
+fn admin_server() -> (Server, std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("admin.token");
     std::fs::write(&token, "it-admin-token\n").unwrap();
@@ -269,6 +267,16 @@ fn sessions_list_shows_what_accounting_started_and_stop_or_accounting_on_ended()
         )
     });
     let admin = crate::admin::admin_addr(&s);
+    (s, admin, dir)
+}
+
+/// `anchord sessions list` against the running server: a joined Start shows with its
+/// certificate, rule and VLAN; filters by MAC and device; Stop takes it off; Accounting-On
+/// ends the NAS's sessions; a wrong token is refused.
+#[test]
+fn sessions_list_shows_what_accounting_started_and_stop_or_accounting_on_ended() {
+    let (s, admin, dir) = admin_server();
+    let token = dir.path().join("admin.token");
     let list = |extra: &[&str]| sessions(&s, &admin, "list", extra);
     assert!(list(&[]).is_empty());
     let class = accepted_class(&s);
@@ -416,16 +424,7 @@ fn status_server_and_proxied_accounting_are_answered_on_the_accounting_port() {
 /// session's latest record does not end it.
 #[test]
 fn a_far_future_event_timestamp_does_not_freeze_a_session_and_an_old_stop_does_not_end_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("admin.token");
-    std::fs::write(&token, "it-admin-token\n").unwrap();
-    let s = Server::start_with(|c| {
-        format!(
-            "{c}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
-            token.display()
-        )
-    });
-    let admin = crate::admin::admin_addr(&s);
+    let (s, admin, _dir) = admin_server();
     let acct = client(s.accounting_addr());
     let now = u32::try_from(
         std::time::SystemTime::now()

@@ -19,21 +19,22 @@ pub(crate) fn run_bench_from(
     secret: &str,
     args: &[&str],
 ) -> (bool, serde_json::Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
-        .args([
-            "bench",
-            "--server",
-            &server.addr.to_string(),
-            "--secret",
-            secret,
-        ])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchord"));
+    cmd.args(["bench", "--server", &server.addr.to_string()])
         .arg("--cert")
         .arg(pki.join("device-ecdsa.pem"))
         .arg("--key")
         .arg(pki.join("device-ecdsa.key"))
         .arg("--ca")
-        .arg(pki.join("root-ca.pem"))
-        .arg("--json")
+        .arg(pki.join("root-ca.pem"));
+    report(cmd, secret, args)
+}
+
+/// Runs the `anchord bench` command `cmd` with `--secret secret --json` and `args`;
+/// whether it succeeded and its report.
+fn report(mut cmd: Command, secret: &str, args: &[&str]) -> (bool, serde_json::Value) {
+    let out = cmd
+        .args(["--secret", secret, "--json"])
         .args(args)
         .output()
         .unwrap();
@@ -141,16 +142,10 @@ fn load_generator_counts_a_wrong_secret_as_an_error() {
 
 /// Runs `anchord bench --accounting --json` against the server's accounting port.
 fn run_accounting_bench(server: &Server, secret: &str, args: &[&str]) -> (bool, serde_json::Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_anchord"))
-        .args(["bench", "--accounting", "--json", "--secret", secret])
-        .arg("--server")
-        .arg(server.accounting_addr().to_string())
-        .args(args)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.success(), report)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchord"));
+    cmd.args(["bench", "--accounting", "--server"])
+        .arg(server.accounting_addr().to_string());
+    report(cmd, secret, args)
 }
 
 #[test]
